@@ -23,6 +23,8 @@ pub enum CodecError {
     NotEnoughSlivers { have: usize, need: usize },
     #[error("the blob is inconsistently encoded: {0}")]
     InconsistentBlob(String),
+    #[error("malformed BCS: {0}")]
+    Bcs(#[from] BcsError),
     #[error("Reed-Solomon failure: {0}")]
     ReedSolomon(String),
 }

@@ -90,6 +90,23 @@ impl VerifiedMetadata {
         })
     }
 
+    /// Decode a `BlobMetadataWithId` body (as served by a storage node) and verify it against the
+    /// Blob ID that was asked for: the ID in the body must be that ID, and the hashes must hash to it.
+    pub fn from_bcs(
+        requested: BlobId,
+        bytes: &[u8],
+        config: EncodingConfig,
+    ) -> Result<Self, CodecError> {
+        let (claimed, metadata) = crate::bcs::decode_metadata_with_id(bytes)?;
+        if claimed != requested {
+            return Err(CodecError::BlobIdMismatch {
+                expected: requested,
+                computed: claimed,
+            });
+        }
+        Self::verify(requested, metadata, config)
+    }
+
     /// Built by the encoder, which derived the ID from these very hashes.
     pub(crate) fn from_encoder(
         metadata: BlobMetadata,
