@@ -1,1 +1,124 @@
+//! A simulated Walrus storage-node committee on one machine, for the gateway's tests, demos and
+//! load tests.
+//!
+//! [`SimNetwork::start`] runs `nodes` HTTP servers on `127.0.0.1`, each a storage node owning
+//! some of the `n_shards` shards (round-robin by default) and speaking the storage-node REST API
+//! of SPEC §10 (module [`api`] lists what is simulated and how). Blobs get in either directly
+//! ([`SimNetwork::store`], no HTTP) or through the real `PUT` endpoints. Faults ([`faults`]) can
+//! be injected per node at start-up and at run time, from the library or through the loopback
+//! admin endpoint `POST /sim/faults`. With a data directory ([`persist`]) a restarted network
+//! serves what it stored.
+//!
+//! Guarantees:
+//! * bytes served for a blob are exactly its BCS metadata and sliver encodings (as
+//!   `walrus-core` produces them), unless a fault says otherwise;
+//! * a node never stores metadata that does not match its Blob ID, nor a sliver that does not
+//!   verify against the stored metadata and its path's pair index;
+//! * each sliver pair is served only by the node owning its shard (SPEC §7 rotation); others
+//!   answer `400 FAILED_PRECONDITION / SHARD_NOT_ASSIGNED`, and faults never move shards.
 
+pub mod api;
+mod body;
+pub mod committee;
+pub mod faults;
+mod network;
+mod node;
+pub mod persist;
+mod response;
+mod store;
+
+use std::path::PathBuf;
+
+pub use body::SimBody;
+pub use committee::{Committee, CommitteeError, CommitteeNode};
+pub use faults::{FaultsError, FaultsFile, NodeFaults};
+pub use network::SimNetwork;
+pub use response::{GLOBAL_ERROR_DOMAIN, STORAGE_NODE_ERROR_DOMAIN};
+
+/// How to build a simulated committee.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Number of shards (the encoding's `n`); at least 4.
+    pub n_shards: u16,
+    /// Number of storage nodes; at most `n_shards` (each node owns at least one shard).
+    pub nodes: usize,
+    /// Node `i` listens on `base_port + i`; 0 lets the OS pick a free port per node.
+    pub base_port: u16,
+    /// Keep every node's storage in this directory and restore it on start.
+    pub data_dir: Option<PathBuf>,
+    /// Shards per node; `None` = round-robin (shard `s` on node `s % nodes`).
+    pub assignment: Option<Vec<Vec<u16>>>,
+    /// Per-node faults at start; shorter than `nodes` = the rest without faults.
+    pub faults: Vec<NodeFaults>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            n_shards: 10,
+            nodes: 4,
+            base_port: 0,
+            data_dir: None,
+            assignment: None,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// Requests that reached one node's handler, faulty answers included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// `GET /v1/blobs/{id}/metadata`.
+    pub metadata_gets: u64,
+    /// `GET /v1/blobs/{id}/slivers/{pair}/primary`.
+    pub primary_sliver_gets: u64,
+    /// `GET /v1/blobs/{id}/slivers/{pair}/secondary`.
+    pub secondary_sliver_gets: u64,
+    /// Metadata and sliver `PUT`s.
+    pub puts: u64,
+    /// Metadata, sliver and blob status `GET`s.
+    pub status_gets: u64,
+}
+
+impl std::ops::Add for NodeCounters {
+    type Output = NodeCounters;
+
+    fn add(self, o: NodeCounters) -> NodeCounters {
+        NodeCounters {
+            metadata_gets: self.metadata_gets + o.metadata_gets,
+            primary_sliver_gets: self.primary_sliver_gets + o.primary_sliver_gets,
+            secondary_sliver_gets: self.secondary_sliver_gets + o.secondary_sliver_gets,
+            puts: self.puts + o.puts,
+            status_gets: self.status_gets + o.status_gets,
+        }
+    }
+}
+
+/// Why the simulated network could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid simulator configuration: {0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    #[error(transparent)]
+    Committee(#[from] CommitteeError),
+    #[error("invalid faults: {0}")]
+    InvalidFaults(String),
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("node {node} could not listen on its port {port} again: {reason}")]
+    Rebind {
+        node: usize,
+        port: u16,
+        reason: String,
+    },
+    #[error("no node {node}: the committee has {nodes} nodes")]
+    NoSuchNode { node: usize, nodes: usize },
+    #[error("data directory: {0}")]
+    DataDir(String),
+    #[error("storage write failed: {0}")]
+    Storage(std::io::Error),
+    #[error("the network is shut down")]
+    ShutDown,
+}

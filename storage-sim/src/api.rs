@@ -1,0 +1,611 @@
+//! The storage-node REST API of SPEC §10, as served by a simulated node, plus the sim-only
+//! admin endpoint.
+//!
+//! Simulated endpoints (paths, BCS bodies, JSON envelopes, codes and reasons as the real node):
+//! * `GET|PUT /v1/blobs/{blob_id}/metadata` (PUT body: BCS `BlobMetadata`, verified against the
+//!   Blob ID in the path; `201` stored, `200` already stored);
+//! * `GET /v1/blobs/{blob_id}/metadata/status` (`StoredOnNodeStatus`);
+//! * `GET|PUT /v1/blobs/{blob_id}/slivers/{pair}/{primary|secondary}` (PUT body: BCS
+//!   `SliverData`, checked against the path's pair index and verified against the stored
+//!   metadata; never stored otherwise);
+//! * `GET /v1/blobs/{blob_id}/slivers/{pair}/{type}/status`;
+//! * `GET /v1/blobs/{blob_id}/status` (`BlobStatus`);
+//! * `GET /v1/health[?detailed=true]` (`ServiceHealthInfo`).
+//!
+//! What is simulated rather than real: there is no chain, so any blob whose metadata a node
+//! holds counts as registered and certified: its status is `permanent`, certified in epoch 1
+//! (the simulated epoch, never advancing) and ending in epoch 53, with a status event whose
+//! `txDigest` is derived from the Blob ID. A blob without metadata is `nonexistent`. The
+//! `?pending=` flag is accepted and ignored (nothing is ever `buffered`). There is no TLS, no
+//! blocklist (no 451) and no recovery, decoding-symbol, inconsistency-proof, confirmation or
+//! shard-sync endpoint: those answer `404 UNKNOWN_ENDPOINT`. The health public key is a fixed
+//! fake per node.
+//!
+//! Admin (never subject to faults, loopback peers only, else `403`):
+//! `GET /sim/faults[?node=I|NAME]` returns a node's [`NodeFaults`]; `POST` with a JSON
+//! [`NodeFaults`] body replaces them and answers once the change took effect (an offline node's
+//! listener is closed, a revived one is listening again). `node` defaults to the node asked, so
+//! an offline node is revived through any other node.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use codec::{bcs, BlobId, SliverKind, VerifiedMetadata};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+use crate::body::{self, SimBody};
+use crate::faults::NodeFaults;
+use crate::network::Shared;
+use crate::node::NodeState;
+use crate::response::{self, ApiError};
+use crate::store::NodeStore;
+
+/// Largest admin request body.
+const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
+
+/// A request path, split into what the handlers need (still unparsed text).
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Metadata(&'a str),
+    MetadataStatus(&'a str),
+    Sliver(&'a str, &'a str, &'a str),
+    SliverStatus(&'a str, &'a str, &'a str),
+    BlobStatus(&'a str),
+    AdminFaults,
+    Unknown,
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Self {
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        match segments.as_slice() {
+            ["v1", "health"] => Route::Health,
+            ["v1", "blobs", id, "metadata"] => Route::Metadata(id),
+            ["v1", "blobs", id, "metadata", "status"] => Route::MetadataStatus(id),
+            ["v1", "blobs", id, "slivers", pair, kind] => Route::Sliver(id, pair, kind),
+            ["v1", "blobs", id, "slivers", pair, kind, "status"] => {
+                Route::SliverStatus(id, pair, kind)
+            }
+            ["v1", "blobs", id, "status"] => Route::BlobStatus(id),
+            ["sim", "faults"] => Route::AdminFaults,
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The methods a route accepts, as an `Allow` header value.
+    fn allowed(&self, method: &Method) -> Result<(), &'static str> {
+        let (ok, allow) = match self {
+            Route::Metadata(_) | Route::Sliver(..) => {
+                (method == Method::GET || method == Method::PUT, "GET,PUT")
+            }
+            Route::AdminFaults => (method == Method::GET || method == Method::POST, "GET,POST"),
+            Route::Unknown => (true, ""),
+            _ => (method == Method::GET, "GET"),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(allow)
+        }
+    }
+
+    fn count(&self, method: &Method, node: &NodeState) {
+        let c = &node.counters;
+        let counter = match (self, *method == Method::GET) {
+            (Route::Metadata(_), true) => &c.metadata_gets,
+            (Route::Sliver(_, _, "primary"), true) => &c.primary_sliver_gets,
+            (Route::Sliver(_, _, "secondary"), true) => &c.secondary_sliver_gets,
+            (Route::Metadata(_) | Route::Sliver(..), false) => &c.puts,
+            (Route::MetadataStatus(_) | Route::SliverStatus(..) | Route::BlobStatus(_), true) => {
+                &c.status_gets
+            }
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Answer one request to node `index`. Never fails: errors are envelopes.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    index: usize,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<SimBody> {
+    let node = &shared.nodes[index];
+    let path = request.uri().path().to_owned();
+    let route = Route::parse(&path);
+    if let Err(allow) = route.allowed(request.method()) {
+        return response::method_not_allowed(allow);
+    }
+    if route == Route::AdminFaults {
+        return admin(&shared, index, peer, request)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+    }
+    route.count(request.method(), node);
+
+    let faults = node.faults.borrow().clone();
+    let delay = faults.delay(&node.rng);
+    if !delay.is_zero() {
+        let mut kick = node.kick.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = kick.changed() => return ApiError::Unavailable.into_response(),
+        }
+    }
+    let response = if faults.inject_error(&node.rng) {
+        if faults.error_status() == 500 {
+            ApiError::Internal.into_response()
+        } else {
+            ApiError::Unavailable.into_response()
+        }
+    } else {
+        dispatch(&shared, node, &faults, route, request)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    };
+    shape(response, &faults, node)
+}
+
+async fn dispatch(
+    shared: &Shared,
+    node: &NodeState,
+    faults: &NodeFaults,
+    route: Route<'_>,
+    request: Request<Incoming>,
+) -> Result<Response<SimBody>, ApiError> {
+    let put = request.method() == Method::PUT;
+    match route {
+        Route::Health => Ok(health(shared, node, request.uri().query())),
+        Route::Metadata(id) if put => put_metadata(shared, node, parse_blob_id(id)?, request).await,
+        Route::Metadata(id) => get_metadata(shared, node, faults, parse_blob_id(id)?).await,
+        Route::MetadataStatus(id) => {
+            let id = parse_blob_id(id)?;
+            let stored = !faults.lie_not_found && node.store.metadata(&id).is_some();
+            Ok(response::success(StatusCode::OK, stored_status(stored)))
+        }
+        Route::Sliver(id, pair, kind) => {
+            let (id, pair, kind) = parse_sliver_path(shared, id, pair, kind)?;
+            if put {
+                put_sliver(shared, node, id, pair, kind, request).await
+            } else {
+                get_sliver(shared, node, faults, id, pair, kind)
+            }
+        }
+        Route::SliverStatus(id, pair, kind) => {
+            let (id, pair, kind) = parse_sliver_path(shared, id, pair, kind)?;
+            check_shard(shared, node, &id, pair)?;
+            let stored = !faults.lie_not_found && node.store.sliver(&id, pair, kind).is_some();
+            Ok(response::success(StatusCode::OK, stored_status(stored)))
+        }
+        Route::BlobStatus(id) => {
+            let id = parse_blob_id(id)?;
+            let known = !faults.lie_not_found && node.store.metadata(&id).is_some();
+            Ok(response::success(
+                StatusCode::OK,
+                blob_status(shared, known.then_some(&id)),
+            ))
+        }
+        Route::AdminFaults | Route::Unknown => Err(ApiError::UnknownEndpoint {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+        }),
+    }
+}
+
+fn parse_blob_id(text: &str) -> Result<BlobId, ApiError> {
+    text.parse()
+        .map_err(|e: codec::BlobIdParseError| ApiError::InvalidBlobId {
+            id: text.chars().take(100).collect(),
+            reason: e.to_string(),
+        })
+}
+
+fn parse_sliver_path(
+    shared: &Shared,
+    id: &str,
+    pair: &str,
+    kind: &str,
+) -> Result<(BlobId, u16, SliverKind), ApiError> {
+    let id = parse_blob_id(id)?;
+    let pair: u16 = pair
+        .parse()
+        .map_err(|_| ApiError::InvalidPairIndex(pair.chars().take(20).collect()))?;
+    let kind: SliverKind = kind
+        .parse()
+        .map_err(|_| ApiError::InvalidSliverType(kind.chars().take(20).collect()))?;
+    let n = shared.config.n_shards();
+    if pair >= n {
+        return Err(ApiError::IndexOutOfRange {
+            index: pair,
+            max: n,
+        });
+    }
+    Ok((id, pair, kind))
+}
+
+/// The pair's shard (SPEC §7 rotation) must be one of this node's.
+fn check_shard(shared: &Shared, node: &NodeState, id: &BlobId, pair: u16) -> Result<(), ApiError> {
+    let shard = id.shard_for_pair(pair, shared.config.n_shards());
+    if node.owns_shard(shard) {
+        Ok(())
+    } else {
+        Err(ApiError::ShardNotAssigned {
+            shard,
+            epoch: shared.epoch,
+        })
+    }
+}
+
+fn stored_status(stored: bool) -> &'static str {
+    if stored {
+        "stored"
+    } else {
+        "nonexistent"
+    }
+}
+
+async fn get_metadata(
+    shared: &Shared,
+    node: &NodeState,
+    faults: &NodeFaults,
+    id: BlobId,
+) -> Result<Response<SimBody>, ApiError> {
+    if faults.lie_not_found {
+        return Err(ApiError::MetadataNotFound);
+    }
+    let (_, bytes) = node.store.metadata(&id).ok_or(ApiError::MetadataNotFound)?;
+    if faults.wrong_metadata {
+        let mut forged = id.as_bytes().to_vec();
+        forged.extend_from_slice(&shared.decoy_metadata().await);
+        return Ok(response::octet_stream(Bytes::from(forged)));
+    }
+    Ok(response::octet_stream(bytes))
+}
+
+fn get_sliver(
+    shared: &Shared,
+    node: &NodeState,
+    faults: &NodeFaults,
+    id: BlobId,
+    pair: u16,
+    kind: SliverKind,
+) -> Result<Response<SimBody>, ApiError> {
+    if faults.lie_not_found || node.store.metadata(&id).is_none() {
+        return Err(ApiError::SliverNotFound);
+    }
+    check_shard(shared, node, &id, pair)?;
+    let bytes = node
+        .store
+        .sliver(&id, pair, kind)
+        .ok_or(ApiError::SliverNotFound)?;
+    if !(faults.corrupt_slivers || faults.wrong_index || faults.wrong_symbol_size) {
+        return Ok(response::octet_stream(bytes));
+    }
+    // Stored slivers are canonical BCS; failing to decode one is a bug of the simulator.
+    let mut sliver = bcs::decode_sliver(&bytes, kind).map_err(|e| {
+        tracing::error!(error = %e, "stored sliver does not decode");
+        ApiError::Internal
+    })?;
+    if faults.corrupt_slivers {
+        let mut data = sliver.data.to_vec();
+        let middle = data.len() / 2;
+        if let Some(byte) = data.get_mut(middle) {
+            *byte ^= 0xff;
+        }
+        sliver.data = Bytes::from(data);
+    }
+    if faults.wrong_index {
+        sliver.index = (sliver.index + 1) % shared.config.n_shards();
+    }
+    if faults.wrong_symbol_size {
+        sliver.symbol_size = sliver.symbol_size.wrapping_add(2);
+    }
+    Ok(response::octet_stream(Bytes::from(bcs::encode_sliver(
+        &sliver,
+    ))))
+}
+
+/// `Content-Type` must be `application/octet-stream` (any parameters) or absent, like the real
+/// node's BCS extractor.
+fn check_bcs_content_type(request: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/octet-stream") => Ok(()),
+        _ => Err(ApiError::UnsupportedContentType),
+    }
+}
+
+/// Read the whole body, refusing more than `limit` bytes (by header and while reading).
+async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let limited = http_body_util::Limited::new(
+        request.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BodyRead(e.to_string())),
+    }
+}
+
+/// Largest BCS `BlobMetadata` for this committee, with room for an overlong length prefix.
+fn metadata_body_limit(shared: &Shared) -> u64 {
+    16 + 66 * u64::from(shared.config.n_shards())
+}
+
+/// Largest BCS `SliverData` of this kind for this committee: the maximum symbol size times
+/// the symbols per sliver, plus the length prefix, symbol size and index.
+fn sliver_body_limit(shared: &Shared, kind: SliverKind) -> u64 {
+    u64::from(kind.symbol_count(&shared.config)) * u64::from(codec::MAX_SYMBOL_SIZE) + 16
+}
+
+async fn put_metadata(
+    shared: &Shared,
+    node: &NodeState,
+    id: BlobId,
+    request: Request<Incoming>,
+) -> Result<Response<SimBody>, ApiError> {
+    check_bcs_content_type(&request)?;
+    let body = read_body(request, metadata_body_limit(shared)).await?;
+    let metadata = bcs::decode_metadata(&body).map_err(ApiError::BcsDecode)?;
+    let verified =
+        VerifiedMetadata::verify(id, metadata, shared.config).map_err(ApiError::InvalidMetadata)?;
+    let with_id = Bytes::from(bcs::encode_metadata_with_id(&id, verified.metadata()));
+    let verified = Arc::new(verified);
+    let stored = run_storage(node, move |store| store.insert_metadata(verified, with_id)).await?;
+    Ok(if stored {
+        response::success(StatusCode::CREATED, "metadata successfully stored")
+    } else {
+        response::success(StatusCode::OK, "metadata already stored")
+    })
+}
+
+async fn put_sliver(
+    shared: &Shared,
+    node: &NodeState,
+    id: BlobId,
+    pair: u16,
+    kind: SliverKind,
+    request: Request<Incoming>,
+) -> Result<Response<SimBody>, ApiError> {
+    let body = read_body(request, sliver_body_limit(shared, kind)).await?;
+    let sliver = bcs::decode_sliver(&body, kind).map_err(ApiError::BcsDecode)?;
+    let (metadata, _) = node.store.metadata(&id).ok_or(ApiError::MissingMetadata)?;
+    check_shard(shared, node, &id, pair)?;
+    let n = shared.config.n_shards();
+    if sliver.index >= n || sliver.pair_index(n) != pair {
+        return Err(ApiError::InvalidSliver(format!(
+            "{} sliver index {} does not belong to sliver pair {pair} (expected index {})",
+            kind.as_str(),
+            sliver.index,
+            kind.sliver_index(pair, n)
+        )));
+    }
+    // Re-expanding and hashing the sliver is CPU work: keep it off the reactor.
+    tokio::task::spawn_blocking(move || metadata.verify_sliver(sliver))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|e| ApiError::InvalidSliver(e.to_string()))?;
+    // The body decoded without trailing bytes and BCS is canonical: it is the sliver's BCS.
+    let stored = run_storage(node, move |store| {
+        store.insert_sliver(&id, pair, kind, body)
+    })
+    .await?;
+    if !stored {
+        return Err(ApiError::MissingMetadata);
+    }
+    Ok(response::success(
+        StatusCode::OK,
+        "sliver stored successfully",
+    ))
+}
+
+/// Run a store operation; with a data directory it does file I/O, so it runs off the reactor.
+async fn run_storage<T: Send + 'static>(
+    node: &NodeState,
+    op: impl FnOnce(&NodeStore) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let result = if node.store.is_persistent() {
+        let store = node.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|_| ApiError::Internal)?
+    } else {
+        op(&node.store)
+    };
+    result.map_err(|e| {
+        tracing::error!(node = %node.name, error = %e, "storage write failed");
+        ApiError::Internal
+    })
+}
+
+/// `ServiceHealthInfo` (camelCase, as the real node). `?detailed=true` adds `shardDetail`.
+fn health(shared: &Shared, node: &NodeState, query: Option<&str>) -> Response<SimBody> {
+    let uptime = shared.started.elapsed();
+    let owned: Vec<u16> = node.owned_shards().collect();
+    let mut data = serde_json::json!({
+        "uptime": {"secs": uptime.as_secs(), "nanos": uptime.subsec_nanos()},
+        "epoch": shared.epoch,
+        "publicKey": node.public_key(),
+        "nodeStatus": "Active",
+        "eventProgress": {"persisted": 0, "pending": 0, "highestFinishedEventIndex": null},
+        "shardSummary": {
+            "owned": owned.len(),
+            "ownedShardStatus": {"unknown": 0, "ready": owned.len(), "inTransfer": 0, "inRecovery": 0},
+            "readOnly": 0,
+        },
+    });
+    if query_param(query, "detailed") == Some("true") {
+        let detail: Vec<_> = owned
+            .iter()
+            .map(|s| serde_json::json!({"shard": s, "status": "ready"}))
+            .collect();
+        data["shardDetail"] = serde_json::json!({"owned": detail, "other": []});
+    }
+    response::success(StatusCode::OK, data)
+}
+
+/// `BlobStatus`: `permanent` for a blob whose metadata the node holds (see the module docs for
+/// what is simulated), `nonexistent` otherwise.
+fn blob_status(shared: &Shared, known: Option<&BlobId>) -> serde_json::Value {
+    let Some(id) = known else {
+        return serde_json::json!("nonexistent");
+    };
+    serde_json::json!({"permanent": {
+        "endEpoch": shared.epoch + 52,
+        "isCertified": true,
+        "statusEvent": {"txDigest": base58(id.as_bytes()), "eventSeq": "0"},
+        "deletableCounts": {"count_deletable_total": 0, "count_deletable_certified": 0},
+        "initialCertifiedEpoch": shared.epoch,
+    }})
+}
+
+/// Bitcoin-alphabet base58, as Sui prints transaction digests.
+fn base58(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut digits: Vec<u8> = Vec::new();
+    for &byte in bytes {
+        let mut carry = u32::from(byte);
+        for digit in digits.iter_mut() {
+            carry += u32::from(*digit) << 8;
+            *digit = (carry % 58) as u8;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push((carry % 58) as u8);
+            carry /= 58;
+        }
+    }
+    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
+    std::iter::repeat('1')
+        .take(zeros)
+        .chain(
+            digits
+                .iter()
+                .rev()
+                .map(|&d| ALPHABET[usize::from(d)] as char),
+        )
+        .collect()
+}
+
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// `GET|POST /sim/faults[?node=…]`.
+async fn admin(
+    shared: &Shared,
+    index: usize,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<SimBody>, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::AdminNotLoopback);
+    }
+    let target = match query_param(request.uri().query(), "node") {
+        None => index,
+        Some(key) => shared
+            .node_index(key)
+            .ok_or_else(|| ApiError::NoSuchNode(key.chars().take(100).collect()))?,
+    };
+    if request.method() == Method::GET {
+        let faults = shared.nodes[target].faults.borrow().clone();
+        return Ok(response::success(StatusCode::OK, faults));
+    }
+    let body = read_body(request, ADMIN_BODY_LIMIT).await?;
+    let faults: NodeFaults =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidFaults(e.to_string()))?;
+    shared
+        .apply_faults(target, faults.clone())
+        .await
+        .map_err(|e| match e {
+            crate::SimError::InvalidFaults(why) => ApiError::InvalidFaults(why),
+            other => {
+                tracing::error!(error = %other, "applying faults failed");
+                ApiError::Internal
+            }
+        })?;
+    Ok(response::success(StatusCode::OK, faults))
+}
+
+/// Apply body-shaping faults to a finished response. The `Content-Length` announces the whole
+/// body even when less (or nothing) will follow.
+fn shape(response: Response<SimBody>, faults: &NodeFaults, node: &NodeState) -> Response<SimBody> {
+    if !faults.shapes_body() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let SimBody::Full(Some(bytes)) = body else {
+        return Response::from_parts(parts, body);
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let body = body::shape(bytes, faults, node.kick.subscribe());
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        let id = "RV5Io9fgU7sWMkNXE7IUo8QbTxJS4Gs9aaJU6xabCsw";
+        assert_eq!(Route::parse("/v1/health"), Route::Health);
+        assert_eq!(
+            Route::parse(&format!("/v1/blobs/{id}/metadata")),
+            Route::Metadata(id)
+        );
+        assert_eq!(
+            Route::parse(&format!("/v1/blobs/{id}/slivers/3/primary/status")),
+            Route::SliverStatus(id, "3", "primary")
+        );
+        assert_eq!(Route::parse("/v1/blobs/x/recoverySymbols"), Route::Unknown);
+        assert_eq!(Route::parse("/sim/faults"), Route::AdminFaults);
+        assert_eq!(Route::parse("/v1/health/"), Route::Unknown);
+    }
+
+    #[test]
+    fn base58_matches_known_values() {
+        assert_eq!(base58(b""), "");
+        assert_eq!(base58(&[0, 0, 1]), "112");
+        assert_eq!(base58(b"hello world"), "StV1DL6CwTryKyV");
+        assert_eq!(base58(&[0xff; 32]).len(), 44);
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param(Some("a=1&node=node-2"), "node"), Some("node-2"));
+        assert_eq!(query_param(Some("detailed=true"), "node"), None);
+        assert_eq!(query_param(None, "node"), None);
+    }
+}
