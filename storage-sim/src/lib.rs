@@ -29,7 +29,6 @@ mod store;
 
 use std::path::PathBuf;
 
-pub use body::SimBody;
 pub use committee::{Committee, CommitteeError, CommitteeNode};
 pub use faults::{FaultsError, FaultsFile, NodeFaults};
 pub use network::SimNetwork;

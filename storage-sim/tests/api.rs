@@ -367,3 +367,58 @@ async fn uneven_assignments_and_configuration_errors() {
         assert!(SimNetwork::start(bad).await.is_err());
     }
 }
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (net, v) = network_with_vectors().await;
+    let (owner, _) = owner_and_other(&net, &v, 2);
+    let authority = owner.strip_prefix("http://").unwrap().to_owned();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // Several requests multiplexed on one connection.
+    for kind in ["primary", "secondary"] {
+        let request = http::Request::builder()
+            .uri(format!("{owner}{}", sliver_path(&v.blob_id(), 2, kind)))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), v.sliver_bcs(2, kind).as_slice());
+    }
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_chunked_bodies_are_cut_off_while_reading() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (net, v) = network_with_vectors().await;
+    let url = net.committee().nodes[0].url.clone();
+    let authority = url.strip_prefix("http://").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    // No Content-Length: the limit (16 + 66 n = 676 bytes) must be enforced on the stream.
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {authority}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        metadata_path(&v.blob_id())
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..4 {
+        stream.write_all(b"100\r\n").await.unwrap();
+        stream.write_all(&[0u8; 256]).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"reason\":\"BODY_TOO_LARGE\""), "{text}");
+    net.shutdown().await;
+}
