@@ -1,1 +1,23 @@
+//! The Walrus edge gateway: an aggregator-compatible HTTP API (`GET /v1/blobs/{id}`) in front of
+//! a committee of storage nodes, with verified fills and a bounded cache.
+//!
+//! A read follows the modules in order: [`api`] (routes, headers, ranges, the one error mapping)
+//! → [`cache`] (verified blobs only) → [`fill`] (single-flight fills, sliver scheduling,
+//! verification and decoding off the reactor) → [`nodes`] (HTTP client for storage nodes) →
+//! `codec`. [`server`] accepts connections (HTTP/1.1 and h2c on one port) and drains them on
+//! shutdown; [`telemetry`] holds the per-gateway Prometheus metrics.
+//!
+//! Guarantees: no byte reaches a client or the cache before the sliver or blob it belongs to was
+//! checked against the Blob ID; concurrent reads of one blob share one fill; every upstream call
+//! has a timeout and every queue a bound, and hitting a bound answers 429 rather than waiting.
 
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod fill;
+pub mod nodes;
+pub mod server;
+pub mod telemetry;
+
+pub use config::{GatewayConfig, SizeParseError};
+pub use server::{Gateway, RunningGateway, ServerError};

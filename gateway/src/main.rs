@@ -1,1 +1,243 @@
-fn main() {}
+//! `walrus-gateway`: serve Walrus blobs over HTTP from a committee of storage nodes (or an
+//! embedded simulated one), or print a file's Blob ID. Parses arguments and calls the library.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use codec::ConsistencyCheck;
+use gateway::config::parse_size;
+use gateway::{Gateway, GatewayConfig};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use storage_sim::committee::Committee;
+use storage_sim::{SimConfig, SimNetwork};
+
+#[derive(Parser)]
+#[command(version, about = "Verified, cached edge gateway for Walrus blobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the aggregator read API (`GET /v1/blobs/{id}`) with verified fills and a cache.
+    Serve(ServeArgs),
+    /// Print the Blob ID of a file (`-` reads standard input).
+    BlobId {
+        /// Shards in the committee the ID is for.
+        #[arg(long, default_value_t = 1000)]
+        n_shards: u16,
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Consistency {
+    /// Re-hash every systematic row that was reconstructed (Walrus's default).
+    Default,
+    /// Re-encode the whole blob and compare Blob IDs before sending a byte.
+    Strict,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:31415")]
+    bind: SocketAddr,
+    /// Committee file (as storage-sim writes it). Without it, an embedded simulated network
+    /// is started in this process.
+    #[arg(long)]
+    committee: Option<PathBuf>,
+    /// Shards of the embedded network.
+    #[arg(long, default_value_t = 10)]
+    sim_shards: u16,
+    /// Nodes of the embedded network.
+    #[arg(long, default_value_t = 4)]
+    sim_nodes: usize,
+    /// Store this file in the embedded network at start and print its Blob ID (repeatable).
+    #[arg(long)]
+    seed: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "default")]
+    consistency: Consistency,
+    /// Memory cache size, e.g. `1GiB`.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    memory_cache: u64,
+    /// Larger blobs are served but not cached.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    memory_max_object: u64,
+    /// Refuse blobs above this size (403); default: the committee's maximum.
+    #[arg(long, value_parser = parse_size)]
+    max_blob_size: Option<u64>,
+    /// Blob requests served at once; beyond this, 429.
+    #[arg(long, default_value_t = 1024)]
+    max_concurrent_requests: usize,
+    /// Blobs filled at once; a request needing one more gets 429.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent_fills: usize,
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Sliver requests in flight per fill.
+    #[arg(long, default_value_t = 256)]
+    max_slivers_in_flight: usize,
+    /// Nodes asked for metadata at once.
+    #[arg(long, default_value_t = 3)]
+    metadata_fanout: usize,
+    #[arg(long, default_value_t = 10_000)]
+    metadata_timeout_ms: u64,
+    #[arg(long, default_value_t = 60_000)]
+    sliver_timeout_ms: u64,
+    /// Ask for another sliver when one takes longer than this.
+    #[arg(long, default_value_t = 2_000)]
+    hedge_after_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::BlobId { n_shards, file } => blob_id(n_shards, &file),
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("walrus-gateway: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn blob_id(n_shards: u16, file: &Path) -> anyhow::Result<()> {
+    let config = codec::EncodingConfig::new(n_shards)?;
+    let bytes = read_limited(file, config.max_blob_size())?;
+    println!("{}", codec::blob_id(n_shards, &bytes)?);
+    Ok(())
+}
+
+/// Read a file (or stdin for `-`), refusing more than `max` bytes.
+fn read_limited(file: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    let reader: Box<dyn Read> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    if bytes.len() as u64 > max {
+        bail!(
+            "{} is larger than the {max}-byte maximum for this committee size",
+            file.display()
+        );
+    }
+    Ok(bytes)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve_async(args))
+}
+
+async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    let config = GatewayConfig {
+        bind: args.bind,
+        consistency: match args.consistency {
+            Consistency::Default => ConsistencyCheck::Default,
+            Consistency::Strict => ConsistencyCheck::Strict,
+        },
+        memory_cache_bytes: args.memory_cache,
+        memory_max_object: args.memory_max_object,
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_concurrent_fills: args.max_concurrent_fills,
+        max_connections: args.max_connections,
+        max_slivers_in_flight: args.max_slivers_in_flight,
+        metadata_fanout: args.metadata_fanout,
+        metadata_timeout: Duration::from_millis(args.metadata_timeout_ms),
+        sliver_timeout: Duration::from_millis(args.sliver_timeout_ms),
+        hedge_after: Duration::from_millis(args.hedge_after_ms),
+        max_blob_size: args.max_blob_size,
+        ..GatewayConfig::default()
+    };
+    let (committee, network) = match &args.committee {
+        Some(path) => {
+            if !args.seed.is_empty() {
+                bail!("--seed stores files in the embedded network; it cannot be used with --committee");
+            }
+            let committee = Committee::load(path)
+                .with_context(|| format!("cannot load the committee {}", path.display()))?;
+            (committee, None)
+        }
+        None => {
+            let network = SimNetwork::start(SimConfig {
+                n_shards: args.sim_shards,
+                nodes: args.sim_nodes,
+                ..SimConfig::default()
+            })
+            .await
+            .context("cannot start the embedded storage-sim network")?;
+            tracing::info!(
+                nodes = args.sim_nodes,
+                shards = args.sim_shards,
+                "no --committee given: started an embedded storage-sim network in this process"
+            );
+            let network = std::sync::Arc::new(network);
+            for file in &args.seed {
+                let bytes = read_limited(file, network.config().max_blob_size())?;
+                let net = network.clone();
+                let id = tokio::task::spawn_blocking(move || net.store(&bytes))
+                    .await
+                    .context("seeding task failed")?
+                    .with_context(|| format!("cannot seed {}", file.display()))?;
+                tracing::info!(blob_id = %id, file = %file.display(), "seeded the embedded network");
+                println!("{id}");
+            }
+            (network.committee().clone(), Some(network))
+        }
+    };
+    let gateway = Gateway::bind(config, committee).await?;
+    println!("listening on http://{}", gateway.local_addr());
+    gateway.serve(shutdown_signal()).await;
+    if let Some(network) = network {
+        if let Ok(network) = std::sync::Arc::try_unwrap(network) {
+            network.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

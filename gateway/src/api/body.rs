@@ -1,0 +1,151 @@
+//! Response bodies: whole buffers (errors, metrics), cached blob slices, and streams fed by a
+//! fill. Blob bytes travel as the [`Bytes`] the fill verified, never copied. A stream whose fill
+//! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
+//! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
+
+use crate::fill::ReadError;
+use crate::telemetry::Telemetry;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+/// A blob stream ended early.
+#[derive(Debug, thiserror::Error)]
+#[error("blob stream aborted: {0}")]
+pub struct BodyError(pub ReadError);
+
+/// A slot in the concurrent-request bound, held until the response body is dropped.
+pub struct RequestSlot {
+    _permit: OwnedSemaphorePermit,
+    telemetry: Arc<Telemetry>,
+}
+
+impl RequestSlot {
+    pub fn new(permit: OwnedSemaphorePermit, telemetry: Arc<Telemetry>) -> Self {
+        telemetry.requests_in_flight.increment(1.0);
+        Self {
+            _permit: permit,
+            telemetry,
+        }
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.telemetry.requests_in_flight.decrement(1.0);
+    }
+}
+
+enum Kind {
+    Chunks(VecDeque<Bytes>),
+    Stream(mpsc::Receiver<Result<Bytes, ReadError>>),
+}
+
+/// The body of every response the gateway sends.
+pub struct Body {
+    kind: Kind,
+    /// Bytes still to send when known (for `size_hint`).
+    remaining: Option<u64>,
+    /// Counts blob bytes served; `None` for non-blob bodies.
+    served: Option<metrics::Counter>,
+    _slot: Option<RequestSlot>,
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Self::chunks(Vec::new())
+    }
+
+    pub fn full(bytes: Bytes) -> Self {
+        Self::chunks(vec![bytes])
+    }
+
+    pub fn chunks(chunks: Vec<Bytes>) -> Self {
+        let len = chunks.iter().map(|c| c.len() as u64).sum();
+        Self {
+            kind: Kind::Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect()),
+            remaining: Some(len),
+            served: None,
+            _slot: None,
+        }
+    }
+
+    /// A body fed by a task through `rx`, `len` bytes long if it completes.
+    pub fn stream(rx: mpsc::Receiver<Result<Bytes, ReadError>>, len: u64) -> Self {
+        Self {
+            kind: Kind::Stream(rx),
+            remaining: Some(len),
+            served: None,
+            _slot: None,
+        }
+    }
+
+    /// Count the bytes this body sends as blob bytes served, and hold `slot` until it is done.
+    pub fn for_blob(mut self, served: metrics::Counter, slot: RequestSlot) -> Self {
+        self.served = Some(served);
+        self._slot = Some(slot);
+        self
+    }
+
+    fn sent(&mut self, bytes: &Bytes) {
+        if let Some(remaining) = self.remaining.as_mut() {
+            *remaining = remaining.saturating_sub(bytes.len() as u64);
+        }
+        if let Some(served) = &self.served {
+            served.increment(bytes.len() as u64);
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let next = match &mut this.kind {
+            Kind::Chunks(chunks) => chunks.pop_front().map(Ok),
+            Kind::Stream(rx) => match rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(item) => item,
+            },
+        };
+        match next {
+            Some(Ok(bytes)) => {
+                this.sent(&bytes);
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(BodyError(e)))),
+            None => {
+                if this.remaining.is_some_and(|r| r > 0) {
+                    // The feeding task ended without sending every byte: never end cleanly.
+                    return Poll::Ready(Some(Err(BodyError(ReadError::Internal(
+                        "the blob stream ended early".into(),
+                    )))));
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Chunks(chunks) => chunks.is_empty(),
+            Kind::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The one place where errors become HTTP statuses and Walrus JSON error envelopes (SPEC §10,
+//! §11): `{"error":{"code","status","message","details":[{"@type":"ErrorInfo","reason",
+//! "domain","metadata"}]}}`. Handlers return [`ApiError`]; none builds an error response itself.
+
+use super::body::Body;
+use crate::fill::ReadError;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+/// The aggregator's error domain.
+const DOMAIN: &str = "daemon.walrus.space";
+
+/// Everything a request can fail with, in the client's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed Blob ID: {0}")]
+    InvalidBlobId(String),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("the requested range is not satisfiable for a blob of {len} bytes")]
+    RangeNotSatisfiable { len: u64 },
+    #[error("invalid byte range: {0}")]
+    InvalidByteRange(String),
+    #[error("the gateway is at its limit of concurrent requests")]
+    Overloaded,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl ApiError {
+    /// HTTP status, Walrus status string and reason code.
+    pub fn classify(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::InvalidBlobId(_) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "INVALID_BLOB_ID",
+            ),
+            ApiError::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "INVALID_PARAMETERS",
+            ),
+            ApiError::RangeNotSatisfiable { .. } | ApiError::InvalidByteRange(_) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_NOT_SATISFIABLE",
+                "INVALID_BYTE_RANGE",
+            ),
+            ApiError::Overloaded | ApiError::Read(ReadError::Overloaded) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "RESOURCE_EXHAUSTED",
+                "TOO_MANY_REQUESTS",
+            ),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "ROUTE_NOT_FOUND"),
+            ApiError::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "INVALID_ARGUMENT",
+                "METHOD_NOT_ALLOWED",
+            ),
+            ApiError::Read(e) => match e {
+                ReadError::NotFound { .. } => {
+                    (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND")
+                }
+                ReadError::Unavailable(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "BLOB_UNAVAILABLE",
+                ),
+                ReadError::TooLarge { .. } => {
+                    (StatusCode::FORBIDDEN, "SIZE_EXCEEDED", "BLOB_TOO_LARGE")
+                }
+                ReadError::Inconsistent(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "BLOB_INCONSISTENT",
+                ),
+                ReadError::Overloaded => unreachable_overloaded(),
+                ReadError::Internal(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
+                }
+            },
+        }
+    }
+
+    /// The JSON error envelope.
+    pub fn envelope(&self) -> serde_json::Value {
+        let (status, code, reason) = self.classify();
+        serde_json::json!({
+            "error": {
+                "code": status.as_u16(),
+                "status": code,
+                "message": self.to_string(),
+                "details": [{
+                    "@type": "ErrorInfo",
+                    "reason": reason,
+                    "domain": DOMAIN,
+                    "metadata": {},
+                }],
+            }
+        })
+    }
+
+    /// The full response; `retry_after` seconds go on 429 and 503.
+    pub fn into_response(self, retry_after: u32) -> Response<Body> {
+        let (status, _, _) = self.classify();
+        let body = self.envelope().to_string();
+        let mut response = Response::new(Body::full(body.into()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &self {
+            ApiError::RangeNotSatisfiable { len } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(CONTENT_RANGE, v);
+                }
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}
+
+/// `ReadError::Overloaded` is matched before the per-read arm above.
+fn unreachable_overloaded() -> (StatusCode, &'static str, &'static str) {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        "RESOURCE_EXHAUSTED",
+        "TOO_MANY_REQUESTS",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_uses_the_aggregator_envelope() {
+        let e = ApiError::Read(ReadError::NotFound {
+            shards: 7,
+            n_shards: 10,
+        });
+        let v = e.envelope();
+        assert_eq!(v["error"]["code"], 404);
+        assert_eq!(v["error"]["status"], "NOT_FOUND");
+        assert_eq!(v["error"]["details"][0]["reason"], "BLOB_NOT_FOUND");
+        assert_eq!(v["error"]["details"][0]["@type"], "ErrorInfo");
+        assert_eq!(v["error"]["details"][0]["domain"], DOMAIN);
+    }
+
+    #[test]
+    fn every_error_has_its_status() {
+        let cases = [
+            (ApiError::InvalidBlobId("x".into()), 400),
+            (ApiError::BadRequest("x".into()), 400),
+            (ApiError::RangeNotSatisfiable { len: 3 }, 416),
+            (ApiError::InvalidByteRange("x".into()), 416),
+            (ApiError::Overloaded, 429),
+            (ApiError::Read(ReadError::Overloaded), 429),
+            (ApiError::RouteNotFound, 404),
+            (ApiError::MethodNotAllowed { allow: "GET" }, 405),
+            (ApiError::Read(ReadError::Unavailable("x".into())), 503),
+            (ApiError::Read(ReadError::TooLarge { len: 2, max: 1 }), 403),
+            (ApiError::Read(ReadError::Inconsistent("x".into())), 500),
+            (ApiError::Read(ReadError::Internal("x".into())), 500),
+        ];
+        for (e, status) in cases {
+            let retry = matches!(status, 429 | 503);
+            let response = e.clone().into_response(7);
+            assert_eq!(response.status().as_u16(), status, "{e:?}");
+            assert_eq!(response.headers().contains_key(RETRY_AFTER), retry, "{e:?}");
+        }
+    }
+}

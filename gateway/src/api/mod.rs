@@ -1,0 +1,401 @@
+//! The HTTP API, shaped like a Walrus aggregator's read side (SPEC §11):
+//! `GET`/`HEAD /v1/blobs/{id}` (with `Range`), `GET /v1/blobs/{id}/byte-range?start=&length=`,
+//! `GET /status` and `GET /metrics`.
+//!
+//! Blobs are immutable and content-addressed, so responses carry a strong `ETag` (the quoted
+//! Blob ID), `Cache-Control: public, max-age=31536000, immutable`, and `If-None-Match` answers
+//! 304 without touching the cache or the nodes. Every blob request takes a slot of a bounded
+//! semaphore for as long as its body streams; when none is free the answer is 429. Errors from
+//! every layer become responses in [`error`], and nowhere else.
+
+pub mod body;
+pub mod error;
+pub mod range;
+mod stream;
+
+use crate::cache::CachedBlob;
+use crate::config::GatewayConfig;
+use crate::fill::{Filler, Source};
+use crate::telemetry::Telemetry;
+use body::{Body, RequestSlot};
+use bytes::Bytes;
+use codec::BlobId;
+use error::ApiError;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use range::{RangeRequest, RangeSpec};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// The request handler shared by every connection.
+pub struct Api {
+    filler: Filler,
+    telemetry: Arc<Telemetry>,
+    slots: Arc<Semaphore>,
+    retry_after_secs: u32,
+}
+
+/// What part of a blob a request wants.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// `/v1/blobs/{id}`, perhaps with a `Range` header.
+    Blob(RangeRequest),
+    /// `/v1/blobs/{id}/byte-range?start=&length=`: 200 with exactly those bytes.
+    ByteRange { start: u64, length: u64 },
+}
+
+/// Where the blob's bytes will come from, once its length is known.
+enum Plan {
+    Cached(CachedBlob),
+    Filling(crate::fill::FillReader, Arc<codec::VerifiedMetadata>),
+    /// Not cached, not being filled: a range reads only its rows; a HEAD reads nothing more.
+    Cold(Arc<codec::VerifiedMetadata>),
+}
+
+impl Plan {
+    fn len(&self) -> u64 {
+        match self {
+            Plan::Cached(blob) => blob.len(),
+            Plan::Filling(_, meta) | Plan::Cold(meta) => meta.unencoded_length(),
+        }
+    }
+}
+
+impl Api {
+    pub fn new(filler: Filler, telemetry: Arc<Telemetry>, config: &GatewayConfig) -> Self {
+        Self {
+            filler,
+            telemetry,
+            slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            retry_after_secs: config.retry_after_secs,
+        }
+    }
+
+    pub fn filler(&self) -> &Filler {
+        &self.filler
+    }
+
+    /// Answer one request; never fails (errors become error responses).
+    pub async fn handle<B>(&self, request: Request<B>) -> Result<Response<Body>, Infallible> {
+        let response = match self.route(&request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if let ApiError::Read(e) = &error {
+                    tracing::debug!(path = request.uri().path(), error = %e, "read failed");
+                }
+                if matches!(error, ApiError::Overloaded) {
+                    self.telemetry.overloaded.increment(1);
+                }
+                error.into_response(self.retry_after_secs)
+            }
+        };
+        self.telemetry.response(response.status().as_u16());
+        Ok(response)
+    }
+
+    async fn route<B>(&self, request: &Request<B>) -> Result<Response<Body>, ApiError> {
+        let path = request.uri().path();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["status"] => {
+                read_only(request.method())?;
+                Ok(text("OK".into(), "text/plain; charset=utf-8"))
+            }
+            ["metrics"] => {
+                read_only(request.method())?;
+                Ok(text(
+                    self.telemetry.render().into(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ))
+            }
+            ["v1", "blobs", id] => {
+                read_only(request.method())?;
+                let id = parse_id(id)?;
+                let range = request
+                    .headers()
+                    .get(header::RANGE)
+                    .map_or(RangeRequest::Whole, |v| range::parse(v.as_bytes()));
+                self.blob(request, id, Want::Blob(range)).await
+            }
+            ["v1", "blobs", id, "byte-range"] => {
+                read_only(request.method())?;
+                let id = parse_id(id)?;
+                let (start, length) = byte_range_query(request.uri().query())?;
+                self.blob(request, id, Want::ByteRange { start, length })
+                    .await
+            }
+            _ => Err(ApiError::RouteNotFound),
+        }
+    }
+
+    async fn blob<B>(
+        &self,
+        request: &Request<B>,
+        id: BlobId,
+        want: Want,
+    ) -> Result<Response<Body>, ApiError> {
+        let etag = match want {
+            Want::Blob(_) => format!("\"{id}\""),
+            Want::ByteRange { start, length } => format!("\"{id}-{start}-{length}\""),
+        };
+        if none_match(request.headers(), &etag, &id) {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            set_blob_headers(response.headers_mut(), &etag);
+            return Ok(response);
+        }
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)?;
+        let slot = RequestSlot::new(permit, self.telemetry.clone());
+        let head = request.method() == Method::HEAD;
+        let whole_get = !head && matches!(want, Want::Blob(RangeRequest::Whole));
+        let plan = if whole_get {
+            match self.filler.open(id).await? {
+                Source::Cached(blob, _) => Plan::Cached(blob),
+                Source::Filling(mut reader) => {
+                    let meta = reader.metadata().await?;
+                    Plan::Filling(reader, meta)
+                }
+            }
+        } else if let Some(mut reader) = self.filler.join(&id) {
+            let meta = reader.metadata().await?;
+            Plan::Filling(reader, meta)
+        } else if let Some((blob, _)) = self.filler.cache().get(&id).await {
+            Plan::Cached(blob)
+        } else {
+            Plan::Cold(self.filler.metadata(id).await?)
+        };
+        let hit = matches!(plan, Plan::Cached(_));
+        if hit {
+            self.telemetry.cache_hits.increment(1);
+        } else {
+            self.telemetry.cache_misses.increment(1);
+        }
+        let len = plan.len();
+        let (status, start, end) = match want {
+            Want::Blob(RangeRequest::Whole) => (StatusCode::OK, 0, len),
+            Want::Blob(RangeRequest::Single(spec)) => {
+                let (start, end) = resolve(spec, len)?;
+                (StatusCode::PARTIAL_CONTENT, start, end)
+            }
+            Want::ByteRange { start, length } => {
+                let end = start
+                    .checked_add(length)
+                    .filter(|&end| end <= len)
+                    .ok_or_else(|| {
+                        ApiError::InvalidByteRange(format!(
+                            "start {start} + length {length} exceeds the blob's {len} bytes"
+                        ))
+                    })?;
+                (StatusCode::OK, start, end)
+            }
+        };
+        let body = if head {
+            Body::empty()
+        } else {
+            match plan {
+                Plan::Cached(blob) => Body::chunks(blob.slices(start, end)),
+                Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
+                Plan::Cold(meta) if start == end => {
+                    drop(meta);
+                    Body::empty()
+                }
+                Plan::Cold(meta) => stream::from_rows(self.filler.clone(), id, meta, start, end),
+            }
+        };
+        let body = body.for_blob(self.telemetry.bytes_served.clone(), slot);
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        set_blob_headers(headers, &etag);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+        headers.insert(
+            "x-cache",
+            HeaderValue::from_static(if hit { "hit" } else { "miss" }),
+        );
+        if status == StatusCode::PARTIAL_CONTENT {
+            let range = format!("bytes {start}-{}/{len}", end - 1);
+            if let Ok(value) = HeaderValue::from_str(&range) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+        }
+        if let Some(content_type) = content_type(request) {
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        Ok(response)
+    }
+}
+
+fn read_only(method: &Method) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
+    }
+}
+
+fn parse_id(text: &str) -> Result<BlobId, ApiError> {
+    text.parse()
+        .map_err(|e: codec::BlobIdParseError| ApiError::InvalidBlobId(e.to_string()))
+}
+
+fn resolve(spec: RangeSpec, len: u64) -> Result<(u64, u64), ApiError> {
+    spec.resolve(len)
+        .ok_or(ApiError::RangeNotSatisfiable { len })
+}
+
+/// `start` and `length` from `?start=&length=`: both required, decimal, nothing else allowed.
+fn byte_range_query(query: Option<&str>) -> Result<(u64, u64), ApiError> {
+    let mut start = None;
+    let mut length = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "start" => &mut start,
+            "length" => &mut length,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {:?}",
+                    truncate(key)
+                )))
+            }
+        };
+        let number = value
+            .parse::<u64>()
+            .ok()
+            .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{key} must be a decimal integer, got {:?}",
+                    truncate(value)
+                ))
+            })?;
+        if slot.replace(number).is_some() {
+            return Err(ApiError::BadRequest(format!("{key} given twice")));
+        }
+    }
+    let (Some(start), Some(length)) = (start, length) else {
+        return Err(ApiError::BadRequest(
+            "both start and length are required".into(),
+        ));
+    };
+    if length == 0 {
+        return Err(ApiError::InvalidByteRange("length must be positive".into()));
+    }
+    Ok((start, length))
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+/// `If-None-Match` names this representation (or `*`). Weak comparison, as RFC 9110 requires
+/// for this header; the aggregator's unquoted ETag form is accepted too.
+fn none_match(headers: &HeaderMap, etag: &str, id: &BlobId) -> bool {
+    let raw = id.to_string();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| {
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            tag == "*" || tag == etag || (etag == format!("\"{raw}\"") && tag == raw)
+        })
+}
+
+fn set_blob_headers(headers: &mut HeaderMap, etag: &str) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+}
+
+/// The aggregator's rule: no default type; echo `Accept` if it has no wildcard, else (for
+/// `GET`) echo the request's own `Content-Type`.
+fn content_type<B>(request: &Request<B>) -> Option<HeaderValue> {
+    let headers = request.headers();
+    if let Some(accept) = headers.get(header::ACCEPT) {
+        if !accept.as_bytes().contains(&b'*') {
+            return Some(accept.clone());
+        }
+    }
+    if request.method() == Method::GET {
+        return headers.get(header::CONTENT_TYPE).cloned();
+    }
+    None
+}
+
+fn text(body: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_range_queries_are_strict() {
+        assert_eq!(byte_range_query(Some("start=5&length=10")), Ok((5, 10)));
+        assert_eq!(byte_range_query(Some("length=1&start=0")), Ok((0, 1)));
+        for bad in [
+            None,
+            Some("start=1"),
+            Some("start=1&length=x"),
+            Some("start=-1&length=2"),
+            Some("start=+1&length=2"),
+            Some("start=1&length=2&start=3"),
+            Some("start=1&length=2&foo=3"),
+        ] {
+            assert!(
+                matches!(byte_range_query(bad), Err(ApiError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            byte_range_query(Some("start=1&length=0")),
+            Err(ApiError::InvalidByteRange(_))
+        ));
+    }
+
+    #[test]
+    fn if_none_match_forms() {
+        let id = BlobId([3; 32]);
+        let etag = format!("\"{id}\"");
+        let check = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+            none_match(&headers, &etag, &id)
+        };
+        assert!(check(&etag));
+        assert!(check(&format!("W/{etag}")));
+        assert!(check(&format!("\"other\", {etag}")));
+        assert!(check("*"));
+        assert!(check(&id.to_string()));
+        assert!(!check("\"other\""));
+        assert!(!none_match(&HeaderMap::new(), &etag, &id));
+    }
+}

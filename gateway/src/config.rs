@@ -1,0 +1,134 @@
+//! Gateway configuration: every limit the read path enforces, in one place, with defaults
+//! chosen for a single edge host. Also the parser for human byte sizes (`64MiB`).
+
+use codec::ConsistencyCheck;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Limits and policies of one gateway instance.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where to listen for HTTP/1.1 and h2c.
+    pub bind: SocketAddr,
+    /// Whole-blob check after decoding (`Default` re-hashes reconstructed rows, `Strict`
+    /// re-encodes the blob and compares Blob IDs, and then nothing streams before the check).
+    pub consistency: ConsistencyCheck,
+    /// Bytes of verified blobs kept in memory.
+    pub memory_cache_bytes: u64,
+    /// Larger blobs are served but not kept in memory.
+    pub memory_max_object: u64,
+    /// Blob requests served at once (hits, misses, streams); one more answers 429.
+    pub max_concurrent_requests: usize,
+    /// Distinct blobs being filled at once; a request that would start one more answers 429.
+    pub max_concurrent_fills: usize,
+    /// Open client connections; further connections wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Sliver requests in flight per fill.
+    pub max_slivers_in_flight: usize,
+    /// Metadata requests sent at once (the first reply that verifies wins).
+    pub metadata_fanout: usize,
+    /// Timeout of one metadata request, body included.
+    pub metadata_timeout: Duration,
+    /// Timeout of one sliver request, body included.
+    pub sliver_timeout: Duration,
+    /// A sliver request slower than this is hedged by asking for another sliver.
+    pub hedge_after: Duration,
+    /// Refuse blobs longer than this (403 `BLOB_TOO_LARGE`); `None`: the committee's maximum.
+    pub max_blob_size: Option<u64>,
+    /// Seconds clients are told to wait after a 503 or 429.
+    pub retry_after_secs: u32,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 31415)),
+            consistency: ConsistencyCheck::Default,
+            memory_cache_bytes: 1 << 30,
+            memory_max_object: 256 << 20,
+            max_concurrent_requests: 1024,
+            max_concurrent_fills: 64,
+            max_connections: 10_000,
+            max_slivers_in_flight: 256,
+            metadata_fanout: 3,
+            metadata_timeout: Duration::from_secs(10),
+            sliver_timeout: Duration::from_secs(60),
+            hedge_after: Duration::from_secs(2),
+            max_blob_size: None,
+            retry_after_secs: 5,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a byte size did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SizeParseError {
+    #[error("empty size")]
+    Empty,
+    #[error("{0:?} is not a number of bytes")]
+    NotANumber(String),
+    #[error("unknown unit {0:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")]
+    UnknownUnit(String),
+    #[error("{0:?} does not fit in 64 bits")]
+    Overflow(String),
+}
+
+/// Parse `1234`, `64KiB`, `1 GiB`, `10MB` (binary and decimal units, case-insensitive).
+pub fn parse_size(text: &str) -> Result<u64, SizeParseError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SizeParseError::Empty);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| SizeParseError::NotANumber(text.to_owned()))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(SizeParseError::UnknownUnit(unit.trim().to_owned())),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| SizeParseError::Overflow(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10mb"), Ok(10_000_000));
+        assert_eq!(parse_size(""), Err(SizeParseError::Empty));
+        assert!(matches!(
+            parse_size("GiB"),
+            Err(SizeParseError::NotANumber(_))
+        ));
+        assert!(matches!(
+            parse_size("5 parsecs"),
+            Err(SizeParseError::UnknownUnit(_))
+        ));
+        assert!(matches!(
+            parse_size("99999999999TiB"),
+            Err(SizeParseError::Overflow(_))
+        ));
+    }
+}

@@ -1,0 +1,803 @@
+//! Fills: turning a cache miss into verified bytes from the storage nodes (SPEC §9).
+//!
+//! * **Single-flight.** At most one fill runs per blob. Requests that arrive while it runs
+//!   subscribe to its progress ([`FillReader`]) and stream the same verified rows. The fill runs
+//!   in its own task, so a client that disconnects cancels nothing but its own stream; the blob
+//!   still lands in the cache for the others.
+//! * **Metadata.** Asked of `metadata_fanout` nodes at once; the first reply that verifies
+//!   against the Blob ID wins. "Not found" is believed only when nodes holding at least `2f+1`
+//!   shards say so; anything short of that is "unavailable".
+//! * **Slivers.** The `kp` systematic primary slivers first (their bytes *are* the blob's rows,
+//!   no decoding needed), at most `max_slivers_in_flight` at a time, each with a timeout. A
+//!   failed, invalid or slow (past `hedge_after`) request makes room for another sliver:
+//!   recovery primaries, then secondaries, until `kp` primaries (or `ks` secondaries) verify.
+//! * **Verification** of every sliver and any decoding run on the blocking pool, never on the
+//!   reactor. Invalid replies are logged (`warn`) with the node that sent them.
+//! * **Streaming.** Verified systematic rows are published in blob order as soon as the prefix
+//!   is contiguous; rows that must be reconstructed follow after decoding and the consistency
+//!   check. With `Strict`, nothing is published until the re-encoded blob matched its ID.
+//!
+//! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
+//! sliver that verified against metadata that verified against the requested Blob ID.
+
+use crate::cache::{BlobCache, CachedBlob, MetadataCache, Tier};
+use crate::nodes::{NodeClient, NodeError, Topology};
+use crate::telemetry::Telemetry;
+use bytes::Bytes;
+use codec::{
+    BcsError, BlobId, CodecError, ConsistencyCheck, SliverKind, VerifiedMetadata, VerifiedSliver,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// Why a blob (or part of it) could not be read. Cloned to every request sharing a fill.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("blob not found: nodes holding {shards} of {n_shards} shards say it does not exist")]
+    NotFound { shards: u16, n_shards: u16 },
+    #[error("blob unavailable: {0}")]
+    Unavailable(String),
+    #[error("the blob is inconsistently encoded: {0}")]
+    Inconsistent(String),
+    #[error("blob of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: u64, max: u64 },
+    #[error("too many fills in progress")]
+    Overloaded,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ReadError {
+    /// A fixed word for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReadError::NotFound { .. } => "not_found",
+            ReadError::Unavailable(_) => "unavailable",
+            ReadError::Inconsistent(_) => "inconsistent",
+            ReadError::TooLarge { .. } => "too_large",
+            ReadError::Overloaded => "overloaded",
+            ReadError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The fill policies taken from [`crate::GatewayConfig`].
+#[derive(Debug, Clone)]
+pub struct FillConfig {
+    pub consistency: ConsistencyCheck,
+    pub metadata_fanout: usize,
+    pub metadata_timeout: Duration,
+    pub sliver_timeout: Duration,
+    pub hedge_after: Duration,
+    pub max_slivers_in_flight: usize,
+    pub max_concurrent_fills: usize,
+    pub max_blob_size: Option<u64>,
+}
+
+/// Progress of one fill, shared with every request reading it.
+#[derive(Debug, Default)]
+pub struct FillState {
+    /// Set once metadata verified: responses can announce the length.
+    pub meta: Option<Arc<VerifiedMetadata>>,
+    /// Verified rows `0..rows.len()` of the blob, each truncated to the blob's end.
+    pub rows: Vec<Bytes>,
+    /// Set once, when the fill ends.
+    pub outcome: Option<Result<(), ReadError>>,
+}
+
+/// A subscriber to one fill: reads its metadata, then its rows in order.
+pub struct FillReader {
+    rx: watch::Receiver<FillState>,
+    next: usize,
+}
+
+impl FillReader {
+    /// The blob's verified metadata, or the fill's error if it failed before that.
+    pub async fn metadata(&mut self) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        let state = self
+            .rx
+            .wait_for(|s| s.meta.is_some() || s.outcome.is_some())
+            .await
+            .map_err(|_| ended_unexpectedly())?;
+        if let Some(meta) = &state.meta {
+            return Ok(meta.clone());
+        }
+        match &state.outcome {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Err(ended_unexpectedly()),
+        }
+    }
+
+    /// The next verified row as `(row index, bytes)`; `None` after the last one.
+    pub async fn next_row(&mut self) -> Option<Result<(u16, Bytes), ReadError>> {
+        let next = self.next;
+        let state = match self
+            .rx
+            .wait_for(|s| s.rows.len() > next || s.outcome.is_some())
+            .await
+        {
+            Ok(state) => state,
+            Err(_) => return Some(Err(ended_unexpectedly())),
+        };
+        if let Some(row) = state.rows.get(next) {
+            self.next += 1;
+            return Some(Ok((next as u16, row.clone())));
+        }
+        match &state.outcome {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(Err(e.clone())),
+            None => Some(Err(ended_unexpectedly())),
+        }
+    }
+}
+
+fn ended_unexpectedly() -> ReadError {
+    ReadError::Internal("the fill ended without an outcome".into())
+}
+
+/// What a blob request reads from.
+pub enum Source {
+    Cached(CachedBlob, Tier),
+    Filling(FillReader),
+}
+
+/// Runs fills and owns the caches they land in. Cheap to clone.
+#[derive(Clone)]
+pub struct Filler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topology: Topology,
+    client: NodeClient,
+    config: FillConfig,
+    telemetry: Arc<Telemetry>,
+    cache: BlobCache,
+    metadata: MetadataCache,
+    /// Fills in progress; an entry lives from the fill's start until after its blob is cached.
+    inflight: Mutex<HashMap<BlobId, Arc<watch::Sender<FillState>>>>,
+    fill_permits: Arc<Semaphore>,
+}
+
+/// Verified metadata kept for ranges and `HEAD`s (about 66 bytes per shard per blob).
+const METADATA_CACHE_BYTES: u64 = 64 << 20;
+
+impl Filler {
+    pub fn new(
+        topology: Topology,
+        config: FillConfig,
+        cache: BlobCache,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let fill_permits = Arc::new(Semaphore::new(config.max_concurrent_fills));
+        Self {
+            inner: Arc::new(Inner {
+                topology,
+                client: NodeClient::new(),
+                config,
+                telemetry,
+                cache,
+                metadata: MetadataCache::new(METADATA_CACHE_BYTES),
+                inflight: Mutex::new(HashMap::new()),
+                fill_permits,
+            }),
+        }
+    }
+
+    pub fn cache(&self) -> &BlobCache {
+        &self.inner.cache
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// Fills running now.
+    pub fn fills_in_progress(&self) -> usize {
+        self.lock_inflight().len()
+    }
+
+    fn lock_inflight(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<BlobId, Arc<watch::Sender<FillState>>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Subscribe to the fill of `id` if one is running.
+    pub fn join(&self, id: &BlobId) -> Option<FillReader> {
+        self.lock_inflight().get(id).map(|tx| FillReader {
+            rx: tx.subscribe(),
+            next: 0,
+        })
+    }
+
+    /// The cached blob, or a running fill to read, starting one if needed (429-worthy
+    /// [`ReadError::Overloaded`] when `max_concurrent_fills` are already running).
+    pub async fn open(&self, id: BlobId) -> Result<Source, ReadError> {
+        // Join first: a fill that just finished has cached its blob before leaving the map.
+        if let Some(reader) = self.join(&id) {
+            return Ok(Source::Filling(reader));
+        }
+        if let Some((blob, tier)) = self.inner.cache.get(&id).await {
+            return Ok(Source::Cached(blob, tier));
+        }
+        let mut inflight = self.lock_inflight();
+        if let Some(tx) = inflight.get(&id) {
+            return Ok(Source::Filling(FillReader {
+                rx: tx.subscribe(),
+                next: 0,
+            }));
+        }
+        let permit = self
+            .inner
+            .fill_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ReadError::Overloaded)?;
+        let tx = Arc::new(watch::channel(FillState::default()).0);
+        inflight.insert(id, tx.clone());
+        let reader = FillReader {
+            rx: tx.subscribe(),
+            next: 0,
+        };
+        drop(inflight);
+        self.inner.telemetry.fills_started.increment(1);
+        let filler = self.clone();
+        tokio::spawn(async move { filler.run_fill(id, tx, permit).await });
+        Ok(Source::Filling(reader))
+    }
+
+    /// Verified metadata of `id`, from the cache or the nodes (one fetch for concurrent callers).
+    pub async fn metadata(&self, id: BlobId) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        let inner = self.inner.clone();
+        self.inner
+            .metadata
+            .get_or_load(id, async move { fetch_metadata(&inner, id).await })
+            .await
+    }
+
+    /// Read systematic rows `rows` of a blob (a byte range on a miss), each verified, and send
+    /// them in order, truncated to the blob's end. Any row that cannot be had is an error: the
+    /// caller falls back to a whole-blob fill, which can reconstruct it.
+    pub async fn read_rows(
+        &self,
+        meta: Arc<VerifiedMetadata>,
+        rows: Range<u16>,
+        out: mpsc::UnboundedSender<Bytes>,
+    ) -> Result<(), ReadError> {
+        let mut emit = |row: Bytes| {
+            // The receiver hangs up when its client leaves; nothing else to do then.
+            let _ = out.send(row);
+        };
+        let first = rows.start;
+        collect_slivers(
+            &self.inner,
+            &meta,
+            Goal::Rows(rows),
+            Some((first, &mut emit)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn run_fill(
+        &self,
+        id: BlobId,
+        tx: Arc<watch::Sender<FillState>>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let mut guard = FillGuard {
+            filler: self,
+            id,
+            tx: tx.clone(),
+        };
+        let started = Instant::now();
+        let result = self.fill_blob(id, &tx).await;
+        let telemetry = &self.inner.telemetry;
+        match &result {
+            Ok(()) => {
+                telemetry.fills_succeeded.increment(1);
+                telemetry
+                    .fill_seconds
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(blob_id = %id, elapsed = ?started.elapsed(), "fill complete");
+            }
+            Err(e) => {
+                telemetry.fill_failed(e.kind());
+                tracing::warn!(blob_id = %id, error = %e, "fill failed");
+            }
+        }
+        let ok = result.is_ok();
+        tx.send_modify(|s| s.outcome = Some(result));
+        if ok {
+            let rows = tx.borrow().rows.clone();
+            self.inner
+                .cache
+                .insert(id, CachedBlob::from_verified_rows(rows))
+                .await;
+        }
+        guard.finish();
+        drop(permit);
+    }
+
+    async fn fill_blob(&self, id: BlobId, tx: &watch::Sender<FillState>) -> Result<(), ReadError> {
+        let meta = self.metadata(id).await?;
+        tx.send_modify(|s| s.meta = Some(meta.clone()));
+        let config = *meta.config();
+        let kp = config.n_primary_source_symbols();
+        let len = meta.unencoded_length();
+        let consistency = self.inner.config.consistency;
+        if len == 0 {
+            // The verified metadata already proves the content is empty; Strict additionally
+            // checks that the empty blob encodes to this ID.
+            if consistency == ConsistencyCheck::Strict {
+                let blob_id = codec::blob_id(config.n_shards(), &[])
+                    .map_err(|e| ReadError::Internal(e.to_string()))?;
+                if blob_id != id {
+                    return Err(ReadError::Inconsistent(format!(
+                        "the empty blob encodes to {blob_id}"
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        let stream_early = consistency != ConsistencyCheck::Strict;
+        let mut publish = |row: Bytes| tx.send_modify(|s| s.rows.push(row));
+        let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
+        let collected = collect_slivers(&self.inner, &meta, Goal::Blob, emit).await?;
+        let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
+        if !(all_systematic && consistency != ConsistencyCheck::Strict) {
+            let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
+                collected.primary.into_values().collect()
+            } else {
+                collected.secondary.into_values().collect()
+            };
+            let decode_meta = meta.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                codec::decode(&decode_meta, slivers, consistency)
+            })
+            .await
+            .map_err(|e| ReadError::Internal(format!("decoding task failed: {e}")))?
+            .map_err(|e| match e {
+                CodecError::InconsistentBlob(m) => ReadError::Inconsistent(m),
+                CodecError::NotEnoughSlivers { have, need } => ReadError::Unavailable(format!(
+                    "only {have} of the {need} slivers needed verified"
+                )),
+                other => ReadError::Internal(format!("decoding failed: {other}")),
+            })?;
+            let published = if stream_early {
+                usize::from(collected.next_row)
+            } else {
+                0
+            };
+            for chunk in decoded.chunks().iter().skip(published) {
+                publish(chunk.clone());
+            }
+        }
+        let total: u64 = tx.borrow().rows.iter().map(|r| r.len() as u64).sum();
+        if total != len {
+            return Err(ReadError::Internal(format!(
+                "assembled {total} bytes for a blob of {len}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Ends a fill however its task ends (success, error, panic or runtime shutdown): publishes an
+/// outcome if none was, so readers never wait forever, and leaves the in-flight map.
+struct FillGuard<'a> {
+    filler: &'a Filler,
+    id: BlobId,
+    tx: Arc<watch::Sender<FillState>>,
+}
+
+impl FillGuard<'_> {
+    fn finish(&mut self) {
+        self.tx.send_if_modified(|s| {
+            if s.outcome.is_some() {
+                return false;
+            }
+            s.outcome = Some(Err(ended_unexpectedly()));
+            true
+        });
+        let mut inflight = self.filler.lock_inflight();
+        if inflight
+            .get(&self.id)
+            .is_some_and(|tx| Arc::ptr_eq(tx, &self.tx))
+        {
+            inflight.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Ask nodes for metadata, `metadata_fanout` at a time, until one reply verifies.
+async fn fetch_metadata(
+    inner: &Arc<Inner>,
+    id: BlobId,
+) -> Result<Arc<VerifiedMetadata>, ReadError> {
+    let topology = &inner.topology;
+    let config = *topology.config();
+    let n = usize::from(config.n_shards());
+    let nodes = topology.node_count();
+    // Start at a node chosen by the ID, so different blobs spread over the committee.
+    let first = usize::from(id.rotation_offset(nodes.max(1) as u16));
+    let mut order = (0..nodes).map(|i| (first + i) % nodes);
+    // 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128 n) + 66 per shard.
+    let limit = 45 + 66 * n;
+    let timeout = inner.config.metadata_timeout;
+    let mut requests = JoinSet::new();
+    let mut not_found = 0u16;
+    let mut failed = 0usize;
+    inner.telemetry.metadata_fills.increment(1);
+    loop {
+        while requests.len() < inner.config.metadata_fanout.max(1) {
+            let Some(node) = order.next() else { break };
+            let client = inner.client.clone();
+            let topology = topology.clone();
+            inner.telemetry.metadata_requests.increment(1);
+            requests.spawn(async move {
+                let reply = client.metadata(&topology, node, &id, limit, timeout).await;
+                (node, reply)
+            });
+        }
+        let Some(joined) = requests.join_next().await else {
+            return Err(ReadError::Unavailable(format!(
+                "no storage node returned metadata that verifies ({failed} failed, nodes holding \
+                 {not_found} shards said not found)"
+            )));
+        };
+        let (node, reply) = joined.map_err(|e| ReadError::Internal(e.to_string()))?;
+        let name = &topology.node(node).name;
+        let body = match reply {
+            Ok(body) => body,
+            Err(NodeError::NotFound) => {
+                not_found += topology.weight(node);
+                if not_found >= config.quorum() {
+                    return Err(ReadError::NotFound {
+                        shards: not_found,
+                        n_shards: config.n_shards(),
+                    });
+                }
+                continue;
+            }
+            Err(e) => {
+                failed += 1;
+                inner.telemetry.node_failure(name, e.kind());
+                tracing::info!(node = %name, blob_id = %id, error = %e, "metadata request failed");
+                continue;
+            }
+        };
+        inner.telemetry.upstream_bytes.increment(body.len() as u64);
+        let verified = codec::bcs::decode_metadata_with_id(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|(claimed, meta)| {
+                if claimed != id {
+                    return Err(format!("it is for blob {claimed}"));
+                }
+                VerifiedMetadata::verify(id, meta, config).map_err(|e| e.to_string())
+            });
+        match verified {
+            Ok(meta) => {
+                let len = meta.unencoded_length();
+                if let Some(max) = inner.config.max_blob_size {
+                    if len > max {
+                        return Err(ReadError::TooLarge { len, max });
+                    }
+                }
+                return Ok(Arc::new(meta));
+            }
+            Err(reason) => {
+                failed += 1;
+                inner.telemetry.node_failure(name, "invalid_metadata");
+                tracing::warn!(
+                    node = %name, blob_id = %id, %reason,
+                    "storage node served metadata that does not verify against the Blob ID"
+                );
+            }
+        }
+    }
+}
+
+/// What a sliver collection must achieve.
+enum Goal {
+    /// `kp` verified primary slivers, or `ks` secondary ones: enough to decode the blob.
+    Blob,
+    /// Exactly these systematic primary slivers (rows), no substitutes.
+    Rows(Range<u16>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    kind: SliverKind,
+    pair: u16,
+}
+
+/// How one sliver request failed.
+#[derive(Debug, thiserror::Error)]
+enum SliverFailure {
+    #[error("{0}")]
+    Node(#[from] NodeError),
+    #[error("malformed BCS: {0}")]
+    Malformed(#[from] BcsError),
+    #[error("asked for sliver {expected}, got sliver {got}")]
+    WrongIndex { expected: u16, got: u16 },
+    #[error("{0}")]
+    Invalid(#[from] CodecError),
+    #[error("verification task failed: {0}")]
+    Internal(String),
+}
+
+impl SliverFailure {
+    fn kind(&self) -> &'static str {
+        match self {
+            SliverFailure::Node(e) => e.kind(),
+            SliverFailure::Malformed(_) => "malformed_sliver",
+            SliverFailure::WrongIndex { .. } => "wrong_index",
+            SliverFailure::Invalid(_) => "invalid_sliver",
+            SliverFailure::Internal(_) => "internal",
+        }
+    }
+
+    /// The node answered, but with bytes that are not what it must hold: it lied.
+    fn is_lie(&self) -> bool {
+        matches!(
+            self,
+            SliverFailure::Malformed(_)
+                | SliverFailure::WrongIndex { .. }
+                | SliverFailure::Invalid(_)
+        )
+    }
+}
+
+struct Collected {
+    primary: BTreeMap<u16, VerifiedSliver>,
+    secondary: BTreeMap<u16, VerifiedSliver>,
+    /// First row not yet emitted.
+    next_row: u16,
+}
+
+struct Flight {
+    started: Instant,
+    /// Past `hedge_after`: still awaited, but no longer counted as on its way.
+    slow: bool,
+    want: Want,
+}
+
+/// Fetch and verify slivers until `goal` is met; emit verified rows (from `emit.0` on) in order.
+async fn collect_slivers(
+    inner: &Arc<Inner>,
+    meta: &Arc<VerifiedMetadata>,
+    goal: Goal,
+    mut emit: Option<(u16, &mut (dyn FnMut(Bytes) + Send))>,
+) -> Result<Collected, ReadError> {
+    let config = *meta.config();
+    let n = config.n_shards();
+    let kp = config.n_primary_source_symbols();
+    let ks = config.n_secondary_source_symbols();
+    let len = meta.unencoded_length();
+    let row_len = config.row_len(meta.symbol_size());
+    // Rows holding blob bytes; later systematic rows are padding only.
+    let data_rows = len.div_ceil(row_len).min(u64::from(kp)) as u16;
+    let (mut queue, emit_end): (VecDeque<Want>, u16) = match &goal {
+        Goal::Blob => (
+            (0..n)
+                .map(|pair| Want {
+                    kind: SliverKind::Primary,
+                    pair,
+                })
+                .chain((0..n).map(|index| Want {
+                    kind: SliverKind::Secondary,
+                    pair: SliverKind::Secondary.pair_index(index, n),
+                }))
+                .collect(),
+            data_rows,
+        ),
+        Goal::Rows(rows) => (
+            rows.clone()
+                .map(|pair| Want {
+                    kind: SliverKind::Primary,
+                    pair,
+                })
+                .collect(),
+            rows.end.min(data_rows),
+        ),
+    };
+    let id = meta.blob_id();
+    let mut next_row = emit.as_ref().map_or(0, |(first, _)| *first);
+    let mut primary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
+    let mut secondary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
+    let mut flights: HashMap<u64, Flight> = HashMap::new();
+    let mut requests = JoinSet::new();
+    let mut seq = 0u64;
+    let mut failures = 0usize;
+    let max_in_flight = inner.config.max_slivers_in_flight.max(1);
+    let hedge_after = inner.config.hedge_after;
+    loop {
+        let done = match &goal {
+            Goal::Blob => primary.len() >= usize::from(kp) || secondary.len() >= usize::from(ks),
+            Goal::Rows(rows) => rows.clone().all(|r| primary.contains_key(&r)),
+        };
+        if done {
+            break;
+        }
+        while flights.len() < max_in_flight {
+            let on_way = |kind: SliverKind| {
+                flights
+                    .values()
+                    .filter(|f| !f.slow && f.want.kind == kind)
+                    .count()
+            };
+            let need_more = match &goal {
+                Goal::Blob => {
+                    primary.len() + on_way(SliverKind::Primary) < usize::from(kp)
+                        && secondary.len() + on_way(SliverKind::Secondary) < usize::from(ks)
+                }
+                Goal::Rows(_) => true,
+            };
+            if !need_more {
+                break;
+            }
+            let Some(want) = queue.pop_front() else { break };
+            seq += 1;
+            flights.insert(
+                seq,
+                Flight {
+                    started: Instant::now(),
+                    slow: false,
+                    want,
+                },
+            );
+            match want.kind {
+                SliverKind::Primary => inner.telemetry.primary_sliver_requests.increment(1),
+                SliverKind::Secondary => inner.telemetry.secondary_sliver_requests.increment(1),
+            }
+            let inner = inner.clone();
+            let meta = meta.clone();
+            let request = seq;
+            requests.spawn(async move { (request, fetch_sliver(&inner, meta, want).await) });
+        }
+        if flights.is_empty() {
+            let have = match &goal {
+                Goal::Blob => format!("{} of {kp} primary slivers", primary.len()),
+                Goal::Rows(rows) => format!(
+                    "{} of rows {}..{}",
+                    rows.clone().filter(|r| primary.contains_key(r)).count(),
+                    rows.start,
+                    rows.end
+                ),
+            };
+            return Err(ReadError::Unavailable(format!(
+                "only {have} verified after {failures} failed sliver requests"
+            )));
+        }
+        let hedge_at = flights
+            .values()
+            .filter(|f| !f.slow)
+            .map(|f| f.started + hedge_after)
+            .min();
+        let joined = tokio::select! {
+            joined = requests.join_next() => joined,
+            () = sleep_until_opt(hedge_at) => {
+                let now = Instant::now();
+                for flight in flights.values_mut() {
+                    if !flight.slow && flight.started + hedge_after <= now {
+                        flight.slow = true;
+                        tracing::debug!(blob_id = %id, pair = flight.want.pair,
+                            kind = flight.want.kind.as_str(), "sliver request is slow; hedging");
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(joined) = joined else { continue };
+        let (request, result) =
+            joined.map_err(|e| ReadError::Internal(format!("sliver task failed: {e}")))?;
+        let Some(flight) = flights.remove(&request) else {
+            continue;
+        };
+        let want = flight.want;
+        match result {
+            Ok(sliver) => match sliver.kind {
+                SliverKind::Primary => {
+                    primary.insert(sliver.index, sliver);
+                }
+                SliverKind::Secondary => {
+                    secondary.insert(sliver.index, sliver);
+                }
+            },
+            Err(failure) => {
+                failures += 1;
+                let node = inner.topology.node_for_pair(&id, want.pair);
+                let name = &inner.topology.node(node).name;
+                inner.telemetry.node_failure(name, failure.kind());
+                if failure.is_lie() {
+                    tracing::warn!(node = %name, blob_id = %id, pair = want.pair,
+                        kind = want.kind.as_str(), error = %failure,
+                        "storage node served an invalid sliver; asking for another");
+                } else {
+                    tracing::info!(node = %name, blob_id = %id, pair = want.pair,
+                        kind = want.kind.as_str(), error = %failure, "sliver request failed");
+                }
+            }
+        }
+        if let Some((_, emit)) = emit.as_mut() {
+            while next_row < emit_end {
+                let Some(sliver) = primary.get(&next_row) else {
+                    break;
+                };
+                let start = u64::from(next_row) * row_len;
+                let take = (len - start).min(row_len) as usize;
+                emit(sliver.data.slice(..take));
+                next_row += 1;
+            }
+        }
+    }
+    Ok(Collected {
+        primary,
+        secondary,
+        next_row,
+    })
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fetch one sliver, check that it is the one asked for, and verify it on the blocking pool.
+async fn fetch_sliver(
+    inner: &Inner,
+    meta: Arc<VerifiedMetadata>,
+    want: Want,
+) -> Result<VerifiedSliver, SliverFailure> {
+    let config = meta.config();
+    let n = config.n_shards();
+    let data_len = match want.kind {
+        SliverKind::Primary => config.primary_sliver_len(meta.symbol_size()),
+        SliverKind::Secondary => config.secondary_sliver_len(meta.symbol_size()),
+    };
+    // ULEB128 length (at most 5 bytes) + data + symbol size + index.
+    let limit = data_len + 9;
+    let body = inner
+        .client
+        .sliver(
+            &inner.topology,
+            &meta.blob_id(),
+            want.pair,
+            want.kind,
+            limit,
+            inner.config.sliver_timeout,
+        )
+        .await?;
+    inner.telemetry.upstream_bytes.increment(body.len() as u64);
+    let sliver = codec::bcs::decode_sliver(&body, want.kind)?;
+    let expected = want.kind.sliver_index(want.pair, n);
+    if sliver.index != expected {
+        return Err(SliverFailure::WrongIndex {
+            expected,
+            got: sliver.index,
+        });
+    }
+    let verified = tokio::task::spawn_blocking(move || meta.verify_sliver(sliver))
+        .await
+        .map_err(|e| SliverFailure::Internal(e.to_string()))??;
+    Ok(verified)
+}

@@ -1,0 +1,403 @@
+//! The storage nodes: who holds which sliver (the committee and SPEC §7's rotation) and a small
+//! HTTP client for their REST API (SPEC §10).
+//!
+//! The client speaks plain HTTP/1.1 through hyper-util's pooled legacy client. Every request has
+//! a timeout covering headers and body, every body a byte limit checked while it streams in, and
+//! every failure becomes a [`NodeError`] that says what the node did wrong, so the fill can log
+//! and count it per node. Nothing here trusts a reply: bodies come back as raw bytes for the
+//! fill to decode and verify.
+
+use bytes::Bytes;
+use codec::{BlobId, SliverKind};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+use storage_sim::committee::{Committee, CommitteeNode};
+
+/// Why a committee cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("the committee has {0} shards; the codec needs at least 4 and a supported count")]
+    BadShardCount(u16),
+    #[error("shard {shard} is listed by nodes {first:?} and {second:?}")]
+    DuplicateShard {
+        shard: u16,
+        first: String,
+        second: String,
+    },
+    #[error("shard {shard} is out of range for {n_shards} shards (node {node:?})")]
+    ShardOutOfRange {
+        shard: u16,
+        n_shards: u16,
+        node: String,
+    },
+    #[error("shard {0} is not assigned to any node")]
+    UnassignedShard(u16),
+    #[error("node {node:?} has an unusable URL {url:?}: {reason}")]
+    BadUrl {
+        node: String,
+        url: String,
+        reason: String,
+    },
+}
+
+/// The committee with a shard → node table, checked once so lookups cannot fail.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    nodes: Vec<CommitteeNode>,
+    /// Base URL of each node, without a trailing slash.
+    bases: Vec<String>,
+    shard_owner: Vec<usize>,
+    config: codec::EncodingConfig,
+}
+
+impl Topology {
+    /// Check that every shard `0..n` belongs to exactly one node with a usable `http://` URL.
+    pub fn new(committee: Committee) -> Result<Self, TopologyError> {
+        let n = committee.n_shards;
+        let config = codec::EncodingConfig::new(n).map_err(|_| TopologyError::BadShardCount(n))?;
+        let mut owner: Vec<Option<usize>> = vec![None; usize::from(n)];
+        let mut bases = Vec::with_capacity(committee.nodes.len());
+        for (i, node) in committee.nodes.iter().enumerate() {
+            let base = node.url.trim_end_matches('/').to_owned();
+            let bad = |reason: &str| TopologyError::BadUrl {
+                node: node.name.clone(),
+                url: node.url.clone(),
+                reason: reason.to_owned(),
+            };
+            let uri: Uri = base.parse().map_err(|_| bad("not a URI"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(bad("only http://host:port URLs are supported"));
+            }
+            bases.push(base);
+            for &shard in &node.shards {
+                let slot = owner.get_mut(usize::from(shard)).ok_or_else(|| {
+                    TopologyError::ShardOutOfRange {
+                        shard,
+                        n_shards: n,
+                        node: node.name.clone(),
+                    }
+                })?;
+                if let Some(first) = *slot {
+                    return Err(TopologyError::DuplicateShard {
+                        shard,
+                        first: committee.nodes[first].name.clone(),
+                        second: node.name.clone(),
+                    });
+                }
+                *slot = Some(i);
+            }
+        }
+        let shard_owner = owner
+            .into_iter()
+            .enumerate()
+            .map(|(shard, o)| o.ok_or(TopologyError::UnassignedShard(shard as u16)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            nodes: committee.nodes,
+            bases,
+            shard_owner,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &codec::EncodingConfig {
+        &self.config
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, index: usize) -> &CommitteeNode {
+        &self.nodes[index]
+    }
+
+    /// Shards a node holds: its weight when counting "not found" replies toward a quorum.
+    pub fn weight(&self, index: usize) -> u16 {
+        self.nodes[index].shards.len() as u16
+    }
+
+    /// The node holding sliver pair `pair` of `blob_id` (pair → shard by rotation → owner).
+    pub fn node_for_pair(&self, blob_id: &BlobId, pair: u16) -> usize {
+        let shard = blob_id.shard_for_pair(pair, self.config.n_shards());
+        self.shard_owner[usize::from(shard)]
+    }
+
+    fn metadata_url(&self, node: usize, blob_id: &BlobId) -> String {
+        format!("{}/v1/blobs/{blob_id}/metadata", self.bases[node])
+    }
+
+    fn sliver_url(&self, node: usize, blob_id: &BlobId, pair: u16, kind: SliverKind) -> String {
+        format!(
+            "{}/v1/blobs/{blob_id}/slivers/{pair}/{}",
+            self.bases[node],
+            kind.as_str()
+        )
+    }
+}
+
+/// What went wrong asking a storage node.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("not found")]
+    NotFound,
+    #[error("HTTP {status} ({reason})")]
+    Status { status: u16, reason: String },
+    #[error("body larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("malformed request URL {0:?}")]
+    BadUrl(String),
+}
+
+impl NodeError {
+    /// A short fixed word for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeError::Timeout(_) => "timeout",
+            NodeError::Transport(_) => "transport",
+            NodeError::NotFound => "not_found",
+            NodeError::Status { .. } => "status",
+            NodeError::TooLarge { .. } => "too_large",
+            NodeError::BadUrl(_) => "bad_url",
+        }
+    }
+}
+
+/// Bytes of an error body read to find the Walrus reason code.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// Pooled HTTP client for storage nodes.
+#[derive(Clone)]
+pub struct NodeClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for NodeClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeClient {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { client }
+    }
+
+    /// `GET /v1/blobs/{id}/metadata` on `node`: the BCS body, at most `limit` bytes.
+    pub async fn metadata(
+        &self,
+        topology: &Topology,
+        node: usize,
+        blob_id: &BlobId,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeError> {
+        self.get(&topology.metadata_url(node, blob_id), limit, timeout)
+            .await
+    }
+
+    /// `GET /v1/blobs/{id}/slivers/{pair}/{kind}` on the node holding `pair`.
+    pub async fn sliver(
+        &self,
+        topology: &Topology,
+        blob_id: &BlobId,
+        pair: u16,
+        kind: SliverKind,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeError> {
+        let node = topology.node_for_pair(blob_id, pair);
+        self.get(
+            &topology.sliver_url(node, blob_id, pair, kind),
+            limit,
+            timeout,
+        )
+        .await
+    }
+
+    /// GET `url` and return a 200 body of at most `limit` bytes, all within `timeout`.
+    pub async fn get(
+        &self,
+        url: &str,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeError> {
+        match tokio::time::timeout(timeout, self.get_inner(url, limit)).await {
+            Ok(result) => result,
+            Err(_) => Err(NodeError::Timeout(timeout)),
+        }
+    }
+
+    async fn get_inner(&self, url: &str, limit: usize) -> Result<Bytes, NodeError> {
+        let uri: Uri = url.parse().map_err(|_| NodeError::BadUrl(url.to_owned()))?;
+        let request = Request::get(uri)
+            .header(http::header::ACCEPT, "application/octet-stream")
+            .body(Empty::new())
+            .map_err(|_| NodeError::BadUrl(url.to_owned()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| NodeError::Transport(error_chain(&e)))?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            if let Some(len) = content_length(response.headers()) {
+                if len > limit as u64 {
+                    return Err(NodeError::TooLarge { limit });
+                }
+            }
+            return read_limited(response.into_body(), limit).await;
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Err(NodeError::NotFound);
+        }
+        let reason = read_limited(response.into_body(), ERROR_BODY_LIMIT)
+            .await
+            .ok()
+            .and_then(|body| envelope_reason(&body))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("unknown").to_owned());
+        Err(NodeError::Status {
+            status: status.as_u16(),
+            reason,
+        })
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, NodeError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(NodeError::TooLarge { limit }),
+        Err(e) => Err(NodeError::Transport(format!("reading the body: {e}"))),
+    }
+}
+
+/// The `reason` (or else `status`) of a Walrus JSON error envelope.
+fn envelope_reason(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    let reason = error
+        .get("details")
+        .and_then(|d| d.get(0))
+        .and_then(|d| d.get("reason"))
+        .or_else(|| error.get("status"))?
+        .as_str()?;
+    Some(reason.chars().take(64).collect())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committee(nodes: Vec<(&str, Vec<u16>)>, n: u16) -> Committee {
+        Committee {
+            n_shards: n,
+            nodes: nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (url, shards))| CommitteeNode {
+                    name: format!("node-{i}"),
+                    url: url.to_owned(),
+                    shards,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn topology_maps_pairs_through_rotation_to_owners() {
+        let t = Topology::new(committee(
+            vec![
+                ("http://127.0.0.1:1", (0..5).collect()),
+                ("http://127.0.0.1:2/", (5..10).collect()),
+            ],
+            10,
+        ))
+        .unwrap();
+        let id = BlobId([7; 32]);
+        for pair in 0..10 {
+            let shard = id.shard_for_pair(pair, 10);
+            assert_eq!(t.node_for_pair(&id, pair), usize::from(shard >= 5));
+        }
+        assert_eq!(
+            t.sliver_url(1, &id, 3, SliverKind::Secondary),
+            format!("http://127.0.0.1:2/v1/blobs/{id}/slivers/3/secondary")
+        );
+    }
+
+    #[test]
+    fn broken_committees_are_rejected_with_a_reason() {
+        let gap = committee(vec![("http://a:1", (0..9).collect())], 10);
+        assert!(matches!(
+            Topology::new(gap),
+            Err(TopologyError::UnassignedShard(9))
+        ));
+        let dup = committee(
+            vec![("http://a:1", (0..10).collect()), ("http://b:1", vec![3])],
+            10,
+        );
+        assert!(matches!(
+            Topology::new(dup),
+            Err(TopologyError::DuplicateShard { shard: 3, .. })
+        ));
+        let out = committee(vec![("http://a:1", (0..11).collect())], 10);
+        assert!(matches!(
+            Topology::new(out),
+            Err(TopologyError::ShardOutOfRange { shard: 10, .. })
+        ));
+        let tls = committee(vec![("https://a:1", (0..10).collect())], 10);
+        assert!(matches!(
+            Topology::new(tls),
+            Err(TopologyError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            Topology::new(committee(vec![], 2)),
+            Err(TopologyError::BadShardCount(2))
+        ));
+    }
+
+    #[test]
+    fn error_envelopes_yield_their_reason() {
+        let body = br#"{"error":{"code":400,"status":"FAILED_PRECONDITION","message":"m","details":[{"@type":"ErrorInfo","reason":"SHARD_NOT_ASSIGNED","domain":"storage.walrus.space","metadata":{}}]}}"#;
+        assert_eq!(envelope_reason(body).as_deref(), Some("SHARD_NOT_ASSIGNED"));
+        assert_eq!(
+            envelope_reason(br#"{"error":{"status":"INTERNAL"}}"#).as_deref(),
+            Some("INTERNAL")
+        );
+        assert_eq!(envelope_reason(b"not json"), None);
+    }
+}
