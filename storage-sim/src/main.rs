@@ -24,7 +24,7 @@ use storage_sim::{FaultsFile, NodeFaults, SimConfig, SimNetwork};
 #[derive(Debug, Parser)]
 #[command(name = "walrus-sim", version)]
 struct Args {
-    /// Number of shards (the encoding's n), 4..=1000 or more.
+    /// Number of shards (the encoding's n): at least 4; Walrus mainnet has 1000.
     #[arg(long, default_value_t = 10)]
     n_shards: u16,
     /// Number of storage nodes (each owns at least one shard).
@@ -45,7 +45,7 @@ struct Args {
     /// Uneven shard assignment: a JSON array with one array of shard indices per node.
     #[arg(long, value_name = "FILE")]
     assignment: Option<PathBuf>,
-    /// Faults, TOML: an [all] table and [node.<index or name>] tables of fault fields
+    /// Faults, TOML: an `[all]` table and `[node.<index or name>]` tables of fault fields
     /// (offline, latency_ms, jitter_ms, bandwidth_bytes_per_sec, error_rate, error_status,
     /// stall, truncate, corrupt_slivers, wrong_index, wrong_symbol_size, wrong_metadata,
     /// lie_not_found).
@@ -57,7 +57,7 @@ struct Args {
     /// Make the K nodes after the offline ones serve corrupted sliver bytes.
     #[arg(long, value_name = "K", default_value_t = 0)]
     corrupt_nodes: usize,
-    /// Add this latency to every response of every node.
+    /// Add this latency to every response of every node (overrides --faults latencies).
     #[arg(long, value_name = "MS")]
     latency_ms: Option<u64>,
 }

@@ -146,6 +146,10 @@ enum Stop {
     Shutdown,
 }
 
+/// Open connections per node; further connections are closed at once (a load test should
+/// see refusals it can count, not unbounded memory growth).
+const MAX_CONNECTIONS: usize = 4096;
+
 /// How long a node waits for busy connections to finish when shutting down.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
@@ -159,6 +163,7 @@ pub(crate) async fn run(
     let node = &shared.nodes[index];
     let mut faults = node.faults.subscribe();
     let mut connections = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         if *shutdown.borrow_and_update() {
             break;
@@ -193,9 +198,19 @@ pub(crate) async fn run(
         let stop = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(serve_connection(shared.clone(), index, stream, peer));
-                    }
+                    Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let shared = shared.clone();
+                            connections.spawn(async move {
+                                serve_connection(shared, index, stream, peer).await;
+                                drop(slot);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!(node = %node.name, %peer, "too many connections; closing");
+                            drop(stream);
+                        }
+                    },
                     Err(e) => {
                         // Typically out of file descriptors: back off instead of spinning.
                         tracing::warn!(node = %node.name, error = %e, "accept failed");

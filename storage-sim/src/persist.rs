@@ -6,7 +6,7 @@
 //! * `<node name>/<blob id>/metadata.bcs`: the node's `BlobMetadataWithId`;
 //! * `<node name>/<blob id>/<pair>.primary.bcs` and `<pair>.secondary.bcs`: `SliverData` BCS.
 //!
-//! Guarantee: every file is written with [`write_atomic`] (temporary file in the same
+//! Guarantee: every file is written with `write_atomic` (temporary file in the same
 //! directory, `fsync`, `rename`, `fsync` of the directory), so after a crash a file is either
 //! absent or complete. Leftover temporary files are removed on load. On load everything is
 //! verified again (metadata against its Blob ID, slivers against the metadata); files that

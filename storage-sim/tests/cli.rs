@@ -1,5 +1,5 @@
-//! The `walrus-sim` binary: seeding, the committee file, the `ready` line, CLI faults, and a
-//! `--data-dir` that survives the process being killed.
+//! The `walrus-sim` binary: seeding, the committee file, the `ready` line, CLI faults and
+//! assignments, and a `--data-dir` that survives the process being killed.
 
 mod common;
 
@@ -121,6 +121,8 @@ async fn cli_faults_apply_to_the_named_nodes() {
     let seed = write_vectors_blob(dir.path(), &v);
     let faults = dir.path().join("faults.toml");
     std::fs::write(&faults, "[node.node-3]\nlie_not_found = true\n").unwrap();
+    let assignment = dir.path().join("assignment.json");
+    std::fs::write(&assignment, "[[0,1,2,3,4,5,6],[7],[8],[9]]").unwrap();
     let committee_path = dir.path().join("committee.json");
     let _sim = start(vec![
         "--seed".into(),
@@ -133,9 +135,13 @@ async fn cli_faults_apply_to_the_named_nodes() {
         "1".into(),
         "--corrupt-nodes".into(),
         "1".into(),
+        "--assignment".into(),
+        arg(&assignment),
     ])
     .await;
     let c = Committee::load(&committee_path).unwrap();
+    assert_eq!(c.nodes[0].shards.len(), 7);
+    assert_eq!(c.nodes[1].shards, vec![7]);
     let id = v.blob_id();
     // node-0: offline.
     let err = call(Method::GET, &c.nodes[0].url, "/v1/health", None)
