@@ -150,6 +150,7 @@ pub(crate) async fn handle(
             .await
             .unwrap_or_else(ApiError::into_response)
     };
+    tracing::debug!(node = %node.name, %path, status = response.status().as_u16(), "answered");
     shape(response, &faults, node)
 }
 
@@ -194,7 +195,7 @@ async fn dispatch(
         }
         Route::AdminFaults | Route::Unknown => Err(ApiError::UnknownEndpoint {
             method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
+            path: request.uri().path().chars().take(200).collect(),
         }),
     }
 }
