@@ -16,6 +16,9 @@
 //! * **Streaming.** Verified systematic rows are published in blob order as soon as the prefix
 //!   is contiguous; rows that must be reconstructed follow after decoding and the consistency
 //!   check. With `Strict`, nothing is published until the re-encoded blob matched its ID.
+//!   Responses start once the fill is *committed* (enough verified slivers for every byte), so a
+//!   blob that cannot be read answers 503/404 rather than a truncated 200; after that only a
+//!   failed consistency check (an inconsistently encoded blob) aborts a body mid-stream.
 //!
 //! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
 //! sliver that verified against metadata that verified against the requested Blob ID.
@@ -31,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// Why a blob (or part of it) could not be read. Cloned to every request sharing a fill.
@@ -85,6 +88,9 @@ pub struct FillState {
     pub meta: Option<Arc<VerifiedMetadata>>,
     /// Verified rows `0..rows.len()` of the blob, each truncated to the blob's end.
     pub rows: Vec<Bytes>,
+    /// Enough slivers verified to produce every byte: responses may start. Only a failed
+    /// consistency check (an inconsistently encoded blob) can still end the fill in an error.
+    pub committed: bool,
     /// Set once, when the fill ends.
     pub outcome: Option<Result<(), ReadError>>,
 }
@@ -110,6 +116,20 @@ impl FillReader {
             Some(Err(e)) => Err(e.clone()),
             _ => Err(ended_unexpectedly()),
         }
+    }
+
+    /// The metadata once the fill is committed (responses may start), or the fill's error:
+    /// a fill that cannot succeed answers with a status instead of a truncated body.
+    pub async fn ready(&mut self) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        let state = self
+            .rx
+            .wait_for(|s| s.committed || s.outcome.is_some())
+            .await
+            .map_err(|_| ended_unexpectedly())?;
+        if let Some(Err(e)) = &state.outcome {
+            return Err(e.clone());
+        }
+        state.meta.clone().ok_or_else(ended_unexpectedly)
     }
 
     /// The next verified row as `(row index, bytes)`; `None` after the last one.
@@ -265,28 +285,25 @@ impl Filler {
             .await
     }
 
-    /// Read systematic rows `rows` of a blob (a byte range on a miss), each verified, and send
-    /// them in order, truncated to the blob's end. Any row that cannot be had is an error: the
-    /// caller falls back to a whole-blob fill, which can reconstruct it.
+    /// Read systematic rows `rows` of a blob (a byte range on a miss), each verified, in order
+    /// and truncated to the blob's end. Any row that cannot be had is an error: the caller falls
+    /// back to a whole-blob fill, which can reconstruct it.
     pub async fn read_rows(
         &self,
-        meta: Arc<VerifiedMetadata>,
+        meta: &Arc<VerifiedMetadata>,
         rows: Range<u16>,
-        out: mpsc::UnboundedSender<Bytes>,
-    ) -> Result<(), ReadError> {
-        let mut emit = |row: Bytes| {
-            // The receiver hangs up when its client leaves; nothing else to do then.
-            let _ = out.send(row);
-        };
+    ) -> Result<Vec<Bytes>, ReadError> {
+        let mut out = Vec::with_capacity(rows.len());
+        let mut emit = |row: Bytes| out.push(row);
         let first = rows.start;
         collect_slivers(
             &self.inner,
-            &meta,
+            meta,
             Goal::Rows(rows),
             Some((first, &mut emit)),
         )
         .await?;
-        Ok(())
+        Ok(out)
     }
 
     async fn run_fill(
@@ -316,15 +333,18 @@ impl Filler {
                 tracing::warn!(blob_id = %id, error = %e, "fill failed");
             }
         }
-        let ok = result.is_ok();
-        tx.send_modify(|s| s.outcome = Some(result));
-        if ok {
+        // Leave the map before announcing the outcome, so a request that sees this fill's
+        // result and retries starts a new fill instead of joining this finished one; and cache
+        // a success first, so that retry is a hit.
+        if result.is_ok() {
             let rows = tx.borrow().rows.clone();
             self.inner
                 .cache
                 .insert(id, CachedBlob::from_verified_rows(rows))
                 .await;
         }
+        guard.leave();
+        tx.send_modify(|s| s.outcome = Some(result));
         guard.finish();
         drop(permit);
     }
@@ -354,6 +374,7 @@ impl Filler {
         let mut publish = |row: Bytes| tx.send_modify(|s| s.rows.push(row));
         let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
         let collected = collect_slivers(&self.inner, &meta, Goal::Blob, emit).await?;
+        tx.send_modify(|s| s.committed = true);
         let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
         if !(all_systematic && consistency != ConsistencyCheck::Strict) {
             let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
@@ -403,6 +424,7 @@ struct FillGuard<'a> {
 
 impl FillGuard<'_> {
     fn finish(&mut self) {
+        self.leave();
         self.tx.send_if_modified(|s| {
             if s.outcome.is_some() {
                 return false;
@@ -410,6 +432,10 @@ impl FillGuard<'_> {
             s.outcome = Some(Err(ended_unexpectedly()));
             true
         });
+    }
+
+    /// Remove this fill from the in-flight map (if it is still the one there).
+    fn leave(&mut self) {
         let mut inflight = self.filler.lock_inflight();
         if inflight
             .get(&self.id)

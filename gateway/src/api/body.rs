@@ -149,3 +149,32 @@ impl hyper::body::Body for Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_failing_stream_aborts_instead_of_ending() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        tx.send(Err(ReadError::Inconsistent("row 3".into())))
+            .await
+            .unwrap();
+        assert!(Body::stream(rx, 10).collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_stops_short_is_an_error() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        drop(tx);
+        assert!(Body::stream(rx, 10).collect().await.is_err());
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        drop(tx);
+        let whole = Body::stream(rx, 3).collect().await.unwrap().to_bytes();
+        assert_eq!(&whole[..], b"abc");
+    }
+}

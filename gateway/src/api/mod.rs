@@ -15,11 +15,11 @@ mod stream;
 
 use crate::cache::CachedBlob;
 use crate::config::GatewayConfig;
-use crate::fill::{Filler, Source};
+use crate::fill::{Filler, ReadError, Source};
 use crate::telemetry::Telemetry;
 use body::{Body, RequestSlot};
 use bytes::Bytes;
-use codec::BlobId;
+use codec::{BlobId, VerifiedMetadata};
 use error::ApiError;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -50,9 +50,9 @@ enum Want {
 /// Where the blob's bytes will come from, once its length is known.
 enum Plan {
     Cached(CachedBlob),
-    Filling(crate::fill::FillReader, Arc<codec::VerifiedMetadata>),
+    Filling(crate::fill::FillReader, Arc<VerifiedMetadata>),
     /// Not cached, not being filled: a range reads only its rows; a HEAD reads nothing more.
-    Cold(Arc<codec::VerifiedMetadata>),
+    Cold(Arc<VerifiedMetadata>),
 }
 
 impl Plan {
@@ -159,12 +159,17 @@ impl Api {
             match self.filler.open(id).await? {
                 Source::Cached(blob, _) => Plan::Cached(blob),
                 Source::Filling(mut reader) => {
-                    let meta = reader.metadata().await?;
+                    let meta = reader.ready().await?;
                     Plan::Filling(reader, meta)
                 }
             }
         } else if let Some(mut reader) = self.filler.join(&id) {
-            let meta = reader.metadata().await?;
+            // A HEAD needs only the length; a range waits until the fill is sure to succeed.
+            let meta = if head {
+                reader.metadata().await?
+            } else {
+                reader.ready().await?
+            };
             Plan::Filling(reader, meta)
         } else if let Some((blob, _)) = self.filler.cache().get(&id).await {
             Plan::Cached(blob)
@@ -202,11 +207,7 @@ impl Api {
             match plan {
                 Plan::Cached(blob) => Body::chunks(blob.slices(start, end)),
                 Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
-                Plan::Cold(meta) if start == end => {
-                    drop(meta);
-                    Body::empty()
-                }
-                Plan::Cold(meta) => stream::from_rows(self.filler.clone(), id, meta, start, end),
+                Plan::Cold(meta) => self.cold_range(id, meta, start, end).await?,
             }
         };
         let body = body.for_blob(self.telemetry.bytes_served.clone(), slot);
@@ -229,6 +230,45 @@ impl Api {
             headers.insert(header::CONTENT_TYPE, content_type);
         }
         Ok(response)
+    }
+}
+
+impl Api {
+    /// Bytes `[start, end)` of a blob nobody is filling: read just the systematic rows covering
+    /// them (each verified). If one cannot be had, fall back to a whole-blob fill, which can
+    /// reconstruct it.
+    async fn cold_range(
+        &self,
+        id: BlobId,
+        meta: Arc<VerifiedMetadata>,
+        start: u64,
+        end: u64,
+    ) -> Result<Body, ApiError> {
+        if start == end {
+            return Ok(Body::empty());
+        }
+        let config = meta.config();
+        let row_len = config.row_len(meta.symbol_size());
+        let rows = config
+            .rows_for_range(meta.unencoded_length(), start, end)
+            .map_err(|e| ReadError::Internal(e.to_string()))?;
+        let base = u64::from(rows.start) * row_len;
+        match self.filler.read_rows(&meta, rows).await {
+            Ok(rows) => {
+                let rows = CachedBlob::from_verified_rows(rows);
+                return Ok(Body::chunks(rows.slices(start - base, end - base)));
+            }
+            Err(e) => {
+                tracing::info!(blob_id = %id, error = %e, "range read falls back to a whole-blob fill");
+            }
+        }
+        match self.filler.open(id).await? {
+            Source::Cached(blob, _) => Ok(Body::chunks(blob.slices(start, end))),
+            Source::Filling(mut reader) => {
+                let meta = reader.ready().await?;
+                Ok(stream::from_fill(reader, &meta, start, end))
+            }
+        }
     }
 }
 

@@ -6,11 +6,9 @@
 //! ends its task; the fill it read from runs on for the others.
 
 use super::body::Body;
-use crate::cache::CachedBlob;
-use crate::fill::{FillReader, Filler, ReadError, Source};
+use crate::fill::{FillReader, ReadError};
 use bytes::Bytes;
-use codec::{BlobId, VerifiedMetadata};
-use std::sync::Arc;
+use codec::VerifiedMetadata;
 use tokio::sync::mpsc;
 
 /// Frames buffered between a feeding task and the socket.
@@ -66,15 +64,6 @@ impl Cursor {
             }
         }
     }
-
-    async fn copy_cached(&mut self, blob: CachedBlob) {
-        for slice in blob.slices(self.pos, self.end) {
-            self.pos += slice.len() as u64;
-            if self.tx.send(Ok(slice)).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 fn cursor(meta: &VerifiedMetadata, start: u64, end: u64) -> (Cursor, Body) {
@@ -94,64 +83,4 @@ pub fn from_fill(reader: FillReader, meta: &VerifiedMetadata, start: u64, end: u
     let (mut cursor, body) = cursor(meta, start, end);
     tokio::spawn(async move { cursor.copy_fill(reader).await });
     body
-}
-
-/// Bytes `[start, end)` of a blob nobody is filling: fetch just the systematic rows covering
-/// them. If one of those cannot be had, fall back to a whole-blob fill (which can reconstruct it)
-/// and continue from where the rows stopped.
-pub fn from_rows(
-    filler: Filler,
-    id: BlobId,
-    meta: Arc<VerifiedMetadata>,
-    start: u64,
-    end: u64,
-) -> Body {
-    let (mut cursor, body) = cursor(&meta, start, end);
-    tokio::spawn(async move {
-        let rows = match meta
-            .config()
-            .rows_for_range(meta.unencoded_length(), start, end)
-        {
-            Ok(rows) => rows,
-            Err(e) => return cursor.fail(ReadError::Internal(e.to_string())).await,
-        };
-        let (row_tx, mut row_rx) = mpsc::unbounded_channel();
-        let mut next_row = rows.start;
-        let reading = {
-            let filler = filler.clone();
-            let meta = meta.clone();
-            tokio::spawn(async move { filler.read_rows(meta, rows, row_tx).await })
-        };
-        // Abort the row fetch if this task ends first (the client left).
-        let _abort = AbortOnDrop(reading.abort_handle());
-        while let Some(bytes) = row_rx.recv().await {
-            if !cursor.row(next_row, bytes).await {
-                return;
-            }
-            next_row += 1;
-        }
-        let outcome = reading
-            .await
-            .unwrap_or_else(|e| Err(ReadError::Internal(format!("row task failed: {e}"))));
-        if cursor.done() {
-            return;
-        }
-        if let Err(e) = outcome {
-            tracing::info!(blob_id = %id, error = %e, "range read fell back to a whole-blob fill");
-        }
-        match filler.open(id).await {
-            Ok(Source::Cached(blob, _)) => cursor.copy_cached(blob).await,
-            Ok(Source::Filling(reader)) => cursor.copy_fill(reader).await,
-            Err(e) => cursor.fail(e).await,
-        }
-    });
-    body
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -1,0 +1,232 @@
+//! Scenario harness shared by the integration tests: a simulated storage-node committee and a
+//! gateway in front of it, both on `127.0.0.1:0`, plus a small HTTP client, so each test reads
+//! as "store this, break that, read it back". Everything started here is stopped by
+//! [`Scenario::stop`].
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use codec::BlobId;
+use gateway::{Gateway, GatewayConfig, RunningGateway};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use storage_sim::{NodeCounters, NodeFaults, SimConfig, SimNetwork};
+
+/// Guard against a hung test: no request here should take anywhere near this long.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Gateway settings for tests: port 0, short timeouts, and hedging off unless a test wants it
+/// (so request counts are exact).
+pub fn config() -> GatewayConfig {
+    GatewayConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metadata_timeout: Duration::from_secs(5),
+        sliver_timeout: Duration::from_secs(5),
+        hedge_after: Duration::from_secs(600),
+        memory_cache_bytes: 256 << 20,
+        retry_after_secs: 1,
+        shutdown_grace: Duration::from_secs(2),
+        ..GatewayConfig::default()
+    }
+}
+
+pub struct Scenario {
+    pub net: Arc<SimNetwork>,
+    gateway: Option<RunningGateway>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    pub addr: SocketAddr,
+}
+
+/// A response, read to the end (or to where the server aborted it).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// `Err` when the body was cut off.
+    pub body: Result<Bytes, String>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        match &self.body {
+            Ok(b) => b,
+            Err(e) => panic!("body of a {} response was aborted: {e}", self.status),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.bytes()).expect("a JSON body")
+    }
+
+    /// The reason code of a Walrus error envelope.
+    pub fn reason(&self) -> String {
+        self.json()["error"]["details"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Scenario {
+    /// `n_shards` shards on `nodes` nodes (round-robin: shard `s` on node `s % nodes`).
+    pub async fn start(n_shards: u16, nodes: usize) -> Self {
+        Self::with(
+            SimConfig {
+                n_shards,
+                nodes,
+                ..SimConfig::default()
+            },
+            config(),
+        )
+        .await
+    }
+
+    pub async fn with(sim: SimConfig, config: GatewayConfig) -> Self {
+        let net = Arc::new(SimNetwork::start(sim).await.expect("sim network starts"));
+        let gateway = Gateway::bind(config, net.committee().clone())
+            .await
+            .expect("gateway binds")
+            .spawn();
+        let addr = gateway.addr();
+        Self {
+            net,
+            gateway: Some(gateway),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            addr,
+        }
+    }
+
+    /// Store a blob in every node directly; returns its Blob ID.
+    pub async fn store(&self, blob: &[u8]) -> BlobId {
+        let net = self.net.clone();
+        let blob = blob.to_vec();
+        tokio::task::spawn_blocking(move || net.store(&blob))
+            .await
+            .unwrap()
+            .expect("sim stores the blob")
+    }
+
+    pub async fn faults(&self, node: usize, faults: NodeFaults) {
+        self.net
+            .apply_faults(node, faults)
+            .await
+            .expect("faults apply");
+    }
+
+    pub fn counters(&self) -> NodeCounters {
+        self.net.total_counters()
+    }
+
+    /// Shards `0..n` held by node `node`.
+    pub fn shards_of(&self, node: usize) -> Vec<u16> {
+        self.net.committee().nodes[node].shards.clone()
+    }
+
+    pub fn node_name(&self, node: usize) -> String {
+        self.net.committee().nodes[node].name.clone()
+    }
+
+    /// The node holding sliver pair `pair` of `id`.
+    pub fn node_for_pair(&self, id: &BlobId, pair: u16) -> usize {
+        let n = self.net.committee().n_shards;
+        let shard = id.shard_for_pair(pair, n);
+        self.net
+            .committee()
+            .nodes
+            .iter()
+            .position(|node| node.shards.contains(&shard))
+            .expect("every shard has a node")
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, &[]).await
+    }
+
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        send(&self.client, self.addr, method, path, headers).await
+    }
+
+    /// A new client (its own connection pool), e.g. to speak h2c.
+    pub fn h2_client(&self) -> Client<HttpConnector, Empty<Bytes>> {
+        Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http()
+    }
+
+    /// The value of a metric line `name` (with its labels, exactly as rendered), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").await;
+        let text = String::from_utf8(text.bytes().to_vec()).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The whole `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        String::from_utf8(self.get("/metrics").await.bytes().to_vec()).unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await.expect("gateway stops");
+        }
+        if let Ok(net) = Arc::try_unwrap(self.net) {
+            net.shutdown().await;
+        }
+    }
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::new()).unwrap();
+    let exchange = async {
+        let response = client.request(request).await.expect("the gateway answers");
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(REQUEST_DEADLINE, exchange)
+        .await
+        .expect("request finished before the test deadline")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn blob(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
