@@ -61,28 +61,25 @@ impl ApiError {
                 "INVALID_ARGUMENT",
                 "METHOD_NOT_ALLOWED",
             ),
-            ApiError::Read(e) => match e {
-                ReadError::NotFound { .. } => {
-                    (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND")
-                }
-                ReadError::Unavailable(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "BLOB_UNAVAILABLE",
-                ),
-                ReadError::TooLarge { .. } => {
-                    (StatusCode::FORBIDDEN, "SIZE_EXCEEDED", "BLOB_TOO_LARGE")
-                }
-                ReadError::Inconsistent(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "BLOB_INCONSISTENT",
-                ),
-                ReadError::Overloaded => unreachable_overloaded(),
-                ReadError::Internal(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
-                }
-            },
+            ApiError::Read(ReadError::NotFound { .. }) => {
+                (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND")
+            }
+            ApiError::Read(ReadError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "BLOB_UNAVAILABLE",
+            ),
+            ApiError::Read(ReadError::TooLarge { .. }) => {
+                (StatusCode::FORBIDDEN, "SIZE_EXCEEDED", "BLOB_TOO_LARGE")
+            }
+            ApiError::Read(ReadError::Inconsistent(_)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "BLOB_INCONSISTENT",
+            ),
+            ApiError::Read(ReadError::Internal(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
+            }
         }
     }
 
@@ -132,15 +129,6 @@ impl ApiError {
         }
         response
     }
-}
-
-/// `ReadError::Overloaded` is matched before the per-read arm above.
-fn unreachable_overloaded() -> (StatusCode, &'static str, &'static str) {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        "RESOURCE_EXHAUSTED",
-        "TOO_MANY_REQUESTS",
-    )
 }
 
 #[cfg(test)]
