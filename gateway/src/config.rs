@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     pub sliver_timeout: Duration,
     /// A sliver request slower than this is hedged by asking for another sliver.
     pub hedge_after: Duration,
+    /// Request the systematic slivers together with the metadata (one round trip per fill
+    /// instead of two), at the price of those requests being wasted when the blob is unknown.
+    pub prefetch_slivers: bool,
     /// Refuse blobs longer than this (403 `BLOB_TOO_LARGE`); `None`: the committee's maximum.
     pub max_blob_size: Option<u64>,
     /// Seconds clients are told to wait after a 503 or 429.
@@ -56,6 +59,7 @@ impl Default for GatewayConfig {
             metadata_timeout: Duration::from_secs(10),
             sliver_timeout: Duration::from_secs(60),
             hedge_after: Duration::from_secs(2),
+            prefetch_slivers: true,
             max_blob_size: None,
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),

@@ -35,7 +35,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Why a blob (or part of it) could not be read. Cloned to every request sharing a fill.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +79,7 @@ pub struct FillConfig {
     pub max_slivers_in_flight: usize,
     pub max_concurrent_fills: usize,
     pub max_blob_size: Option<u64>,
+    pub prefetch_slivers: bool,
 }
 
 /// Progress of one fill, shared with every request reading it.
@@ -301,9 +302,47 @@ impl Filler {
             meta,
             Goal::Rows(rows),
             Some((first, &mut emit)),
+            &mut Prefetched::default(),
         )
         .await?;
         Ok(out)
+    }
+
+    /// Request the systematic primary slivers of `id` before its metadata is known, with a
+    /// body limit from the largest sliver the committee (or `max_blob_size`) allows.
+    fn prefetch_systematic(&self, id: BlobId) -> Prefetched {
+        let inner = &self.inner;
+        let config = *inner.topology.config();
+        let max_symbol = inner
+            .config
+            .max_blob_size
+            .and_then(|max| config.symbol_size(max).ok())
+            .unwrap_or(codec::MAX_SYMBOL_SIZE);
+        let limit = config.primary_sliver_len(max_symbol) + 9;
+        let count = config
+            .n_primary_source_symbols()
+            .min(inner.config.max_slivers_in_flight.max(1) as u16);
+        let handles = (0..count)
+            .map(|pair| {
+                inner.telemetry.primary_sliver_requests.increment(1);
+                let inner = inner.clone();
+                let handle = tokio::spawn(async move {
+                    inner
+                        .client
+                        .sliver(
+                            &inner.topology,
+                            &id,
+                            pair,
+                            SliverKind::Primary,
+                            limit,
+                            inner.config.sliver_timeout,
+                        )
+                        .await
+                });
+                (pair, handle)
+            })
+            .collect();
+        Prefetched(handles)
     }
 
     async fn run_fill(
@@ -350,6 +389,14 @@ impl Filler {
     }
 
     async fn fill_blob(&self, id: BlobId, tx: &watch::Sender<FillState>) -> Result<(), ReadError> {
+        // Sliver requests need only the ID and pair index, so the systematic ones go out with
+        // the metadata request: a fill takes one round trip, not two. Their bytes wait,
+        // unverified and unused, until the metadata has verified.
+        let mut prefetched = if self.inner.config.prefetch_slivers {
+            self.prefetch_systematic(id)
+        } else {
+            Prefetched::default()
+        };
         let meta = self.metadata(id).await?;
         tx.send_modify(|s| s.meta = Some(meta.clone()));
         let config = *meta.config();
@@ -373,7 +420,8 @@ impl Filler {
         let stream_early = consistency != ConsistencyCheck::Strict;
         let mut publish = |row: Bytes| tx.send_modify(|s| s.rows.push(row));
         let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
-        let collected = collect_slivers(&self.inner, &meta, Goal::Blob, emit).await?;
+        let collected =
+            collect_slivers(&self.inner, &meta, Goal::Blob, emit, &mut prefetched).await?;
         tx.send_modify(|s| s.committed = true);
         let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
         if !(all_systematic && consistency != ConsistencyCheck::Strict) {
@@ -611,6 +659,7 @@ async fn collect_slivers(
     meta: &Arc<VerifiedMetadata>,
     goal: Goal,
     mut emit: Option<(u16, &mut (dyn FnMut(Bytes) + Send))>,
+    prefetched: &mut Prefetched,
 ) -> Result<Collected, ReadError> {
     let config = *meta.config();
     let n = config.n_shards();
@@ -689,14 +738,23 @@ async fn collect_slivers(
                     want,
                 },
             );
-            match want.kind {
-                SliverKind::Primary => inner.telemetry.primary_sliver_requests.increment(1),
-                SliverKind::Secondary => inner.telemetry.secondary_sliver_requests.increment(1),
+            let early = match want.kind {
+                SliverKind::Primary => prefetched.0.remove(&want.pair),
+                SliverKind::Secondary => None,
+            };
+            if early.is_none() {
+                match want.kind {
+                    SliverKind::Primary => inner.telemetry.primary_sliver_requests.increment(1),
+                    SliverKind::Secondary => inner.telemetry.secondary_sliver_requests.increment(1),
+                }
             }
             let inner = inner.clone();
             let meta = meta.clone();
             let request = seq;
-            requests.spawn(async move { (request, fetch_sliver(&inner, meta, want).await) });
+            requests.spawn(async move {
+                let early = AbortOnDrop(early);
+                (request, fetch_sliver(&inner, meta, want, early).await)
+            });
         }
         if flights.is_empty() {
             let have = match &goal {
@@ -793,6 +851,7 @@ async fn fetch_sliver(
     inner: &Inner,
     meta: Arc<VerifiedMetadata>,
     want: Want,
+    mut early: AbortOnDrop,
 ) -> Result<VerifiedSliver, SliverFailure> {
     let config = meta.config();
     let n = config.n_shards();
@@ -802,17 +861,30 @@ async fn fetch_sliver(
     };
     // ULEB128 length (at most 5 bytes) + data + symbol size + index.
     let limit = data_len + 9;
-    let body = inner
-        .client
-        .sliver(
-            &inner.topology,
-            &meta.blob_id(),
-            want.pair,
-            want.kind,
-            limit,
-            inner.config.sliver_timeout,
-        )
-        .await?;
+    let body = match early.0.take() {
+        Some(handle) => {
+            let body = handle
+                .await
+                .map_err(|e| SliverFailure::Internal(format!("prefetch task failed: {e}")))??;
+            if body.len() > limit {
+                return Err(NodeError::TooLarge { limit }.into());
+            }
+            body
+        }
+        None => {
+            inner
+                .client
+                .sliver(
+                    &inner.topology,
+                    &meta.blob_id(),
+                    want.pair,
+                    want.kind,
+                    limit,
+                    inner.config.sliver_timeout,
+                )
+                .await?
+        }
+    };
     inner.telemetry.upstream_bytes.increment(body.len() as u64);
     let sliver = codec::bcs::decode_sliver(&body, want.kind)?;
     let expected = want.kind.sliver_index(want.pair, n);
@@ -826,4 +898,27 @@ async fn fetch_sliver(
         .await
         .map_err(|e| SliverFailure::Internal(e.to_string()))??;
     Ok(verified)
+}
+
+/// Sliver requests sent before the metadata arrived, by pair; unused ones are aborted on drop.
+#[derive(Default)]
+struct Prefetched(HashMap<u16, JoinHandle<Result<Bytes, NodeError>>>);
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        for handle in self.0.values() {
+            handle.abort();
+        }
+    }
+}
+
+/// A prefetched request handed to one sliver task, aborted if that task is.
+struct AbortOnDrop(Option<JoinHandle<Result<Bytes, NodeError>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
 }

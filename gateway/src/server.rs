@@ -61,6 +61,7 @@ impl Gateway {
             max_slivers_in_flight: config.max_slivers_in_flight,
             max_concurrent_fills: config.max_concurrent_fills,
             max_blob_size: config.max_blob_size,
+            prefetch_slivers: config.prefetch_slivers,
         };
         let filler = Filler::new(topology, fill_config, cache, telemetry.clone());
         let api = Arc::new(Api::new(filler, telemetry.clone(), &config));
