@@ -91,6 +91,10 @@ struct ServeArgs {
     /// Ask for another sliver when one takes longer than this.
     #[arg(long, default_value_t = 2_000)]
     hedge_after_ms: u64,
+    /// Wait for verified metadata before requesting slivers (two round trips per fill instead
+    /// of one, but no sliver requests wasted on unknown blobs).
+    #[arg(long)]
+    no_prefetch_slivers: bool,
 }
 
 fn main() -> ExitCode {
@@ -169,6 +173,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         sliver_timeout: Duration::from_millis(args.sliver_timeout_ms),
         hedge_after: Duration::from_millis(args.hedge_after_ms),
         max_blob_size: args.max_blob_size,
+        prefetch_slivers: !args.no_prefetch_slivers,
         ..GatewayConfig::default()
     };
     let (committee, network) = match &args.committee {

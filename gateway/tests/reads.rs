@@ -358,3 +358,24 @@ async fn a_client_that_leaves_does_not_cancel_the_fill() {
     assert_eq!(s.metric("gateway_fills_started_total").await, Some(1.0));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prefetch_slivers_wait_for_metadata() {
+    let mut cfg = config();
+    cfg.prefetch_slivers = false;
+    let s = Scenario::with(SimConfig::default(), cfg).await;
+    let data = blob(20_000, 11);
+    let id = s.store(&data).await;
+    s.net.reset_counters();
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    let kp = u64::from(s.net.config().n_primary_source_symbols());
+    assert_eq!(s.counters().primary_sliver_gets, kp);
+    // An unknown blob then costs no sliver requests at all.
+    s.net.reset_counters();
+    let unknown = codec::BlobId([9; 32]);
+    let reply = s.get(&format!("/v1/blobs/{unknown}")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.counters().primary_sliver_gets, 0);
+    s.stop().await;
+}
