@@ -1,7 +1,6 @@
-//! `walrus-loadtest`: the load generator arrives with issue 9. Until then the binary says so
-//! and fails, rather than pretending to run a load.
+//! `walrus-loadtest`: drive a gateway (or any aggregator-compatible URL) with a checked,
+//! measured load. Everything but argument parsing lives in the library (`loadtest::cli`).
 
-fn main() {
-    eprintln!("walrus-loadtest: not available yet (the load generator is issue 9)");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    loadtest::cli::main()
 }
