@@ -97,7 +97,6 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     };
     let population_bytes = blobs.iter().filter_map(Blob::size).sum();
 
-    let before = scrape_metrics(&transport, &config.target, config.timeout).await;
     let shared = Arc::new(Shared {
         transport,
         target: config.target.clone(),
@@ -128,6 +127,8 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     if config.prewarm {
         shared.prewarm().await;
     }
+    // Server figures cover the measured phase (warm-up included), not the set-up before it.
+    let before = scrape_metrics(&shared.transport, &config.target, config.timeout).await;
 
     // The measured phase.
     let start = Instant::now();
