@@ -213,6 +213,10 @@ impl Filler {
         &self.inner.cache
     }
 
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.inner.telemetry
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
     }
