@@ -395,15 +395,10 @@ async fn requests_beyond_the_bound_get_429() {
         let (addr, path) = (s.addr, format!("/v1/blobs/{id}"));
         tokio::spawn(async move { harness::send(&client, addr, Method::GET, &path, &[]).await })
     };
-    let mut in_flight = false;
-    for _ in 0..200 {
-        if s.metric("gateway_requests_in_flight").await == Some(1.0) {
-            in_flight = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(in_flight, "the first request took the slot");
+    assert!(
+        s.wait_for_metric("gateway_requests_in_flight", 1.0).await,
+        "the first request took the slot"
+    );
     let second = s.get(&format!("/v1/blobs/{id}")).await;
     assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(second.reason(), "TOO_MANY_REQUESTS");

@@ -340,15 +340,7 @@ async fn a_client_that_leaves_does_not_cancel_the_fill() {
         tokio::spawn(async move { harness::send(&client, addr, Method::GET, &path, &[]).await })
     };
     // Wait (boundedly) until the fill is under way, then hang up.
-    let mut started = false;
-    for _ in 0..200 {
-        if s.metric("gateway_fills_started_total").await == Some(1.0) {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(started, "the fill started");
+    assert!(s.wait_for_metric("gateway_fills_started_total", 1.0).await);
     leaving.abort();
     let _ = leaving.await;
     let reply = s.get(&path).await;
@@ -377,5 +369,39 @@ async fn without_prefetch_slivers_wait_for_metadata() {
     let reply = s.get(&format!("/v1/blobs/{unknown}")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(s.counters().primary_sliver_gets, 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_a_fill_in_flight() {
+    let mut cfg = config();
+    cfg.shutdown_grace = Duration::from_secs(60);
+    let mut s = Scenario::with(SimConfig::default(), cfg).await;
+    let data = blob(60_000, 12);
+    let id = s.store(&data).await;
+    for node in 0..4 {
+        s.faults(
+            node,
+            NodeFaults {
+                latency_ms: 300,
+                ..NodeFaults::default()
+            },
+        )
+        .await;
+    }
+    let pending = {
+        let client = s.h2_client();
+        let (addr, path) = (s.addr, format!("/v1/blobs/{id}"));
+        tokio::spawn(async move { harness::send(&client, addr, Method::GET, &path, &[]).await })
+    };
+    assert!(s.wait_for_metric("gateway_fills_started_total", 1.0).await);
+    s.stop_gateway().await;
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    assert!(
+        tokio::net::TcpStream::connect(s.addr).await.is_err(),
+        "no longer accepting"
+    );
     s.stop().await;
 }

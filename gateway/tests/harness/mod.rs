@@ -175,6 +175,24 @@ impl Scenario {
         String::from_utf8(self.get("/metrics").await.bytes().to_vec()).unwrap()
     }
 
+    /// Shut the gateway down (draining in-flight requests), leaving the nodes running.
+    pub async fn stop_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await.expect("gateway stops");
+        }
+    }
+
+    /// Poll `series` (boundedly) until it reads `value`; false if it never did.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) -> bool {
+        for _ in 0..500 {
+            if self.metric(series).await == Some(value) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     pub async fn stop(mut self) {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown().await.expect("gateway stops");
