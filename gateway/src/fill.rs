@@ -16,9 +16,10 @@
 //! * **Streaming.** Verified systematic rows are published in blob order as soon as the prefix
 //!   is contiguous; rows that must be reconstructed follow after decoding and the consistency
 //!   check. With `Strict`, nothing is published until the re-encoded blob matched its ID.
-//!   Responses start once the fill is *committed* (enough verified slivers for every byte), so a
-//!   blob that cannot be read answers 503/404 rather than a truncated 200; after that only a
-//!   failed consistency check (an inconsistently encoded blob) aborts a body mid-stream.
+//!   Responses start once the fill is *committed* (every row verified and checked), so a blob
+//!   that cannot be read, or is inconsistently encoded, answers 503/404/500 rather than a
+//!   truncated 200; joiners then stream the published rows without copying them. Only an
+//!   internal failure can still abort a body mid-stream.
 //!
 //! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
 //! sliver that verified against metadata that verified against the requested Blob ID.
@@ -89,8 +90,8 @@ pub struct FillState {
     pub meta: Option<Arc<VerifiedMetadata>>,
     /// Verified rows `0..rows.len()` of the blob, each truncated to the blob's end.
     pub rows: Vec<Bytes>,
-    /// Enough slivers verified to produce every byte: responses may start. Only a failed
-    /// consistency check (an inconsistently encoded blob) can still end the fill in an error.
+    /// Every byte verified (slivers, decoding, consistency check): responses may start, and
+    /// the fill can no longer fail for lack of data.
     pub committed: bool,
     /// Set once, when the fill ends.
     pub outcome: Option<Result<(), ReadError>>,
@@ -426,7 +427,6 @@ impl Filler {
         let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
         let collected =
             collect_slivers(&self.inner, &meta, Goal::Blob, emit, &mut prefetched).await?;
-        tx.send_modify(|s| s.committed = true);
         let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
         if !(all_systematic && consistency != ConsistencyCheck::Strict) {
             let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
@@ -456,6 +456,8 @@ impl Filler {
                 publish(chunk.clone());
             }
         }
+        // Every byte is verified and every check done: responses may start.
+        tx.send_modify(|s| s.committed = true);
         let total: u64 = tx.borrow().rows.iter().map(|r| r.len() as u64).sum();
         if total != len {
             return Err(ReadError::Internal(format!(
@@ -811,6 +813,7 @@ async fn collect_slivers(
             },
             Err(failure) => {
                 failures += 1;
+                let exact = matches!(goal, Goal::Rows(_));
                 let node = inner.topology.node_for_pair(&id, want.pair);
                 let name = &inner.topology.node(node).name;
                 inner.telemetry.node_failure(name, failure.kind());
@@ -821,6 +824,14 @@ async fn collect_slivers(
                 } else {
                     tracing::info!(node = %name, blob_id = %id, pair = want.pair,
                         kind = want.kind.as_str(), error = %failure, "sliver request failed");
+                }
+                if exact {
+                    // No substitute exists for a row: give up now (dropping `requests` aborts
+                    // the others) and let the caller fall back to a whole-blob fill.
+                    return Err(ReadError::Unavailable(format!(
+                        "systematic sliver {} failed: {failure}",
+                        want.pair
+                    )));
                 }
             }
         }
