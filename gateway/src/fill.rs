@@ -249,10 +249,13 @@ impl Filler {
     /// The cached blob, or a running fill to read, starting one if needed (429-worthy
     /// [`ReadError::Overloaded`] when `max_concurrent_fills` are already running).
     pub async fn open(&self, id: BlobId) -> Result<Source, ReadError> {
-        // Join first: a fill that just finished has cached its blob before leaving the map.
+        if let Some((blob, tier)) = self.inner.cache.get(&id).await {
+            return Ok(Source::Cached(blob, tier));
+        }
         if let Some(reader) = self.join(&id) {
             return Ok(Source::Filling(reader));
         }
+        // A fill may have cached its blob and left the map between the two looks above.
         if let Some((blob, tier)) = self.inner.cache.get(&id).await {
             return Ok(Source::Cached(blob, tier));
         }
@@ -311,6 +314,51 @@ impl Filler {
         )
         .await?;
         Ok(out)
+    }
+
+    /// Collect verified slivers of a non-empty blob and publish its rows (decoding if needed).
+    async fn read_slivers(
+        &self,
+        meta: &Arc<VerifiedMetadata>,
+        tx: &watch::Sender<FillState>,
+        prefetched: &mut Prefetched,
+    ) -> Result<(), ReadError> {
+        let kp = meta.config().n_primary_source_symbols();
+        let consistency = self.inner.config.consistency;
+        let stream_early = consistency != ConsistencyCheck::Strict;
+        let mut publish = |row: Bytes| tx.send_modify(|s| s.rows.push(row));
+        let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
+        let collected = collect_slivers(&self.inner, meta, Goal::Blob, emit, prefetched).await?;
+        let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
+        if !(all_systematic && consistency != ConsistencyCheck::Strict) {
+            let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
+                collected.primary.into_values().collect()
+            } else {
+                collected.secondary.into_values().collect()
+            };
+            let decode_meta = meta.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                codec::decode(&decode_meta, slivers, consistency)
+            })
+            .await
+            .map_err(|e| ReadError::Internal(format!("decoding task failed: {e}")))?
+            .map_err(|e| match e {
+                CodecError::InconsistentBlob(m) => ReadError::Inconsistent(m),
+                CodecError::NotEnoughSlivers { have, need } => ReadError::Unavailable(format!(
+                    "only {have} of the {need} slivers needed verified"
+                )),
+                other => ReadError::Internal(format!("decoding failed: {other}")),
+            })?;
+            let published = if stream_early {
+                usize::from(collected.next_row)
+            } else {
+                0
+            };
+            for chunk in decoded.chunks().iter().skip(published) {
+                publish(chunk.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Request the systematic primary slivers of `id` before its metadata is known, with a
@@ -378,15 +426,8 @@ impl Filler {
             }
         }
         // Leave the map before announcing the outcome, so a request that sees this fill's
-        // result and retries starts a new fill instead of joining this finished one; and cache
-        // a success first, so that retry is a hit.
-        if result.is_ok() {
-            let rows = tx.borrow().rows.clone();
-            self.inner
-                .cache
-                .insert(id, CachedBlob::from_verified_rows(rows))
-                .await;
-        }
+        // result and retries starts a new fill instead of joining this finished one (a success
+        // is in the cache already).
         guard.leave();
         tx.send_modify(|s| s.outcome = Some(result));
         guard.finish();
@@ -405,7 +446,6 @@ impl Filler {
         let meta = self.metadata(id).await?;
         tx.send_modify(|s| s.meta = Some(meta.clone()));
         let config = *meta.config();
-        let kp = config.n_primary_source_symbols();
         let len = meta.unencoded_length();
         let consistency = self.inner.config.consistency;
         if len == 0 {
@@ -420,50 +460,23 @@ impl Filler {
                     )));
                 }
             }
-            return Ok(());
+        } else {
+            self.read_slivers(&meta, tx, &mut prefetched).await?;
         }
-        let stream_early = consistency != ConsistencyCheck::Strict;
-        let mut publish = |row: Bytes| tx.send_modify(|s| s.rows.push(row));
-        let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
-        let collected =
-            collect_slivers(&self.inner, &meta, Goal::Blob, emit, &mut prefetched).await?;
-        let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
-        if !(all_systematic && consistency != ConsistencyCheck::Strict) {
-            let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
-                collected.primary.into_values().collect()
-            } else {
-                collected.secondary.into_values().collect()
-            };
-            let decode_meta = meta.clone();
-            let decoded = tokio::task::spawn_blocking(move || {
-                codec::decode(&decode_meta, slivers, consistency)
-            })
-            .await
-            .map_err(|e| ReadError::Internal(format!("decoding task failed: {e}")))?
-            .map_err(|e| match e {
-                CodecError::InconsistentBlob(m) => ReadError::Inconsistent(m),
-                CodecError::NotEnoughSlivers { have, need } => ReadError::Unavailable(format!(
-                    "only {have} of the {need} slivers needed verified"
-                )),
-                other => ReadError::Internal(format!("decoding failed: {other}")),
-            })?;
-            let published = if stream_early {
-                usize::from(collected.next_row)
-            } else {
-                0
-            };
-            for chunk in decoded.chunks().iter().skip(published) {
-                publish(chunk.clone());
-            }
-        }
-        // Every byte is verified and every check done: responses may start.
-        tx.send_modify(|s| s.committed = true);
-        let total: u64 = tx.borrow().rows.iter().map(|r| r.len() as u64).sum();
+        let rows = tx.borrow().rows.clone();
+        let total: u64 = rows.iter().map(|r| r.len() as u64).sum();
         if total != len {
             return Err(ReadError::Internal(format!(
                 "assembled {total} bytes for a blob of {len}"
             )));
         }
+        // Every byte is verified and every check done: cache the blob, then let responses
+        // start, so any request after the first response's headers is a cache hit.
+        self.inner
+            .cache
+            .insert(id, CachedBlob::from_verified_rows(rows))
+            .await;
+        tx.send_modify(|s| s.committed = true);
         Ok(())
     }
 }

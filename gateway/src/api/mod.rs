@@ -13,7 +13,7 @@ pub mod error;
 pub mod range;
 mod stream;
 
-use crate::cache::CachedBlob;
+use crate::cache::{CachedBlob, Tier};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError, Source};
 use crate::telemetry::Telemetry;
@@ -49,7 +49,7 @@ enum Want {
 
 /// Where the blob's bytes will come from, once its length is known.
 enum Plan {
-    Cached(CachedBlob),
+    Cached(CachedBlob, Tier),
     Filling(crate::fill::FillReader, Arc<VerifiedMetadata>),
     /// Not cached, not being filled: a range reads only its rows; a HEAD reads nothing more.
     Cold(Arc<VerifiedMetadata>),
@@ -58,7 +58,7 @@ enum Plan {
 impl Plan {
     fn len(&self) -> u64 {
         match self {
-            Plan::Cached(blob) => blob.len(),
+            Plan::Cached(blob, _) => blob.len(),
             Plan::Filling(_, meta) | Plan::Cold(meta) => meta.unencoded_length(),
         }
     }
@@ -157,12 +157,14 @@ impl Api {
         let whole_get = !head && matches!(want, Want::Blob(RangeRequest::Whole));
         let plan = if whole_get {
             match self.filler.open(id).await? {
-                Source::Cached(blob, _) => Plan::Cached(blob),
+                Source::Cached(blob, tier) => Plan::Cached(blob, tier),
                 Source::Filling(mut reader) => {
                     let meta = reader.ready().await?;
                     Plan::Filling(reader, meta)
                 }
             }
+        } else if let Some((blob, tier)) = self.filler.cache().get(&id).await {
+            Plan::Cached(blob, tier)
         } else if let Some(mut reader) = self.filler.join(&id) {
             // A HEAD needs only the length; a range waits until the fill is sure to succeed.
             let meta = if head {
@@ -171,17 +173,19 @@ impl Api {
                 reader.ready().await?
             };
             Plan::Filling(reader, meta)
-        } else if let Some((blob, _)) = self.filler.cache().get(&id).await {
-            Plan::Cached(blob)
         } else {
             Plan::Cold(self.filler.metadata(id).await?)
         };
-        let hit = matches!(plan, Plan::Cached(_));
-        if hit {
-            self.telemetry.cache_hits.increment(1);
-        } else {
-            self.telemetry.cache_misses.increment(1);
-        }
+        let x_cache = match &plan {
+            Plan::Cached(_, tier) => {
+                self.telemetry.cache_hits.increment(1);
+                tier.header_value()
+            }
+            _ => {
+                self.telemetry.cache_misses.increment(1);
+                "miss"
+            }
+        };
         let len = plan.len();
         let (status, start, end) = match want {
             Want::Blob(RangeRequest::Whole) => (StatusCode::OK, 0, len),
@@ -205,7 +209,7 @@ impl Api {
             Body::empty()
         } else {
             match plan {
-                Plan::Cached(blob) => Body::chunks(blob.slices(start, end)),
+                Plan::Cached(blob, _) => Body::chunks(blob.slices(start, end)),
                 Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
                 Plan::Cold(meta) => self.cold_range(id, meta, start, end).await?,
             }
@@ -216,10 +220,7 @@ impl Api {
         let headers = response.headers_mut();
         set_blob_headers(headers, &etag);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-        headers.insert(
-            "x-cache",
-            HeaderValue::from_static(if hit { "hit" } else { "miss" }),
-        );
+        headers.insert("x-cache", HeaderValue::from_static(x_cache));
         if status == StatusCode::PARTIAL_CONTENT {
             let range = format!("bytes {start}-{}/{len}", end - 1);
             if let Ok(value) = HeaderValue::from_str(&range) {
