@@ -1,2 +1,52 @@
-//! Inference next to the cache (tract-onnx). This crate is a placeholder in the workspace so the
-//! layout is fixed from the start; its work is issue 7 and it exports nothing yet.
+//! Inference next to the cache: run ONNX models stored as Walrus blobs with tract, and commit to
+//! each result with a signed proof record.
+//!
+//! The gateway owns HTTP, the model bytes (its cache and verified fill, behind [`ModelLoader`])
+//! and publishing proofs; this crate owns everything between verified model bytes and a signed
+//! answer:
+//!
+//! - [`tensor`]: JSON tensors in and out, bounded and validated, and their canonical encoding.
+//! - [`model`]: parsing a blob as ONNX, refusing external data, naming unsupported operators.
+//! - [`signature`]: checking a request against the model's inputs and padding symbolic axes to
+//!   bucket lengths; the result keys the plan cache.
+//! - `plan`: specialising, optimising and running a tract plan (fresh state per run).
+//! - `cache`: the single-flight LRU with a negative TTL behind the model and plan caches.
+//! - [`engine`]: the [`Engine`] tying it together: bounded, off-reactor execution and metrics.
+//! - [`proof`]: signed proof records and their verification.
+//!
+//! Guarantees: network input never panics the process (parsers are bounded and tract is called
+//! under `catch_unwind`); at most one plan build runs at a time and at most one per key however
+//! many requests ask; at most `concurrency` runs at once, off the async reactor; every error is an
+//! [`InferenceError`] with a documented HTTP status.
+//!
+//! A proof record is a signed commitment by the gateway's key, **not a proof of correct
+//! execution**; see [`proof`].
+
+mod cache;
+pub mod engine;
+mod error;
+pub mod model;
+mod plan;
+pub mod proof;
+pub mod signature;
+pub mod tensor;
+
+pub use engine::{
+    Engine, EngineConfig, EngineStats, InferenceResponse, LoadError, LoadFuture, ModelLoader,
+    RunOutcome, StaticModels, UnknownModel, WarmReport,
+};
+pub use error::InferenceError;
+pub use model::{Dim, InputSpec, ModelSpec, OutputSpec};
+pub use proof::{
+    verify, Comparison, EngineTag, Identity, IdentityError, Proof, ProofBlob, ProofRecord,
+    Tolerance, VerifyError, VerifyReport,
+};
+pub use signature::InputSignature;
+pub use tensor::{
+    DType, InferenceRequest, ProofMode, RequestInputs, RequestLimits, TensorData, TensorValues,
+    Tensors,
+};
+
+/// The exact tract-onnx version this crate is pinned to (`=` in Cargo.toml); proof records name
+/// it. A test checks it against Cargo.lock.
+pub const TRACT_VERSION: &str = "0.23.9";

@@ -1,0 +1,826 @@
+//! Tensors as they travel over JSON, and their canonical byte encoding.
+//!
+//! Wire form (requests, responses, proof blobs): `{"shape": [..], "dtype": "f32", "data": [..]}`
+//! with `data` flat in row-major order and dtypes `f32`, `f64`, `i64`, `i32`, `u8`, `bool`.
+//! Parsing never panics: every shape, count, range and dtype is checked and a failure names the
+//! input. Non-finite floats cannot be written in JSON; they are written as `null` and read back as
+//! NaN.
+//!
+//! The canonical encoding ([`canonical_bytes`], hashed by [`canonical_hash`]) is what proof records
+//! commit to. Version 1, all integers little-endian:
+//!
+//! ```text
+//! "WTNS" | u8 version = 1 | u32 tensor count
+//! per tensor, in ascending byte order of name:
+//!   u32 name length | name (UTF-8) | u8 dtype code (f32=1 f64=2 i64=3 i32=4 u8=5 bool=6)
+//!   u32 rank | u64 per dim | elements, row-major, little-endian (bool = 0x00/0x01;
+//!   every NaN is written as the quiet NaN 0x7fc00000 / 0x7ff8000000000000)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::InferenceError;
+
+/// Element types accepted and produced over JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F64,
+    I64,
+    I32,
+    U8,
+    Bool,
+}
+
+impl DType {
+    /// The wire name (`"f32"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::I64 => "i64",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
+            DType::Bool => "bool",
+        }
+    }
+
+    /// Parse a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<DType> {
+        Some(match s {
+            "f32" => DType::F32,
+            "f64" => DType::F64,
+            "i64" => DType::I64,
+            "i32" => DType::I32,
+            "u8" => DType::U8,
+            "bool" => DType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// Code in the canonical encoding.
+    fn code(self) -> u8 {
+        match self {
+            DType::F32 => 1,
+            DType::F64 => 2,
+            DType::I64 => 3,
+            DType::I32 => 4,
+            DType::U8 => 5,
+            DType::Bool => 6,
+        }
+    }
+
+    /// Bytes per element in memory.
+    pub fn size_of(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::U8 | DType::Bool => 1,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Flat, row-major element storage of one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorValues {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+}
+
+impl TensorValues {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorValues::F32(_) => DType::F32,
+            TensorValues::F64(_) => DType::F64,
+            TensorValues::I64(_) => DType::I64,
+            TensorValues::I32(_) => DType::I32,
+            TensorValues::U8(_) => DType::U8,
+            TensorValues::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TensorValues::F32(v) => v.len(),
+            TensorValues::F64(v) => v.len(),
+            TensorValues::I64(v) => v.len(),
+            TensorValues::I32(v) => v.len(),
+            TensorValues::U8(v) => v.len(),
+            TensorValues::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` widened to f64, for tolerance comparisons and messages.
+    pub fn get_f64(&self, i: usize) -> Option<f64> {
+        Some(match self {
+            TensorValues::F32(v) => f64::from(*v.get(i)?),
+            TensorValues::F64(v) => *v.get(i)?,
+            TensorValues::I64(v) => *v.get(i)? as f64,
+            TensorValues::I32(v) => f64::from(*v.get(i)?),
+            TensorValues::U8(v) => f64::from(*v.get(i)?),
+            TensorValues::Bool(v) => f64::from(u8::from(*v.get(i)?)),
+        })
+    }
+}
+
+/// One tensor: a shape and exactly `product(shape)` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorData {
+    shape: Vec<usize>,
+    values: TensorValues,
+}
+
+/// Named tensors, ordered by name (the order of the canonical encoding).
+pub type Tensors = BTreeMap<String, TensorData>;
+
+impl TensorData {
+    /// A tensor, if `values` holds exactly `product(shape)` elements.
+    pub fn new(shape: Vec<usize>, values: TensorValues) -> Result<TensorData, String> {
+        let expected = element_count(&shape).ok_or("shape overflows")?;
+        if expected != values.len() {
+            return Err(format!(
+                "shape {shape:?} needs {expected} elements, data has {}",
+                values.len()
+            ));
+        }
+        Ok(TensorData { shape, values })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.values.dtype()
+    }
+
+    pub fn values(&self) -> &TensorValues {
+        &self.values
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Bitwise equality (NaNs compare equal to NaNs, -0.0 differs from 0.0): the comparison used
+    /// when the engine build and CPU tag match.
+    pub fn bitwise_eq(&self, other: &TensorData) -> bool {
+        if self.shape != other.shape || self.dtype() != other.dtype() {
+            return false;
+        }
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        self.encode_elements(&mut a);
+        other.encode_elements(&mut b);
+        a == b
+    }
+
+    /// A copy zero-padded (false for bool) at the end of every axis up to `target` (same rank,
+    /// every dim >= ours).
+    pub(crate) fn padded(&self, target: &[usize]) -> TensorData {
+        debug_assert_eq!(target.len(), self.shape.len());
+        if target == self.shape.as_slice() {
+            return self.clone();
+        }
+        fn pad<T: Copy>(src: &[T], shape: &[usize], target: &[usize], zero: T) -> Vec<T> {
+            let total: usize = target.iter().product();
+            let mut out = vec![zero; total];
+            if src.is_empty() {
+                return out;
+            }
+            // Copy row by row along the last axis; `idx` walks the source's outer coordinates.
+            let rank = shape.len();
+            let row = shape[rank - 1];
+            let mut idx = vec![0usize; rank.saturating_sub(1)];
+            for chunk in src.chunks(row) {
+                let mut offset = 0usize;
+                for (axis, &i) in idx.iter().enumerate() {
+                    offset = offset * target[axis] + i;
+                }
+                offset *= target[rank - 1];
+                out[offset..offset + row].copy_from_slice(chunk);
+                for axis in (0..idx.len()).rev() {
+                    idx[axis] += 1;
+                    if idx[axis] < shape[axis] {
+                        break;
+                    }
+                    idx[axis] = 0;
+                }
+            }
+            out
+        }
+        let values = if self.shape.is_empty() {
+            self.values.clone()
+        } else {
+            match &self.values {
+                TensorValues::F32(v) => TensorValues::F32(pad(v, &self.shape, target, 0.0)),
+                TensorValues::F64(v) => TensorValues::F64(pad(v, &self.shape, target, 0.0)),
+                TensorValues::I64(v) => TensorValues::I64(pad(v, &self.shape, target, 0)),
+                TensorValues::I32(v) => TensorValues::I32(pad(v, &self.shape, target, 0)),
+                TensorValues::U8(v) => TensorValues::U8(pad(v, &self.shape, target, 0)),
+                TensorValues::Bool(v) => TensorValues::Bool(pad(v, &self.shape, target, false)),
+            }
+        };
+        TensorData {
+            shape: target.to_vec(),
+            values,
+        }
+    }
+
+    fn encode_elements(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len() * self.dtype().size_of());
+        match &self.values {
+            TensorValues::F32(v) => v.iter().for_each(|x| {
+                let x = if x.is_nan() {
+                    f32::from_bits(0x7fc0_0000)
+                } else {
+                    *x
+                };
+                out.extend_from_slice(&x.to_le_bytes())
+            }),
+            TensorValues::F64(v) => v.iter().for_each(|x| {
+                let x = if x.is_nan() {
+                    f64::from_bits(0x7ff8_0000_0000_0000)
+                } else {
+                    *x
+                };
+                out.extend_from_slice(&x.to_le_bytes())
+            }),
+            TensorValues::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorValues::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorValues::U8(v) => out.extend_from_slice(v),
+            TensorValues::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
+        }
+    }
+}
+
+/// `product(shape)`, or `None` on overflow.
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
+}
+
+/// The canonical encoding of a set of named tensors (see the module docs).
+pub fn canonical_bytes(tensors: &Tensors) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"WTNS");
+    out.push(1);
+    out.extend_from_slice(&(tensors.len() as u32).to_le_bytes());
+    // BTreeMap<String, _> iterates in ascending byte order of the names.
+    for (name, t) in tensors {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(t.dtype().code());
+        out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+        for d in &t.shape {
+            out.extend_from_slice(&(*d as u64).to_le_bytes());
+        }
+        t.encode_elements(&mut out);
+    }
+    out
+}
+
+/// BLAKE3 of [`canonical_bytes`].
+pub fn canonical_hash(tensors: &Tensors) -> [u8; 32] {
+    *blake3::hash(&canonical_bytes(tensors)).as_bytes()
+}
+
+impl Serialize for TensorData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Tensor", 3)?;
+        s.serialize_field("shape", &self.shape)?;
+        s.serialize_field("dtype", &self.dtype())?;
+        // serde_json writes non-finite floats as `null`.
+        match &self.values {
+            TensorValues::F32(v) => s.serialize_field("data", v)?,
+            TensorValues::F64(v) => s.serialize_field("data", v)?,
+            TensorValues::I64(v) => s.serialize_field("data", v)?,
+            TensorValues::I32(v) => s.serialize_field("data", v)?,
+            TensorValues::U8(v) => s.serialize_field("data", v)?,
+            TensorValues::Bool(v) => s.serialize_field("data", v)?,
+        }
+        s.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TensorData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawTensor::deserialize(deserializer)?;
+        raw.into_tensor(&RequestLimits::unbounded())
+            .map_err(de::Error::custom)
+    }
+}
+
+/// A tensor as written, before any checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTensor {
+    shape: Vec<u64>,
+    dtype: String,
+    data: Vec<Scalar>,
+}
+
+/// One JSON number, bool or null, kept exactly as parsed.
+#[derive(Clone, Copy)]
+enum Scalar {
+    Bool(bool),
+    U(u64),
+    I(i64),
+    F(f64),
+    Null,
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a bool or null")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::U(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::I(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::F(v))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl Scalar {
+    fn describe(self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::U(v) => v.to_string(),
+            Scalar::I(v) => v.to_string(),
+            Scalar::F(v) => v.to_string(),
+            Scalar::Null => "null".into(),
+        }
+    }
+
+    fn as_f64(self) -> Option<f64> {
+        match self {
+            Scalar::U(v) => Some(v as f64),
+            Scalar::I(v) => Some(v as f64),
+            Scalar::F(v) => Some(v),
+            Scalar::Null => Some(f64::NAN),
+            Scalar::Bool(_) => None,
+        }
+    }
+
+    fn as_i64(self) -> Option<i64> {
+        match self {
+            Scalar::U(v) => i64::try_from(v).ok(),
+            Scalar::I(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Size bounds applied while parsing a request. Network input never allocates past these.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    /// At most this many named inputs.
+    pub max_inputs: usize,
+    /// At most this many axes per tensor.
+    pub max_rank: usize,
+    /// At most this many elements in all inputs together (before padding).
+    pub max_elements: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        // 16 Mi elements is 64 MiB of f32: above any body the gateway accepts as JSON anyway.
+        RequestLimits {
+            max_inputs: 64,
+            max_rank: 8,
+            max_elements: 16 << 20,
+        }
+    }
+}
+
+impl RequestLimits {
+    fn unbounded() -> Self {
+        RequestLimits {
+            max_inputs: usize::MAX,
+            max_rank: usize::MAX,
+            max_elements: usize::MAX,
+        }
+    }
+}
+
+impl RawTensor {
+    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
+        let dtype = DType::parse(&self.dtype).ok_or_else(|| {
+            format!(
+                "unknown dtype {:?} (expected f32, f64, i64, i32, u8 or bool)",
+                self.dtype
+            )
+        })?;
+        if self.shape.len() > limits.max_rank {
+            return Err(format!(
+                "rank {} is above the limit of {}",
+                self.shape.len(),
+                limits.max_rank
+            ));
+        }
+        let shape = self
+            .shape
+            .iter()
+            .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is too large")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = element_count(&shape)
+            .filter(|n| *n <= limits.max_elements)
+            .ok_or_else(|| {
+                format!(
+                    "shape {shape:?} is above the limit of {} elements",
+                    limits.max_elements
+                )
+            })?;
+        if count != self.data.len() {
+            return Err(format!(
+                "shape {shape:?} needs {count} elements, data has {}",
+                self.data.len()
+            ));
+        }
+        let bad =
+            |i: usize, s: Scalar| format!("data[{i}] = {} is not a valid {dtype}", s.describe());
+        let values = match dtype {
+            DType::F32 => TensorValues::F32(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let x = s.as_f64().ok_or_else(|| bad(i, *s))?;
+                        let y = x as f32;
+                        // A finite f64 that overflows f32 would silently become infinity.
+                        if x.is_finite() && !y.is_finite() {
+                            return Err(bad(i, *s));
+                        }
+                        Ok(y)
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DType::F64 => TensorValues::F64(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| s.as_f64().ok_or_else(|| bad(i, *s)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DType::I64 => TensorValues::I64(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| s.as_i64().ok_or_else(|| bad(i, *s)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DType::I32 => TensorValues::I32(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        s.as_i64()
+                            .and_then(|v| i32::try_from(v).ok())
+                            .ok_or_else(|| bad(i, *s))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DType::U8 => TensorValues::U8(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        s.as_i64()
+                            .and_then(|v| u8::try_from(v).ok())
+                            .ok_or_else(|| bad(i, *s))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DType::Bool => TensorValues::Bool(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| match s {
+                        Scalar::Bool(b) => Ok(*b),
+                        _ => Err(bad(i, *s)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(TensorData { shape, values })
+    }
+}
+
+/// How the caller wants the proof: returned inline, or stored as a Walrus blob (the gateway's
+/// publisher does the storing; this crate only parses the wish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProofMode {
+    Inline,
+    Store,
+}
+
+/// The inputs of a request: named, or a single unnamed tensor for a one-input model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RequestInputs {
+    Named(Tensors),
+    Unnamed(TensorData),
+}
+
+/// A parsed and bounded `POST /v1/inference/{model}` body:
+/// `{"inputs": {"<name>": {"shape","dtype","data"}}, "proof": "inline"|"store"}` where `inputs`
+/// may instead be a single tensor object when the model has one input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferenceRequest {
+    pub inputs: RequestInputs,
+    /// `None` when the body did not say (the gateway applies `--store-proofs`).
+    pub proof: Option<ProofMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    inputs: &'a RawValue,
+    #[serde(default)]
+    proof: Option<ProofMode>,
+}
+
+impl InferenceRequest {
+    /// A request with named inputs and no proof preference.
+    pub fn named(inputs: Tensors) -> Self {
+        InferenceRequest {
+            inputs: RequestInputs::Named(inputs),
+            proof: None,
+        }
+    }
+
+    /// Parse a request body. Errors: [`InferenceError::BadRequest`] for the envelope,
+    /// [`InferenceError::BadInput`] naming the input, [`InferenceError::TooLarge`] past `limits`.
+    pub fn from_json(body: &[u8], limits: &RequestLimits) -> Result<Self, InferenceError> {
+        let raw: RawRequest<'_> =
+            serde_json::from_slice(body).map_err(|e| InferenceError::BadRequest(e.to_string()))?;
+        let inputs_json = raw.inputs.get();
+        let map: BTreeMap<String, &RawValue> = serde_json::from_str(inputs_json).map_err(|_| {
+            InferenceError::BadRequest("`inputs` must be an object of named tensors".into())
+        })?;
+        // A single tensor object has a string `dtype`; a map of named tensors has objects as values.
+        let single = map
+            .get("dtype")
+            .is_some_and(|v| v.get().trim_start().starts_with('"'));
+        let inputs = if single {
+            RequestInputs::Unnamed(parse_tensor("<single input>", inputs_json, limits)?)
+        } else {
+            if map.len() > limits.max_inputs {
+                return Err(InferenceError::TooLarge(format!(
+                    "{} inputs, above the limit of {}",
+                    map.len(),
+                    limits.max_inputs
+                )));
+            }
+            let mut tensors = Tensors::new();
+            let mut total = 0usize;
+            for (name, value) in map {
+                let t = parse_tensor(&name, value.get(), limits)?;
+                total = total.saturating_add(t.len());
+                if total > limits.max_elements {
+                    return Err(InferenceError::TooLarge(format!(
+                        "inputs hold more than {} elements together",
+                        limits.max_elements
+                    )));
+                }
+                tensors.insert(name, t);
+            }
+            RequestInputs::Named(tensors)
+        };
+        Ok(InferenceRequest {
+            inputs,
+            proof: raw.proof,
+        })
+    }
+}
+
+fn parse_tensor(
+    name: &str,
+    json: &str,
+    limits: &RequestLimits,
+) -> Result<TensorData, InferenceError> {
+    let raw: RawTensor = serde_json::from_str(json).map_err(|e| {
+        InferenceError::bad_input(
+            name,
+            format!("expected {{\"shape\", \"dtype\", \"data\"}}: {e}"),
+        )
+    })?;
+    raw.into_tensor(limits).map_err(|reason| {
+        if reason.contains("above the limit") {
+            InferenceError::TooLarge(format!("input `{name}`: {reason}"))
+        } else {
+            InferenceError::bad_input(name, reason)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(shape: Vec<usize>, values: TensorValues) -> TensorData {
+        TensorData::new(shape, values).unwrap()
+    }
+
+    #[test]
+    fn parses_named_and_unnamed() {
+        let limits = RequestLimits::default();
+        let named =
+            br#"{"inputs":{"x":{"shape":[2],"dtype":"i64","data":[1,-2]}},"proof":"store"}"#;
+        let req = InferenceRequest::from_json(named, &limits).unwrap();
+        assert_eq!(req.proof, Some(ProofMode::Store));
+        let RequestInputs::Named(m) = req.inputs else {
+            panic!("named")
+        };
+        assert_eq!(m["x"], t(vec![2], TensorValues::I64(vec![1, -2])));
+
+        let unnamed = br#"{"inputs":{"shape":[1,2],"dtype":"bool","data":[true,false]}}"#;
+        let req = InferenceRequest::from_json(unnamed, &limits).unwrap();
+        assert_eq!(
+            req.inputs,
+            RequestInputs::Unnamed(t(vec![1, 2], TensorValues::Bool(vec![true, false])))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_input() {
+        let limits = RequestLimits::default();
+        for (body, needle) in [
+            (
+                r#"{"inputs":{"a":{"shape":[2],"dtype":"u8","data":[1,256]}}}"#,
+                "data[1] = 256",
+            ),
+            (
+                r#"{"inputs":{"a":{"shape":[1],"dtype":"i32","data":[1.5]}}}"#,
+                "data[0] = 1.5",
+            ),
+            (
+                r#"{"inputs":{"a":{"shape":[1],"dtype":"f32","data":[1e300]}}}"#,
+                "not a valid f32",
+            ),
+            (
+                r#"{"inputs":{"a":{"shape":[3],"dtype":"f32","data":[1,2]}}}"#,
+                "needs 3 elements",
+            ),
+            (
+                r#"{"inputs":{"a":{"shape":[1],"dtype":"f16","data":[1]}}}"#,
+                "unknown dtype",
+            ),
+            (
+                r#"{"inputs":{"a":{"shape":[1],"dtype":"bool","data":[1]}}}"#,
+                "not a valid bool",
+            ),
+            (
+                r#"{"inputs":{"a":{"shape":[1],"dtype":"f32","data":["x"]}}}"#,
+                "expected",
+            ),
+        ] {
+            let err = InferenceRequest::from_json(body.as_bytes(), &limits).unwrap_err();
+            match &err {
+                InferenceError::BadInput { input, reason } => {
+                    assert_eq!(input, "a");
+                    assert!(reason.contains(needle), "{reason} lacks {needle}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+            assert_eq!(err.http_status(), 400);
+        }
+    }
+
+    #[test]
+    fn bounds_are_413_and_envelope_errors_400() {
+        let limits = RequestLimits {
+            max_inputs: 1,
+            max_rank: 2,
+            max_elements: 4,
+        };
+        for body in [
+            r#"{"inputs":{"a":{"shape":[5],"dtype":"f32","data":[1,2,3,4,5]}}}"#,
+            r#"{"inputs":{"a":{"shape":[1,1,1],"dtype":"f32","data":[1]}}}"#,
+            r#"{"inputs":{"a":{"shape":[18446744073709551615,2],"dtype":"f32","data":[]}}}"#,
+            r#"{"inputs":{"a":{"shape":[1],"dtype":"f32","data":[1]},"b":{"shape":[1],"dtype":"f32","data":[1]}}}"#,
+        ] {
+            let err = InferenceRequest::from_json(body.as_bytes(), &limits).unwrap_err();
+            assert_eq!(err.http_status(), 413, "{body}: {err}");
+        }
+        for body in [
+            "",
+            "{}",
+            "[]",
+            r#"{"inputs":[]}"#,
+            r#"{"inputs":{},"extra":1}"#,
+            r#"{"inputs":{},"proof":"x"}"#,
+        ] {
+            let err = InferenceRequest::from_json(body.as_bytes(), &limits).unwrap_err();
+            assert!(
+                matches!(err, InferenceError::BadRequest(_)),
+                "{body}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_round_trip_keeps_bits_and_nan_becomes_null() {
+        let x = t(vec![3], TensorValues::F32(vec![0.1, -0.0, f32::NAN]));
+        let json = serde_json::to_string(&x).unwrap();
+        assert_eq!(
+            json,
+            r#"{"shape":[3],"dtype":"f32","data":[0.1,-0.0,null]}"#
+        );
+        let back: TensorData = serde_json::from_str(&json).unwrap();
+        assert!(back.bitwise_eq(&x));
+    }
+
+    #[test]
+    fn padding_places_rows_at_their_coordinates() {
+        let x = t(vec![2, 2], TensorValues::I32(vec![1, 2, 3, 4]));
+        let p = x.padded(&[3, 3]);
+        assert_eq!(
+            p,
+            t(
+                vec![3, 3],
+                TensorValues::I32(vec![1, 2, 0, 3, 4, 0, 0, 0, 0])
+            )
+        );
+    }
+
+    #[test]
+    fn canonical_encoding_is_fixed() {
+        let mut m = Tensors::new();
+        m.insert("b".into(), t(vec![1], TensorValues::Bool(vec![true])));
+        m.insert("a".into(), t(vec![], TensorValues::U8(vec![7])));
+        let bytes = canonical_bytes(&m);
+        let expected: Vec<u8> = [
+            b"WTNS".as_slice(),
+            &[1, 2, 0, 0, 0],
+            &[1, 0, 0, 0, b'a', 5, 0, 0, 0, 0, 7],
+            &[1, 0, 0, 0, b'b', 6, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = InferenceRequest::from_json(&body, &RequestLimits::default());
+        }
+
+        #[test]
+        fn f32_tensors_round_trip(values in proptest::collection::vec(any::<f32>(), 0..20)) {
+            let x = t(vec![values.len()], TensorValues::F32(values));
+            let back: TensorData = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            prop_assert_eq!(canonical_bytes(&[("x".to_string(), back)].into()), canonical_bytes(&[("x".to_string(), x)].into()));
+        }
+    }
+}
