@@ -308,7 +308,7 @@ impl Engine {
         identity: &Identity,
     ) -> Result<InferenceResponse, InferenceError> {
         let outcome = self.run(model, request).await?;
-        let proof = identity.sign_run(model, &self.inner.tag, &outcome.inputs, &outcome.outputs);
+        let proof = identity.sign_outcome(&outcome, &self.inner.tag);
         Ok(InferenceResponse {
             model,
             outputs: outcome.outputs,
@@ -410,12 +410,19 @@ impl Engine {
         let (plan, built) = self.plan(model, prepared.signature.clone()).await?;
         let permit = self.acquire_slot().await?;
         let runner = plan.clone();
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             runner.run(&zeros, &HashMap::new())
-        })
-        .await
-        .map_err(|e| InferenceError::Internal(format!("warm-up task failed: {e}")))??;
+        });
+        match tokio::time::timeout(self.inner.config.inference_timeout, task).await {
+            Err(_) => return Err(InferenceError::Timeout(self.inner.config.inference_timeout)),
+            Ok(Err(e)) => {
+                return Err(InferenceError::Internal(format!(
+                    "warm-up task failed: {e}"
+                )))
+            }
+            Ok(Ok(result)) => result?,
+        };
         Ok(WarmReport {
             model,
             signature: prepared.signature.inputs,

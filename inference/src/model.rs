@@ -249,6 +249,13 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = load(&id(), &bytes);
+        }
+    }
+
     #[test]
     fn onnx_codes_map_to_wire_dtypes() {
         assert_eq!(dtype_of_onnx(1), Some(DType::F32));

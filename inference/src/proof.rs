@@ -140,6 +140,26 @@ impl ProofRecord {
         outputs: &Tensors,
         public_key: &VerifyingKey,
     ) -> Self {
+        Self::from_hashes(
+            model,
+            tag,
+            &canonical_hash(inputs),
+            outputs,
+            &canonical_hash(outputs),
+            public_key,
+        )
+    }
+
+    /// The record for a run whose canonical hashes are already known (computed off the reactor
+    /// with the run, see [`RunOutcome`](crate::RunOutcome)).
+    pub fn from_hashes(
+        model: BlobId,
+        tag: &EngineTag,
+        inputs_blake3: &[u8; 32],
+        outputs: &Tensors,
+        outputs_blake3: &[u8; 32],
+        public_key: &VerifyingKey,
+    ) -> Self {
         let created_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -149,7 +169,7 @@ impl ProofRecord {
             created_at_ms,
             engine: tag.engine.clone(),
             engine_version: tag.engine_version.clone(),
-            inputs_blake3: hex::encode(canonical_hash(inputs)),
+            inputs_blake3: hex::encode(inputs_blake3),
             model,
             outputs: outputs
                 .iter()
@@ -159,7 +179,7 @@ impl ProofRecord {
                     shape: t.shape().to_vec(),
                 })
                 .collect(),
-            outputs_blake3: hex::encode(canonical_hash(outputs)),
+            outputs_blake3: hex::encode(outputs_blake3),
             public_key: hex::encode(public_key.as_bytes()),
             version: PROOF_VERSION,
         }
@@ -199,6 +219,24 @@ pub struct Proof {
 }
 
 impl Proof {
+    /// Check that the record was signed by the key the verifier trusts (hex, as
+    /// [`Identity::public_key_hex`] prints it), not merely by some key: anyone can sign a record
+    /// with a key of their own.
+    pub fn check_signer(&self, expected_public_key: &str) -> Result<(), VerifyError> {
+        if self
+            .record
+            .public_key
+            .eq_ignore_ascii_case(expected_public_key.trim())
+        {
+            Ok(())
+        } else {
+            Err(VerifyError::Signer {
+                claimed: self.record.public_key.clone(),
+                expected: expected_public_key.trim().to_string(),
+            })
+        }
+    }
+
     /// Check the signature against the record's own public key.
     pub fn verify_signature(&self) -> Result<(), VerifyError> {
         let key: [u8; 32] = hex::decode(&self.record.public_key)
@@ -337,6 +375,18 @@ impl Identity {
         }
     }
 
+    /// Commit to a finished run (reusing its hashes) and sign it.
+    pub fn sign_outcome(&self, outcome: &crate::RunOutcome, tag: &EngineTag) -> Proof {
+        self.sign(ProofRecord::from_hashes(
+            outcome.model,
+            tag,
+            &outcome.inputs_blake3,
+            &outcome.outputs,
+            &outcome.outputs_blake3,
+            &self.public_key(),
+        ))
+    }
+
     /// Commit to one run and sign it.
     pub fn sign_run(
         &self,
@@ -400,6 +450,8 @@ pub enum VerifyError {
     Version(u32),
     #[error("signature check failed: {0}")]
     Signature(String),
+    #[error("proof is signed by key {claimed}, not the expected {expected}")]
+    Signer { claimed: String, expected: String },
     #[error("proof is for model {claimed}, not {expected}")]
     Model { claimed: BlobId, expected: BlobId },
     #[error("inputs do not match the proof: BLAKE3 {actual}, the proof commits to {claimed}")]

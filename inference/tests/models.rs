@@ -92,6 +92,22 @@ async fn unsupported_operators_are_named() {
 }
 
 #[tokio::test]
+async fn external_data_is_refused_without_touching_the_file_system() {
+    let models = StaticModels::new();
+    let bytes = model_bytes("external_data");
+    let id = blob_id(&bytes);
+    models.insert(id, bytes);
+    let engine = Engine::new(EngineConfig::default(), Arc::new(models));
+    let err = engine.spec(id).await.unwrap_err();
+    match &err {
+        InferenceError::InvalidModel { reason, .. } => {
+            assert!(reason.contains("external data"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn unknown_models_surface_the_loaders_error() {
     let (engine, _, _) = engine_with(EngineConfig::default());
     let missing = blob_id(b"no such model");

@@ -222,6 +222,29 @@ def unsupported_op():
     onnx.save(model, os.path.join(HERE, "unsupported_op.onnx"))
 
 
+def external_data():
+    """An MLP whose weights live in a side file: a blob must be self-contained, so it is refused."""
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
+        "external_data",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [weight("w", 4, 2), weight("b", 2)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.save_model(
+        model,
+        os.path.join(HERE, "external_data.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="external_data.bin",
+        size_threshold=0,
+    )
+    # Only the graph is committed: the side file must never be needed (or read).
+    os.remove(os.path.join(HERE, "external_data.bin"))
+
+
 if __name__ == "__main__":
     mlp()
     cnn()
@@ -229,3 +252,4 @@ if __name__ == "__main__":
     batch_mlp()
     multi_io()
     unsupported_op()
+    external_data()
