@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     pub sliver_timeout: Duration,
     /// A sliver request slower than this is hedged by asking for another sliver.
     pub hedge_after: Duration,
+    /// Blobs at least this long start streaming as soon as their first rows verify (a failure
+    /// after that aborts the body); shorter ones answer only once every byte is verified, so a
+    /// failure gets a proper status. `Strict` never streams early.
+    pub stream_from_bytes: u64,
     /// Request the systematic slivers together with the metadata (one round trip per fill
     /// instead of two), at the price of those requests being wasted when the blob is unknown.
     pub prefetch_slivers: bool,
@@ -59,6 +63,7 @@ impl Default for GatewayConfig {
             metadata_timeout: Duration::from_secs(10),
             sliver_timeout: Duration::from_secs(60),
             hedge_after: Duration::from_secs(2),
+            stream_from_bytes: 16 << 20,
             prefetch_slivers: true,
             max_blob_size: None,
             retry_after_secs: 5,

@@ -16,10 +16,10 @@
 //! * **Streaming.** Verified systematic rows are published in blob order as soon as the prefix
 //!   is contiguous; rows that must be reconstructed follow after decoding and the consistency
 //!   check. With `Strict`, nothing is published until the re-encoded blob matched its ID.
-//!   Responses start once the fill is *committed* (every row verified and checked), so a blob
-//!   that cannot be read, or is inconsistently encoded, answers 503/404/500 rather than a
-//!   truncated 200; joiners then stream the published rows without copying them. Only an
-//!   internal failure can still abort a body mid-stream.
+//!   Responses to blobs under `stream_from_bytes` start once the fill is *committed* (every row
+//!   verified and checked), so a blob that cannot be read, or is inconsistently encoded,
+//!   answers 503/404/500 rather than a truncated 200. Larger blobs start streaming with their
+//!   first verified row; a fill that fails after that aborts the body (never ends it cleanly).
 //!
 //! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
 //! sliver that verified against metadata that verified against the requested Blob ID.
@@ -81,6 +81,7 @@ pub struct FillConfig {
     pub max_concurrent_fills: usize,
     pub max_blob_size: Option<u64>,
     pub prefetch_slivers: bool,
+    pub stream_from_bytes: u64,
 }
 
 /// Progress of one fill, shared with every request reading it.
@@ -93,6 +94,8 @@ pub struct FillState {
     /// Every byte verified (slivers, decoding, consistency check): responses may start, and
     /// the fill can no longer fail for lack of data.
     pub committed: bool,
+    /// A large blob: responses may start with the first verified row.
+    pub streaming: bool,
     /// Set once, when the fill ends.
     pub outcome: Option<Result<(), ReadError>>,
 }
@@ -120,12 +123,13 @@ impl FillReader {
         }
     }
 
-    /// The metadata once the fill is committed (responses may start), or the fill's error:
-    /// a fill that cannot succeed answers with a status instead of a truncated body.
+    /// The metadata once responses may start: the fill is committed, or (for a large blob) its
+    /// first row verified. Otherwise the fill's error, so a fill that fails before that point
+    /// answers with a status instead of a truncated body.
     pub async fn ready(&mut self) -> Result<Arc<VerifiedMetadata>, ReadError> {
         let state = self
             .rx
-            .wait_for(|s| s.committed || s.outcome.is_some())
+            .wait_for(|s| s.committed || s.outcome.is_some() || (s.streaming && !s.rows.is_empty()))
             .await
             .map_err(|_| ended_unexpectedly())?;
         if let Some(Err(e)) = &state.outcome {
@@ -444,10 +448,15 @@ impl Filler {
             Prefetched::default()
         };
         let meta = self.metadata(id).await?;
-        tx.send_modify(|s| s.meta = Some(meta.clone()));
         let config = *meta.config();
         let len = meta.unencoded_length();
         let consistency = self.inner.config.consistency;
+        let streaming =
+            len >= self.inner.config.stream_from_bytes && consistency != ConsistencyCheck::Strict;
+        tx.send_modify(|s| {
+            s.meta = Some(meta.clone());
+            s.streaming = streaming;
+        });
         if len == 0 {
             // The verified metadata already proves the content is empty; Strict additionally
             // checks that the empty blob encodes to this ID.

@@ -91,6 +91,10 @@ struct ServeArgs {
     /// Ask for another sliver when one takes longer than this.
     #[arg(long, default_value_t = 2_000)]
     hedge_after_ms: u64,
+    /// Blobs at least this long stream as soon as their first rows verify; shorter ones are
+    /// answered once fully verified (so failures get a status, not an aborted body).
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    stream_from: u64,
     /// Wait for verified metadata before requesting slivers (two round trips per fill instead
     /// of one, but no sliver requests wasted on unknown blobs).
     #[arg(long)]
@@ -174,6 +178,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         hedge_after: Duration::from_millis(args.hedge_after_ms),
         max_blob_size: args.max_blob_size,
         prefetch_slivers: !args.no_prefetch_slivers,
+        stream_from_bytes: args.stream_from,
         ..GatewayConfig::default()
     };
     let (committee, network) = match &args.committee {

@@ -62,6 +62,7 @@ impl Gateway {
             max_concurrent_fills: config.max_concurrent_fills,
             max_blob_size: config.max_blob_size,
             prefetch_slivers: config.prefetch_slivers,
+            stream_from_bytes: config.stream_from_bytes,
         };
         let filler = Filler::new(topology, fill_config, cache, telemetry.clone());
         let api = Arc::new(Api::new(filler, telemetry.clone(), &config));

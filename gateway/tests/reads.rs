@@ -405,3 +405,62 @@ async fn shutdown_drains_a_fill_in_flight() {
     );
     s.stop().await;
 }
+
+fn stall() -> NodeFaults {
+    NodeFaults {
+        stall: true,
+        ..NodeFaults::default()
+    }
+}
+
+/// n = 10 on 4 nodes: the 4 systematic rows sit on 4 consecutive shards, one per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_stream_before_their_fill_completes() {
+    let mut cfg = config();
+    cfg.stream_from_bytes = 1;
+    cfg.sliver_timeout = Duration::from_secs(30);
+    cfg.hedge_after = Duration::from_secs(3);
+    let s = Scenario::with(SimConfig::default(), cfg).await;
+    let data = blob(100_000, 13);
+    let id = s.store(&data).await;
+    let kp = s.net.config().n_primary_source_symbols();
+    // The last row stalls until hedged; the others stream meanwhile.
+    let last = s.node_for_pair(&id, kp - 1);
+    assert_ne!(last, s.node_for_pair(&id, 0));
+    s.faults(last, stall()).await;
+    let client = s.h2_client();
+    let request = http::Request::get(format!("http://{}/v1/blobs/{id}", s.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        s.metric("gateway_fills_succeeded_total").await,
+        Some(0.0),
+        "headers came before the fill completed"
+    );
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), &data[..]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_midway_aborts_the_body() {
+    let mut cfg = config();
+    cfg.stream_from_bytes = 1;
+    cfg.metadata_fanout = 4;
+    cfg.sliver_timeout = Duration::from_secs(2);
+    let s = Scenario::with(SimConfig::default(), cfg).await;
+    let data = blob(100_000, 14);
+    let id = s.store(&data).await;
+    // Only the node holding row 0 answers: the response starts, then the fill runs out.
+    let keep = s.node_for_pair(&id, 0);
+    for node in (0..4).filter(|&n| n != keep) {
+        s.faults(node, stall()).await;
+    }
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.is_err(), "the body must be aborted, not ended");
+    s.stop().await;
+}
