@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Gateway cache hits vs nginx serving the same bytes as static files, on one machine, in one run.
+#
+# Starts nginx (one worker, as in shared/bench/nginx-origin.conf; installed from Debian if
+# missing) and `walrus-gateway serve` with its embedded storage-sim seeded with the same blobs,
+# both pinned to CPU 0, then drives each with the same walrus-loadtest workload (pinned to
+# CPU 1): blobs of 4 KiB, 1 MiB and 64 MiB, over HTTP/1.1 and HTTP/2 (h2c), `--preset hit`.
+# Prints one line per case with both figures and the gateway/nginx ratios, and writes the
+# JSON reports and a Markdown table (summary.md) to $OUT. Everything it starts is stopped by
+# PID on exit.
+#
+#   loadtest/compare.sh                      # release build, defaults below
+#   SIZES="4KiB" PROTOS=1 DURATION=5s loadtest/compare.sh
+#
+# Knobs (environment): SIZES, PROTOS, DURATION, WARMUP, CONCURRENCY, BLOBS_PER_SIZE, SHARDS,
+# VERIFY_SAMPLE, PROFILE (cargo profile, default release), GATEWAY_BIN / LOADTEST_BIN (skip the
+# build), OUT (output directory), SERVER_CPU / CLIENT_CPU.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SIZES="${SIZES:-4KiB 1MiB 64MiB}"
+PROTOS="${PROTOS:-1 2}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-2s}"
+CONCURRENCY="${CONCURRENCY:-64}"
+BLOBS_PER_SIZE="${BLOBS_PER_SIZE:-4}"
+SHARDS="${SHARDS:-10}"
+VERIFY_SAMPLE="${VERIFY_SAMPLE:-0.1%}"
+PROFILE="${PROFILE:-release}"
+SERVER_CPU="${SERVER_CPU:-0}"
+CLIENT_CPU="${CLIENT_CPU:-1}"
+OUT="${OUT:-$(mktemp -d /tmp/walrus-compare.XXXXXX)}"
+
+log() { echo "compare: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+GATEWAY_PID=""
+NGINX_PID=""
+POLICY_RC_CREATED=""
+cleanup() {
+    local pid
+    for pid in "$GATEWAY_PID" "$NGINX_PID"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    if [ -n "$POLICY_RC_CREATED" ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+command -v python3 >/dev/null || die "python3 is needed to read the JSON reports"
+
+# Pin only when there are CPUs to pin to. Prefixes, not functions, so `cmd &` gives the
+# server's own PID (taskset execs it) for the cleanup to stop.
+PIN_SERVER=()
+PIN_CLIENT=()
+if command -v taskset >/dev/null && [ "$(nproc)" -gt "$CLIENT_CPU" ] && [ "$(nproc)" -gt "$SERVER_CPU" ]; then
+    PIN_SERVER=(taskset -c "$SERVER_CPU")
+    PIN_CLIENT=(taskset -c "$CLIENT_CPU")
+fi
+
+bytes_of() { # 4KiB, 1MiB, 64MiB, 1234 -> bytes
+    case "$1" in
+        *KiB) echo $(( ${1%KiB} * 1024 )) ;;
+        *MiB) echo $(( ${1%MiB} * 1024 * 1024 )) ;;
+        *GiB) echo $(( ${1%GiB} * 1024 * 1024 * 1024 )) ;;
+        *) echo "$1" ;;
+    esac
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() { # port, what
+    for _ in $(seq 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "$2 did not start listening on port $1"
+}
+
+# --- nginx -----------------------------------------------------------------------------------
+NGINX="$(command -v nginx || true)"
+[ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
+if [ -z "$NGINX" ]; then
+    log "installing nginx from Debian"
+    # Keep the package from starting its own nginx on port 80 during installation.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq nginx-light >/dev/null 2>&1 || apt-get install -y -qq nginx >/dev/null
+    if [ -n "$POLICY_RC_CREATED" ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=""; fi
+    NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+fi
+[ -x "$NGINX" ] || die "nginx is not installed and could not be installed"
+NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
+NGINX_H2=1
+"$NGINX" -V 2>&1 | grep -q -- '--with-http_v2_module' || NGINX_H2=""
+
+# --- binaries --------------------------------------------------------------------------------
+if [ -z "${GATEWAY_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
+    log "building walrus-gateway and walrus-loadtest ($PROFILE)"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" -p walrus-gateway -p walrus-loadtest)
+    dir="${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+    GATEWAY_BIN="${GATEWAY_BIN:-$dir/walrus-gateway}"
+    LOADTEST_BIN="${LOADTEST_BIN:-$dir/walrus-loadtest}"
+fi
+[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
+[ -x "$LOADTEST_BIN" ] || die "no loadtest binary at $LOADTEST_BIN"
+
+# --- blobs -----------------------------------------------------------------------------------
+mkdir -p "$OUT/data" "$OUT/nginx/www/v1/blobs" "$OUT/nginx/logs"
+chmod 755 "$OUT"
+seeds=()
+for size in $SIZES; do
+    n="$(bytes_of "$size")"
+    for i in $(seq "$BLOBS_PER_SIZE"); do
+        f="$OUT/data/$size-$i.bin"
+        head -c "$n" /dev/urandom > "$f"
+        seeds+=(--seed "$f")
+    done
+done
+
+# --- gateway ---------------------------------------------------------------------------------
+GATEWAY_PORT="$(free_port)"
+listen_flag=--bind
+"$GATEWAY_BIN" serve --help 2>/dev/null | grep -q -- '--listen' && listen_flag=--listen
+log "starting walrus-gateway on 127.0.0.1:$GATEWAY_PORT (embedded storage-sim, $SHARDS shards, seeding $(( ${#seeds[@]} / 2 )) blobs)"
+RUST_LOG=warn "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve "$listen_flag" "127.0.0.1:$GATEWAY_PORT" \
+    --sim-shards "$SHARDS" "${seeds[@]}" > "$OUT/gateway.out" 2> "$OUT/gateway.log" &
+GATEWAY_PID=$!
+for _ in $(seq 1200); do
+    grep -q '^listening on' "$OUT/gateway.out" 2>/dev/null && break
+    kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway exited: $(tail -3 "$OUT/gateway.log")"
+    sleep 0.1
+done
+wait_port "$GATEWAY_PORT" "walrus-gateway"
+mapfile -t IDS < <(grep -v '^listening on' "$OUT/gateway.out" | head -n $(( ${#seeds[@]} / 2 )))
+[ "${#IDS[@]}" -eq $(( ${#seeds[@]} / 2 )) ] || die "the gateway printed ${#IDS[@]} Blob IDs for $(( ${#seeds[@]} / 2 )) seeds"
+
+# The same bytes under the same paths for nginx, and one blob list per size.
+k=0
+for size in $SIZES; do
+    : > "$OUT/blobs-$size.txt"
+    for i in $(seq "$BLOBS_PER_SIZE"); do
+        id="${IDS[$k]}"; k=$((k + 1))
+        ln -f "$OUT/data/$size-$i.bin" "$OUT/nginx/www/v1/blobs/$id"
+        echo "$id $(bytes_of "$size")" >> "$OUT/blobs-$size.txt"
+    done
+done
+chmod -R a+rX "$OUT/nginx" "$OUT/data"
+
+# --- nginx -----------------------------------------------------------------------------------
+NGINX_H1_PORT="$(free_port)"
+NGINX_H2_PORT="$(free_port)"
+h2_server=""
+if [ -n "$NGINX_H2" ]; then
+    h2_server="server { listen 127.0.0.1:$NGINX_H2_PORT http2 backlog=4096; root www; location / { } }"
+fi
+cat > "$OUT/nginx/nginx.conf" <<EOF
+# As shared/bench/nginx-origin.conf, on free ports; a second port speaks h2c (prior knowledge).
+worker_processes 1;
+worker_cpu_affinity $(python3 -c "print(format(1 << $SERVER_CPU, 'b'))");
+daemon off;
+master_process on;
+pid origin.pid;
+error_log logs/origin-error.log warn;
+events { worker_connections 4096; use epoll; multi_accept on; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    http2_max_concurrent_streams 256;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    server { listen 127.0.0.1:$NGINX_H1_PORT backlog=4096; root www; location / { } }
+    $h2_server
+}
+EOF
+log "starting nginx $NGINX_VERSION on 127.0.0.1:$NGINX_H1_PORT (HTTP/1.1)${NGINX_H2:+ and :$NGINX_H2_PORT (h2c)}"
+"${PIN_SERVER[@]}" "$NGINX" -p "$OUT/nginx/" -c nginx.conf > "$OUT/nginx/logs/stdout.log" 2> "$OUT/nginx/logs/stderr.log" &
+NGINX_PID=$!
+wait_port "$NGINX_H1_PORT" "nginx"
+[ -n "$NGINX_H2" ] && wait_port "$NGINX_H2_PORT" "nginx (h2c)"
+
+# --- runs ------------------------------------------------------------------------------------
+field() { # json file, python expression over `r`
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+drive() { # name, url, proto, size -> json path
+    local name="$1" url="$2" proto="$3" size="$4"
+    local json="$OUT/$size-http$proto-$name.json"
+    "${PIN_CLIENT[@]}" "$LOADTEST_BIN" --target "$url" --blobs "$OUT/blobs-$size.txt" \
+        --n-shards "$SHARDS" --preset hit --concurrency "$CONCURRENCY" --http "$proto" \
+        --connections 4 --duration "$DURATION" --warmup "$WARMUP" --verify-sample "$VERIFY_SAMPLE" \
+        --no-progress --json "$json" > "$OUT/$size-http$proto-$name.txt"
+    echo "$json"
+}
+
+summary="$OUT/summary.md"
+{
+    echo "| size | HTTP | nginx req/s | gateway req/s | ratio | nginx GB/s | gateway GB/s | nginx p50 / p99 (ms) | gateway p50 / p99 (ms) | p99 ratio | errors (nginx/gw) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+} > "$summary"
+printf '%-6s %-5s %12s %12s %7s %9s %9s %17s %17s %6s\n' size http nginx_req/s gw_req/s ratio nginx_GB/s gw_GB/s nginx_p50/p99_ms gw_p50/p99_ms p99_x
+for size in $SIZES; do
+    for proto in $PROTOS; do
+        if [ "$proto" = 2 ] && [ -z "$NGINX_H2" ]; then
+            log "nginx has no HTTP/2 module: skipping $size over HTTP/2"
+            continue
+        fi
+        nginx_port="$NGINX_H1_PORT"; [ "$proto" = 2 ] && nginx_port="$NGINX_H2_PORT"
+        n_json="$(drive nginx "http://127.0.0.1:$nginx_port" "$proto" "$size")"
+        g_json="$(drive gateway "http://127.0.0.1:$GATEWAY_PORT" "$proto" "$size")"
+        nr="$(field "$n_json" 'round(r["throughput_rps"],1)')"
+        gr="$(field "$g_json" 'round(r["throughput_rps"],1)')"
+        nb="$(field "$n_json" 'round(r["bytes_per_sec"]/1e9,3)')"
+        gb="$(field "$g_json" 'round(r["bytes_per_sec"]/1e9,3)')"
+        np="$(field "$n_json" '"%.2f / %.2f" % (r["latency_us"]["p50"]/1e3, r["latency_us"]["p99"]/1e3)')"
+        gp="$(field "$g_json" '"%.2f / %.2f" % (r["latency_us"]["p50"]/1e3, r["latency_us"]["p99"]/1e3)')"
+        ne="$(field "$n_json" 'r["errors"]')"
+        ge="$(field "$g_json" 'r["errors"]')"
+        ratio="$(python3 -c "print(round($gr / $nr, 2) if $nr else 'n/a')")"
+        p99x="$(python3 -c "import json; a=json.load(open('$g_json'))['latency_us']['p99']; b=json.load(open('$n_json'))['latency_us']['p99']; print(round(a / b, 2) if b else 'n/a')")"
+        printf '%-6s %-5s %12s %12s %7s %9s %9s %17s %17s %6s\n' "$size" "$proto" "$nr" "$gr" "$ratio" "$nb" "$gb" "$np" "$gp" "$p99x"
+        [ "$ne" = 0 ] && [ "$ge" = 0 ] || log "errors in $size HTTP/$proto: nginx $ne, gateway $ge (see $OUT/$size-http$proto-*.txt)"
+        echo "| $size | $proto | $nr | $gr | $ratio | $nb | $gb | $np | $gp | $p99x | $ne / $ge |" >> "$summary"
+    done
+done
+{
+    echo
+    echo "nginx $NGINX_VERSION (one worker) and walrus-gateway (embedded storage-sim, $SHARDS shards) pinned to CPU $SERVER_CPU;"
+    echo "walrus-loadtest on CPU $CLIENT_CPU: --preset hit, $BLOBS_PER_SIZE blobs per size, Zipf 1, concurrency $CONCURRENCY,"
+    echo "$DURATION after $WARMUP warm-up, HTTP/2 over 4 connections; ratio = gateway / nginx. $(nproc) CPUs, $(uname -r)."
+} >> "$summary"
+log "reports and summary in $OUT"
