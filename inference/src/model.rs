@@ -51,8 +51,16 @@ pub struct OutputSpec {
 pub struct ModelSpec {
     /// Graph inputs that are not initializers, in graph order (the plan's input order).
     pub inputs: Vec<InputSpec>,
-    /// Graph outputs in graph order (the plan's output order).
+    /// Graph outputs in graph order (the plan's output order). Axes that tract's shape analysis
+    /// proves equal to an input symbol are `Dim::Symbol` of that input symbol, whatever the
+    /// export annotated (exporters often give outputs fresh names such as `unk__215`).
     pub outputs: Vec<OutputSpec>,
+    /// Input symbols padded to a bucket: every output has an axis that is exactly the symbol and
+    /// no axis that depends on it otherwise, so the padding can be sliced off every output (an
+    /// output reduced over the symbol would see the padding). Empty when the symbolic analysis
+    /// fails; then every request runs at its exact shape. Padding still assumes positions along
+    /// the axis do not influence each other (a batch axis), or that a mask input says so.
+    pub paddable: BTreeSet<String>,
 }
 
 /// A parsed model, ready to be specialised to concrete input shapes and optimised.
@@ -169,11 +177,76 @@ fn load_inner(model: &BlobId, bytes: &[u8]) -> Result<LoadedModel, InferenceErro
     let graph = onnx
         .model_for_proto_model(&proto)
         .map_err(|e| invalid(format!("tract cannot read the graph: {e:#}")))?;
+    let mut outputs: Vec<OutputSpec> = outputs;
+    let paddable = symbolic_outputs(&graph, &inputs, &mut outputs);
     Ok(LoadedModel {
-        spec: Arc::new(ModelSpec { inputs, outputs }),
+        spec: Arc::new(ModelSpec {
+            inputs,
+            outputs,
+            paddable,
+        }),
         graph,
         blob_len: bytes.len() as u64,
     })
+}
+
+/// Run tract's shape analysis with the inputs' symbols to learn which output axes follow which
+/// input symbol. Rewrites those output axes to `Dim::Symbol` and returns the symbols that are
+/// safe to pad (no output axis depends on them other than as exactly themselves).
+fn symbolic_outputs(
+    graph: &InferenceModel,
+    inputs: &[InputSpec],
+    outputs: &mut [OutputSpec],
+) -> BTreeSet<String> {
+    let symbols: BTreeSet<String> = inputs
+        .iter()
+        .flat_map(|i| i.dims.iter())
+        .filter_map(|d| {
+            if let Dim::Symbol(s) = d {
+                Some(s.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    if symbols.is_empty() {
+        return BTreeSet::new();
+    }
+    let analysed = catch_unwind(AssertUnwindSafe(|| graph.clone().into_typed()));
+    let typed = match analysed {
+        Ok(Ok(typed)) => typed,
+        Ok(Err(e)) => {
+            tracing::debug!("symbolic shape analysis failed, no padding for this model: {e:#}");
+            return BTreeSet::new();
+        }
+        Err(_) => return BTreeSet::new(),
+    };
+    let mut paddable = symbols.clone();
+    for (ix, output) in outputs.iter_mut().enumerate() {
+        let Ok(fact) = typed.output_fact(ix) else {
+            return BTreeSet::new();
+        };
+        let mut dims = Vec::with_capacity(fact.shape.len());
+        let mut present = BTreeSet::new();
+        for dim in fact.shape.iter() {
+            match dim {
+                TDim::Val(v) if *v >= 0 => dims.push(Dim::Fixed(*v as usize)),
+                TDim::Sym(s) if symbols.contains(&s.to_string()) => {
+                    present.insert(s.to_string());
+                    dims.push(Dim::Symbol(s.to_string()))
+                }
+                other => {
+                    for s in other.symbols() {
+                        paddable.remove(&s.to_string());
+                    }
+                    dims.push(Dim::Free);
+                }
+            }
+        }
+        paddable.retain(|s| present.contains(s));
+        output.dims = Some(dims);
+    }
+    paddable
 }
 
 /// Operators (by ONNX op type, with the domain when not the default one) this tract build has no

@@ -3,10 +3,12 @@
 //!
 //! The signature is the plan cache key (with the model's Blob ID): concrete shapes give tract
 //! concrete plans, which are faster, and buckets keep a model to a handful of plans instead of one
-//! per request length. Padding is with zeros (`false`) at the end of the axis; output axes
-//! declared with the same symbol are sliced back to the request's length, so for models whose
-//! rows or positions are independent (a batch axis, or a sequence axis masked by an attention-mask
-//! input that is padded with zeros too) the answer is the one an unpadded run gives.
+//! per request length. Only symbols in [`ModelSpec::paddable`] are padded (tract's shape analysis
+//! shows every output carries the axis, so it can be sliced back). Padding is with zeros (`false`)
+//! at the end of the axis; output axes with the same symbol are sliced back to the request's
+//! length, so for models whose rows or positions are independent (a batch axis, or a sequence
+//! axis masked by an attention-mask input that is padded with zeros too) the answer is the one
+//! an unpadded run gives.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -130,7 +132,14 @@ pub(crate) fn prepare(
 
     let symbols: HashMap<String, (usize, usize)> = bound
         .into_iter()
-        .map(|(s, (len, _))| (s, (len, bucket_for(len, buckets))))
+        .map(|(s, (len, _))| {
+            let padded = if spec.paddable.contains(&s) {
+                bucket_for(len, buckets)
+            } else {
+                len
+            };
+            (s, (len, padded))
+        })
         .collect();
     let mut signature = Vec::with_capacity(spec.inputs.len());
     let mut padded = Vec::with_capacity(spec.inputs.len());
@@ -202,6 +211,7 @@ mod tests {
                 },
             ],
             outputs: vec![],
+            paddable: ["batch".to_string(), "seq".to_string()].into(),
         }
     }
 
@@ -253,6 +263,11 @@ mod tests {
         // Two lengths in one bucket share a signature (one plan).
         let q = prepare(&spec(), request(4, 9, 9), &[1, 4, 16]).unwrap();
         assert_eq!(p.signature, q.signature);
+        // A symbol the analysis could not prove safe is never padded.
+        let mut strict = spec();
+        strict.paddable.remove("seq");
+        let r = prepare(&strict, request(3, 5, 5), &[1, 4, 16]).unwrap();
+        assert_eq!(r.signature.inputs[0].2, vec![4, 5]);
     }
 
     #[test]

@@ -114,6 +114,26 @@ async fn symbolic_axes_are_padded_to_buckets_and_outputs_sliced_back() {
 }
 
 #[tokio::test]
+async fn axes_reduced_away_are_never_padded() {
+    let (engine, ids, _) = engine_with(EngineConfig {
+        buckets: vec![4, 8],
+        ..EngineConfig::default()
+    });
+    let model = id_of(&ids, "batch_mean");
+    assert!(engine.spec(model).await.unwrap().paddable.is_empty());
+    let case = reference("batch_mean").cases.remove(0);
+    let outcome = engine
+        .run(model, InferenceRequest::named(case.inputs))
+        .await
+        .unwrap();
+    assert_close(
+        "batch_mean/mean",
+        &outcome.outputs["mean"],
+        &case.outputs["mean"],
+    );
+}
+
+#[tokio::test]
 async fn padding_does_not_change_rows() {
     let exact = engine_with(EngineConfig {
         buckets: vec![],

@@ -14,7 +14,14 @@ use inference::{
 #[tokio::test]
 async fn every_model_matches_onnxruntime() {
     let (engine, ids, _) = engine_with(EngineConfig::default());
-    for name in ["mlp", "cnn", "attention", "batch_mlp", "multi_io"] {
+    for name in [
+        "mlp",
+        "cnn",
+        "attention",
+        "batch_mlp",
+        "batch_mean",
+        "multi_io",
+    ] {
         let reference = reference(name);
         assert!(reference.producer.starts_with("onnxruntime"));
         for (i, case) in reference.cases.into_iter().enumerate() {
@@ -152,4 +159,13 @@ async fn specs_come_from_the_graph() {
         vec![inference::Dim::Symbol("N".into()), inference::Dim::Fixed(8)]
     );
     assert_eq!(spec.outputs[0].name, "y");
+    // The export calls the output's batch axis `unk__out`; shape analysis ties it to `N`.
+    assert_eq!(
+        spec.outputs[0].dims,
+        Some(vec![
+            inference::Dim::Symbol("N".into()),
+            inference::Dim::Fixed(3)
+        ])
+    );
+    assert!(spec.paddable.contains("N"));
 }

@@ -11,11 +11,12 @@ use codec::{BlobId, EncodingConfig};
 use inference::{Engine, EngineConfig, StaticModels, TensorData, Tensors};
 use serde::Deserialize;
 
-pub const MODELS: [&str; 6] = [
+pub const MODELS: [&str; 7] = [
     "mlp",
     "cnn",
     "attention",
     "batch_mlp",
+    "batch_mean",
     "multi_io",
     "unsupported_op",
 ];

@@ -163,7 +163,11 @@ def attention():
 
 
 def batch_mlp():
-    """A symbolic batch dim "N": rows are independent, so padding N up to a bucket is exact."""
+    """A symbolic batch dim "N": rows are independent, so padding N up to a bucket is exact.
+
+    The output's batch axis is annotated with a different name, as tf2onnx does (`unk__215`):
+    the engine must learn from shape analysis, not names, that it follows N.
+    """
     graph = helper.make_graph(
         [
             helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
@@ -172,12 +176,26 @@ def batch_mlp():
         ],
         "batch_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["unk__out", 3])],
         [weight("w1", 8, 12), weight("b1", 12), weight("w2", 12, 3), weight("b2", 3)],
     )
     path = save("batch_mlp", graph)
     cases = [{"x": RNG.standard_normal((n, 8)).astype(np.float32)} for n in (1, 3, 5)]
     reference("batch_mlp", path, cases)
+
+
+def batch_mean():
+    """Averages over its symbolic batch dim: zero rows of padding would change the mean, so N
+    must not be padded (no output carries the N axis to slice it back from)."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=0)],
+        "batch_mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("mean", TensorProto.FLOAT, [4])],
+    )
+    path = save("batch_mean", graph)
+    cases = [{"x": (RNG.standard_normal((3, 4)) + 1.0).astype(np.float32)}]
+    reference("batch_mean", path, cases)
 
 
 def multi_io():
@@ -250,6 +268,7 @@ if __name__ == "__main__":
     cnn()
     attention()
     batch_mlp()
+    batch_mean()
     multi_io()
     unsupported_op()
     external_data()
