@@ -316,6 +316,32 @@ impl Engine {
         })
     }
 
+    /// What `verify-proof` does once it has fetched (and checked against their Blob IDs) the
+    /// proof blob and the model: re-run the model on the inputs that were sent (the request body
+    /// the client kept) and [`verify`](crate::verify) the proof against them, bitwise when this
+    /// engine's tag equals the record's, else within `tolerance`. Pin the gateway's key too, with
+    /// [`Proof::check_signer`].
+    pub async fn verify_proof(
+        &self,
+        blob: &crate::ProofBlob,
+        model: BlobId,
+        request: InferenceRequest,
+        tolerance: crate::Tolerance,
+    ) -> Result<crate::VerifyReport, crate::VerifyError> {
+        let rerun = self
+            .run(model, request)
+            .await
+            .map_err(|e| crate::VerifyError::Rerun(e.to_string()))?;
+        crate::verify(
+            blob,
+            &model,
+            &rerun.inputs,
+            &rerun.outputs,
+            &self.inner.tag,
+            tolerance,
+        )
+    }
+
     /// Run `request` on `model` without signing (what `verify-proof` re-runs).
     pub async fn run(
         &self,

@@ -21,6 +21,37 @@
 //!
 //! A proof record is a signed commitment by the gateway's key, **not a proof of correct
 //! execution**; see [`proof`].
+//!
+//! # Wiring (what the gateway does)
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use inference::{Engine, EngineConfig, Identity, LoadFuture, ModelLoader};
+//!
+//! /// The gateway's cache + verified fill; its errors come back via `InferenceError::loader_error`.
+//! struct CacheLoader;
+//! impl ModelLoader for CacheLoader {
+//!     fn load(&self, model: codec::BlobId) -> LoadFuture {
+//!         Box::pin(async move { Ok(bytes::Bytes::new()) /* cache.get_or_fill(model).await */ })
+//!     }
+//! }
+//!
+//! # async fn handler(body: &[u8], model: codec::BlobId) -> Result<(), inference::InferenceError> {
+//! let engine = Engine::new(EngineConfig::default(), Arc::new(CacheLoader));
+//! let identity = Identity::load_or_create("identity.key".as_ref()).expect("key file");
+//! // POST /v1/inference/{model}
+//! let request = engine.parse_request(body)?; // 400 / 413, naming the input
+//! let store = request.proof == Some(inference::ProofMode::Store);
+//! let response = engine.infer(model, request, &identity).await?; // status: err.http_status()
+//! let json = serde_json::to_vec(&response).unwrap(); // {"model","outputs","proof"}
+//! if store {
+//!     let blob = inference::ProofBlob { outputs: response.outputs.clone(), proof: response.proof.clone() };
+//!     let _bytes_to_publish = blob.to_bytes();
+//! }
+//! // POST /v1/models/{model}/warm
+//! let report = engine.warm(model, None).await?;
+//! # let _ = (json, report); Ok(()) }
+//! ```
 
 mod cache;
 pub mod engine;

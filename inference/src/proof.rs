@@ -458,6 +458,8 @@ pub enum VerifyError {
     InputsHash { claimed: String, actual: String },
     #[error("claimed outputs do not match the proof: {0}")]
     OutputsHash(String),
+    #[error("the local re-run failed: {0}")]
+    Rerun(String),
     #[error("re-run output `{output}` differs ({comparison}): {detail}")]
     OutputsDiffer {
         output: String,

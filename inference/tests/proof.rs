@@ -100,6 +100,37 @@ async fn sign_store_reload_rerun_verify() {
 }
 
 #[tokio::test]
+async fn verify_proof_reruns_the_request_as_sent() {
+    let f = fixture().await;
+    let (engine, _, _) = engine_with(EngineConfig::default());
+    let body = serde_json::json!({ "inputs": f.inputs }).to_string();
+    let report = engine
+        .verify_proof(
+            &f.blob,
+            f.model,
+            engine.parse_request(body.as_bytes()).unwrap(),
+            Tolerance::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.comparison, Comparison::Bitwise);
+
+    let mut tampered = f.inputs.clone();
+    tampered.insert("a".into(), bumped(&f.inputs["a"]));
+    let body = serde_json::json!({ "inputs": tampered }).to_string();
+    let err = engine
+        .verify_proof(
+            &f.blob,
+            f.model,
+            engine.parse_request(body.as_bytes()).unwrap(),
+            Tolerance::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VerifyError::InputsHash { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn tampered_inputs_fail() {
     let mut f = fixture().await;
     let b = bumped(&f.inputs["b"]);
