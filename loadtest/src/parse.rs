@@ -333,6 +333,40 @@ mod tests {
         assert!(matches!(share("-0.1"), Err(ParseError::ShareRange(_))));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(text in ".{0,40}") {
+            let _ = size(&text);
+            let _ = size_dist(&text);
+            let _ = rate(&text);
+            let _ = duration(&text);
+            let _ = share(&text);
+        }
+
+        #[test]
+        fn sizes_round_trip(n in 0u64..1 << 40, unit in 0usize..4) {
+            let (suffix, mult) = [("", 1), ("KiB", 1 << 10), ("MiB", 1 << 20), ("kb", 1000)][unit];
+            let expected = n.checked_mul(mult);
+            let parsed = size(&format!("{n}{suffix}")).ok();
+            proptest::prop_assert_eq!(parsed, expected);
+        }
+
+        #[test]
+        fn distributions_sample_only_their_sizes(
+            weights in proptest::collection::vec(1u32..100, 1..6),
+            u in 0.0f64..=1.0,
+        ) {
+            let text: Vec<String> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!("{}KiB:{w}", i + 1))
+                .collect();
+            let d = size_dist(&text.join(",")).unwrap();
+            let s = d.sample(u);
+            proptest::prop_assert!(s % 1024 == 0 && s / 1024 >= 1 && s / 1024 <= weights.len() as u64);
+        }
+    }
+
     #[test]
     fn human_sizes() {
         assert_eq!(human_bytes(4096.0), "4 KiB");

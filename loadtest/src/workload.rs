@@ -328,6 +328,30 @@ mod tests {
         assert_eq!(generator.next(&mut rng, |_| 0), Op::Get { blob: 0 });
     }
 
+    proptest::proptest! {
+        #[test]
+        fn zipf_ranks_stay_in_range_and_grow_with_u(
+            n in 1usize..2000,
+            s in 0.0f64..3.0,
+            a in 0.0f64..1.0,
+            b in 0.0f64..1.0,
+        ) {
+            let zipf = Zipf::new(n, s);
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            proptest::prop_assert!(zipf.rank(hi) < n);
+            proptest::prop_assert!(zipf.rank(lo) <= zipf.rank(hi));
+        }
+
+        #[test]
+        fn ranges_always_fit(size in 1u64..1 << 40, max in 1u64..1 << 30, seed in 0u64..1000) {
+            let mut rng = Rng::new(seed);
+            let Op::Range { start, len, .. } = range_in(&mut rng, 0, size, max) else {
+                unreachable!()
+            };
+            proptest::prop_assert!(len >= 1 && len <= max && start + len <= size);
+        }
+    }
+
     #[test]
     fn the_generator_is_reproducible() {
         let mut a = Rng::new(99);
