@@ -370,7 +370,12 @@ impl Engine {
         inputs: RequestInputs,
     ) -> Result<RunOutcome, InferenceError> {
         let spec = self.spec(model).await?;
-        let prepared = signature::prepare(&spec, inputs, &self.inner.config.buckets)?;
+        let prepared = signature::prepare(
+            &spec,
+            inputs,
+            &self.inner.config.buckets,
+            self.inner.config.limits.max_elements,
+        )?;
         let plan = self.plan(model, prepared.signature.clone()).await?.0;
 
         let permit = self.acquire_slot().await?;
@@ -425,7 +430,12 @@ impl Engine {
             Some(r) => r.inputs,
             None => RequestInputs::Named(zeros_for(&spec, &self.inner.config.buckets)),
         };
-        let prepared = signature::prepare(&spec, inputs, &self.inner.config.buckets)?;
+        let prepared = signature::prepare(
+            &spec,
+            inputs,
+            &self.inner.config.buckets,
+            self.inner.config.limits.max_elements,
+        )?;
         let zeros: Vec<TensorData> = prepared
             .padded
             .iter()

@@ -49,6 +49,7 @@ pub(crate) fn prepare(
     spec: &ModelSpec,
     request: RequestInputs,
     buckets: &[usize],
+    max_elements: usize,
 ) -> Result<Prepared, InferenceError> {
     let inputs = match request {
         RequestInputs::Named(map) => map,
@@ -143,6 +144,7 @@ pub(crate) fn prepare(
         .collect();
     let mut signature = Vec::with_capacity(spec.inputs.len());
     let mut padded = Vec::with_capacity(spec.inputs.len());
+    let mut total = 0usize;
     for input in &spec.inputs {
         let t = &inputs[&input.name];
         let shape: Vec<usize> = input
@@ -154,6 +156,20 @@ pub(crate) fn prepare(
                 _ => len,
             })
             .collect();
+        // Bound before allocating: padding grows a tensor, and a zero-length axis padded to 1
+        // turns the other axes' lengths into real elements.
+        let span = shape
+            .iter()
+            .try_fold(1usize, |acc, d| acc.checked_mul((*d).max(1)));
+        total = span
+            .and_then(|n| total.checked_add(n))
+            .unwrap_or(usize::MAX);
+        if total > max_elements {
+            return Err(InferenceError::TooLarge(format!(
+                "padded to bucket lengths, the inputs exceed {max_elements} elements (at `{}`)",
+                input.name
+            )));
+        }
         padded.push(t.padded(&shape));
         signature.push((input.name.clone(), input.dtype, shape));
     }
@@ -248,7 +264,7 @@ mod tests {
 
     #[test]
     fn pads_symbols_consistently() {
-        let p = prepare(&spec(), request(3, 5, 5), &[1, 4, 16]).unwrap();
+        let p = prepare(&spec(), request(3, 5, 5), &[1, 4, 16], 1 << 20).unwrap();
         assert_eq!(
             p.signature.inputs,
             vec![
@@ -261,13 +277,28 @@ mod tests {
         assert_eq!(p.inputs["ids"].shape(), &[3, 5]);
         assert_eq!(p.padded[1].shape(), &[4, 16]);
         // Two lengths in one bucket share a signature (one plan).
-        let q = prepare(&spec(), request(4, 9, 9), &[1, 4, 16]).unwrap();
+        let q = prepare(&spec(), request(4, 9, 9), &[1, 4, 16], 1 << 20).unwrap();
         assert_eq!(p.signature, q.signature);
         // A symbol the analysis could not prove safe is never padded.
         let mut strict = spec();
         strict.paddable.remove("seq");
-        let r = prepare(&strict, request(3, 5, 5), &[1, 4, 16]).unwrap();
+        let r = prepare(&strict, request(3, 5, 5), &[1, 4, 16], 1 << 20).unwrap();
         assert_eq!(r.signature.inputs[0].2, vec![4, 5]);
+    }
+
+    #[test]
+    fn padding_is_bounded_before_allocating() {
+        // 3x5 + 3x5 + 1 = 31 elements as sent; 4x16 twice + 1 = 129 padded.
+        assert!(prepare(&spec(), request(3, 5, 5), &[4, 16], 129).is_ok());
+        let err = prepare(&spec(), request(3, 5, 5), &[4, 16], 128)
+            .err()
+            .unwrap();
+        assert_eq!(err.http_status(), 413, "{err}");
+        // A zero-length batch padded to 1 cannot turn a long axis into an allocation.
+        let err = prepare(&spec(), request(0, 1 << 30, 1 << 30), &[1], 1 << 20)
+            .err()
+            .unwrap();
+        assert_eq!(err.http_status(), 413, "{err}");
     }
 
     #[test]
@@ -340,7 +371,7 @@ mod tests {
             ),
         ];
         for (req, name, needle) in cases {
-            match prepare(&spec(), req, &[4]) {
+            match prepare(&spec(), req, &[4], 1 << 20) {
                 Err(InferenceError::BadInput { input, reason }) => {
                     assert_eq!(input, name);
                     assert!(reason.contains(needle), "{reason} lacks {needle}");
@@ -352,7 +383,7 @@ mod tests {
         let unnamed =
             RequestInputs::Unnamed(TensorData::new(vec![1], TensorValues::F32(vec![1.0])).unwrap());
         assert!(matches!(
-            prepare(&spec(), unnamed, &[]),
+            prepare(&spec(), unnamed, &[], 1 << 20),
             Err(InferenceError::BadRequest(_))
         ));
     }

@@ -426,17 +426,20 @@ pub struct RequestLimits {
     pub max_inputs: usize,
     /// At most this many axes per tensor.
     pub max_rank: usize,
-    /// At most this many elements in all inputs together (before padding).
+    /// At most this many elements in all inputs together, before and after padding to buckets.
+    /// Axes of length 0 count as 1 here, so a zero-element tensor cannot smuggle in an axis
+    /// long enough to make padding (or the model) allocate without bound.
     pub max_elements: usize,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        // 16 Mi elements is 64 MiB of f32: above any body the gateway accepts as JSON anyway.
+        // 4 Mi elements is 16 MiB of f32 (64 MiB transiently while parsing JSON numbers): above
+        // any body the gateway should accept as JSON anyway.
         RequestLimits {
             max_inputs: 64,
             max_rank: 8,
-            max_elements: 16 << 20,
+            max_elements: 4 << 20,
         }
     }
 }
@@ -471,8 +474,11 @@ impl RawTensor {
             .iter()
             .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is too large")))
             .collect::<Result<Vec<_>, _>>()?;
+        let span = shape
+            .iter()
+            .try_fold(1usize, |acc, d| acc.checked_mul((*d).max(1)));
         let count = element_count(&shape)
-            .filter(|n| *n <= limits.max_elements)
+            .filter(|_| span.is_some_and(|n| n <= limits.max_elements))
             .ok_or_else(|| {
                 format!(
                     "shape {shape:?} is above the limit of {} elements",
@@ -748,6 +754,7 @@ mod tests {
             r#"{"inputs":{"a":{"shape":[5],"dtype":"f32","data":[1,2,3,4,5]}}}"#,
             r#"{"inputs":{"a":{"shape":[1,1,1],"dtype":"f32","data":[1]}}}"#,
             r#"{"inputs":{"a":{"shape":[18446744073709551615,2],"dtype":"f32","data":[]}}}"#,
+            r#"{"inputs":{"a":{"shape":[0,5],"dtype":"f32","data":[]}}}"#,
             r#"{"inputs":{"a":{"shape":[1],"dtype":"f32","data":[1]},"b":{"shape":[1],"dtype":"f32","data":[1]}}}"#,
         ] {
             let err = InferenceRequest::from_json(body.as_bytes(), &limits).unwrap_err();
