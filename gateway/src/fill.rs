@@ -187,6 +187,10 @@ struct Inner {
     /// Fills in progress; an entry lives from the fill's start until after its blob is cached.
     inflight: Mutex<HashMap<BlobId, Arc<watch::Sender<FillState>>>>,
     fill_permits: Arc<Semaphore>,
+    /// One sliver verification per core at a time: slivers that arrive together are verified
+    /// in arrival order instead of all finishing late by sharing the cores, so the first rows
+    /// are ready (and stream) early.
+    verify_permits: Semaphore,
 }
 
 /// Verified metadata kept for ranges and `HEAD`s (about 66 bytes per shard per blob).
@@ -210,6 +214,9 @@ impl Filler {
                 metadata: MetadataCache::new(METADATA_CACHE_BYTES),
                 inflight: Mutex::new(HashMap::new()),
                 fill_permits,
+                verify_permits: Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                ),
             }),
         }
     }
@@ -931,6 +938,11 @@ async fn fetch_sliver(
             got: sliver.index,
         });
     }
+    let _turn = inner
+        .verify_permits
+        .acquire()
+        .await
+        .map_err(|e| SliverFailure::Internal(e.to_string()))?;
     let verified = tokio::task::spawn_blocking(move || meta.verify_sliver(sliver))
         .await
         .map_err(|e| SliverFailure::Internal(e.to_string()))??;
