@@ -257,7 +257,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let report = runtime.block_on(crate::run(config))?;
+    let report = match runtime.block_on(crate::run(config)) {
+        Ok(report) => report,
+        Err(e) => {
+            // No empty report files left behind by a run that never happened.
+            for path in [&cli.json, &cli.html].into_iter().flatten() {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
     print!("{}", report.summary());
     if let Some(path) = &cli.json {
         let json = serde_json::to_vec_pretty(&report).context("cannot serialise the report")?;

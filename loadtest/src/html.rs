@@ -94,8 +94,17 @@ fn y_ticks(s: &mut String, axis: &LogAxis) {
             WIDTH - RIGHT,
             LEFT - 6.0,
             y + 4.0,
-            escape(&human_us(tick))
+            escape(&tick_label(tick))
         );
+    }
+}
+
+/// Axis labels at powers of ten: `100 µs`, `10 ms`, `1 s`.
+fn tick_label(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us} µs"),
+        1_000..=999_999 => format!("{} ms", us / 1_000),
+        _ => format!("{} s", us / 1_000_000),
     }
 }
 
@@ -429,5 +438,8 @@ mod tests {
         );
         let empty = LogAxis::new(std::iter::empty());
         assert_eq!(empty.ticks(), vec![1, 10]);
+        assert_eq!(tick_label(100), "100 µs");
+        assert_eq!(tick_label(10_000), "10 ms");
+        assert_eq!(tick_label(1_000_000), "1 s");
     }
 }

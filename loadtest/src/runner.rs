@@ -95,7 +95,6 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         }
         PopulationSpec::List(path) => population::read_list(path)?,
     };
-    let population_bytes = blobs.iter().filter_map(Blob::size).sum();
 
     let shared = Arc::new(Shared {
         transport,
@@ -211,7 +210,8 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         scenario: config.scenario_name.clone(),
         load: config.load.describe(),
         blobs: shared.blobs.len(),
-        population_bytes,
+        // Sizes of listed blobs are learned as they are read.
+        population_bytes: shared.blobs.iter().filter_map(Blob::size).sum(),
         zipf: config.zipf,
         n_shards,
         started_unix,
