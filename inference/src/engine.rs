@@ -205,7 +205,7 @@ pub struct WarmReport {
     pub model: BlobId,
     /// The signature warmed: (input name, dtype, padded shape).
     pub signature: Vec<(String, crate::tensor::DType, Vec<usize>)>,
-    /// Whether this call built the plan (false: it was cached already).
+    /// Whether a plan build ran while this call waited (false: the plan was cached already).
     pub built: bool,
     /// Estimated plan bytes.
     pub plan_bytes: u64,
