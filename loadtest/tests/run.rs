@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::{test_config, GatewayScene, Origin, N_SHARDS};
-use loadtest::config::{Load, PopulationSpec, Preset};
+use loadtest::config::{Inference, Load, PopulationSpec, Preset};
 use loadtest::faults::{FaultPlan, NodeFaults};
 use loadtest::parse::size_dist;
 use loadtest::workload::Mix;
@@ -268,4 +268,25 @@ async fn unreachable_targets_are_connect_errors_not_hangs() {
     assert_eq!(report.requests, 20);
     assert_eq!(report.errors_by_kind["connect"], 20);
     assert_eq!(report.ok, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_preset_posts_the_input_and_checks_json_replies() {
+    let origin = Origin::start().await;
+    let population = PopulationSpec::Publish {
+        count: 1,
+        sizes: size_dist("100").unwrap(),
+    };
+    let mut config = test_config(&origin.url, population, 40);
+    config.inference = Some(Inference {
+        model: "mnist-8".into(),
+        input: bytes::Bytes::from_static(br#"{"input":[1,2,3]}"#),
+    });
+    Preset::Inference.apply(&mut config);
+    config.load = Load::Closed { concurrency: 2 };
+    let report = loadtest::run(config).await.unwrap();
+    assert_eq!(report.requests, 40);
+    assert_eq!(report.by_kind["infer"].requests, 40);
+    assert_eq!(report.errors, 0, "{:?}", report.error_examples);
+    assert_eq!(report.context.scenario, "inference");
 }

@@ -144,7 +144,8 @@ impl GatewayScene {
 }
 
 /// A minimal aggregator + publisher: `PUT /v1/blobs`, `GET`/`HEAD /v1/blobs/{id}` with single
-/// ranges, `GET /status` answering `{"n_shards":10}`. Blob IDs are the real ones.
+/// ranges, `GET /status` answering `{"n_shards":10}`, and `POST /v1/inference/{model}` echoing
+/// its JSON input. Blob IDs are the real ones.
 pub struct Origin {
     pub url: String,
     /// Flip one byte of every full read.
@@ -203,6 +204,17 @@ async fn handle(request: Request<Incoming>, store: Store, corrupt: bool) -> Resp
     let method = request.method().clone();
     if path == "/status" {
         return reply(StatusCode::OK, r#"{"n_shards":10}"#);
+    }
+    if let Some(model) = path.strip_prefix("/v1/inference/") {
+        // Echo the JSON input under the model's name; anything else is a 400.
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        return match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(input) => reply(
+                StatusCode::OK,
+                serde_json::json!({ "model": model, "output": input }).to_string(),
+            ),
+            Err(_) => reply(StatusCode::BAD_REQUEST, "not JSON"),
+        };
     }
     if path == "/v1/blobs" && method == Method::PUT {
         let body = request.into_body().collect().await.unwrap().to_bytes();
