@@ -385,7 +385,7 @@ impl Filler {
         let limit = config.primary_sliver_len(max_symbol) + 9;
         let count = config
             .n_primary_source_symbols()
-            .min(inner.config.max_slivers_in_flight.max(1) as u16);
+            .min(u16::try_from(inner.config.max_slivers_in_flight.max(1)).unwrap_or(u16::MAX));
         let handles = (0..count)
             .map(|pair| {
                 inner.telemetry.primary_sliver_requests.increment(1);
@@ -545,7 +545,7 @@ async fn fetch_metadata(
     let n = usize::from(config.n_shards());
     let nodes = topology.node_count();
     // Start at a node chosen by the ID, so different blobs spread over the committee.
-    let first = usize::from(id.rotation_offset(nodes.max(1) as u16));
+    let first = usize::from(id.rotation_offset(u16::try_from(nodes).unwrap_or(u16::MAX).max(1)));
     let mut order = (0..nodes).map(|i| (first + i) % nodes);
     // 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128 n) + 66 per shard.
     let limit = 45 + 66 * n;
