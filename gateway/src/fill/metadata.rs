@@ -1,0 +1,96 @@
+//! Fetching a blob's metadata: a fan-out to a few nodes at a time, the first reply that verifies
+//! against the Blob ID wins, and "not found" only on a `2f+1`-shard quorum (SPEC §9 step 2).
+
+use super::{Inner, ReadError};
+use crate::nodes::NodeError;
+use codec::{BlobId, VerifiedMetadata};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// Ask nodes for metadata, `metadata_fanout` at a time, until one reply verifies.
+pub(super) async fn fetch_metadata(
+    inner: &Arc<Inner>,
+    id: BlobId,
+) -> Result<Arc<VerifiedMetadata>, ReadError> {
+    let topology = &inner.topology;
+    let config = *topology.config();
+    let n = usize::from(config.n_shards());
+    let nodes = topology.node_count();
+    // Start at a node chosen by the ID, so different blobs spread over the committee.
+    let first = usize::from(id.rotation_offset(u16::try_from(nodes).unwrap_or(u16::MAX).max(1)));
+    let mut order = (0..nodes).map(|i| (first + i) % nodes);
+    // 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128 n) + 66 per shard.
+    let limit = 45 + 66 * n;
+    let timeout = inner.config.metadata_timeout;
+    let mut requests = JoinSet::new();
+    let mut not_found = 0u16;
+    let mut failed = 0usize;
+    inner.telemetry.metadata_fills.increment(1);
+    loop {
+        while requests.len() < inner.config.metadata_fanout.max(1) {
+            let Some(node) = order.next() else { break };
+            let client = inner.client.clone();
+            let topology = topology.clone();
+            inner.telemetry.metadata_requests.increment(1);
+            requests.spawn(async move {
+                let reply = client.metadata(&topology, node, &id, limit, timeout).await;
+                (node, reply)
+            });
+        }
+        let Some(joined) = requests.join_next().await else {
+            return Err(ReadError::Unavailable(format!(
+                "no storage node returned metadata that verifies ({failed} failed, nodes holding \
+                 {not_found} shards said not found)"
+            )));
+        };
+        let (node, reply) = joined.map_err(|e| ReadError::Internal(e.to_string()))?;
+        let name = &topology.node(node).name;
+        let body = match reply {
+            Ok(body) => body,
+            Err(NodeError::NotFound) => {
+                not_found += topology.weight(node);
+                if not_found >= config.quorum() {
+                    return Err(ReadError::NotFound {
+                        shards: not_found,
+                        n_shards: config.n_shards(),
+                    });
+                }
+                continue;
+            }
+            Err(e) => {
+                failed += 1;
+                inner.telemetry.node_failure(name, e.kind());
+                tracing::info!(node = %name, blob_id = %id, error = %e, "metadata request failed");
+                continue;
+            }
+        };
+        inner.telemetry.upstream_bytes.increment(body.len() as u64);
+        let verified = codec::bcs::decode_metadata_with_id(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|(claimed, meta)| {
+                if claimed != id {
+                    return Err(format!("it is for blob {claimed}"));
+                }
+                VerifiedMetadata::verify(id, meta, config).map_err(|e| e.to_string())
+            });
+        match verified {
+            Ok(meta) => {
+                let len = meta.unencoded_length();
+                if let Some(max) = inner.config.max_blob_size {
+                    if len > max {
+                        return Err(ReadError::TooLarge { len, max });
+                    }
+                }
+                return Ok(Arc::new(meta));
+            }
+            Err(reason) => {
+                failed += 1;
+                inner.telemetry.node_failure(name, "invalid_metadata");
+                tracing::warn!(
+                    node = %name, blob_id = %id, %reason,
+                    "storage node served metadata that does not verify against the Blob ID"
+                );
+            }
+        }
+    }
+}

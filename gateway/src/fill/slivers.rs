@@ -1,0 +1,402 @@
+//! Sliver scheduling for one fill or range read: which slivers to ask for, in what order, how
+//! many at once, when to hedge, and verifying each reply (on the blocking pool) before use.
+//!
+//! Order: systematic primaries (their bytes are the blob's rows), then recovery primaries, then
+//! secondaries. A request that fails, lies or is slower than `hedge_after` makes room for the
+//! next candidate; the goal is `kp` verified primaries or `ks` verified secondaries (whole
+//! blob), or exactly the systematic rows of a range.
+
+use super::{Inner, ReadError};
+use crate::nodes::NodeError;
+use bytes::Bytes;
+use codec::{BcsError, BlobId, CodecError, SliverKind, VerifiedMetadata, VerifiedSliver};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What a sliver collection must achieve.
+pub(super) enum Goal {
+    /// `kp` verified primary slivers, or `ks` secondary ones: enough to decode the blob.
+    Blob,
+    /// Exactly these systematic primary slivers (rows), no substitutes.
+    Rows(Range<u16>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    kind: SliverKind,
+    pair: u16,
+}
+
+/// How one sliver request failed.
+#[derive(Debug, thiserror::Error)]
+enum SliverFailure {
+    #[error("{0}")]
+    Node(#[from] NodeError),
+    #[error("malformed BCS: {0}")]
+    Malformed(#[from] BcsError),
+    #[error("asked for sliver {expected}, got sliver {got}")]
+    WrongIndex { expected: u16, got: u16 },
+    #[error("{0}")]
+    Invalid(#[from] CodecError),
+    #[error("verification task failed: {0}")]
+    Internal(String),
+}
+
+impl SliverFailure {
+    fn kind(&self) -> &'static str {
+        match self {
+            SliverFailure::Node(e) => e.kind(),
+            SliverFailure::Malformed(_) => "malformed_sliver",
+            SliverFailure::WrongIndex { .. } => "wrong_index",
+            SliverFailure::Invalid(_) => "invalid_sliver",
+            SliverFailure::Internal(_) => "internal",
+        }
+    }
+
+    /// The node answered, but with bytes that are not what it must hold: it lied.
+    fn is_lie(&self) -> bool {
+        matches!(
+            self,
+            SliverFailure::Malformed(_)
+                | SliverFailure::WrongIndex { .. }
+                | SliverFailure::Invalid(_)
+        )
+    }
+}
+
+pub(super) struct Collected {
+    pub(super) primary: BTreeMap<u16, VerifiedSliver>,
+    pub(super) secondary: BTreeMap<u16, VerifiedSliver>,
+    /// First row not yet emitted.
+    pub(super) next_row: u16,
+}
+
+struct Flight {
+    started: Instant,
+    /// Past `hedge_after`: still awaited, but no longer counted as on its way.
+    slow: bool,
+    want: Want,
+}
+
+/// Fetch and verify slivers until `goal` is met; emit verified rows (from `emit.0` on) in order.
+pub(super) async fn collect_slivers(
+    inner: &Arc<Inner>,
+    meta: &Arc<VerifiedMetadata>,
+    goal: Goal,
+    mut emit: Option<(u16, &mut (dyn FnMut(Bytes) + Send))>,
+    prefetched: &mut Prefetched,
+) -> Result<Collected, ReadError> {
+    let config = *meta.config();
+    let n = config.n_shards();
+    let kp = config.n_primary_source_symbols();
+    let ks = config.n_secondary_source_symbols();
+    let len = meta.unencoded_length();
+    let row_len = config.row_len(meta.symbol_size());
+    // Rows holding blob bytes; later systematic rows are padding only.
+    let data_rows = len.div_ceil(row_len).min(u64::from(kp)) as u16;
+    let (mut queue, emit_end): (VecDeque<Want>, u16) = match &goal {
+        Goal::Blob => (
+            (0..n)
+                .map(|pair| Want {
+                    kind: SliverKind::Primary,
+                    pair,
+                })
+                .chain((0..n).map(|index| Want {
+                    kind: SliverKind::Secondary,
+                    pair: SliverKind::Secondary.pair_index(index, n),
+                }))
+                .collect(),
+            data_rows,
+        ),
+        Goal::Rows(rows) => (
+            rows.clone()
+                .map(|pair| Want {
+                    kind: SliverKind::Primary,
+                    pair,
+                })
+                .collect(),
+            rows.end.min(data_rows),
+        ),
+    };
+    let id = meta.blob_id();
+    let mut next_row = emit.as_ref().map_or(0, |(first, _)| *first);
+    let mut primary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
+    let mut secondary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
+    let mut flights: HashMap<u64, Flight> = HashMap::new();
+    let mut requests = JoinSet::new();
+    let mut seq = 0u64;
+    let mut failures = 0usize;
+    let max_in_flight = inner.config.max_slivers_in_flight.max(1);
+    let hedge_after = inner.config.hedge_after;
+    loop {
+        let done = match &goal {
+            Goal::Blob => primary.len() >= usize::from(kp) || secondary.len() >= usize::from(ks),
+            Goal::Rows(rows) => rows.clone().all(|r| primary.contains_key(&r)),
+        };
+        if done {
+            break;
+        }
+        while flights.len() < max_in_flight {
+            let on_way = |kind: SliverKind| {
+                flights
+                    .values()
+                    .filter(|f| !f.slow && f.want.kind == kind)
+                    .count()
+            };
+            let need_more = match &goal {
+                Goal::Blob => {
+                    primary.len() + on_way(SliverKind::Primary) < usize::from(kp)
+                        && secondary.len() + on_way(SliverKind::Secondary) < usize::from(ks)
+                }
+                Goal::Rows(_) => true,
+            };
+            if !need_more {
+                break;
+            }
+            let Some(want) = queue.pop_front() else { break };
+            seq += 1;
+            flights.insert(
+                seq,
+                Flight {
+                    started: Instant::now(),
+                    slow: false,
+                    want,
+                },
+            );
+            let early = match want.kind {
+                SliverKind::Primary => prefetched.0.remove(&want.pair),
+                SliverKind::Secondary => None,
+            };
+            if early.is_none() {
+                match want.kind {
+                    SliverKind::Primary => inner.telemetry.primary_sliver_requests.increment(1),
+                    SliverKind::Secondary => inner.telemetry.secondary_sliver_requests.increment(1),
+                }
+            }
+            let inner = inner.clone();
+            let meta = meta.clone();
+            let request = seq;
+            requests.spawn(async move {
+                let early = AbortOnDrop(early);
+                (request, fetch_sliver(&inner, meta, want, early).await)
+            });
+        }
+        if flights.is_empty() {
+            let have = match &goal {
+                Goal::Blob => format!("{} of {kp} primary slivers", primary.len()),
+                Goal::Rows(rows) => format!(
+                    "{} of rows {}..{}",
+                    rows.clone().filter(|r| primary.contains_key(r)).count(),
+                    rows.start,
+                    rows.end
+                ),
+            };
+            return Err(ReadError::Unavailable(format!(
+                "only {have} verified after {failures} failed sliver requests"
+            )));
+        }
+        let hedge_at = flights
+            .values()
+            .filter(|f| !f.slow)
+            .map(|f| f.started + hedge_after)
+            .min();
+        let joined = tokio::select! {
+            joined = requests.join_next() => joined,
+            () = sleep_until_opt(hedge_at) => {
+                let now = Instant::now();
+                for flight in flights.values_mut() {
+                    if !flight.slow && flight.started + hedge_after <= now {
+                        flight.slow = true;
+                        tracing::debug!(blob_id = %id, pair = flight.want.pair,
+                            kind = flight.want.kind.as_str(), "sliver request is slow; hedging");
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(joined) = joined else { continue };
+        let (request, result) =
+            joined.map_err(|e| ReadError::Internal(format!("sliver task failed: {e}")))?;
+        let Some(flight) = flights.remove(&request) else {
+            continue;
+        };
+        let want = flight.want;
+        match result {
+            Ok(sliver) => match sliver.kind {
+                SliverKind::Primary => {
+                    primary.insert(sliver.index, sliver);
+                }
+                SliverKind::Secondary => {
+                    secondary.insert(sliver.index, sliver);
+                }
+            },
+            Err(failure) => {
+                failures += 1;
+                let exact = matches!(goal, Goal::Rows(_));
+                let node = inner.topology.node_for_pair(&id, want.pair);
+                let name = &inner.topology.node(node).name;
+                inner.telemetry.node_failure(name, failure.kind());
+                if failure.is_lie() {
+                    tracing::warn!(node = %name, blob_id = %id, pair = want.pair,
+                        kind = want.kind.as_str(), error = %failure,
+                        "storage node served an invalid sliver; asking for another");
+                } else {
+                    tracing::info!(node = %name, blob_id = %id, pair = want.pair,
+                        kind = want.kind.as_str(), error = %failure, "sliver request failed");
+                }
+                if exact {
+                    // No substitute exists for a row: give up now (dropping `requests` aborts
+                    // the others) and let the caller fall back to a whole-blob fill.
+                    return Err(ReadError::Unavailable(format!(
+                        "systematic sliver {} failed: {failure}",
+                        want.pair
+                    )));
+                }
+            }
+        }
+        if let Some((_, emit)) = emit.as_mut() {
+            while next_row < emit_end {
+                let Some(sliver) = primary.get(&next_row) else {
+                    break;
+                };
+                let start = u64::from(next_row) * row_len;
+                let take = (len - start).min(row_len) as usize;
+                emit(sliver.data.slice(..take));
+                next_row += 1;
+            }
+        }
+    }
+    Ok(Collected {
+        primary,
+        secondary,
+        next_row,
+    })
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fetch one sliver, check that it is the one asked for, and verify it on the blocking pool.
+async fn fetch_sliver(
+    inner: &Inner,
+    meta: Arc<VerifiedMetadata>,
+    want: Want,
+    mut early: AbortOnDrop,
+) -> Result<VerifiedSliver, SliverFailure> {
+    let config = meta.config();
+    let n = config.n_shards();
+    let data_len = match want.kind {
+        SliverKind::Primary => config.primary_sliver_len(meta.symbol_size()),
+        SliverKind::Secondary => config.secondary_sliver_len(meta.symbol_size()),
+    };
+    // ULEB128 length (at most 5 bytes) + data + symbol size + index.
+    let limit = data_len + 9;
+    let body = match early.0.take() {
+        Some(handle) => {
+            let body = handle
+                .await
+                .map_err(|e| SliverFailure::Internal(format!("prefetch task failed: {e}")))??;
+            if body.len() > limit {
+                return Err(NodeError::TooLarge { limit }.into());
+            }
+            body
+        }
+        None => {
+            inner
+                .client
+                .sliver(
+                    &inner.topology,
+                    &meta.blob_id(),
+                    want.pair,
+                    want.kind,
+                    limit,
+                    inner.config.sliver_timeout,
+                )
+                .await?
+        }
+    };
+    inner.telemetry.upstream_bytes.increment(body.len() as u64);
+    let sliver = codec::bcs::decode_sliver(&body, want.kind)?;
+    let expected = want.kind.sliver_index(want.pair, n);
+    if sliver.index != expected {
+        return Err(SliverFailure::WrongIndex {
+            expected,
+            got: sliver.index,
+        });
+    }
+    let _turn = inner
+        .verify_permits
+        .acquire()
+        .await
+        .map_err(|e| SliverFailure::Internal(e.to_string()))?;
+    let verified = tokio::task::spawn_blocking(move || meta.verify_sliver(sliver))
+        .await
+        .map_err(|e| SliverFailure::Internal(e.to_string()))??;
+    Ok(verified)
+}
+
+/// Request the systematic primary slivers of `id` before its metadata is known, with a
+/// body limit from the largest sliver the committee (or `max_blob_size`) allows.
+pub(super) fn prefetch_systematic(inner: &Arc<Inner>, id: BlobId) -> Prefetched {
+    let config = *inner.topology.config();
+    let max_symbol = inner
+        .config
+        .max_blob_size
+        .and_then(|max| config.symbol_size(max).ok())
+        .unwrap_or(codec::MAX_SYMBOL_SIZE);
+    let limit = config.primary_sliver_len(max_symbol) + 9;
+    let count = config
+        .n_primary_source_symbols()
+        .min(u16::try_from(inner.config.max_slivers_in_flight.max(1)).unwrap_or(u16::MAX));
+    let handles = (0..count)
+        .map(|pair| {
+            inner.telemetry.primary_sliver_requests.increment(1);
+            let inner = inner.clone();
+            let handle = tokio::spawn(async move {
+                inner
+                    .client
+                    .sliver(
+                        &inner.topology,
+                        &id,
+                        pair,
+                        SliverKind::Primary,
+                        limit,
+                        inner.config.sliver_timeout,
+                    )
+                    .await
+            });
+            (pair, handle)
+        })
+        .collect();
+    Prefetched(handles)
+}
+
+/// Sliver requests sent before the metadata arrived, by pair; unused ones are aborted on drop.
+#[derive(Default)]
+pub(super) struct Prefetched(HashMap<u16, JoinHandle<Result<Bytes, NodeError>>>);
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        for handle in self.0.values() {
+            handle.abort();
+        }
+    }
+}
+
+/// A prefetched request handed to one sliver task, aborted if that task is.
+struct AbortOnDrop(Option<JoinHandle<Result<Bytes, NodeError>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
