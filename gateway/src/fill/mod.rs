@@ -27,6 +27,7 @@
 //! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
 //! sliver that verified against metadata that verified against the requested Blob ID.
 
+mod gate;
 mod metadata;
 mod slivers;
 
@@ -192,10 +193,10 @@ struct Inner {
     /// Fills in progress; an entry lives from the fill's start until after its blob is cached.
     inflight: Mutex<HashMap<BlobId, Arc<watch::Sender<FillState>>>>,
     fill_permits: Arc<Semaphore>,
-    /// One sliver verification per core at a time: slivers that arrive together are verified
-    /// in arrival order instead of all finishing late by sharing the cores, so the first rows
-    /// are ready (and stream) early.
-    verify_permits: Semaphore,
+    /// One sliver verification per core at a time, lowest row first: slivers that arrive
+    /// together are verified in the order the response needs them instead of all finishing
+    /// late by sharing the cores, so the first rows are ready (and stream) early.
+    verify_gate: gate::Gate,
 }
 
 /// Verified metadata kept for ranges and `HEAD`s (about 66 bytes per shard per blob).
@@ -219,7 +220,7 @@ impl Filler {
                 metadata: MetadataCache::new(METADATA_CACHE_BYTES),
                 inflight: Mutex::new(HashMap::new()),
                 fill_permits,
-                verify_permits: Semaphore::new(
+                verify_gate: gate::Gate::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 ),
             }),

@@ -331,11 +331,12 @@ async fn fetch_sliver(
             got: sliver.index,
         });
     }
-    let _turn = inner
-        .verify_permits
-        .acquire()
-        .await
-        .map_err(|e| SliverFailure::Internal(e.to_string()))?;
+    // Rows in order first (primary index = row), then secondaries.
+    let priority = match want.kind {
+        SliverKind::Primary => u32::from(sliver.index),
+        SliverKind::Secondary => u32::from(n) + u32::from(sliver.index),
+    };
+    let _turn = inner.verify_gate.enter(priority).await;
     let verified = tokio::task::spawn_blocking(move || meta.verify_sliver(sliver))
         .await
         .map_err(|e| SliverFailure::Internal(e.to_string()))??;
