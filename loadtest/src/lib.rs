@@ -12,7 +12,7 @@
 //! hashed against their Blob ID — each blob's first read and a sample of the rest — and ranges
 //! of blobs this run published are compared byte for byte), and a wrong byte is a
 //! `wrong_bytes` error in the report. A run refuses non-loopback targets unless allowed,
-//! admits no request after its deadline or request count, and keeps at most two full bodies
+//! admits no request after its deadline or request count, and keeps at most four full bodies
 //! in memory for checking.
 
 pub mod cli;

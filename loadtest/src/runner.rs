@@ -4,7 +4,7 @@
 //!
 //! Bounds: the run admits no request after its deadline or beyond its request count; requests
 //! in flight at the deadline get at most `--timeout` to finish. Bodies are streamed and only
-//! kept when they are checked (at most two full bodies at a time are being hashed), so a run of
+//! kept when they are checked (at most four held, two being hashed at a time), so a run of
 //! 64 MiB reads does not hold 64 MiB per client.
 
 use crate::client::{self, ClientError, Protocol, Target, Transport};
@@ -23,8 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Full bodies being hashed against their Blob ID at once (each may be a whole blob).
-const VERIFY_SLOTS: usize = 2;
+/// Full bodies held for checking at once (each may be a whole blob): bounds memory.
+const VERIFY_SLOTS: usize = 4;
+/// Bodies hashed at once: bounds the checker's share of the load generator's CPU.
+const HASHERS: usize = 2;
 /// Largest inference reply kept to check it is JSON.
 const MAX_INFERENCE_REPLY: u64 = 16 << 20;
 /// Largest `/status` or `/metrics` body read.
@@ -103,6 +105,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         blobs,
         recorder: Mutex::new(Recorder::new()),
         verify_slots: Arc::new(Semaphore::new(VERIFY_SLOTS)),
+        hashers: Arc::new(Semaphore::new(HASHERS)),
         n_shards,
         verify_fraction: config.verify_fraction,
         timeout: config.timeout,
@@ -244,7 +247,10 @@ struct Shared {
     blobs: Vec<Blob>,
     generator: Generator,
     recorder: Mutex<Recorder>,
+    /// Permits to hold a full body for checking.
     verify_slots: Arc<Semaphore>,
+    /// Permits to hash one.
+    hashers: Arc<Semaphore>,
     n_shards: u16,
     verify_fraction: f64,
     timeout: Duration,
@@ -759,6 +765,7 @@ impl Shared {
             let id = shared.blobs[blob].id;
             let content = shared.blobs[blob].content;
             let n_shards = shared.n_shards;
+            let _hashing = shared.hashers.acquire().await.expect("never closed");
             let checked = tokio::task::spawn_blocking(move || {
                 let computed = codec::blob_id(n_shards, &bytes).map_err(|e| e.to_string());
                 let same_content = content

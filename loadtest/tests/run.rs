@@ -138,6 +138,7 @@ async fn stampede_rounds_share_one_fill_per_blob() {
     let mut config = test_config(&scene.url, PopulationSpec::List(scene.list(true)), 1000);
     Preset::Stampede.apply(&mut config);
     config.load = Load::Closed { concurrency: 8 };
+    config.verify_fraction = 0.0; // only first reads: an exact count
     let report = loadtest::run(config).await.unwrap();
     assert_eq!(
         report.requests,
@@ -289,4 +290,31 @@ async fn inference_preset_posts_the_input_and_checks_json_replies() {
     assert_eq!(report.by_kind["infer"].requests, 40);
     assert_eq!(report.errors, 0, "{:?}", report.error_examples);
     assert_eq!(report.context.scenario, "inference");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_reads_every_blob_exactly_once() {
+    let scene = GatewayScene::start(&[3_000, 4_000, 5_000, 6_000, 7_000]).await;
+    let mut config = test_config(&scene.url, PopulationSpec::List(scene.list(false)), 1000);
+    Preset::Cold.apply(&mut config);
+    config.load = Load::Closed { concurrency: 2 };
+    let report = loadtest::run(config).await.unwrap();
+    assert_eq!(report.requests, 5, "one read per blob, then the run ends");
+    assert_eq!(report.errors, 0, "{:?}", report.error_examples);
+    assert_eq!(
+        report.verification.verified, 5,
+        "first reads are all checked"
+    );
+    assert_eq!(report.cache.hit_ratio, Some(0.0), "{:?}", report.cache);
+    let server = report.server_metrics.unwrap();
+    assert_eq!(server.misses, Some(5.0));
+    assert!(
+        server.upstream_bytes.unwrap() > 0.0,
+        "cold reads fetch slivers"
+    );
+    assert_eq!(
+        report.context.population_bytes, 25_000,
+        "sizes learned by reading"
+    );
+    scene.stop().await;
 }
