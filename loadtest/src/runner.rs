@@ -337,14 +337,12 @@ impl Shared {
     }
 
     async fn closed_worker(self: Arc<Self>, mut rng: Rng) {
-        loop {
-            let now = Instant::now();
-            let Some(phase) = self.admit(now) else { break };
+        while let Some(phase) = self.admit(Instant::now()) {
             let Some(op) = self.next_op(&mut rng) else {
                 break;
             };
-            let permit = self.verify_permit(&op, &mut rng, false).await;
-            let outcome = self.execute(op, now, permit).await;
+            let permit = self.verify_permit(&op, &mut rng, true).await;
+            let outcome = self.execute(op, Instant::now(), permit).await;
             self.finish(phase, &outcome);
         }
     }
@@ -363,7 +361,10 @@ impl Shared {
             if Instant::now() >= clock.end && intended < clock.end {
                 // The schedule slipped past the deadline (the target or this client could not
                 // keep up): the requests never sent are errors, not silently dropped.
-                let missed = ((clock.end - intended).as_secs_f64() * rate).ceil() as u64;
+                let mut missed = ((clock.end - intended).as_secs_f64() * rate).ceil() as u64;
+                if let Some(max) = self.max_requests {
+                    missed = missed.min(max.saturating_sub(self.issued.load(Ordering::Relaxed)));
+                }
                 let measured = intended >= clock.warm_end;
                 if measured {
                     self.recorder().error_n(
@@ -417,7 +418,7 @@ impl Shared {
                 let mut task_rng = Rng::new(rng.next_u64());
                 set.spawn(async move {
                     let op = Op::Get { blob };
-                    let verify = shared.verify_permit(&op, &mut task_rng, false).await;
+                    let verify = shared.verify_permit(&op, &mut task_rng, true).await;
                     barrier.wait().await;
                     let outcome = shared.execute(op, Instant::now(), verify).await;
                     shared.finish(phase, &outcome);
@@ -467,13 +468,16 @@ impl Shared {
     }
 
     /// A slot of the Blob ID checker if this full read is to be checked: each blob's first
-    /// full read (waiting for a slot if `wait`), and a sampled share of the others (skipped,
-    /// and counted as such, when the checker is busy).
+    /// full read and a sampled share of the others. With `wait_first`, a first read waits for
+    /// a slot (closed loops and stampedes: the client slows down, latency is measured from
+    /// after the wait, and every blob is checked at least once); otherwise, and for sampled
+    /// reads, a busy checker means the check is skipped and counted as such (a skipped first
+    /// read is tried again on the blob's next read).
     async fn verify_permit(
         &self,
         op: &Op,
         rng: &mut Rng,
-        wait: bool,
+        wait_first: bool,
     ) -> Option<OwnedSemaphorePermit> {
         let Op::Get { blob } = *op else { return None };
         let blob = &self.blobs[blob];
@@ -481,18 +485,16 @@ impl Shared {
         if !first && rng.unit() >= self.verify_fraction {
             return None;
         }
-        if wait {
+        if first && wait_first {
             return self.verify_slots.clone().acquire_owned().await.ok();
         }
         match self.verify_slots.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
                 if first {
-                    // Try again on a later read.
                     blob.unclaim_first_check();
-                } else {
-                    self.recorder().verify_skipped();
                 }
+                self.recorder().verify_skipped();
                 None
             }
         }
@@ -913,7 +915,8 @@ async fn discover_n_shards(
     n_shards_from_status(&text)
 }
 
-/// See [`discover_n_shards`].
+/// The committee size in a `/status` body, if it is JSON that says (`n_shards` or `nShards`,
+/// at the top or under `committee`); the aggregator's plain `OK` says nothing.
 pub fn n_shards_from_status(text: &str) -> Option<u16> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     [
