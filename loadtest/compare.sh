@@ -211,6 +211,7 @@ drive() { # name, url, proto, size -> json path
     echo "$json"
 }
 
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 summary="$OUT/summary.md"
 {
     echo "| size | HTTP | nginx req/s | gateway req/s | ratio | nginx GB/s | gateway GB/s | nginx p50 / p99 (ms) | gateway p50 / p99 (ms) | p99 ratio | errors (nginx/gw) |"
@@ -246,5 +247,6 @@ done
     echo "nginx $NGINX_VERSION (one worker) and walrus-gateway (embedded storage-sim, $SHARDS shards) pinned to CPU $SERVER_CPU;"
     echo "walrus-loadtest on CPU $CLIENT_CPU: --preset hit, $BLOBS_PER_SIZE blobs per size, Zipf 1, concurrency $CONCURRENCY,"
     echo "$DURATION after $WARMUP warm-up, HTTP/2 over 4 connections; ratio = gateway / nginx. $(nproc) CPUs, $(uname -r)."
+    echo "Load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a) (other work on the machine makes figures noisy)."
 } >> "$summary"
 log "reports and summary in $OUT"
