@@ -148,7 +148,7 @@ impl MerkleProof {
         let mut node = *leaf;
         let mut i = index;
         for sibling in &self.path {
-            node = if i % 2 == 0 {
+            node = if i.is_multiple_of(2) {
                 inner_hash(&node, sibling)
             } else {
                 inner_hash(sibling, &node)

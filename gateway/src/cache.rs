@@ -1,12 +1,13 @@
 //! The blob cache: holds verified blobs only, bounded in bytes.
 //!
-//! Today one tier, in memory (moka, weighed by blob length, TinyLFU admission). Callers see
-//! [`BlobCache::get`] / [`BlobCache::insert`] and a [`Tier`] for `X-Cache`, so a disk tier can
-//! slot in behind the same surface. A [`CachedBlob`] can only be built by the fill from verified
+//! Two tiers behind [`BlobCache::get`] / [`BlobCache::insert`]: memory (moka, weighed by blob
+//! length, TinyLFU admission) over an optional disk tier ([`crate::disk`]); a [`Tier`] names
+//! where a hit came from for `X-Cache`. A [`CachedBlob`] can only be built by the fill from verified
 //! rows, and holds them as shared [`Bytes`]: serving a hit clones reference counts, never blob
 //! bytes. The verified-metadata cache lives here too, so ranges, `HEAD` and fills of one blob
 //! share one metadata fetch.
 
+use crate::disk::{DiskCache, DiskError, DiskReader};
 use bytes::Bytes;
 use codec::{BlobId, VerifiedMetadata};
 use moka::future::Cache;
@@ -62,22 +63,56 @@ impl CachedBlob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Memory,
+    Disk,
 }
 
 impl Tier {
     pub fn header_value(&self) -> &'static str {
         match self {
-            Tier::Memory => "hit",
+            Tier::Memory => "hit-memory",
+            Tier::Disk => "hit-disk",
         }
     }
 }
 
-/// Verified blobs, bounded in bytes.
+/// A cache hit: in memory (or just promoted from disk), or a large blob that streams from disk.
+pub enum Hit {
+    Memory(CachedBlob, Tier),
+    Disk(DiskBlob),
+}
+
+/// A blob on the disk tier, too large for memory, already opened: its header, size and chunk
+/// table checked out. Its bytes are read, each chunk checked, only as a response streams them.
+pub struct DiskBlob {
+    reader: DiskReader,
+    len: u64,
+}
+
+impl DiskBlob {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A reader for bytes `[start, end)`.
+    pub fn into_reader(self, start: u64, end: u64) -> Result<DiskReader, DiskError> {
+        self.reader.restrict(start, end)
+    }
+}
+
+/// Verified blobs in two tiers, each bounded in bytes: memory (moka: weighed by length, with
+/// TinyLFU admission, so a scan of cold blobs cannot flush the hot set) over an optional disk
+/// tier that survives restarts. Every verified blob is written through to disk; a disk hit small
+/// enough for memory is promoted (offered to moka's admission policy) as it is served.
 #[derive(Clone)]
 pub struct BlobCache {
     memory: Cache<BlobId, CachedBlob>,
-    /// Blobs longer than this are served but not kept, so one huge blob cannot flush the rest.
+    /// Blobs longer than this skip memory (served from disk, or from their fill).
     max_object: u64,
+    disk: Option<Arc<DiskCache>>,
 }
 
 impl BlobCache {
@@ -90,15 +125,69 @@ impl BlobCache {
         Self {
             memory,
             max_object: max_object.min(u64::from(u32::MAX)),
+            disk: None,
         }
     }
 
-    pub async fn get(&self, id: &BlobId) -> Option<(CachedBlob, Tier)> {
-        self.memory.get(id).await.map(|b| (b, Tier::Memory))
+    /// Add a disk tier below memory.
+    pub fn with_disk(mut self, disk: Arc<DiskCache>) -> Self {
+        self.disk = Some(disk);
+        self
     }
 
-    /// Keep a verified blob if it fits the per-object limit; true if offered to the tier.
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
+    }
+
+    /// Look `id` up in memory, then on disk. A disk copy that fails its checks is quarantined by
+    /// the disk tier and reported here as a miss, so the caller refills it.
+    pub async fn get(&self, id: &BlobId) -> Option<Hit> {
+        if let Some(blob) = self.memory.get(id).await {
+            return Some(Hit::Memory(blob, Tier::Memory));
+        }
+        let disk = self.disk.as_ref()?;
+        let len = disk.len_of(id)?;
+        let promote = len <= self.max_object;
+        let (disk, blob_id) = (disk.clone(), *id);
+        let read = tokio::task::spawn_blocking(move || match disk.reader(&blob_id, 0..len)? {
+            Some(reader) if promote => reader.read_all().map(|bytes| Some(Err(bytes))),
+            Some(reader) => Ok(Some(Ok(reader))),
+            None => Ok(None),
+        })
+        .await;
+        match read {
+            Ok(Ok(Some(Ok(reader)))) => Some(Hit::Disk(DiskBlob { reader, len })),
+            Ok(Ok(Some(Err(bytes)))) => {
+                let blob = CachedBlob::from_verified_rows(vec![bytes]);
+                self.memory.insert(*id, blob.clone()).await;
+                Some(Hit::Memory(blob, Tier::Disk))
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(blob_id = %id, error = %e, "disk copy unusable; refilling");
+                None
+            }
+            Err(e) => {
+                tracing::error!(blob_id = %id, error = %e, "disk read task failed");
+                None
+            }
+        }
+    }
+
+    /// Keep a verified blob: in memory if it fits the per-object limit (moka's admission policy
+    /// decides), and on disk (written off the reactor; failures are logged and counted, never
+    /// fatal). True if it was offered to the memory tier.
     pub async fn insert(&self, id: BlobId, blob: CachedBlob) -> bool {
+        if let Some(disk) = &self.disk {
+            if !disk.contains(&id) {
+                let (disk, chunks) = (disk.clone(), blob.chunks.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = disk.insert(id, &chunks) {
+                        tracing::warn!(blob_id = %id, error = %e, "could not write blob to the disk cache; serving from memory and upstream");
+                    }
+                });
+            }
+        }
         if blob.len() > self.max_object {
             return false;
         }
@@ -106,7 +195,22 @@ impl BlobCache {
         true
     }
 
-    /// Bytes currently held (approximate: moka applies writes in batches).
+    /// Drop `id` from both tiers; true if either held it.
+    pub async fn purge(&self, id: &BlobId) -> Result<bool, DiskError> {
+        let in_memory = self.memory.remove(id).await.is_some();
+        let on_disk = match &self.disk {
+            Some(disk) => {
+                let (disk, id) = (disk.clone(), *id);
+                tokio::task::spawn_blocking(move || disk.purge(&id))
+                    .await
+                    .map_err(|e| DiskError::Io(std::io::Error::other(e.to_string())))??
+            }
+            None => false,
+        };
+        Ok(in_memory || on_disk)
+    }
+
+    /// Bytes currently held in memory (approximate: moka applies writes in batches).
     pub fn weighted_size(&self) -> u64 {
         self.memory.weighted_size()
     }
@@ -187,6 +291,9 @@ mod tests {
         assert!(cache.get(&id).await.is_none());
         let small = CachedBlob::from_verified_rows(vec![Bytes::from_static(b"xy")]);
         assert!(cache.insert(id, small).await);
-        assert_eq!(cache.get(&id).await.unwrap().0.len(), 2);
+        match cache.get(&id).await {
+            Some(Hit::Memory(blob, Tier::Memory)) => assert_eq!(blob.len(), 2),
+            _ => panic!("expected a memory hit"),
+        }
     }
 }

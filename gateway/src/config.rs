@@ -42,6 +42,12 @@ pub struct GatewayConfig {
     pub prefetch_slivers: bool,
     /// Refuse blobs longer than this (403 `BLOB_TOO_LARGE`); `None`: the committee's maximum.
     pub max_blob_size: Option<u64>,
+    /// Directory of the disk tier; `None`: memory only.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Bytes the disk tier may hold (files, headers included).
+    pub disk_cache_bytes: u64,
+    /// Bearer token of the admin API (`/admin/...`); `None`: no admin API at all.
+    pub admin_token: Option<String>,
     /// Seconds clients are told to wait after a 503 or 429.
     pub retry_after_secs: u32,
     /// How long shutdown waits for in-flight requests before closing connections.
@@ -66,6 +72,9 @@ impl Default for GatewayConfig {
             stream_from_bytes: 16 << 20,
             prefetch_slivers: true,
             max_blob_size: None,
+            cache_dir: None,
+            disk_cache_bytes: 50 << 30,
+            admin_token: None,
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),
         }

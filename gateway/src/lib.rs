@@ -14,6 +14,7 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod disk;
 pub mod fill;
 pub mod nodes;
 pub mod server;

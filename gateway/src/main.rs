@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the aggregator read API (`GET /v1/blobs/{id}`) with verified fills and a cache.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the Blob ID of a file (`-` reads standard input).
     BlobId {
         /// Shards in the committee the ID is for.
@@ -64,9 +64,18 @@ struct ServeArgs {
     /// Memory cache size, e.g. `1GiB`.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     memory_cache: u64,
-    /// Larger blobs are served but not cached.
+    /// Larger blobs skip the memory tier (they are kept on disk when there is a disk tier).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     memory_max_object: u64,
+    /// Directory of the disk tier (survives restarts); without it, memory only.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Disk tier size, e.g. `50GiB`.
+    #[arg(long, default_value = "50GiB", value_parser = parse_size)]
+    disk_cache: u64,
+    /// Bearer token for the admin API (/admin/...); without it there is no admin API.
+    #[arg(long, env = "WALRUS_GATEWAY_ADMIN_TOKEN")]
+    admin_token: Option<String>,
     /// Refuse blobs above this size (403); default: the committee's maximum.
     #[arg(long, value_parser = parse_size)]
     max_blob_size: Option<u64>,
@@ -105,7 +114,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BlobId { n_shards, file } => blob_id(n_shards, &file),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,6 +177,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         },
         memory_cache_bytes: args.memory_cache,
         memory_max_object: args.memory_max_object,
+        cache_dir: args.cache_dir.clone(),
+        disk_cache_bytes: args.disk_cache,
+        admin_token: args.admin_token.clone(),
         max_concurrent_requests: args.max_concurrent_requests,
         max_concurrent_fills: args.max_concurrent_fills,
         max_connections: args.max_connections,

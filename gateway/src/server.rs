@@ -5,6 +5,7 @@
 use crate::api::Api;
 use crate::cache::BlobCache;
 use crate::config::GatewayConfig;
+use crate::disk::DiskCache;
 use crate::fill::{FillConfig, Filler};
 use crate::nodes::{Topology, TopologyError};
 use crate::telemetry::Telemetry;
@@ -30,6 +31,8 @@ pub enum ServerError {
     },
     #[error("unusable committee: {0}")]
     Committee(#[from] TopologyError),
+    #[error("cannot open the disk cache: {0}")]
+    DiskCache(#[from] crate::disk::DiskError),
     #[error("the server task failed: {0}")]
     Task(String),
 }
@@ -51,7 +54,11 @@ impl Gateway {
     pub async fn bind(config: GatewayConfig, committee: Committee) -> Result<Self, ServerError> {
         let topology = Topology::new(committee)?;
         let telemetry = Telemetry::new();
-        let cache = BlobCache::new(config.memory_cache_bytes, config.memory_max_object);
+        let mut cache = BlobCache::new(config.memory_cache_bytes, config.memory_max_object);
+        if let Some(dir) = &config.cache_dir {
+            let disk = DiskCache::open(dir, config.disk_cache_bytes, telemetry.disk_metrics())?;
+            cache = cache.with_disk(disk);
+        }
         let fill_config = FillConfig {
             consistency: config.consistency,
             metadata_fanout: config.metadata_fanout,

@@ -16,7 +16,8 @@ pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// Blob requests answered from the cache.
-    pub cache_hits: Counter,
+    pub memory_hits: Counter,
+    pub disk_hits: Counter,
     /// Blob requests that needed the storage nodes.
     pub cache_misses: Counter,
     /// Fills started (one per blob, however many requests wait on it).
@@ -35,6 +36,9 @@ pub struct Telemetry {
     pub upstream_bytes: Counter,
     /// Blob bytes handed to clients.
     pub bytes_served: Counter,
+    pub bytes_served_memory: Counter,
+    pub bytes_served_disk: Counter,
+    disk: crate::disk::DiskMetrics,
     /// Requests refused because a bound was hit (429).
     pub overloaded: Counter,
     /// Blob requests currently being served.
@@ -48,7 +52,7 @@ impl Telemetry {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let (
-            cache_hits,
+            memory_hits,
             cache_misses,
             fills_started,
             fills_succeeded,
@@ -56,7 +60,7 @@ impl Telemetry {
             metadata_requests,
         ) = metrics::with_local_recorder(&recorder, || {
             (
-                metrics::counter!("gateway_cache_hits_total"),
+                metrics::counter!("gateway_cache_hits_total", "tier" => "memory"),
                 metrics::counter!("gateway_cache_misses_total"),
                 metrics::counter!("gateway_fills_started_total"),
                 metrics::counter!("gateway_fills_succeeded_total"),
@@ -77,16 +81,38 @@ impl Telemetry {
                 metrics::counter!("gateway_sliver_requests_total", "kind" => "primary"),
                 metrics::counter!("gateway_sliver_requests_total", "kind" => "secondary"),
                 metrics::counter!("gateway_upstream_bytes_total"),
-                metrics::counter!("gateway_bytes_served_total"),
+                metrics::counter!("gateway_bytes_served_total", "source" => "upstream"),
                 metrics::counter!("gateway_overloaded_total"),
                 metrics::gauge!("gateway_requests_in_flight"),
                 metrics::histogram!("gateway_fill_seconds"),
             )
         });
+        let (disk_hits, bytes_served_memory, bytes_served_disk, disk) =
+            metrics::with_local_recorder(&recorder, || {
+                (
+                    metrics::counter!("gateway_cache_hits_total", "tier" => "disk"),
+                    metrics::counter!("gateway_bytes_served_total", "source" => "memory"),
+                    metrics::counter!("gateway_bytes_served_total", "source" => "disk"),
+                    crate::disk::DiskMetrics {
+                        integrity_failures: metrics::counter!(
+                            "gateway_disk_cache_integrity_failures_total"
+                        ),
+                        evictions: metrics::counter!("gateway_disk_cache_evictions_total"),
+                        write_errors: metrics::counter!("gateway_disk_cache_write_errors_total"),
+                        bytes: metrics::gauge!("gateway_disk_cache_bytes"),
+                        entries: metrics::gauge!("gateway_disk_cache_entries"),
+                        indexed_at_start: metrics::gauge!("gateway_disk_cache_indexed_at_start"),
+                    },
+                )
+            });
         Arc::new(Self {
             recorder,
             handle,
-            cache_hits,
+            memory_hits,
+            disk_hits,
+            bytes_served_memory,
+            bytes_served_disk,
+            disk,
             cache_misses,
             fills_started,
             fills_succeeded,
@@ -103,6 +129,28 @@ impl Telemetry {
     }
 
     /// Count a storage node's failure to deliver (`reason` is one of our fixed words).
+    /// Count a cache hit on `tier`.
+    pub fn hit(&self, tier: crate::cache::Tier) {
+        match tier {
+            crate::cache::Tier::Memory => self.memory_hits.increment(1),
+            crate::cache::Tier::Disk => self.disk_hits.increment(1),
+        }
+    }
+
+    /// The counter of bytes served from `tier` (`None`: from a fill or the nodes).
+    pub fn served_from(&self, tier: Option<crate::cache::Tier>) -> Counter {
+        match tier {
+            Some(crate::cache::Tier::Memory) => self.bytes_served_memory.clone(),
+            Some(crate::cache::Tier::Disk) => self.bytes_served_disk.clone(),
+            None => self.bytes_served.clone(),
+        }
+    }
+
+    /// Handles for the disk tier to report into this gateway's metrics.
+    pub fn disk_metrics(&self) -> crate::disk::DiskMetrics {
+        self.disk.clone()
+    }
+
     pub fn node_failure(&self, node: &str, reason: &'static str) {
         metrics::with_local_recorder(&self.recorder, || {
             metrics::counter!("gateway_node_failures_total", "node" => node.to_owned(), "reason" => reason)

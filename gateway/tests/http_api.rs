@@ -34,7 +34,7 @@ async fn blob_responses_carry_immutable_caching_headers() {
         .request(Method::GET, &path, &[("accept", "image/png")])
         .await;
     assert_eq!(typed.header("content-type"), Some("image/png"));
-    assert_eq!(typed.header("x-cache"), Some("hit"));
+    assert_eq!(typed.header("x-cache"), Some("hit-memory"));
     let wildcard = s.request(Method::GET, &path, &[("accept", "*/*")]).await;
     assert_eq!(wildcard.header("content-type"), None);
     s.stop().await;
@@ -67,7 +67,7 @@ async fn head_reads_only_metadata() {
     assert_eq!(ranged.header("content-length"), Some("10"));
     s.get(&path).await;
     let hit = s.request(Method::HEAD, &path, &[]).await;
-    assert_eq!(hit.header("x-cache"), Some("hit"));
+    assert_eq!(hit.header("x-cache"), Some("hit-memory"));
     assert_eq!(hit.header("content-length"), Some("10000"));
     s.stop().await;
 }
@@ -143,7 +143,7 @@ async fn single_ranges_in_every_form() {
                 assert_eq!(reply.header("x-cache"), Some("miss"));
             } else {
                 assert_eq!(s.counters().primary_sliver_gets, 0);
-                assert_eq!(reply.header("x-cache"), Some("hit"));
+                assert_eq!(reply.header("x-cache"), Some("hit-memory"));
             }
         }
         if round == "cold" {
@@ -275,9 +275,21 @@ async fn status_and_metrics() {
     let id = s.store(&blob(100, 9)).await;
     s.get(&format!("/v1/blobs/{id}")).await;
     s.get(&format!("/v1/blobs/{id}")).await;
-    assert_eq!(s.metric("gateway_cache_hits_total").await, Some(1.0));
+    assert_eq!(
+        s.metric("gateway_cache_hits_total{tier=\"memory\"}").await,
+        Some(1.0)
+    );
     assert_eq!(s.metric("gateway_cache_misses_total").await, Some(1.0));
-    assert_eq!(s.metric("gateway_bytes_served_total").await, Some(200.0));
+    assert_eq!(
+        s.metric("gateway_bytes_served_total{source=\"upstream\"}")
+            .await,
+        Some(100.0)
+    );
+    assert_eq!(
+        s.metric("gateway_bytes_served_total{source=\"memory\"}")
+            .await,
+        Some(100.0)
+    );
     s.get("/v1/blobs/short").await;
     assert_eq!(
         s.metric("gateway_responses_total{status=\"400\"}").await,

@@ -19,7 +19,7 @@ async fn reads_back(n_shards: u16, nodes: usize, sizes: &[usize]) {
         assert_eq!(cold.header("x-cache"), Some("miss"));
         assert_eq!(cold.bytes().as_ref(), &data[..], "{len} bytes, cold");
         let warm = s.get(&format!("/v1/blobs/{id}")).await;
-        assert_eq!(warm.header("x-cache"), Some("hit"));
+        assert_eq!(warm.header("x-cache"), Some("hit-memory"));
         assert_eq!(warm.bytes().as_ref(), &data[..], "{len} bytes, warm");
     }
     s.stop().await;

@@ -25,6 +25,12 @@ pub enum ApiError {
     Overloaded,
     #[error("no such route")]
     RouteNotFound,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("the request body exceeds the {limit}-byte limit")]
+    PayloadTooLarge { limit: u64 },
+    #[error("this gateway has no disk tier (start it with --cache-dir)")]
+    NoDiskTier,
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
     #[error(transparent)]
@@ -56,6 +62,15 @@ impl ApiError {
                 "TOO_MANY_REQUESTS",
             ),
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "ROUTE_NOT_FOUND"),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "INVALID_TOKEN")
+            }
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SIZE_EXCEEDED",
+                "BODY_TOO_LARGE",
+            ),
+            ApiError::NoDiskTier => (StatusCode::CONFLICT, "FAILED_PRECONDITION", "NO_DISK_TIER"),
             ApiError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "INVALID_ARGUMENT",

@@ -8,12 +8,13 @@
 //! semaphore for as long as its body streams; when none is free the answer is 429. Errors from
 //! every layer become responses in [`error`], and nowhere else.
 
+mod admin;
 pub mod body;
 pub mod error;
 pub mod range;
 mod stream;
 
-use crate::cache::{CachedBlob, Tier};
+use crate::cache::{CachedBlob, DiskBlob, Hit, Tier};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError, Source};
 use crate::telemetry::Telemetry;
@@ -23,6 +24,7 @@ use codec::{BlobId, VerifiedMetadata};
 use error::ApiError;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use hyper::body::Body as HttpBody;
 use range::{RangeRequest, RangeSpec};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// The request handler shared by every connection.
 pub struct Api {
+    /// Bearer token of `/admin/...`; `None`: the admin API does not exist.
+    admin_token: Option<String>,
     filler: Filler,
     telemetry: Arc<Telemetry>,
     slots: Arc<Semaphore>,
@@ -50,6 +54,8 @@ enum Want {
 /// Where the blob's bytes will come from, once its length is known.
 enum Plan {
     Cached(CachedBlob, Tier),
+    /// A large blob streaming from the disk tier.
+    Disk(DiskBlob),
     Filling(crate::fill::FillReader, Arc<VerifiedMetadata>),
     /// Not cached, not being filled: a range reads only its rows; a HEAD reads nothing more.
     Cold(Arc<VerifiedMetadata>),
@@ -59,6 +65,7 @@ impl Plan {
     fn len(&self) -> u64 {
         match self {
             Plan::Cached(blob, _) => blob.len(),
+            Plan::Disk(blob) => blob.len(),
             Plan::Filling(_, meta) | Plan::Cold(meta) => meta.unencoded_length(),
         }
     }
@@ -67,6 +74,7 @@ impl Plan {
 impl Api {
     pub fn new(filler: Filler, telemetry: Arc<Telemetry>, config: &GatewayConfig) -> Self {
         Self {
+            admin_token: config.admin_token.clone(),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -79,12 +87,23 @@ impl Api {
     }
 
     /// Answer one request; never fails (errors become error responses).
-    pub async fn handle<B>(&self, request: Request<B>) -> Result<Response<Body>, Infallible> {
-        let response = match self.route(&request).await {
+    pub async fn handle<B>(&self, request: Request<B>) -> Result<Response<Body>, Infallible>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = request.uri().path().to_owned();
+        let routed = if path.starts_with("/admin/") || path == "/admin" {
+            admin::route(self, request).await
+        } else {
+            self.route(&request).await
+        };
+        let response = match routed {
             Ok(response) => response,
             Err(error) => {
                 if let ApiError::Read(e) = &error {
-                    tracing::debug!(path = request.uri().path(), error = %e, "read failed");
+                    tracing::debug!(path, error = %e, "read failed");
                 }
                 if matches!(error, ApiError::Overloaded) {
                     self.telemetry.overloaded.increment(1);
@@ -158,13 +177,17 @@ impl Api {
         let plan = if whole_get {
             match self.filler.open(id).await? {
                 Source::Cached(blob, tier) => Plan::Cached(blob, tier),
+                Source::Disk(blob) => Plan::Disk(blob),
                 Source::Filling(mut reader) => {
                     let meta = reader.ready().await?;
                     Plan::Filling(reader, meta)
                 }
             }
-        } else if let Some((blob, tier)) = self.filler.cache().get(&id).await {
-            Plan::Cached(blob, tier)
+        } else if let Some(hit) = self.filler.cache().get(&id).await {
+            match hit {
+                Hit::Memory(blob, tier) => Plan::Cached(blob, tier),
+                Hit::Disk(blob) => Plan::Disk(blob),
+            }
         } else if let Some(mut reader) = self.filler.join(&id) {
             // A HEAD needs only the length; a range waits until the fill is sure to succeed.
             let meta = if head {
@@ -178,14 +201,23 @@ impl Api {
         };
         let x_cache = match &plan {
             Plan::Cached(_, tier) => {
-                self.telemetry.cache_hits.increment(1);
+                self.telemetry.hit(*tier);
                 tier.header_value()
+            }
+            Plan::Disk(_) => {
+                self.telemetry.hit(Tier::Disk);
+                Tier::Disk.header_value()
             }
             _ => {
                 self.telemetry.cache_misses.increment(1);
                 "miss"
             }
         };
+        let served = self.telemetry.served_from(match &plan {
+            Plan::Cached(_, tier) => Some(*tier),
+            Plan::Disk(_) => Some(Tier::Disk),
+            _ => None,
+        });
         let len = plan.len();
         let (status, start, end) = match want {
             Want::Blob(RangeRequest::Whole) => (StatusCode::OK, 0, len),
@@ -210,11 +242,12 @@ impl Api {
         } else {
             match plan {
                 Plan::Cached(blob, _) => Body::chunks(blob.slices(start, end)),
+                Plan::Disk(blob) => stream::from_disk(blob, start, end)?,
                 Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
                 Plan::Cold(meta) => self.cold_range(id, meta, start, end).await?,
             }
         };
-        let body = body.for_blob(self.telemetry.bytes_served.clone(), slot);
+        let body = body.for_blob(served, slot);
         let mut response = Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -265,6 +298,7 @@ impl Api {
         }
         match self.filler.open(id).await? {
             Source::Cached(blob, _) => Ok(Body::chunks(blob.slices(start, end))),
+            Source::Disk(blob) => Ok(stream::from_disk(blob, start, end)?),
             Source::Filling(mut reader) => {
                 let meta = reader.ready().await?;
                 Ok(stream::from_fill(reader, &meta, start, end))

@@ -6,6 +6,7 @@
 //! ends its task; the fill it read from runs on for the others.
 
 use super::body::Body;
+use crate::cache::DiskBlob;
 use crate::fill::{FillReader, ReadError};
 use bytes::Bytes;
 use codec::VerifiedMetadata;
@@ -83,4 +84,29 @@ pub fn from_fill(reader: FillReader, meta: &VerifiedMetadata, start: u64, end: u
     let (mut cursor, body) = cursor(meta, start, end);
     tokio::spawn(async move { cursor.copy_fill(reader).await });
     body
+}
+
+/// Bytes `[start, end)` of a blob on the disk tier, read on the blocking pool one checked chunk
+/// at a time. A chunk that fails its checksum is never sent: the body ends with an error there
+/// (the file is already quarantined, so the next request refills the blob).
+pub fn from_disk(blob: DiskBlob, start: u64, end: u64) -> Result<Body, ReadError> {
+    let mut reader = blob
+        .into_reader(start, end)
+        .map_err(|e| ReadError::Internal(format!("disk cache: {e}")))?;
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    tokio::task::spawn_blocking(move || loop {
+        match reader.next_chunk() {
+            Ok(Some(chunk)) => {
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(ReadError::Internal(format!("disk cache: {e}"))));
+                return;
+            }
+        }
+    });
+    Ok(Body::stream(rx, end - start))
 }

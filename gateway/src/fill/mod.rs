@@ -31,7 +31,7 @@ mod gate;
 mod metadata;
 mod slivers;
 
-use crate::cache::{BlobCache, CachedBlob, MetadataCache, Tier};
+use crate::cache::{BlobCache, CachedBlob, DiskBlob, Hit, MetadataCache, Tier};
 use crate::nodes::{NodeClient, Topology};
 use crate::telemetry::Telemetry;
 use bytes::Bytes;
@@ -174,7 +174,18 @@ fn ended_unexpectedly() -> ReadError {
 /// What a blob request reads from.
 pub enum Source {
     Cached(CachedBlob, Tier),
+    /// A large blob streaming from the disk tier.
+    Disk(DiskBlob),
     Filling(FillReader),
+}
+
+impl From<Hit> for Source {
+    fn from(hit: Hit) -> Self {
+        match hit {
+            Hit::Memory(blob, tier) => Source::Cached(blob, tier),
+            Hit::Disk(blob) => Source::Disk(blob),
+        }
+    }
 }
 
 /// Runs fills and owns the caches they land in. Cheap to clone.
@@ -266,15 +277,15 @@ impl Filler {
     /// The cached blob, or a running fill to read, starting one if needed (429-worthy
     /// [`ReadError::Overloaded`] when `max_concurrent_fills` are already running).
     pub async fn open(&self, id: BlobId) -> Result<Source, ReadError> {
-        if let Some((blob, tier)) = self.inner.cache.get(&id).await {
-            return Ok(Source::Cached(blob, tier));
+        if let Some(hit) = self.inner.cache.get(&id).await {
+            return Ok(hit.into());
         }
         if let Some(reader) = self.join(&id) {
             return Ok(Source::Filling(reader));
         }
         // A fill may have cached its blob and left the map between the two looks above.
-        if let Some((blob, tier)) = self.inner.cache.get(&id).await {
-            return Ok(Source::Cached(blob, tier));
+        if let Some(hit) = self.inner.cache.get(&id).await {
+            return Ok(hit.into());
         }
         let mut inflight = self.lock_inflight();
         if let Some(tx) = inflight.get(&id) {

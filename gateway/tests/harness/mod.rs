@@ -9,7 +9,7 @@ use bytes::Bytes;
 use codec::BlobId;
 use gateway::{Gateway, GatewayConfig, RunningGateway};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -191,6 +191,54 @@ impl Scenario {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// Replace the gateway with a new one built from `config` (same nodes), e.g. to restart
+    /// on the same cache directory.
+    pub async fn restart_gateway(&mut self, config: GatewayConfig) {
+        self.stop_gateway().await;
+        let gateway = Gateway::bind(config, self.net.committee().clone())
+            .await
+            .expect("gateway binds")
+            .spawn();
+        self.addr = gateway.addr();
+        self.gateway = Some(gateway);
+    }
+
+    /// A request with a body (admin and publish routes).
+    pub async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).unwrap();
+        let exchange = async {
+            let response = client.request(request).await.expect("the gateway answers");
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|e| e.to_string());
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(REQUEST_DEADLINE, exchange)
+            .await
+            .expect("request finished before the test deadline")
     }
 
     pub async fn stop(mut self) {

@@ -1,0 +1,187 @@
+//! The admin API, for operators only: prefetch, pins, purge and cache statistics.
+//!
+//! It exists only when `--admin-token` is set; without it every `/admin/...` path is a plain 404,
+//! so nothing reveals that an admin API could exist. With it, each request must carry
+//! `Authorization: Bearer <token>` (compared in constant time) or gets 401.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /admin/prefetch` | body `{"blob_ids": [...]}` (at most 10 000): start a fill for each one not cached; 202 with each ID's state |
+//! | `PUT /admin/pins/{id}` | pin on the disk tier (never evicted; kept across restarts) and fetch it if it is not cached |
+//! | `DELETE /admin/pins/{id}` | unpin |
+//! | `DELETE /admin/cache/{id}` | purge from memory and disk |
+//! | `GET /admin/cache` | sizes, counts and the most used disk entries |
+
+use super::body::Body;
+use super::error::ApiError;
+use super::{parse_id, Api};
+use crate::fill::{ReadError, Source};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body as HttpBody;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 1 << 20;
+/// Most Blob IDs in one prefetch.
+const MAX_PREFETCH: usize = 10_000;
+
+pub(super) async fn route<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(token) = &api.admin_token else {
+        return Err(ApiError::RouteNotFound);
+    };
+    if !authorized(request.headers(), token) {
+        return Err(ApiError::Unauthorized);
+    }
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (segments.as_slice(), method) {
+        (["admin", "prefetch"], Method::POST) => {
+            let body = read_body(request.into_body(), MAX_BODY).await?;
+            prefetch(api, &body).await
+        }
+        (["admin", "prefetch"], _) => Err(ApiError::MethodNotAllowed { allow: "POST" }),
+        (["admin", "pins", id], method) if method == Method::PUT || method == Method::DELETE => {
+            let id = parse_id(id)?;
+            let pin = method == Method::PUT;
+            let disk = api
+                .filler
+                .cache()
+                .disk()
+                .cloned()
+                .ok_or(ApiError::NoDiskTier)?;
+            let changed = tokio::task::spawn_blocking(move || disk.set_pinned(id, pin))
+                .await
+                .map_err(|e| ReadError::Internal(e.to_string()))?
+                .map_err(|e| ReadError::Internal(format!("cannot save pins: {e}")))?;
+            let mut state = serde_json::json!({"blobId": id, "pinned": pin, "changed": changed});
+            if pin {
+                state["fetch"] = fetch_state(api.filler.open(id).await).into();
+            }
+            Ok(json(StatusCode::OK, &state))
+        }
+        (["admin", "pins", _], _) => Err(ApiError::MethodNotAllowed {
+            allow: "PUT, DELETE",
+        }),
+        (["admin", "cache", id], Method::DELETE) => {
+            let id = parse_id(id)?;
+            let purged = api
+                .filler
+                .cache()
+                .purge(&id)
+                .await
+                .map_err(|e| ReadError::Internal(format!("cannot purge: {e}")))?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"blobId": id, "purged": purged}),
+            ))
+        }
+        (["admin", "cache", _], _) => Err(ApiError::MethodNotAllowed { allow: "DELETE" }),
+        (["admin", "cache"], Method::GET) => {
+            let cache = api.filler.cache();
+            let disk = cache.disk().map(|d| d.stats(20));
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "memory": {"entries": cache.entry_count(), "bytes": cache.weighted_size()},
+                    "disk": disk,
+                    "fillsInProgress": api.filler.fills_in_progress(),
+                }),
+            ))
+        }
+        (["admin", "cache"], _) => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        _ => Err(ApiError::RouteNotFound),
+    }
+}
+
+/// `Authorization: Bearer <token>`, compared without an early exit on the first wrong byte.
+fn authorized(headers: &http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Read a request body of at most `limit` bytes.
+pub(super) async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge {
+            limit: limit as u64,
+        }),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefetchRequest {
+    #[serde(alias = "blobIds")]
+    blob_ids: Vec<String>,
+}
+
+async fn prefetch(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let request: PrefetchRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"blob_ids\": [...]}}: {e}")))?;
+    if request.blob_ids.len() > MAX_PREFETCH {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_PREFETCH} Blob IDs per prefetch, got {}",
+            request.blob_ids.len()
+        )));
+    }
+    let ids = request
+        .blob_ids
+        .iter()
+        .map(|t| parse_id(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut results = serde_json::Map::new();
+    for id in ids {
+        let state = fetch_state(api.filler.open(id).await);
+        results.insert(id.to_string(), state.into());
+    }
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "results": results }),
+    ))
+}
+
+/// What opening a blob means for a prefetch: already cached, now filling (the fill carries on
+/// without a reader), or why not.
+fn fetch_state(opened: Result<Source, ReadError>) -> String {
+    match opened {
+        Ok(Source::Cached(..)) | Ok(Source::Disk(_)) => "cached".into(),
+        Ok(Source::Filling(_)) => "filling".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

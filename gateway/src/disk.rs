@@ -1,0 +1,1199 @@
+//! The disk tier: one self-checking file per blob under `<cache-dir>/blobs/`, bounded in bytes.
+//!
+//! Guarantees:
+//! * **No partial blob looks complete.** A blob is written to `<cache-dir>/tmp/`, fsynced, and
+//!   renamed into place (then the directory fsynced) only once all of it has been written; the
+//!   caller commits only verified blobs. Leftover temporary files are removed at start.
+//! * **No corrupted byte is served.** Every chunk (1 MiB) has its BLAKE3 in a table after the
+//!   content; the header carries the Blob ID, length, BLAKE3 of the whole content and a BLAKE3
+//!   over the header and the table. A reader checks the header and the file size when it opens,
+//!   and each chunk before handing it out, so a stream stops *before* a bad chunk. A file that
+//!   fails any check is moved to `<cache-dir>/quarantine/` and dropped from the index.
+//! * **Bounded.** The index tracks file sizes; committing a blob evicts least-recently-used
+//!   unpinned blobs until the total fits. Pins are persisted in `<cache-dir>/pins.json`.
+//! * **Restart.** `open` returns at once; a background thread rebuilds the index from the
+//!   directory (oldest files first, so the LRU order survives), and entries become hits as they are
+//!   indexed.
+//!
+//! All I/O here is blocking: call it from `spawn_blocking` or a dedicated thread.
+//!
+//! File layout (format version 1, all integers little endian):
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `WGBLOB\0` + version byte `1` |
+//! | 8 | 32 | Blob ID |
+//! | 40 | 8 | content length |
+//! | 48 | 4 | chunk size |
+//! | 52 | 4 | reserved (0) |
+//! | 56 | 32 | BLAKE3 of the content |
+//! | 88 | 32 | BLAKE3 of bytes 0..88 followed by the chunk table |
+//! | 120 | 8 | reserved (0) |
+//! | 128 | length | content |
+//! | 128 + length | 32 per chunk | BLAKE3 of each chunk |
+
+use bytes::Bytes;
+use codec::BlobId;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+const MAGIC: [u8; 8] = *b"WGBLOB\x00\x01";
+const HEADER_LEN: u64 = 128;
+/// Content is checked in chunks of this size: the unit a stream may send after checking it.
+pub const CHUNK_SIZE: u32 = 1 << 20;
+/// Quarantined files kept for inspection; older ones are deleted.
+const QUARANTINE_KEEP: usize = 32;
+
+/// What went wrong in the disk tier.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("disk cache is full: the blob needs {needed} bytes, the bound is {capacity}")]
+    TooLarge { needed: u64, capacity: u64 },
+    #[error("no space left on the cache device")]
+    NoSpace,
+    #[error("cached file for {blob_id} is corrupt: {reason}")]
+    Corrupt { blob_id: BlobId, reason: String },
+    #[error("blob {blob_id}: wrote {written} bytes, expected {expected}")]
+    WrongLength {
+        blob_id: BlobId,
+        written: u64,
+        expected: u64,
+    },
+    #[error("disk cache I/O error: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for DiskError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::StorageFull {
+            DiskError::NoSpace
+        } else {
+            DiskError::Io(e)
+        }
+    }
+}
+
+/// One indexed blob.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Blob length (content bytes).
+    len: u64,
+    /// Bytes the file takes (header, content and chunk table): what the bound counts.
+    file_size: u64,
+    /// Logical clock of the last use: eviction removes the smallest first.
+    tick: u64,
+    hits: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<BlobId, Entry>,
+    by_age: BTreeSet<(u64, BlobId)>,
+    pins: HashSet<BlobId>,
+    /// Writers in progress, by blob: a purge removes the entry, and a writer whose ticket is
+    /// gone discards its file at commit instead of bringing the blob back.
+    writing: HashMap<BlobId, u64>,
+    total: u64,
+    clock: u64,
+}
+
+impl Index {
+    fn next_tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn insert(&mut self, id: BlobId, len: u64, file_size: u64, tick: u64) {
+        self.remove(&id);
+        self.entries.insert(
+            id,
+            Entry {
+                len,
+                file_size,
+                tick,
+                hits: 0,
+            },
+        );
+        self.by_age.insert((tick, id));
+        self.total += file_size;
+    }
+
+    fn remove(&mut self, id: &BlobId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.by_age.remove(&(entry.tick, *id));
+        self.total -= entry.file_size;
+        Some(entry)
+    }
+
+    fn touch(&mut self, id: &BlobId) {
+        let tick = self.next_tick();
+        if let Some(entry) = self.entries.get_mut(id) {
+            self.by_age.remove(&(entry.tick, *id));
+            entry.tick = tick;
+            entry.hits += 1;
+            self.by_age.insert((tick, *id));
+        }
+    }
+
+    /// The least recently used blob that is not pinned and not `keep`.
+    fn victim(&self, keep: &BlobId) -> Option<BlobId> {
+        self.by_age
+            .iter()
+            .map(|(_, id)| *id)
+            .find(|id| id != keep && !self.pins.contains(id))
+    }
+}
+
+/// Counters and gauges the disk tier reports to (noop handles by default).
+#[derive(Clone)]
+pub struct DiskMetrics {
+    pub integrity_failures: metrics::Counter,
+    pub evictions: metrics::Counter,
+    pub write_errors: metrics::Counter,
+    pub bytes: metrics::Gauge,
+    pub entries: metrics::Gauge,
+    pub indexed_at_start: metrics::Gauge,
+}
+
+impl Default for DiskMetrics {
+    fn default() -> Self {
+        Self {
+            integrity_failures: metrics::Counter::noop(),
+            evictions: metrics::Counter::noop(),
+            write_errors: metrics::Counter::noop(),
+            bytes: metrics::Gauge::noop(),
+            entries: metrics::Gauge::noop(),
+            indexed_at_start: metrics::Gauge::noop(),
+        }
+    }
+}
+
+/// A snapshot of the disk tier for `/admin/cache` and `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiskStats {
+    pub entries: usize,
+    pub bytes: u64,
+    pub capacity: u64,
+    pub pinned: usize,
+    pub index_ready: bool,
+    pub indexed_at_start: u64,
+    /// Most used entries: (Blob ID, length, hits).
+    pub top: Vec<(BlobId, u64, u64)>,
+}
+
+/// The disk tier. Cheap to share (`Arc`).
+pub struct DiskCache {
+    root: PathBuf,
+    capacity: u64,
+    index: Mutex<Index>,
+    index_ready: AtomicBool,
+    indexed_at_start: AtomicU64,
+    metrics: DiskMetrics,
+}
+
+impl DiskCache {
+    /// Open (creating) the cache under `root`, bounded to `capacity` bytes. Removes leftover
+    /// temporary files, loads pins, and starts rebuilding the index in the background.
+    pub fn open(root: &Path, capacity: u64, metrics: DiskMetrics) -> Result<Arc<Self>, DiskError> {
+        for dir in ["blobs", "tmp", "quarantine"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        for leftover in fs::read_dir(root.join("tmp"))? {
+            let path = leftover?.path();
+            tracing::info!(path = %path.display(), "removing a partial blob left by an earlier run");
+            let _ = fs::remove_file(&path);
+        }
+        let index = Index {
+            pins: load_pins(&root.join("pins.json")),
+            ..Index::default()
+        };
+        let cache = Arc::new(Self {
+            root: root.to_path_buf(),
+            capacity,
+            index: Mutex::new(index),
+            index_ready: AtomicBool::new(false),
+            indexed_at_start: AtomicU64::new(0),
+            metrics,
+        });
+        let background = Arc::clone(&cache);
+        std::thread::Builder::new()
+            .name("disk-cache-index".into())
+            .spawn(move || background.rebuild_index())?;
+        Ok(cache)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index half-updated in a way that
+        // matters more than losing the cache, so keep serving.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path_of(&self, id: &BlobId) -> PathBuf {
+        let name = id.to_string();
+        self.root.join("blobs").join(&name[..2]).join(name)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Whether the background index rebuild has finished.
+    pub fn index_ready(&self) -> bool {
+        self.index_ready.load(Ordering::Acquire)
+    }
+
+    /// Blobs indexed by the rebuild so far.
+    pub fn indexed_at_start(&self) -> u64 {
+        self.indexed_at_start.load(Ordering::Relaxed)
+    }
+
+    fn rebuild_index(&self) {
+        let mut found: Vec<(SystemTime, BlobId, u64, u64)> = Vec::new();
+        let shards = match fs::read_dir(self.root.join("blobs")) {
+            Ok(shards) => shards,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the disk cache; it starts empty");
+                self.index_ready.store(true, Ordering::Release);
+                return;
+            }
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<BlobId>().ok())
+                else {
+                    tracing::warn!(path = %path.display(), "ignoring a file that is not named by a Blob ID");
+                    continue;
+                };
+                match read_header(&path, &id) {
+                    Ok((header, file_size)) => {
+                        let mtime = file
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .unwrap_or(SystemTime::UNIX_EPOCH);
+                        found.push((mtime, id, header.len, file_size));
+                    }
+                    Err(e) => self.quarantine(&id, &e.to_string()),
+                }
+            }
+        }
+        // Oldest first, so the oldest get the smallest ticks and are evicted first.
+        found.sort();
+        for (_, id, len, file_size) in found {
+            let mut index = self.lock();
+            if !index.entries.contains_key(&id) {
+                let tick = index.next_tick();
+                index.insert(id, len, file_size, tick);
+            }
+            drop(index);
+            let indexed = self.indexed_at_start.fetch_add(1, Ordering::Relaxed) + 1;
+            self.metrics.indexed_at_start.set(indexed as f64);
+        }
+        self.index_ready.store(true, Ordering::Release);
+        self.enforce_bound(None);
+        self.publish_gauges();
+        tracing::info!(
+            entries = self.indexed_at_start(),
+            "disk cache index rebuilt"
+        );
+    }
+
+    fn publish_gauges(&self) {
+        let index = self.lock();
+        self.metrics.bytes.set(index.total as f64);
+        self.metrics.entries.set(index.entries.len() as f64);
+    }
+
+    /// The length of a cached blob, if it is indexed.
+    pub fn len_of(&self, id: &BlobId) -> Option<u64> {
+        self.lock().entries.get(id).map(|e| e.len)
+    }
+
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.lock().entries.contains_key(id)
+    }
+
+    /// Start writing `id` (of `len` bytes) to a temporary file.
+    pub fn writer(self: &Arc<Self>, id: BlobId, len: u64) -> Result<DiskWriter, DiskError> {
+        let needed = file_size_for(len);
+        if needed > self.capacity {
+            return Err(DiskError::TooLarge {
+                needed,
+                capacity: self.capacity,
+            });
+        }
+        let unique = format!(
+            "{id}.{}.{}.tmp",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let temp_path = self.root.join("tmp").join(unique);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)?;
+        let result = file.write_all(&[0u8; HEADER_LEN as usize]);
+        let ticket = {
+            let mut index = self.lock();
+            let ticket = index.next_tick();
+            index.writing.insert(id, ticket);
+            ticket
+        };
+        let writer = DiskWriter {
+            cache: Arc::clone(self),
+            ticket,
+            id,
+            len,
+            temp_path,
+            file: Some(file),
+            written: 0,
+            content_hash: blake3::Hasher::new(),
+            chunk_hash: blake3::Hasher::new(),
+            chunk_fill: 0,
+            table: Vec::with_capacity(chunk_count(len) as usize * 32),
+        };
+        result?;
+        Ok(writer)
+    }
+
+    /// Write a whole blob (already verified) in one call; failures are counted.
+    pub fn insert(self: &Arc<Self>, id: BlobId, chunks: &[Bytes]) -> Result<(), DiskError> {
+        let result = (|| {
+            let len = chunks.iter().map(|c| c.len() as u64).sum();
+            let mut writer = self.writer(id, len)?;
+            for chunk in chunks {
+                writer.write(chunk)?;
+            }
+            writer.commit()
+        })();
+        if result.is_err() {
+            self.metrics.write_errors.increment(1);
+        }
+        result
+    }
+
+    /// Open `range` of a cached blob for reading: `Ok(None)` when it is not indexed. The header,
+    /// the file size and the chunk table are checked here; every chunk is checked as it is read.
+    pub fn reader(
+        self: &Arc<Self>,
+        id: &BlobId,
+        range: Range<u64>,
+    ) -> Result<Option<DiskReader>, DiskError> {
+        let len = {
+            let mut index = self.lock();
+            let Some(entry) = index.entries.get(id) else {
+                return Ok(None);
+            };
+            let len = entry.len;
+            index.touch(id);
+            len
+        };
+        let path = self.path_of(id);
+        let opened = (|| -> Result<DiskReader, DiskError> {
+            let (header, _) = read_header(&path, id)?;
+            if header.len != len {
+                return Err(corrupt(id, "length differs from the index"));
+            }
+            if range.start > range.end || range.end > len {
+                return Err(DiskError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "range outside the blob",
+                )));
+            }
+            Ok(DiskReader {
+                cache: Arc::clone(self),
+                id: *id,
+                file: header.file,
+                table: header.table,
+                chunk_size: u64::from(header.chunk_size),
+                len: header.len,
+                next: range.start,
+                end: range.end,
+            })
+        })();
+        match opened {
+            Ok(reader) => Ok(Some(reader)),
+            Err(DiskError::Corrupt { blob_id, reason }) => {
+                self.quarantine(&blob_id, &reason);
+                Err(DiskError::Corrupt { blob_id, reason })
+            }
+            Err(DiskError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // Deleted behind our back: forget it.
+                self.lock().remove(id);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Move a bad file aside and forget it; counted as an integrity failure.
+    pub fn quarantine(&self, id: &BlobId, reason: &str) {
+        tracing::error!(blob_id = %id, reason, "disk cache file failed its integrity check; quarantined");
+        self.metrics.integrity_failures.increment(1);
+        self.lock().remove(id);
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let target = self.root.join("quarantine").join(format!("{id}.{stamp}"));
+        if fs::rename(self.path_of(id), &target).is_err() {
+            let _ = fs::remove_file(self.path_of(id));
+        }
+        prune_oldest(&self.root.join("quarantine"), QUARANTINE_KEEP);
+        self.publish_gauges();
+    }
+
+    /// Remove a blob from the disk tier (admin purge). Returns whether it was cached.
+    pub fn purge(&self, id: &BlobId) -> Result<bool, DiskError> {
+        let was = {
+            let mut index = self.lock();
+            let writing = index.writing.remove(id).is_some();
+            index.remove(id).is_some() || writing
+        };
+        match fs::remove_file(self.path_of(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.publish_gauges();
+        Ok(was)
+    }
+
+    /// Pin or unpin a blob: pinned blobs are never evicted. Persisted across restarts.
+    pub fn set_pinned(&self, id: BlobId, pinned: bool) -> Result<bool, DiskError> {
+        let (changed, pins) = {
+            let mut index = self.lock();
+            let changed = if pinned {
+                index.pins.insert(id)
+            } else {
+                index.pins.remove(&id)
+            };
+            (
+                changed,
+                index.pins.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        if changed {
+            let body =
+                serde_json::to_vec_pretty(&pins).map_err(|e| DiskError::Io(io::Error::other(e)))?;
+            write_atomically(&self.root.join("pins.json"), &self.root.join("tmp"), &body)?;
+        }
+        Ok(changed)
+    }
+
+    pub fn is_pinned(&self, id: &BlobId) -> bool {
+        self.lock().pins.contains(id)
+    }
+
+    pub fn stats(&self, top: usize) -> DiskStats {
+        let index = self.lock();
+        let mut entries: Vec<(BlobId, u64, u64)> = index
+            .entries
+            .iter()
+            .map(|(id, e)| (*id, e.len, e.hits))
+            .collect();
+        entries.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
+        entries.truncate(top);
+        DiskStats {
+            entries: index.entries.len(),
+            bytes: index.total,
+            capacity: self.capacity,
+            pinned: index.pins.len(),
+            index_ready: self.index_ready(),
+            indexed_at_start: self.indexed_at_start(),
+            top: entries,
+        }
+    }
+
+    /// Evict least-recently-used unpinned blobs until the total fits the bound.
+    fn enforce_bound(&self, keep: Option<BlobId>) {
+        let keep = keep.unwrap_or(BlobId([0; 32]));
+        loop {
+            let victim = {
+                let mut index = self.lock();
+                if index.total <= self.capacity {
+                    break;
+                }
+                let Some(victim) = index.victim(&keep) else {
+                    tracing::warn!(
+                        total = index.total,
+                        capacity = self.capacity,
+                        "disk cache over its bound, but everything left is pinned"
+                    );
+                    break;
+                };
+                index.remove(&victim);
+                victim
+            };
+            self.metrics.evictions.increment(1);
+            if let Err(e) = fs::remove_file(self.path_of(&victim)) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(blob_id = %victim, error = %e, "could not delete an evicted blob");
+                }
+            }
+        }
+        self.publish_gauges();
+    }
+}
+
+/// A blob being written to a temporary file. Dropping it without `commit` deletes the file.
+pub struct DiskWriter {
+    cache: Arc<DiskCache>,
+    /// This writer's registration in `Index::writing`.
+    ticket: u64,
+    id: BlobId,
+    len: u64,
+    temp_path: PathBuf,
+    file: Option<File>,
+    written: u64,
+    content_hash: blake3::Hasher,
+    chunk_hash: blake3::Hasher,
+    chunk_fill: u64,
+    table: Vec<u8>,
+}
+
+impl DiskWriter {
+    /// Append content bytes.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), DiskError> {
+        if self.written + data.len() as u64 > self.len {
+            return Err(DiskError::WrongLength {
+                blob_id: self.id,
+                written: self.written + data.len() as u64,
+                expected: self.len,
+            });
+        }
+        let file = self.file.as_mut().expect("file is open until commit");
+        file.write_all(data)?;
+        self.content_hash.update(data);
+        self.written += data.len() as u64;
+        while !data.is_empty() {
+            let room = (u64::from(CHUNK_SIZE) - self.chunk_fill) as usize;
+            let take = room.min(data.len());
+            self.chunk_hash.update(&data[..take]);
+            self.chunk_fill += take as u64;
+            data = &data[take..];
+            if self.chunk_fill == u64::from(CHUNK_SIZE) {
+                self.finish_chunk();
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_chunk(&mut self) {
+        self.table
+            .extend_from_slice(self.chunk_hash.finalize().as_bytes());
+        self.chunk_hash.reset();
+        self.chunk_fill = 0;
+    }
+
+    /// Finish the file, fsync it, rename it into place and index it, evicting to stay bounded.
+    pub fn commit(mut self) -> Result<(), DiskError> {
+        if self.written != self.len {
+            return Err(DiskError::WrongLength {
+                blob_id: self.id,
+                written: self.written,
+                expected: self.len,
+            });
+        }
+        if self.chunk_fill > 0 {
+            self.finish_chunk();
+        }
+        let header = encode_header(
+            &self.id,
+            self.len,
+            self.content_hash.finalize().as_bytes(),
+            &self.table,
+        );
+        let mut file = self.file.take().expect("file is open until commit");
+        file.write_all(&self.table)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&header)?;
+        file.sync_all()?;
+        drop(file);
+        let target = self.cache.path_of(&self.id);
+        let dir = target.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir)?;
+        {
+            // Rename and index under the lock, so a purge is either before (and cancels this
+            // writer) or after (and deletes the file).
+            let mut index = self.cache.lock();
+            if index.writing.get(&self.id) != Some(&self.ticket) {
+                tracing::debug!(blob_id = %self.id, "blob purged while being written; discarding");
+                return Ok(());
+            }
+            index.writing.remove(&self.id);
+            // Make room first, so neither the index nor the directory goes over the bound.
+            let needed = file_size_for(self.len);
+            index.remove(&self.id);
+            while index.total + needed > self.cache.capacity {
+                let Some(victim) = index.victim(&self.id) else {
+                    break;
+                };
+                index.remove(&victim);
+                self.cache.metrics.evictions.increment(1);
+                if let Err(e) = fs::remove_file(self.cache.path_of(&victim)) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(blob_id = %victim, error = %e, "could not delete an evicted blob");
+                    }
+                }
+            }
+            fs::rename(&self.temp_path, &target)?;
+            let tick = index.next_tick();
+            index.insert(self.id, self.len, needed, tick);
+        }
+        File::open(dir)?.sync_all()?;
+        self.cache.enforce_bound(Some(self.id));
+        Ok(())
+    }
+}
+
+impl Drop for DiskWriter {
+    fn drop(&mut self) {
+        {
+            let mut index = self.cache.lock();
+            if index.writing.get(&self.id) == Some(&self.ticket) {
+                index.writing.remove(&self.id);
+            }
+        }
+        if self.file.is_some() || self.temp_path.exists() {
+            self.file = None;
+            let _ = fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Reads a byte range of a cached blob, one checked chunk at a time.
+pub struct DiskReader {
+    cache: Arc<DiskCache>,
+    id: BlobId,
+    file: File,
+    table: Vec<u8>,
+    chunk_size: u64,
+    /// Blob length, from the checked header.
+    len: u64,
+    next: u64,
+    end: u64,
+}
+
+impl DiskReader {
+    /// The next verified piece of the range, `Ok(None)` at the end. A chunk whose BLAKE3 does
+    /// not match quarantines the file and returns `Corrupt` before any of its bytes are returned.
+    pub fn next_chunk(&mut self) -> Result<Option<Bytes>, DiskError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let chunk = self.next / self.chunk_size;
+        let chunk_start = chunk * self.chunk_size;
+        let chunk_end = (chunk_start + self.chunk_size).min(self.len);
+        let mut buf = vec![0u8; (chunk_end - chunk_start) as usize];
+        let read = self
+            .file
+            .seek(SeekFrom::Start(HEADER_LEN + chunk_start))
+            .and_then(|_| self.file.read_exact(&mut buf));
+        if let Err(e) = read {
+            let reason = format!("chunk {chunk} unreadable: {e}");
+            self.cache.quarantine(&self.id, &reason);
+            return Err(corrupt(&self.id, &reason));
+        }
+        let expected = &self.table[chunk as usize * 32..chunk as usize * 32 + 32];
+        if blake3::hash(&buf).as_bytes() != expected {
+            let reason = format!("chunk {chunk} fails its checksum");
+            self.cache.quarantine(&self.id, &reason);
+            return Err(corrupt(&self.id, &reason));
+        }
+        let from = (self.next - chunk_start) as usize;
+        let to = (self.end.min(chunk_end) - chunk_start) as usize;
+        self.next = chunk_start + to as u64;
+        let mut out = Bytes::from(buf);
+        if from > 0 || to < out.len() {
+            out = out.slice(from..to);
+        }
+        Ok(Some(out))
+    }
+
+    /// The same open file, narrowed to `[start, end)` of the blob.
+    pub fn restrict(mut self, start: u64, end: u64) -> Result<Self, DiskError> {
+        if start > end || end > self.len {
+            return Err(DiskError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range outside the blob",
+            )));
+        }
+        self.next = start;
+        self.end = end;
+        Ok(self)
+    }
+
+    /// Read the whole range into one buffer (for promotion to memory).
+    pub fn read_all(mut self) -> Result<Bytes, DiskError> {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = self.next_chunk()? {
+            chunks.push(chunk);
+        }
+        Ok(match chunks.len() {
+            1 => chunks.pop().expect("one chunk"),
+            _ => Bytes::from(chunks.concat()),
+        })
+    }
+}
+
+struct Header {
+    len: u64,
+    chunk_size: u32,
+    table: Vec<u8>,
+    file: File,
+}
+
+fn corrupt(id: &BlobId, reason: &str) -> DiskError {
+    DiskError::Corrupt {
+        blob_id: *id,
+        reason: reason.to_string(),
+    }
+}
+
+fn chunk_count(len: u64) -> u64 {
+    len.div_ceil(u64::from(CHUNK_SIZE))
+}
+
+fn file_size_for(len: u64) -> u64 {
+    HEADER_LEN + len + 32 * chunk_count(len)
+}
+
+fn encode_header(
+    id: &BlobId,
+    len: u64,
+    content_hash: &[u8; 32],
+    table: &[u8],
+) -> [u8; HEADER_LEN as usize] {
+    let mut header = [0u8; HEADER_LEN as usize];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..40].copy_from_slice(&id.0);
+    header[40..48].copy_from_slice(&len.to_le_bytes());
+    header[48..52].copy_from_slice(&CHUNK_SIZE.to_le_bytes());
+    header[56..88].copy_from_slice(content_hash);
+    let mut check = blake3::Hasher::new();
+    check.update(&header[..88]);
+    check.update(table);
+    header[88..120].copy_from_slice(check.finalize().as_bytes());
+    header
+}
+
+/// Open a cached file and check its header, size and chunk table against `id`.
+fn read_header(path: &Path, id: &BlobId) -> Result<(Header, u64), DiskError> {
+    let mut file = File::open(path)?;
+    let file_size = file.metadata()?.len();
+    let mut header = [0u8; HEADER_LEN as usize];
+    if file_size < HEADER_LEN {
+        return Err(corrupt(id, "shorter than its header"));
+    }
+    file.read_exact(&mut header)?;
+    if header[..8] != MAGIC {
+        return Err(corrupt(id, "unknown magic or format version"));
+    }
+    if header[8..40] != id.0 {
+        return Err(corrupt(id, "header names another blob"));
+    }
+    let len = u64::from_le_bytes(header[40..48].try_into().expect("8 bytes"));
+    let chunk_size = u32::from_le_bytes(header[48..52].try_into().expect("4 bytes"));
+    if chunk_size != CHUNK_SIZE {
+        return Err(corrupt(id, "unexpected chunk size"));
+    }
+    let expected_size = len
+        .checked_add(HEADER_LEN)
+        .and_then(|s| s.checked_add(32 * chunk_count(len)));
+    if expected_size != Some(file_size) {
+        return Err(corrupt(
+            id,
+            &format!("file is {file_size} bytes, its header implies {expected_size:?}"),
+        ));
+    }
+    let mut table = vec![0u8; (32 * chunk_count(len)) as usize];
+    file.seek(SeekFrom::Start(HEADER_LEN + len))?;
+    file.read_exact(&mut table)?;
+    let mut check = blake3::Hasher::new();
+    check.update(&header[..88]);
+    check.update(&table);
+    if check.finalize().as_bytes()[..] != header[88..120] {
+        return Err(corrupt(id, "header or chunk table fails its checksum"));
+    }
+    Ok((
+        Header {
+            len,
+            chunk_size,
+            table,
+            file,
+        },
+        file_size,
+    ))
+}
+
+fn load_pins(path: &Path) -> HashSet<BlobId> {
+    let Ok(bytes) = fs::read(path) else {
+        return HashSet::new();
+    };
+    match serde_json::from_slice::<Vec<String>>(&bytes) {
+        Ok(ids) => ids.iter().filter_map(|s| s.parse().ok()).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "pins file is unreadable; starting with no pins");
+            HashSet::new()
+        }
+    }
+}
+
+/// Write `body` to `path` via a fsynced temporary file in `tmp_dir` and a rename.
+pub fn write_atomically(path: &Path, tmp_dir: &Path, body: &[u8]) -> io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = tmp_dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let mut file = File::create(&temp)?;
+    file.write_all(body)?;
+    file.sync_all()?;
+    fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn prune_oldest(dir: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= keep {
+        return;
+    }
+    files.sort();
+    for (_, path) in &files[..files.len() - keep] {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use codec::BlobId;
+    use std::time::{Duration, Instant};
+
+    fn id(n: u8) -> BlobId {
+        BlobId([n; 32])
+    }
+
+    fn content(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn wait_ready(cache: &DiskCache) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cache.index_ready() {
+            assert!(Instant::now() < deadline, "index rebuild did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn open(dir: &std::path::Path, capacity: u64) -> Arc<DiskCache> {
+        let cache = DiskCache::open(dir, capacity, DiskMetrics::default()).unwrap();
+        wait_ready(&cache);
+        cache
+    }
+
+    fn read(
+        cache: &Arc<DiskCache>,
+        id: &BlobId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>, DiskError> {
+        let Some(mut reader) = cache.reader(id, range)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.next_chunk()? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out))
+    }
+
+    fn file_of(dir: &std::path::Path, id: &BlobId) -> std::path::PathBuf {
+        let name = id.to_string();
+        dir.join("blobs").join(&name[..2]).join(name)
+    }
+
+    #[test]
+    fn round_trips_whole_blobs_and_ranges_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let len = 2 * CHUNK_SIZE as usize + 12345;
+        let data = content(len, 3);
+        let mut writer = cache.writer(id(1), len as u64).unwrap();
+        for piece in data.chunks(100_000) {
+            writer.write(piece).unwrap();
+        }
+        writer.commit().unwrap();
+        assert_eq!(read(&cache, &id(1), 0..len as u64).unwrap().unwrap(), data);
+        for (a, b) in [
+            (0u64, 1u64),
+            (5, 5),
+            (1_048_570, 1_048_590),
+            (len as u64 - 1, len as u64),
+            (100, 2_100_000),
+        ] {
+            assert_eq!(
+                read(&cache, &id(1), a..b).unwrap().unwrap(),
+                &data[a as usize..b as usize],
+                "{a}..{b}"
+            );
+        }
+        // Empty blob.
+        cache.insert(id(2), &[]).unwrap();
+        assert_eq!(
+            read(&cache, &id(2), 0..0).unwrap().unwrap(),
+            Vec::<u8>::new()
+        );
+        assert_eq!(cache.len_of(&id(2)), Some(0));
+        assert!(read(&cache, &id(9), 0..1).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_flipped_byte_is_never_served_and_the_file_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let len = CHUNK_SIZE as usize + 10;
+        let data = content(len, 5);
+        // Flip a content byte in the second chunk, in the table, and in the header.
+        for (n, offset) in [
+            (1u8, 128 + CHUNK_SIZE as u64 + 3),
+            (2, 128 + len as u64 + 40),
+            (3, 60),
+        ] {
+            cache.insert(id(n), &[Bytes::from(data.clone())]).unwrap();
+            let path = file_of(dir.path(), &id(n));
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[offset as usize] ^= 0x10;
+            std::fs::write(&path, bytes).unwrap();
+            let result = cache.reader(&id(n), 0..len as u64);
+            match result {
+                Err(DiskError::Corrupt { .. }) => {}
+                Ok(Some(mut reader)) => {
+                    // Content corruption: the first chunk is good, the second never comes out.
+                    let first = reader.next_chunk().unwrap().unwrap();
+                    assert_eq!(&first[..], &data[..CHUNK_SIZE as usize]);
+                    assert!(matches!(
+                        reader.next_chunk(),
+                        Err(DiskError::Corrupt { .. })
+                    ));
+                }
+                other => panic!(
+                    "case {n}: corrupt file was not detected: {:?}",
+                    other.map(|r| r.is_some())
+                ),
+            }
+            assert!(!cache.contains(&id(n)), "case {n}: still indexed");
+            assert!(!path.exists(), "case {n}: not moved aside");
+            assert!(read(&cache, &id(n), 0..1).unwrap().is_none());
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("quarantine"))
+                .unwrap()
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_short_file_is_detected_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        cache
+            .insert(id(1), &[Bytes::from(content(5000, 1))])
+            .unwrap();
+        let path = file_of(dir.path(), &id(1));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(
+            cache.reader(&id(1), 0..10),
+            Err(DiskError::Corrupt { .. })
+        ));
+        assert!(!cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn restart_rebuilds_the_index_and_drops_partial_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = open(dir.path(), 1 << 30);
+            for n in 1..=20u8 {
+                cache
+                    .insert(id(n), &[Bytes::from(content(1000 + usize::from(n), n))])
+                    .unwrap();
+            }
+            // A fill that never committed (a crash mid-write leaves exactly this).
+            let mut partial = cache.writer(id(99), 10_000).unwrap();
+            partial.write(&content(5000, 9)).unwrap();
+            std::mem::forget(partial);
+            // A committed file corrupted while the gateway was down.
+            let path = file_of(dir.path(), &id(7));
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[200] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            1
+        );
+        let cache = open(dir.path(), 1 << 30);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert!(!cache.contains(&id(99)));
+        assert_eq!(cache.indexed_at_start(), 20);
+        for n in 1..=20u8 {
+            let got = read(&cache, &id(n), 0..1000 + u64::from(n));
+            if n == 7 {
+                // Header and table are intact, so the rebuild indexed it; the chunk check catches it.
+                assert!(matches!(got, Err(DiskError::Corrupt { .. })));
+            } else {
+                assert_eq!(got.unwrap().unwrap(), content(1000 + usize::from(n), n));
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_holds_and_pinned_blobs_survive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = 100_000usize;
+        let per_file = 128 + blob as u64 + 32;
+        let cache = open(dir.path(), per_file * 5);
+        cache.set_pinned(id(1), true).unwrap();
+        for n in 1..=30u8 {
+            cache
+                .insert(id(n), &[Bytes::from(content(blob, n))])
+                .unwrap();
+            let stats = cache.stats(0);
+            assert!(
+                stats.bytes <= per_file * 5,
+                "bound exceeded after {n}: {}",
+                stats.bytes
+            );
+            // Keep blob 2 hot: it is used after every insert and must not be the LRU victim.
+            if n >= 2 {
+                assert!(
+                    read(&cache, &id(2), 0..1).unwrap().is_some(),
+                    "hot blob evicted at {n}"
+                );
+            }
+        }
+        assert!(cache.contains(&id(1)), "pinned blob was evicted");
+        assert!(cache.contains(&id(30)));
+        assert!(!cache.contains(&id(3)));
+        let on_disk = walk_files(&dir.path().join("blobs"));
+        assert_eq!(on_disk, 5);
+        // Pins persist across a restart.
+        drop(cache);
+        let cache = open(dir.path(), per_file * 5);
+        assert!(cache.is_pinned(&id(1)));
+        assert!(matches!(
+            cache.writer(id(50), per_file * 5),
+            Err(DiskError::TooLarge { .. })
+        ));
+    }
+
+    fn walk_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk_files(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn an_unwritable_cache_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        // Replace tmp/ with a file: creating temporary files now fails, as on a broken disk.
+        std::fs::remove_dir(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp"), b"not a directory").unwrap();
+        assert!(matches!(cache.writer(id(1), 10), Err(DiskError::Io(_))));
+        assert!(!cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn a_purge_during_a_write_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let mut writer = cache.writer(id(1), 3).unwrap();
+        writer.write(b"abc").unwrap();
+        assert!(cache.purge(&id(1)).unwrap());
+        writer.commit().unwrap();
+        assert!(!cache.contains(&id(1)));
+        assert_eq!(walk_files(&dir.path().join("blobs")), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        // A later write of the same blob is not affected.
+        cache.insert(id(1), &[Bytes::from_static(b"abc")]).unwrap();
+        assert!(cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn wrong_lengths_are_refused_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let mut w = cache.writer(id(1), 10).unwrap();
+        assert!(matches!(
+            w.write(&[0u8; 11]),
+            Err(DiskError::WrongLength { .. })
+        ));
+        w.write(&[0u8; 5]).unwrap();
+        assert!(matches!(w.commit(), Err(DiskError::WrongLength { .. })));
+        assert!(!cache.contains(&id(1)));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(walk_files(&dir.path().join("blobs")), 0);
+    }
+
+    #[test]
+    fn thousands_of_entries_are_reindexed_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = open(dir.path(), 1 << 40);
+            for n in 0..2000u32 {
+                let mut bytes = [0u8; 32];
+                bytes[..4].copy_from_slice(&n.to_le_bytes());
+                cache
+                    .insert(BlobId(bytes), &[Bytes::from(n.to_le_bytes().to_vec())])
+                    .unwrap();
+            }
+        }
+        let cache = open(dir.path(), 1 << 40);
+        assert_eq!(cache.stats(0).entries, 2000);
+    }
+}
