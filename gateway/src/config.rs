@@ -48,6 +48,14 @@ pub struct GatewayConfig {
     pub disk_cache_bytes: u64,
     /// Bearer token of the admin API (`/admin/...`); `None`: no admin API at all.
     pub admin_token: Option<String>,
+    /// Whether `PUT /v1/blobs` publishes (otherwise 403).
+    pub publish_enabled: bool,
+    /// Bearer token required by `PUT /v1/blobs`; `None`: open.
+    pub publish_token: Option<String>,
+    /// Largest upload (413 beyond, before reading when the length is declared).
+    pub max_upload: u64,
+    /// Uploads above this size wait in a temporary file instead of memory.
+    pub upload_spool_threshold: u64,
     /// Seconds clients are told to wait after a 503 or 429.
     pub retry_after_secs: u32,
     /// How long shutdown waits for in-flight requests before closing connections.
@@ -75,6 +83,10 @@ impl Default for GatewayConfig {
             cache_dir: None,
             disk_cache_bytes: 50 << 30,
             admin_token: None,
+            publish_enabled: true,
+            publish_token: None,
+            max_upload: 1 << 30,
+            upload_spool_threshold: 64 << 20,
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),
         }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod disk;
 pub mod fill;
 pub mod nodes;
+pub mod publish;
 pub mod server;
 pub mod telemetry;
 

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use codec::{BlobId, SliverKind};
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -177,7 +177,7 @@ const ERROR_BODY_LIMIT: usize = 4096;
 /// Pooled HTTP client for storage nodes.
 #[derive(Clone)]
 pub struct NodeClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Default for NodeClient {
@@ -247,7 +247,7 @@ impl NodeClient {
         let uri: Uri = url.parse().map_err(|_| NodeError::BadUrl(url.to_owned()))?;
         let request = Request::get(uri)
             .header(http::header::ACCEPT, "application/octet-stream")
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|_| NodeError::BadUrl(url.to_owned()))?;
         let response = self
             .client
@@ -275,6 +275,75 @@ impl NodeClient {
             status: status.as_u16(),
             reason,
         })
+    }
+}
+
+impl NodeClient {
+    /// PUT a BCS `body` to `url` within `timeout`: `Ok(true)` when the node already held it
+    /// (200), `Ok(false)` when it stored or buffered it (201/202).
+    pub async fn put(&self, url: &str, body: Bytes, timeout: Duration) -> Result<bool, NodeError> {
+        let exchange = async {
+            let uri: Uri = url.parse().map_err(|_| NodeError::BadUrl(url.to_owned()))?;
+            let request = Request::put(uri)
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .body(Full::new(body))
+                .map_err(|_| NodeError::BadUrl(url.to_owned()))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| NodeError::Transport(error_chain(&e)))?;
+            let status = response.status();
+            // Read the (small JSON) answer so the connection goes back to the pool.
+            let answer = read_limited(response.into_body(), ERROR_BODY_LIMIT)
+                .await
+                .unwrap_or_default();
+            match status {
+                StatusCode::OK => Ok(true),
+                StatusCode::CREATED | StatusCode::ACCEPTED => Ok(false),
+                other => Err(NodeError::Status {
+                    status: other.as_u16(),
+                    reason: envelope_reason(&answer).unwrap_or_else(|| {
+                        other.canonical_reason().unwrap_or("unknown").to_owned()
+                    }),
+                }),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(NodeError::Timeout(timeout)))
+    }
+
+    /// `PUT /v1/blobs/{id}/metadata` on `node`.
+    pub async fn put_metadata(
+        &self,
+        topology: &Topology,
+        node: usize,
+        blob_id: &BlobId,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<bool, NodeError> {
+        self.put(&topology.metadata_url(node, blob_id), body, timeout)
+            .await
+    }
+
+    /// `PUT /v1/blobs/{id}/slivers/{pair}/{kind}` on `node`.
+    pub async fn put_sliver(
+        &self,
+        topology: &Topology,
+        node: usize,
+        blob_id: &BlobId,
+        pair: u16,
+        kind: SliverKind,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<bool, NodeError> {
+        self.put(
+            &topology.sliver_url(node, blob_id, pair, kind),
+            body,
+            timeout,
+        )
+        .await
     }
 }
 

@@ -151,6 +151,15 @@ impl Telemetry {
         self.disk.clone()
     }
 
+    /// Count a publish and, when it succeeded, its bytes.
+    pub fn publish(&self, ok: bool, bytes: u64) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_publishes_total", "outcome" => if ok { "stored" } else { "failed" })
+                .increment(1);
+            metrics::counter!("gateway_published_bytes_total").increment(bytes);
+        });
+    }
+
     pub fn node_failure(&self, node: &str, reason: &'static str) {
         metrics::with_local_recorder(&self.recorder, || {
             metrics::counter!("gateway_node_failures_total", "node" => node.to_owned(), "reason" => reason)

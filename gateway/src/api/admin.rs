@@ -102,6 +102,10 @@ where
 }
 
 /// `Authorization: Bearer <token>`, compared without an early exit on the first wrong byte.
+pub(super) fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
+    authorized(headers, token)
+}
+
 fn authorized(headers: &http::HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)

@@ -29,6 +29,11 @@ pub enum ApiError {
     Unauthorized,
     #[error("the request body exceeds the {limit}-byte limit")]
     PayloadTooLarge { limit: u64 },
+    #[error("publishing is disabled on this gateway")]
+    PublishingDisabled,
+    /// A failed publish; `true` when too few shards confirmed (504), else an internal error.
+    #[error("{0}")]
+    Publish(String, bool),
     #[error("this gateway has no disk tier (start it with --cache-dir)")]
     NoDiskTier,
     #[error("method not allowed")]
@@ -70,6 +75,19 @@ impl ApiError {
                 "SIZE_EXCEEDED",
                 "BODY_TOO_LARGE",
             ),
+            ApiError::PublishingDisabled => (
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "PUBLISHING_DISABLED",
+            ),
+            ApiError::Publish(_, true) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "DEADLINE_EXCEEDED",
+                "INSUFFICIENT_CONFIRMATIONS",
+            ),
+            ApiError::Publish(_, false) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
+            }
             ApiError::NoDiskTier => (StatusCode::CONFLICT, "FAILED_PRECONDITION", "NO_DISK_TIER"),
             ApiError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,

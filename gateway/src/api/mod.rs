@@ -13,6 +13,7 @@ pub mod body;
 pub mod error;
 pub mod range;
 mod stream;
+mod upload;
 
 use crate::cache::{CachedBlob, DiskBlob, Hit, Tier};
 use crate::config::GatewayConfig;
@@ -36,6 +37,8 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub struct Api {
     /// Bearer token of `/admin/...`; `None`: the admin API does not exist.
     admin_token: Option<String>,
+    /// `PUT /v1/blobs`; `None`: publishing is disabled.
+    publish: Option<PublishSettings>,
     filler: Filler,
     telemetry: Arc<Telemetry>,
     slots: Arc<Semaphore>,
@@ -52,6 +55,16 @@ enum Want {
 }
 
 /// Where the blob's bytes will come from, once its length is known.
+/// How `PUT /v1/blobs` behaves.
+struct PublishSettings {
+    /// Bearer token required to publish; `None`: anyone may.
+    token: Option<String>,
+    max_upload: u64,
+    /// Bodies above this many bytes wait in a temporary file rather than memory.
+    spool_threshold: u64,
+    publish: crate::publish::PublishConfig,
+}
+
 enum Plan {
     Cached(CachedBlob, Tier),
     /// A large blob streaming from the disk tier.
@@ -75,6 +88,12 @@ impl Api {
     pub fn new(filler: Filler, telemetry: Arc<Telemetry>, config: &GatewayConfig) -> Self {
         Self {
             admin_token: config.admin_token.clone(),
+            publish: config.publish_enabled.then(|| PublishSettings {
+                token: config.publish_token.clone(),
+                max_upload: config.max_upload,
+                spool_threshold: config.upload_spool_threshold,
+                publish: crate::publish::PublishConfig::default(),
+            }),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -89,13 +108,19 @@ impl Api {
     /// Answer one request; never fails (errors become error responses).
     pub async fn handle<B>(&self, request: Request<B>) -> Result<Response<Body>, Infallible>
     where
-        B: HttpBody + Send + 'static,
+        B: HttpBody + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = request.uri().path().to_owned();
         let routed = if path.starts_with("/admin/") || path == "/admin" {
             admin::route(self, request).await
+        } else if path == "/v1/blobs" {
+            if request.method() == Method::PUT {
+                upload::put_blob(self, request).await
+            } else {
+                Err(ApiError::MethodNotAllowed { allow: "PUT" })
+            }
         } else {
             self.route(&request).await
         };

@@ -246,6 +246,11 @@ impl Filler {
         &self.inner.telemetry
     }
 
+    /// The pooled client for the storage nodes (the publisher writes through it too).
+    pub fn node_client(&self) -> &NodeClient {
+        &self.inner.client
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
     }
