@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod disk;
 pub mod fill;

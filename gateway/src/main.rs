@@ -25,6 +25,28 @@ struct Cli {
 enum Command {
     /// Serve the aggregator read API (`GET /v1/blobs/{id}`) with verified fills and a cache.
     Serve(Box<ServeArgs>),
+    /// Store files on Walrus through a gateway's `PUT /v1/blobs`; prints `<blob_id>  <file>`.
+    Put {
+        #[arg(long, default_value = "http://127.0.0.1:31415")]
+        gateway: String,
+        /// Bearer token, if the gateway requires one to publish.
+        #[arg(long, env = "WALRUS_GATEWAY_PUBLISH_TOKEN")]
+        token: Option<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Download a blob, verify it against its Blob ID, and write it (never unverified bytes).
+    Get {
+        #[arg(long, default_value = "http://127.0.0.1:31415")]
+        gateway: String,
+        /// Committee size the Blob ID is for; default: what the gateway reports on /status.
+        #[arg(long)]
+        n_shards: Option<u16>,
+        blob_id: String,
+        /// Output file (written atomically); default: standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print the Blob ID of a file (`-` reads standard input).
     BlobId {
         /// Shards in the committee the ID is for.
@@ -114,6 +136,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BlobId { n_shards, file } => blob_id(n_shards, &file),
+        Command::Put {
+            gateway,
+            token,
+            files,
+        } => put(&gateway, token.as_deref(), &files),
+        Command::Get {
+            gateway,
+            n_shards,
+            blob_id,
+            output,
+        } => get(&gateway, n_shards, &blob_id, output.as_deref()),
         Command::Serve(args) => serve(*args),
     };
     match result {
@@ -131,6 +164,47 @@ fn blob_id(n_shards: u16, file: &Path) -> anyhow::Result<()> {
     let bytes = read_limited(file, config.max_blob_size())?;
     println!("{}", codec::blob_id(n_shards, &bytes)?);
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn put(gateway: &str, token: Option<&str>, files: &[PathBuf]) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    for file in files {
+        // The gateway enforces its own limit; this only keeps a typo from reading a disk image.
+        let bytes = read_limited(file, 16 << 30)?;
+        let label = file.display().to_string();
+        let id = runtime
+            .block_on(gateway::client::put(gateway, token, &label, bytes.into()))
+            .with_context(|| format!("cannot store {label}"))?;
+        println!("{id}  {label}");
+    }
+    Ok(())
+}
+
+fn get(
+    gateway: &str,
+    n_shards: Option<u16>,
+    id: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let id: codec::BlobId = id
+        .parse()
+        .with_context(|| format!("{id:?} is not a Blob ID"))?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let n = match n_shards {
+            Some(n) => n,
+            None => gateway::client::n_shards(gateway).await?,
+        };
+        gateway::client::get(gateway, id, n, output).await?;
+        Ok(())
+    })
 }
 
 /// Read a file (or stdin for `-`), refusing more than `max` bytes.

@@ -327,17 +327,17 @@ impl NodeClient {
             .await
     }
 
-    /// `PUT /v1/blobs/{id}/slivers/{pair}/{kind}` on `node`.
+    /// `PUT /v1/blobs/{id}/slivers/{pair}/{kind}` on the node holding `pair`.
     pub async fn put_sliver(
         &self,
         topology: &Topology,
-        node: usize,
         blob_id: &BlobId,
         pair: u16,
         kind: SliverKind,
         body: Bytes,
         timeout: Duration,
     ) -> Result<bool, NodeError> {
+        let node = topology.node_for_pair(blob_id, pair);
         self.put(
             &topology.sliver_url(node, blob_id, pair, kind),
             body,

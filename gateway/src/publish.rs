@@ -238,20 +238,11 @@ impl NodeJob {
             ] {
                 let body = Bytes::from(bcs::encode_sliver(sliver));
                 let permit = permits.clone();
-                let (client, topology, node) =
-                    (self.client.clone(), self.topology.clone(), self.node);
+                let (client, topology) = (self.client.clone(), self.topology.clone());
                 tasks.spawn(async move {
                     let _permit = permit.acquire_owned().await.map_err(|e| e.to_string())?;
                     retry(attempts, || {
-                        client.put_sliver(
-                            &topology,
-                            node,
-                            &blob_id,
-                            pair,
-                            kind,
-                            body.clone(),
-                            timeout,
-                        )
+                        client.put_sliver(&topology, &blob_id, pair, kind, body.clone(), timeout)
                     })
                     .await
                     .map_err(|e| format!("{} sliver of pair {pair}: {e}", kind.as_str()))

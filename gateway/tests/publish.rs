@@ -225,3 +225,73 @@ async fn an_interrupted_upload_leaves_nothing_behind() {
     assert_eq!(ok.status, StatusCode::OK);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_put_and_get_commands_round_trip_and_refuse_unverified_bytes() {
+    let s = Scenario::start(10, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.bin");
+    let data = blob(123_456, 21);
+    std::fs::write(&file, &data).unwrap();
+    let gateway = format!("http://{}", s.addr);
+    let run = |args: Vec<std::ffi::OsString>| {
+        tokio::task::block_in_place(|| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let put = run(vec![
+        "put".into(),
+        "--gateway".into(),
+        gateway.clone().into(),
+        file.clone().into(),
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let line = String::from_utf8(put.stdout).unwrap();
+    let (id, name) = line.trim().split_once("  ").unwrap();
+    assert_eq!(name, file.display().to_string());
+    assert_eq!(id, codec::blob_id(10, &data).unwrap().to_string());
+
+    let out = dir.path().join("copy.bin");
+    let get = run(vec![
+        "get".into(),
+        "--gateway".into(),
+        gateway.clone().into(),
+        id.into(),
+        "-o".into(),
+        out.clone().into(),
+    ]);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+
+    // Told the wrong committee size, the bytes hash to another ID: nothing is written.
+    let wrong = dir.path().join("wrong.bin");
+    let refused = run(vec![
+        "get".into(),
+        "--gateway".into(),
+        gateway.into(),
+        "--n-shards".into(),
+        "13".into(),
+        id.into(),
+        "-o".into(),
+        wrong.clone().into(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("do not match"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!wrong.exists());
+    s.stop().await;
+}

@@ -146,7 +146,14 @@ impl Api {
         match segments.as_slice() {
             ["status"] => {
                 read_only(request.method())?;
-                Ok(text("OK".into(), "text/plain; charset=utf-8"))
+                // The body stays the aggregator's plain "OK"; the committee size rides in a header
+                // so clients (`walrus-gateway get`) can verify what they download.
+                let mut response = text("OK".into(), "text/plain; charset=utf-8");
+                let n = self.filler.topology().config().n_shards();
+                response
+                    .headers_mut()
+                    .insert("x-walrus-n-shards", HeaderValue::from(n));
+                Ok(response)
             }
             ["metrics"] => {
                 read_only(request.method())?;
