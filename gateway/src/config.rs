@@ -60,6 +60,18 @@ pub struct GatewayConfig {
     pub retry_after_secs: u32,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
+    /// Where to serve HTTP/1.1 and HTTP/2 over TLS (ALPN); `None`: no HTTPS listener.
+    pub https_listen: Option<SocketAddr>,
+    /// Where to serve HTTP/3 over QUIC (UDP); `None`: no HTTP/3. The TCP listeners then
+    /// advertise it with `Alt-Svc`.
+    pub h3_listen: Option<SocketAddr>,
+    /// Certificate and key of the HTTPS and HTTP/3 listeners (required by either).
+    pub tls: Option<crate::tls::TlsIdentity>,
+    /// Requests open at once on one HTTP/2 or HTTP/3 connection; the peer is told not to
+    /// open more.
+    pub max_streams_per_connection: u32,
+    /// An HTTP/3 connection silent this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -89,6 +101,11 @@ impl Default for GatewayConfig {
             upload_spool_threshold: 64 << 20,
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),
+            https_listen: None,
+            h3_listen: None,
+            tls: None,
+            max_streams_per_connection: 200,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! A read follows the modules in order: [`api`] (routes, headers, ranges, the one error mapping)
 //! → [`cache`] (verified blobs only) → [`fill`] (single-flight fills, sliver scheduling,
 //! verification and decoding off the reactor) → [`nodes`] (HTTP client for storage nodes) →
-//! `codec`. [`server`] accepts connections (HTTP/1.1 and h2c on one port) and drains them on
-//! shutdown; [`telemetry`] holds the per-gateway Prometheus metrics.
+//! `codec`. [`server`] accepts connections (HTTP/1.1 and h2c on one port, HTTP/1.1 and HTTP/2
+//! over TLS from [`tls`], HTTP/3 over QUIC in [`h3`]) and drains them on shutdown;
+//! [`telemetry`] holds the per-gateway Prometheus metrics.
 //!
 //! Guarantees: no byte reaches a client or the cache before the sliver or blob it belongs to was
 //! checked against the Blob ID; concurrent reads of one blob share one fill; every upstream call
@@ -17,10 +18,12 @@ pub mod client;
 pub mod config;
 pub mod disk;
 pub mod fill;
+pub mod h3;
 pub mod nodes;
 pub mod publish;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{GatewayConfig, SizeParseError};
 pub use server::{Gateway, RunningGateway, ServerError};

@@ -66,8 +66,37 @@ enum Consistency {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    #[arg(long, default_value = "127.0.0.1:31415")]
+    /// Plain HTTP/1.1 and h2c (for a local load balancer or sidecar).
+    #[arg(long, visible_alias = "listen", default_value = "127.0.0.1:31415")]
     bind: SocketAddr,
+    /// Also serve HTTP/1.1 and HTTP/2 over TLS here (needs a certificate).
+    #[arg(long)]
+    https_listen: Option<SocketAddr>,
+    /// Also serve HTTP/3 over QUIC on this UDP address (needs a certificate); TCP responses
+    /// then advertise it with Alt-Svc.
+    #[arg(long)]
+    h3_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for --https-listen and --h3-listen.
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Generate a self-signed certificate for local use and print its SHA-256 fingerprint.
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// Names the self-signed certificate is valid for (repeatable).
+    #[arg(long, default_values = ["localhost", "127.0.0.1", "::1"], requires = "tls_self_signed")]
+    tls_self_signed_name: Vec<String>,
+    /// Write the self-signed certificate (PEM) here, for clients' `--cacert`.
+    #[arg(long, requires = "tls_self_signed")]
+    tls_self_signed_out: Option<PathBuf>,
+    /// Requests open at once on one HTTP/2 or HTTP/3 connection.
+    #[arg(long, default_value_t = 200)]
+    max_streams_per_connection: u32,
+    /// Close an HTTP/3 connection silent for this long.
+    #[arg(long, default_value_t = 30_000)]
+    idle_timeout_ms: u64,
     /// Committee file (as storage-sim writes it). Without it, an embedded simulated network
     /// is started in this process.
     #[arg(long)]
@@ -265,6 +294,11 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_blob_size: args.max_blob_size,
         prefetch_slivers: !args.no_prefetch_slivers,
         stream_from_bytes: args.stream_from,
+        https_listen: args.https_listen,
+        h3_listen: args.h3_listen,
+        tls: tls_identity(&args)?,
+        max_streams_per_connection: args.max_streams_per_connection,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         ..GatewayConfig::default()
     };
     let (committee, network) = match &args.committee {
@@ -305,6 +339,12 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     };
     let gateway = Gateway::bind(config, committee).await?;
     println!("listening on http://{}", gateway.local_addr());
+    if let Some(addr) = gateway.https_addr() {
+        println!("listening on https://{addr}");
+    }
+    if let Some(addr) = gateway.h3_addr() {
+        println!("listening on HTTP/3 (UDP) {addr}");
+    }
     gateway.serve(shutdown_signal()).await;
     if let Some(network) = network {
         if let Ok(network) = std::sync::Arc::try_unwrap(network) {
@@ -312,6 +352,29 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The certificate of the TLS listeners: loaded from PEM files, or generated (its fingerprint
+/// printed and its PEM written where asked).
+fn tls_identity(args: &ServeArgs) -> anyhow::Result<Option<gateway::tls::TlsIdentity>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let identity = gateway::tls::TlsIdentity::from_pem_files(cert, key)?;
+        tracing::info!(sha256 = %identity.fingerprint(), "loaded the TLS certificate");
+        return Ok(Some(identity));
+    }
+    if !args.tls_self_signed {
+        return Ok(None);
+    }
+    let generated = gateway::tls::TlsIdentity::self_signed(&args.tls_self_signed_name)?;
+    if let Some(path) = &args.tls_self_signed_out {
+        std::fs::write(path, &generated.cert_pem)
+            .with_context(|| format!("cannot write the certificate to {}", path.display()))?;
+    }
+    println!(
+        "self-signed TLS certificate SHA-256 fingerprint {}",
+        generated.identity.fingerprint()
+    );
+    Ok(Some(generated.identity))
 }
 
 async fn shutdown_signal() {

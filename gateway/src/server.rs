@@ -1,25 +1,34 @@
-//! Accepting connections: one TCP port speaking HTTP/1.1 and h2c (HTTP/2 with prior knowledge),
-//! at most `max_connections` at a time, with header-read timeouts, and a graceful shutdown that
-//! stops accepting, lets in-flight responses finish for `shutdown_grace`, then closes the rest.
+//! Accepting connections on every listener the configuration enables, all answered by the same
+//! [`Api`]: the plain TCP port (HTTP/1.1 and h2c, HTTP/2 with prior knowledge), the HTTPS port
+//! (HTTP/1.1 and HTTP/2 over TLS, chosen by ALPN) and the HTTP/3 port (QUIC, in [`crate::h3`]).
+//! At most `max_connections` connections are open at once across all of them; headers (and TLS
+//! handshakes) must arrive within a timeout; when HTTP/3 is on, TCP responses advertise it with
+//! `Alt-Svc`. Shutdown stops accepting everywhere, lets in-flight responses finish for
+//! `shutdown_grace`, then closes the rest.
 
 use crate::api::Api;
 use crate::cache::BlobCache;
 use crate::config::GatewayConfig;
 use crate::disk::DiskCache;
 use crate::fill::{FillConfig, Filler};
+use crate::h3::{H3Error, H3Limits, H3Listener};
 use crate::nodes::{Topology, TopologyError};
 use crate::telemetry::Telemetry;
+use crate::tls::TlsError;
+use http::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use storage_sim::committee::Committee;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -33,24 +42,50 @@ pub enum ServerError {
     Committee(#[from] TopologyError),
     #[error("cannot open the disk cache: {0}")]
     DiskCache(#[from] crate::disk::DiskError),
+    #[error("HTTPS and HTTP/3 need a TLS certificate (--tls-cert/--tls-key or --tls-self-signed)")]
+    NoCertificate,
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("HTTP/3: {0}")]
+    H3(#[from] H3Error),
     #[error("the server task failed: {0}")]
     Task(String),
 }
 
-/// Time allowed for a client to send a request's headers.
+/// Time allowed for a client to send a request's headers (and, on HTTPS, to finish the TLS
+/// handshake before that).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTPS listener: a TCP port whose connections start with a TLS handshake.
+struct HttpsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+}
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     api: Arc<Api>,
     listener: TcpListener,
     addr: SocketAddr,
+    https: Option<HttpsListener>,
+    h3: Option<H3Listener>,
     telemetry: Arc<Telemetry>,
     config: GatewayConfig,
 }
 
+async fn bind_tcp(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
 impl Gateway {
-    /// Check the committee, build the cache and fill machinery, and bind the listener.
+    /// Check the committee, build the cache and fill machinery, and bind the listeners.
     pub async fn bind(config: GatewayConfig, committee: Committee) -> Result<Self, ServerError> {
         let topology = Topology::new(committee)?;
         let telemetry = Telemetry::new();
@@ -73,28 +108,61 @@ impl Gateway {
         };
         let filler = Filler::new(topology, fill_config, cache, telemetry.clone());
         let api = Arc::new(Api::new(filler, telemetry.clone(), &config));
-        let listener =
-            TcpListener::bind(config.bind)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.bind,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+        let needs_tls = config.https_listen.is_some() || config.h3_listen.is_some();
+        let identity = match (&config.tls, needs_tls) {
+            (Some(identity), true) => Some(identity),
+            (None, true) => return Err(ServerError::NoCertificate),
+            (_, false) => None,
+        };
+        let (listener, addr) = bind_tcp(config.bind).await?;
+        let https = match (config.https_listen, identity) {
+            (Some(https_addr), Some(identity)) => {
+                let (listener, addr) = bind_tcp(https_addr).await?;
+                let acceptor = TlsAcceptor::from(identity.https_config()?);
+                Some(HttpsListener {
+                    listener,
+                    addr,
+                    acceptor,
+                })
+            }
+            _ => None,
+        };
+        let h3 = match (config.h3_listen, identity) {
+            (Some(h3_addr), Some(identity)) => Some(H3Listener::bind(
+                h3_addr,
+                identity,
+                H3Limits {
+                    max_streams_per_connection: config.max_streams_per_connection,
+                    idle_timeout: config.idle_timeout,
+                    header_read_timeout: HEADER_READ_TIMEOUT,
+                },
+            )?),
+            _ => None,
+        };
         Ok(Self {
             api,
             listener,
             addr,
+            https,
+            h3,
             telemetry,
             config,
         })
     }
 
+    /// The plain HTTP/1.1 + h2c address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS address, when that listener is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|https| https.addr)
+    }
+
+    /// The HTTP/3 (UDP) address, when that listener is on.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3.as_ref().map(H3Listener::local_addr)
     }
 
     pub fn api(&self) -> &Arc<Api> {
@@ -107,6 +175,8 @@ impl Gateway {
             api,
             listener,
             addr,
+            https,
+            h3,
             telemetry,
             config,
         } = self;
@@ -125,52 +195,54 @@ impl Gateway {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .max_concurrent_streams(config.max_streams_per_connection);
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let (stop, stopped) = watch::channel(false);
+        let alt_svc = h3.as_ref().and_then(|h3| {
+            HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", h3.local_addr().port())).ok()
+        });
+        let h3_task = h3.map(|h3| {
+            tokio::spawn(h3.serve(
+                api.clone(),
+                connections.clone(),
+                stopped.clone(),
+                config.shutdown_grace,
+            ))
+        });
+        let tcp = TcpServing {
+            api: &api,
+            builder: &builder,
+            graceful: &graceful,
+            connections: &connections,
+            alt_svc,
+        };
         tracing::info!(%addr, "gateway listening (HTTP/1.1 and h2c)");
-        tokio::pin!(shutdown);
-        loop {
-            let slot = tokio::select! {
-                slot = connections.clone().acquire_owned() => slot,
-                () = &mut shutdown => break,
-            };
-            let Ok(slot) = slot else { break };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let api = api.clone();
-            let service = service_fn(move |request| {
-                let api = api.clone();
-                async move { api.handle(request).await }
-            });
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(slot);
-            });
-        }
-        drop(listener);
+        let plain = tcp.accept_loop(listener, None, stopped.clone());
+        let secure = async {
+            if let Some(https) = https {
+                tracing::info!(addr = %https.addr, "gateway listening (HTTPS: HTTP/1.1 and HTTP/2)");
+                tcp.accept_loop(https.listener, Some(https.acceptor), stopped.clone())
+                    .await;
+            }
+        };
+        let signal = async {
+            shutdown.await;
+            stop.send_replace(true);
+        };
+        tokio::join!(plain, secure, signal);
         tracing::info!("shutting down: draining in-flight requests");
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = graceful.shutdown() => tracing::info!("all TCP connections closed"),
             () = tokio::time::sleep(config.shutdown_grace) => {
                 tracing::warn!(grace = ?config.shutdown_grace, "grace period over; closing remaining connections");
+            }
+        }
+        if let Some(task) = h3_task {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "the HTTP/3 task failed");
             }
         }
         upkeep.abort();
@@ -179,6 +251,8 @@ impl Gateway {
     /// Serve in a background task until [`RunningGateway::shutdown`].
     pub fn spawn(self) -> RunningGateway {
         let addr = self.addr;
+        let https_addr = self.https_addr();
+        let h3_addr = self.h3_addr();
         let api = self.api.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.serve(async move {
@@ -186,6 +260,8 @@ impl Gateway {
         }));
         RunningGateway {
             addr,
+            https_addr,
+            h3_addr,
             api,
             shutdown: Some(tx),
             task,
@@ -196,6 +272,8 @@ impl Gateway {
 /// A gateway serving in the background.
 pub struct RunningGateway {
     addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    h3_addr: Option<SocketAddr>,
     api: Arc<Api>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -204,6 +282,14 @@ pub struct RunningGateway {
 impl RunningGateway {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3_addr
     }
 
     pub fn api(&self) -> &Arc<Api> {
@@ -227,4 +313,104 @@ impl Drop for RunningGateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// What the TCP accept loops share.
+struct TcpServing<'a> {
+    api: &'a Arc<Api>,
+    builder: &'a auto::Builder<TokioExecutor>,
+    graceful: &'a GracefulShutdown,
+    connections: &'a Arc<Semaphore>,
+    /// `Alt-Svc` advertising HTTP/3, when it is on.
+    alt_svc: Option<HeaderValue>,
+}
+
+impl TcpServing<'_> {
+    /// Accept on `listener` (TLS first when `tls` is set) until `stop` turns true.
+    async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let slot = tokio::select! {
+                slot = self.connections.clone().acquire_owned() => slot,
+                () = stopped(&mut stop) => break,
+            };
+            let Ok(slot) = slot else { break };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stopped(&mut stop) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let api = self.api.clone();
+            let alt_svc = self.alt_svc.clone();
+            let service = service_fn(move |request| {
+                let api = api.clone();
+                let alt_svc = alt_svc.clone();
+                async move {
+                    let Ok(mut response) = api.handle(request).await;
+                    if let Some(alt_svc) = alt_svc {
+                        response.headers_mut().insert(header::ALT_SVC, alt_svc);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let builder = self.builder.clone();
+            let watcher = self.graceful.watcher();
+            match tls.clone() {
+                None => {
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    let connection = watcher.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        drop(slot);
+                    });
+                }
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let connection = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        if let Err(e) = watcher.watch(connection).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        drop(slot);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

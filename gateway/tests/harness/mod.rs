@@ -147,6 +147,16 @@ impl Scenario {
             .expect("every shard has a node")
     }
 
+    /// The HTTPS listener's address, when the config enabled it.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().and_then(RunningGateway::https_addr)
+    }
+
+    /// The HTTP/3 listener's (UDP) address, when the config enabled it.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().and_then(RunningGateway::h3_addr)
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, &[]).await
     }

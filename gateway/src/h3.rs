@@ -1,0 +1,354 @@
+//! HTTP/3 over QUIC (quinn + h3): every request goes to the same [`Api::handle`] as HTTP/1.1 and
+//! HTTP/2, so the protocols cannot drift. Request bodies stream in through [`RequestBody`], a
+//! hyper `Body` over the h3 stream; response bodies stream out frame by frame, each frame written
+//! only once QUIC flow control accepts it, so a blob is never buffered whole and a client that
+//! stops reading stalls its own stream (and is reset after [`SEND_STALL_TIMEOUT`]).
+//!
+//! Bounds: connections share the gateway's connection semaphore (a connection beyond it is
+//! refused at once rather than queued), each connection may open at most
+//! `max_streams_per_connection` requests, headers must arrive within the header timeout, and a
+//! silent connection closes after `idle_timeout`. Shutdown refuses new connections, sends GOAWAY
+//! on each open one, lets its requests finish within the grace period, then closes the endpoint.
+
+use crate::api::Api;
+use crate::tls::{TlsError, TlsIdentity};
+use ::h3::error::Code;
+use ::h3::server::{RequestResolver, RequestStream};
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame};
+use quinn::crypto::rustls::QuicServerConfig;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// A response frame QUIC does not accept within this long resets the stream: the client has
+/// stopped reading, and its request slot and buffers go to someone else.
+pub const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for the QUIC and TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request header section accepted (QPACK-decoded), as in HTTP/1.1's default.
+const MAX_HEADER_BYTES: u64 = 64 << 10;
+/// Bytes a client may have in flight towards us on one request stream (uploads).
+const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+/// Bytes a client may have in flight towards us on one connection, all streams together.
+const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+/// Bytes of responses queued per connection before writes wait for the client to acknowledge.
+const SEND_WINDOW: u64 = 8 << 20;
+/// The application close code of a clean close (RFC 9114 §8.1).
+const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
+/// Unidirectional streams a client may open (control and QPACK streams, plus a little slack).
+const MAX_UNI_STREAMS: u32 = 8;
+
+/// Why the HTTP/3 listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum H3Error {
+    #[error("HTTP/3 needs a TLS certificate (--tls-cert/--tls-key or --tls-self-signed)")]
+    NoCertificate,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the certificate cannot be used for QUIC: {0}")]
+    Quic(String),
+    #[error("cannot listen on {addr} (UDP): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Per-connection limits of the HTTP/3 listener.
+#[derive(Debug, Clone, Copy)]
+pub struct H3Limits {
+    pub max_streams_per_connection: u32,
+    pub idle_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+/// A bound, not yet serving, HTTP/3 endpoint.
+pub struct H3Listener {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    limits: H3Limits,
+}
+
+impl H3Listener {
+    /// Bind a UDP socket at `addr`; must be called inside a Tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        limits: H3Limits,
+    ) -> Result<Self, H3Error> {
+        let crypto = QuicServerConfig::try_from(identity.h3_config()?)
+            .map_err(|e| H3Error::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+            .map_err(|e| H3Error::Quic(format!("idle timeout: {e}")))?;
+        transport
+            .max_idle_timeout(Some(idle))
+            .max_concurrent_bidi_streams(limits.max_streams_per_connection.max(1).into())
+            .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+            .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+            .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+            .send_window(SEND_WINDOW);
+        server.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| H3Error::Bind { addr, source })?;
+        let addr = endpoint
+            .local_addr()
+            .map_err(|source| H3Error::Bind { addr, source })?;
+        Ok(Self {
+            endpoint,
+            addr,
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until `shutdown` turns true, then drain for at most `grace`.
+    pub async fn serve(
+        self,
+        api: Arc<Api>,
+        connections: Arc<Semaphore>,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let H3Listener {
+            endpoint,
+            addr,
+            limits,
+        } = self;
+        tracing::info!(%addr, "gateway listening (HTTP/3)");
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    match connections.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            tasks.spawn(connection(
+                                incoming,
+                                api.clone(),
+                                slot,
+                                shutdown.clone(),
+                                limits,
+                            ));
+                        }
+                        // Refusing now tells the client to go elsewhere; queueing would only
+                        // let its handshake time out.
+                        Err(_) => incoming.refuse(),
+                    }
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = stopped(&mut shutdown) => break,
+            }
+        }
+        endpoint.set_server_config(None);
+        tracing::info!("HTTP/3: draining in-flight requests");
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?grace,
+                "HTTP/3 grace period over; closing remaining connections"
+            );
+        }
+        endpoint.close(H3_NO_ERROR, b"");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// One QUIC connection: accept requests until the client leaves or shutdown drains it.
+async fn connection(
+    incoming: quinn::Incoming,
+    api: Arc<Api>,
+    _slot: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+    limits: H3Limits,
+) {
+    let peer = incoming.remote_address();
+    let quic = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(quic)) => quic,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "QUIC handshake timed out");
+            return;
+        }
+    };
+    let built = ::h3::server::builder()
+        .max_field_section_size(MAX_HEADER_BYTES)
+        .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 connection setup failed");
+            return;
+        }
+    };
+    let mut requests = JoinSet::new();
+    let mut draining = false;
+    loop {
+        if draining && requests.is_empty() {
+            break;
+        }
+        tokio::select! {
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    requests.spawn(request(resolver, api.clone(), limits.header_read_timeout));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if !e.is_h3_no_error() {
+                        tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");
+                    }
+                    break;
+                }
+            },
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            () = stopped(&mut shutdown), if !draining => {
+                draining = true;
+                // GOAWAY: requests already accepted finish; the client opens no more here.
+                let _ = h3.shutdown(0).await;
+            }
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    quic.close(H3_NO_ERROR, b"");
+}
+
+/// Read one request's headers, answer it through [`Api::handle`], stream the body back.
+async fn request(
+    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    api: Arc<Api>,
+    header_read_timeout: Duration,
+) {
+    let (request, stream) =
+        match tokio::time::timeout(header_read_timeout, resolver.resolve_request()).await {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "bad HTTP/3 request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("HTTP/3 request headers timed out");
+                return;
+            }
+        };
+    let (mut send, recv) = stream.split();
+    let head = request.method() == Method::HEAD;
+    let request: Request<RequestBody> = request.map(|()| RequestBody {
+        stream: recv,
+        done: false,
+    });
+    let Ok(response) = api.handle(request).await;
+    let (mut parts, mut body) = response.into_parts();
+    // hyper derives Content-Length from an exact body size; do the same so every protocol
+    // sends the same headers.
+    let bodiless = head
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = body.size_hint().exact() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
+        tracing::debug!(error = %e, "cannot send HTTP/3 response headers");
+        return;
+    }
+    if !head {
+        while let Some(frame) = body.frame().await {
+            let data = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    _ => continue,
+                },
+                Err(e) => {
+                    // A fill failed mid-body: reset, so the client cannot take a truncated
+                    // blob for a whole one.
+                    tracing::debug!(error = %e, "response body aborted");
+                    send.stop_stream(Code::H3_INTERNAL_ERROR);
+                    return;
+                }
+            };
+            match tokio::time::timeout(SEND_STALL_TIMEOUT, send.send_data(data)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("HTTP/3 client stopped reading; resetting the stream");
+                    send.stop_stream(Code::H3_REQUEST_CANCELLED);
+                    return;
+                }
+            }
+        }
+    }
+    drop(body);
+    if let Err(e) = send.finish().await {
+        tracing::debug!(error = %e, "cannot finish HTTP/3 response");
+    }
+}
+
+/// A request body read from an h3 stream, as the hyper `Body` that [`Api::handle`] takes.
+pub struct RequestBody {
+    stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+    done: bool,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = ::h3::error::StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match ready!(this.stream.poll_recv_data(cx)) {
+            Ok(Some(mut buf)) => {
+                let bytes = buf.copy_to_bytes(buf.remaining());
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Ok(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
