@@ -156,9 +156,11 @@ impl Recorder {
             self.count_error(kind, 1, message);
         }
         if let Some(tag) = &outcome.cache {
-            // Bounded: only the values gateways use; anything else is "other".
+            // Bounded: only the values gateways use; anything else is "other". walrus-gateway
+            // names the tier of a hit (`hit-memory`, `hit-disk`).
             let tag = match tag.to_ascii_lowercase().as_str() {
-                t @ ("hit" | "miss" | "stale" | "expired" | "bypass") => t.to_owned(),
+                t @ ("hit" | "hit-memory" | "hit-disk" | "miss" | "stale" | "expired"
+                | "bypass") => t.to_owned(),
                 _ => "other".to_owned(),
             };
             *self.cache_tags.entry(tag).or_insert(0) += 1;
@@ -239,7 +241,12 @@ impl Recorder {
     pub fn report(&self, context: RunContext, elapsed: Duration) -> Report {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let c = &self.total.counts;
-        let hits = self.cache_tags.get("hit").copied().unwrap_or(0);
+        let hits: u64 = self
+            .cache_tags
+            .iter()
+            .filter(|(tag, _)| tag.starts_with("hit"))
+            .map(|(_, n)| *n)
+            .sum();
         let misses = self.cache_tags.get("miss").copied().unwrap_or(0);
         let timeline = self
             .timeline

@@ -54,7 +54,9 @@ async fn hit_run_against_the_gateway_checks_every_response() {
         Some(0.0),
         "hits fetch nothing upstream"
     );
-    assert!(server.counters.contains_key("gateway_cache_hits_total"));
+    assert!(server
+        .counters
+        .contains_key("gateway_cache_hits_total{tier=\"memory\"}"));
     assert_eq!(report.context.n_shards, N_SHARDS);
     scene.stop().await;
 }
