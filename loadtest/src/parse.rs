@@ -363,7 +363,7 @@ mod tests {
                 .collect();
             let d = size_dist(&text.join(",")).unwrap();
             let s = d.sample(u);
-            proptest::prop_assert!(s % 1024 == 0 && s / 1024 >= 1 && s / 1024 <= weights.len() as u64);
+            proptest::prop_assert!(s.is_multiple_of(1024) && s / 1024 >= 1 && s / 1024 <= weights.len() as u64);
         }
     }
 
