@@ -225,30 +225,10 @@ impl Scenario {
     ) -> Reply {
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(Bytes::from(body))).unwrap();
-        let exchange = async {
-            let response = client.request(request).await.expect("the gateway answers");
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(|e| e.to_string());
-            Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            }
-        };
-        tokio::time::timeout(REQUEST_DEADLINE, exchange)
-            .await
-            .expect("request finished before the test deadline")
+        let request = builder(self.addr, method, path, headers)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        exchange(&client, request).await
     }
 
     pub async fn stop(mut self) {
@@ -268,13 +248,34 @@ pub async fn send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
+    let request = builder(addr, method, path, headers)
+        .body(Empty::new())
+        .unwrap();
+    exchange(client, request).await
+}
+
+fn builder(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::request::Builder {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::new()).unwrap();
+    request
+}
+
+/// Send `request` and read the whole answer (or where it was cut off), within the deadline.
+async fn exchange<B>(client: &Client<HttpConnector, B>, request: Request<B>) -> Reply
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let exchange = async {
         let response = client.request(request).await.expect("the gateway answers");
         let (parts, body) = response.into_parts();
