@@ -302,7 +302,7 @@ impl DiskCache {
             self.metrics.indexed_at_start.set(indexed as f64);
         }
         self.index_ready.store(true, Ordering::Release);
-        self.enforce_bound(None);
+        self.enforce_bound();
         self.publish_gauges();
         tracing::info!(
             entries = self.indexed_at_start(),
@@ -521,25 +521,27 @@ impl DiskCache {
     }
 
     /// Evict least-recently-used unpinned blobs until the total fits the bound.
-    fn enforce_bound(&self, keep: Option<BlobId>) {
-        let keep = keep.unwrap_or(BlobId([0; 32]));
-        loop {
-            let victim = {
-                let mut index = self.lock();
-                if index.total <= self.capacity {
-                    break;
-                }
-                let Some(victim) = index.victim(&keep) else {
-                    tracing::warn!(
-                        total = index.total,
-                        capacity = self.capacity,
-                        "disk cache over its bound, but everything left is pinned"
-                    );
-                    break;
-                };
-                index.remove(&victim);
-                victim
+    fn enforce_bound(&self) {
+        let mut index = self.lock();
+        self.make_room(&mut index, 0, None);
+        drop(index);
+        self.publish_gauges();
+    }
+
+    /// Evict least-recently-used unpinned blobs (never `keep`) until `needed` more bytes fit the
+    /// bound. Runs under the index lock, so no one sees the tier over its bound.
+    fn make_room(&self, index: &mut Index, needed: u64, keep: Option<&BlobId>) {
+        let keep = keep.copied().unwrap_or(BlobId([0; 32]));
+        while index.total + needed > self.capacity {
+            let Some(victim) = index.victim(&keep) else {
+                tracing::warn!(
+                    total = index.total,
+                    capacity = self.capacity,
+                    "disk cache over its bound, but everything left is pinned"
+                );
+                return;
             };
+            index.remove(&victim);
             self.metrics.evictions.increment(1);
             if let Err(e) = fs::remove_file(self.path_of(&victim)) {
                 if e.kind() != io::ErrorKind::NotFound {
@@ -547,7 +549,6 @@ impl DiskCache {
                 }
             }
         }
-        self.publish_gauges();
     }
 }
 
@@ -640,24 +641,13 @@ impl DiskWriter {
             // Make room first, so neither the index nor the directory goes over the bound.
             let needed = file_size_for(self.len);
             index.remove(&self.id);
-            while index.total + needed > self.cache.capacity {
-                let Some(victim) = index.victim(&self.id) else {
-                    break;
-                };
-                index.remove(&victim);
-                self.cache.metrics.evictions.increment(1);
-                if let Err(e) = fs::remove_file(self.cache.path_of(&victim)) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(blob_id = %victim, error = %e, "could not delete an evicted blob");
-                    }
-                }
-            }
+            self.cache.make_room(&mut index, needed, Some(&self.id));
             fs::rename(&self.temp_path, &target)?;
             let tick = index.next_tick();
             index.insert(self.id, self.len, needed, tick);
         }
         File::open(dir)?.sync_all()?;
-        self.cache.enforce_bound(Some(self.id));
+        self.cache.publish_gauges();
         Ok(())
     }
 }
