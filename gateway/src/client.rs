@@ -202,6 +202,26 @@ pub async fn get(
     n_shards: u16,
     out: Option<&Path>,
 ) -> Result<u64, ClientError> {
+    let bytes = fetch_verified(base, id, n_shards).await?;
+    match out {
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+            temp.write_all(&bytes)?;
+            temp.as_file().sync_all()?;
+            temp.persist(path).map_err(|e| ClientError::Io(e.error))?;
+        }
+        None => std::io::stdout().lock().write_all(&bytes)?,
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// Download blob `id` into memory and check it against its ID for `n_shards`; nothing is
+/// returned unless it matches.
+pub async fn fetch_verified(base: &str, id: BlobId, n_shards: u16) -> Result<Bytes, ClientError> {
     let config =
         codec::EncodingConfig::new(n_shards).map_err(|e| ClientError::Protocol(e.to_string()))?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -261,18 +281,5 @@ pub async fn get(
             actual,
         });
     }
-    match out {
-        Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-            temp.write_all(&bytes)?;
-            temp.as_file().sync_all()?;
-            temp.persist(path).map_err(|e| ClientError::Io(e.error))?;
-        }
-        None => std::io::stdout().lock().write_all(&bytes)?,
-    }
-    Ok(bytes.len() as u64)
+    Ok(bytes)
 }

@@ -60,6 +60,19 @@ pub struct GatewayConfig {
     pub retry_after_secs: u32,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
+    /// The gateway's ed25519 key signing inference proofs (`--identity-key`), created on first
+    /// use if absent; `None`: `gateway-identity.key` in `cache_dir`, or a key for this process only.
+    pub identity_key: Option<std::path::PathBuf>,
+    /// Publish every inference proof as a blob (as if each request asked `"proof": "store"`).
+    pub store_proofs: bool,
+    /// Inference runs at once, off the reactor; the rest queue with a deadline. `None`: cores.
+    pub inference_concurrency: Option<usize>,
+    /// Inference requests that may wait for a run slot (429 beyond). `None`: 64 per slot.
+    pub inference_queue: Option<usize>,
+    /// Longest inference run before 504.
+    pub inference_timeout: Duration,
+    /// Largest model blob fetched and parsed (413 beyond, refused from its metadata).
+    pub max_model_size: u64,
     /// Where to serve HTTP/1.1 and HTTP/2 over TLS (ALPN); `None`: no HTTPS listener.
     pub https_listen: Option<SocketAddr>,
     /// Where to serve HTTP/3 over QUIC (UDP); `None`: no HTTP/3. The TCP listeners then
@@ -101,12 +114,30 @@ impl Default for GatewayConfig {
             upload_spool_threshold: 64 << 20,
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),
+            identity_key: None,
+            store_proofs: false,
+            inference_concurrency: None,
+            inference_queue: None,
+            inference_timeout: Duration::from_secs(30),
+            max_model_size: 256 << 20,
             https_listen: None,
             h3_listen: None,
             tls: None,
             max_streams_per_connection: 200,
             idle_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl GatewayConfig {
+    /// The identity key file: `identity_key`, else `gateway-identity.key` in `cache_dir`; `None`
+    /// (neither set): proofs are signed with a key generated for this process only.
+    pub fn identity_key_path(&self) -> Option<std::path::PathBuf> {
+        self.identity_key.clone().or_else(|| {
+            self.cache_dir
+                .as_ref()
+                .map(|dir| dir.join("gateway-identity.key"))
+        })
     }
 }
 

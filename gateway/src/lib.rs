@@ -19,11 +19,13 @@ pub mod config;
 pub mod disk;
 pub mod fill;
 pub mod h3;
+pub mod models;
 pub mod nodes;
 pub mod publish;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod verify;
 
 pub use config::{GatewayConfig, SizeParseError};
 pub use server::{Gateway, RunningGateway, ServerError};

@@ -47,6 +47,23 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Check an inference proof stored as a blob: download it and the model (each verified
+    /// against its Blob ID), check the signature, re-run the model locally on the inputs and
+    /// compare outputs. Exits non-zero naming the first failed check.
+    VerifyProof {
+        #[arg(long, default_value = "http://127.0.0.1:31415")]
+        gateway: String,
+        /// Committee size the Blob IDs are for; default: what the gateway reports on /status.
+        #[arg(long)]
+        n_shards: Option<u16>,
+        /// Also require the proof to be signed by this ed25519 public key (hex).
+        #[arg(long)]
+        signer: Option<String>,
+        proof_blob_id: String,
+        /// The JSON request body that was sent: `{"inputs": {...}}`.
+        #[arg(long)]
+        inputs: PathBuf,
+    },
     /// Print the Blob ID of a file (`-` reads standard input).
     BlobId {
         /// Shards in the committee the ID is for.
@@ -159,6 +176,25 @@ struct ServeArgs {
     /// of one, but no sliver requests wasted on unknown blobs).
     #[arg(long)]
     no_prefetch_slivers: bool,
+    /// ed25519 key signing inference proofs, created if absent; default:
+    /// `<cache-dir>/gateway-identity.key`; with neither, a key that lasts as long as the process.
+    #[arg(long)]
+    identity_key: Option<PathBuf>,
+    /// Publish every inference proof as a blob, as if each request asked `"proof": "store"`.
+    #[arg(long)]
+    store_proofs: bool,
+    /// Inference runs at once (off the reactor); default: the number of cores.
+    #[arg(long)]
+    inference_concurrency: Option<usize>,
+    /// Inference requests that may wait for a run slot (429 beyond); default: 64 per slot.
+    #[arg(long)]
+    inference_queue: Option<usize>,
+    /// Longest inference run before 504.
+    #[arg(long, default_value_t = 30_000)]
+    inference_timeout_ms: u64,
+    /// Largest model blob fetched and parsed for inference (413 beyond).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_model_size: u64,
 }
 
 fn main() -> ExitCode {
@@ -176,6 +212,19 @@ fn main() -> ExitCode {
             blob_id,
             output,
         } => get(&gateway, n_shards, &blob_id, output.as_deref()),
+        Command::VerifyProof {
+            gateway,
+            n_shards,
+            signer,
+            proof_blob_id,
+            inputs,
+        } => verify_proof(
+            &gateway,
+            n_shards,
+            signer.as_deref(),
+            &proof_blob_id,
+            &inputs,
+        ),
         Command::Serve(args) => serve(*args),
     };
     match result {
@@ -236,6 +285,39 @@ fn get(
     })
 }
 
+fn verify_proof(
+    gateway: &str,
+    n_shards: Option<u16>,
+    signer: Option<&str>,
+    id: &str,
+    inputs: &Path,
+) -> anyhow::Result<()> {
+    let id: codec::BlobId = id
+        .parse()
+        .with_context(|| format!("{id:?} is not a Blob ID"))?;
+    let body = read_limited(inputs, gateway::api::inference::MAX_BODY as u64)?;
+    let runtime = runtime()?;
+    let verified = runtime.block_on(async {
+        let n = match n_shards {
+            Some(n) => n,
+            None => gateway::client::n_shards(gateway).await?,
+        };
+        anyhow::Ok(gateway::verify::verify_proof(gateway, n, id, &body, signer).await?)
+    })?;
+    let comparison = match verified.comparison {
+        inference::Comparison::Bitwise => "bitwise".to_owned(),
+        inference::Comparison::Within(t) => format!(
+            "within {} relative (largest difference {:e})",
+            t.relative, verified.max_abs_diff
+        ),
+    };
+    println!(
+        "ok: proof {id} for model {} signed by {}; outputs re-computed and match ({comparison})",
+        verified.model, verified.public_key
+    );
+    Ok(())
+}
+
 /// Read a file (or stdin for `-`), refusing more than `max` bytes.
 fn read_limited(file: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
     let reader: Box<dyn Read> = if file == Path::new("-") {
@@ -294,6 +376,12 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_blob_size: args.max_blob_size,
         prefetch_slivers: !args.no_prefetch_slivers,
         stream_from_bytes: args.stream_from,
+        identity_key: args.identity_key.clone(),
+        store_proofs: args.store_proofs,
+        inference_concurrency: args.inference_concurrency,
+        inference_queue: args.inference_queue,
+        inference_timeout: Duration::from_millis(args.inference_timeout_ms),
+        max_model_size: args.max_model_size,
         https_listen: args.https_listen,
         h3_listen: args.h3_listen,
         tls: tls_identity(&args)?,
@@ -337,6 +425,18 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             (network.committee().clone(), Some(network))
         }
     };
+    // Created on first start, so the key a proof names is fixed before the first request.
+    match config.identity_key_path() {
+        Some(path) => {
+            let identity = inference::Identity::load_or_create(&path)
+                .with_context(|| format!("cannot load the identity key {}", path.display()))?;
+            tracing::info!(public_key = %identity.public_key_hex(), path = %path.display(), "inference proofs are signed with this key");
+        }
+        None => tracing::warn!(
+            "no --identity-key or --cache-dir: inference proofs are signed with a key that lasts \
+             only as long as this process"
+        ),
+    }
     let gateway = Gateway::bind(config, committee).await?;
     println!("listening on http://{}", gateway.local_addr());
     if let Some(addr) = gateway.https_addr() {

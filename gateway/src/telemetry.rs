@@ -195,3 +195,50 @@ impl Telemetry {
     /// How often [`Telemetry::upkeep`] should run.
     pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 }
+
+/// Other components (the inference engine) record into the gateway's registry through this, so
+/// their metrics appear at the same `/metrics`.
+impl metrics::Recorder for Telemetry {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.recorder.describe_counter(key, unit, description)
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.recorder.describe_gauge(key, unit, description)
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.recorder.describe_histogram(key, unit, description)
+    }
+
+    fn register_counter(&self, key: &metrics::Key, metadata: &metrics::Metadata<'_>) -> Counter {
+        self.recorder.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, metadata: &metrics::Metadata<'_>) -> Gauge {
+        self.recorder.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> Histogram {
+        self.recorder.register_histogram(key, metadata)
+    }
+}

@@ -52,6 +52,19 @@ pub mod metric {
     pub const MODEL_LOADS: &str = "walrus_inference_model_loads_total";
 }
 
+/// Where the engine's metrics go: the given recorder (a gateway's own), or the process-global one.
+#[derive(Clone, Default)]
+struct Metrics(Option<Arc<dyn metrics::Recorder + Send + Sync>>);
+
+impl Metrics {
+    fn emit(&self, record: impl FnOnce()) {
+        match &self.0 {
+            Some(recorder) => metrics::with_local_recorder(recorder.as_ref(), record),
+            None => record(),
+        }
+    }
+}
+
 /// Error a [`ModelLoader`] returns; surfaced as [`InferenceError::ModelUnavailable`].
 pub type LoadError = Box<dyn StdError + Send + Sync + 'static>;
 /// Future a [`ModelLoader`] returns.
@@ -175,6 +188,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
     tag: EngineTag,
+    metrics: Metrics,
     /// Test hook run on the blocking thread before each inference (to hold a run in place).
     #[cfg(test)]
     before_run: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -226,7 +240,22 @@ pub struct EngineStats {
 }
 
 impl Engine {
+    /// An engine whose metrics go to the process-global recorder.
     pub fn new(config: EngineConfig, loader: Arc<dyn ModelLoader>) -> Engine {
+        Self::build(config, loader, Metrics::default())
+    }
+
+    /// An engine whose metrics ([`metric`]) go to `recorder`, e.g. the gateway's own registry, so
+    /// they appear beside its other metrics at `/metrics`.
+    pub fn with_recorder(
+        config: EngineConfig,
+        loader: Arc<dyn ModelLoader>,
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+    ) -> Engine {
+        Self::build(config, loader, Metrics(Some(recorder)))
+    }
+
+    fn build(config: EngineConfig, loader: Arc<dyn ModelLoader>, metrics: Metrics) -> Engine {
         let concurrency = config.concurrency.max(1);
         Engine {
             inner: Arc::new(Inner {
@@ -245,6 +274,7 @@ impl Engine {
                 slots: Arc::new(Semaphore::new(concurrency)),
                 queued: AtomicUsize::new(0),
                 tag: EngineTag::local(),
+                metrics,
                 #[cfg(test)]
                 before_run: None,
                 loader,
@@ -359,7 +389,9 @@ impl Engine {
                 InferenceError::Internal(_) | InferenceError::Execution(_) => "internal",
                 _ => "model",
             };
-            metrics::counter!(metric::FAILURES, "kind" => kind).increment(1);
+            self.inner
+                .metrics
+                .emit(|| metrics::counter!(metric::FAILURES, "kind" => kind).increment(1));
         }
         result
     }
@@ -411,9 +443,11 @@ impl Engine {
             Ok(Ok(result)) => result?,
         };
         let label = model.to_string();
-        metrics::histogram!(metric::RUN_SECONDS, "model" => label.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!(metric::RUNS, "model" => label).increment(1);
+        self.inner.metrics.emit(|| {
+            metrics::histogram!(metric::RUN_SECONDS, "model" => label.clone())
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(metric::RUNS, "model" => label).increment(1);
+        });
         Ok(outcome)
     }
 
@@ -472,10 +506,11 @@ impl Engine {
         let loader = self.inner.loader.clone();
         let build_lock = self.inner.build_lock.clone();
         let max = self.inner.config.max_model_bytes;
+        let sink = self.inner.metrics.clone();
         self.inner
             .models
             .get_or_build(model, move || async move {
-                metrics::counter!(metric::MODEL_LOADS).increment(1);
+                sink.emit(|| metrics::counter!(metric::MODEL_LOADS).increment(1));
                 let bytes =
                     loader
                         .load(model)
@@ -531,20 +566,26 @@ impl Engine {
                     .acquire_owned()
                     .await
                     .map_err(|_| InferenceError::Internal("build lock closed".into()))?;
-                metrics::counter!(metric::PLAN_BUILDS).increment(1);
+                let sink = &engine.inner.metrics;
+                sink.emit(|| metrics::counter!(metric::PLAN_BUILDS).increment(1));
                 let started = Instant::now();
                 let plan = tokio::task::spawn_blocking(move || Plan::build(&model, &loaded, &sig))
                     .await
                     .map_err(|e| InferenceError::Internal(format!("plan build task failed: {e}")))??;
-                metrics::histogram!(metric::PLAN_BUILD_SECONDS).record(started.elapsed().as_secs_f64());
+                sink.emit(|| {
+                    metrics::histogram!(metric::PLAN_BUILD_SECONDS)
+                        .record(started.elapsed().as_secs_f64())
+                });
                 tracing::info!(%model, bytes = plan.bytes, secs = started.elapsed().as_secs_f64(), "built inference plan");
                 let bytes = plan.bytes;
                 Ok((Arc::new(plan), bytes))
             })
             .await;
         let (entries, bytes) = self.inner.plans.usage();
-        metrics::gauge!(metric::PLAN_CACHE_ENTRIES).set(entries as f64);
-        metrics::gauge!(metric::PLAN_CACHE_BYTES).set(bytes as f64);
+        self.inner.metrics.emit(|| {
+            metrics::gauge!(metric::PLAN_CACHE_ENTRIES).set(entries as f64);
+            metrics::gauge!(metric::PLAN_CACHE_BYTES).set(bytes as f64);
+        });
         let built = self.inner.plans.builds() > before;
         plan.map(|p| (p, built))
     }
@@ -553,7 +594,9 @@ impl Engine {
     async fn acquire_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, InferenceError> {
         let slots = self.inner.slots.clone();
         if let Ok(permit) = slots.clone().try_acquire_owned() {
-            metrics::histogram!(metric::QUEUE_WAIT_SECONDS).record(0.0);
+            self.inner
+                .metrics
+                .emit(|| metrics::histogram!(metric::QUEUE_WAIT_SECONDS).record(0.0));
             return Ok(permit);
         }
         let config = &self.inner.config;
@@ -568,8 +611,10 @@ impl Engine {
         let started = Instant::now();
         match tokio::time::timeout(config.queue_timeout, slots.acquire_owned()).await {
             Ok(Ok(permit)) => {
-                metrics::histogram!(metric::QUEUE_WAIT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
+                self.inner.metrics.emit(|| {
+                    metrics::histogram!(metric::QUEUE_WAIT_SECONDS)
+                        .record(started.elapsed().as_secs_f64())
+                });
                 Ok(permit)
             }
             Ok(Err(_)) => Err(InferenceError::Internal("run slots closed".into())),
@@ -735,6 +780,7 @@ mod tests {
             slots: i.slots.clone(),
             queued: AtomicUsize::new(0),
             tag: i.tag.clone(),
+            metrics: i.metrics.clone(),
             before_run: None,
         }
     }

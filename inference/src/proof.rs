@@ -340,7 +340,20 @@ impl Identity {
                 Ok(Identity::from_seed(seed))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Written whole to a temporary file, synced, then linked into place: a crash
+                // never leaves a partial key, and of two gateways starting at once on the same
+                // path, one key wins and both use it.
+                let dir = match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir,
+                    _ => Path::new("."),
+                };
+                fs::create_dir_all(dir).map_err(io)?;
                 let identity = Identity::generate()?;
+                let temp = dir.join(format!(
+                    ".{}.{}.tmp",
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+                    &identity.public_key_hex()[..16]
+                ));
                 let mut options = OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
@@ -348,11 +361,26 @@ impl Identity {
                     use std::os::unix::fs::OpenOptionsExt;
                     options.mode(0o600);
                 }
-                let mut file = options.open(path).map_err(io)?;
-                let text = format!("{}\n", hex::encode(identity.key.to_bytes()));
-                file.write_all(text.as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                Ok(identity)
+                let written = (|| {
+                    let mut file = options.open(&temp)?;
+                    let text = format!("{}\n", hex::encode(identity.key.to_bytes()));
+                    file.write_all(text.as_bytes())?;
+                    file.sync_all()?;
+                    fs::hard_link(&temp, path)
+                })();
+                let _ = fs::remove_file(&temp);
+                match written {
+                    Ok(()) => {
+                        if let Ok(dir) = fs::File::open(dir) {
+                            let _ = dir.sync_all();
+                        }
+                        Ok(identity)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Identity::load_or_create(path)
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }
@@ -627,6 +655,24 @@ mod tests {
         // Re-parsing and re-encoding gives the same bytes (what verification relies on).
         let back: ProofRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.canonical_json(), json.as_bytes());
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_key_in_a_new_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not/yet/there/identity.key");
+        let keys: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| Identity::load_or_create(&path).unwrap().public_key_hex()))
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("identity.key")]);
     }
 
     #[test]

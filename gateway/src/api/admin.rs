@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::{parse_id, Api};
 use crate::fill::{ReadError, Source};
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as HttpBody;
@@ -65,7 +65,7 @@ where
             if pin {
                 state["fetch"] = fetch_state(api.filler.open(id).await).into();
             }
-            Ok(json(StatusCode::OK, &state))
+            Ok(super::json_response(StatusCode::OK, &state))
         }
         (["admin", "pins", _], _) => Err(ApiError::MethodNotAllowed {
             allow: "PUT, DELETE",
@@ -78,7 +78,7 @@ where
                 .purge(&id)
                 .await
                 .map_err(|e| ReadError::Internal(format!("cannot purge: {e}")))?;
-            Ok(json(
+            Ok(super::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"blobId": id, "purged": purged}),
             ))
@@ -87,7 +87,7 @@ where
         (["admin", "cache"], Method::GET) => {
             let cache = api.filler.cache();
             let disk = cache.disk().map(|d| d.stats(20));
-            Ok(json(
+            Ok(super::json_response(
                 StatusCode::OK,
                 &serde_json::json!({
                     "memory": {"entries": cache.entry_count(), "bytes": cache.weighted_size()},
@@ -162,7 +162,7 @@ async fn prefetch(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> {
         let state = fetch_state(api.filler.open(id).await);
         results.insert(id.to_string(), state.into());
     }
-    Ok(json(
+    Ok(super::json_response(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "results": results }),
     ))
@@ -176,16 +176,4 @@ fn fetch_state(opened: Result<Source, ReadError>) -> String {
         Ok(Source::Filling(_)) => "filling".into(),
         Err(e) => format!("error: {e}"),
     }
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::full(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

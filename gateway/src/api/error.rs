@@ -4,7 +4,7 @@
 
 use super::body::Body;
 use crate::fill::ReadError;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_RANGE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 /// The aggregator's error domain.
@@ -40,6 +40,55 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// An inference failure (`inference::InferenceError`): its documented status, a fixed
+    /// reason code and its message (which names the input, operator or limit).
+    #[error("{message}")]
+    Inference {
+        status: u16,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl From<inference::InferenceError> for ApiError {
+    /// Loader failures are the gateway's own errors and map as they would for a blob read
+    /// (unknown model: 404); everything else keeps the status the inference crate documents.
+    fn from(e: inference::InferenceError) -> Self {
+        use crate::models::ModelLoadError;
+        use inference::InferenceError as E;
+        match e
+            .loader_error()
+            .and_then(|l| l.downcast_ref::<ModelLoadError>())
+        {
+            Some(ModelLoadError::Read(read)) => return ApiError::Read(read.clone()),
+            Some(too_large @ ModelLoadError::TooLarge { .. }) => {
+                return ApiError::Inference {
+                    status: 413,
+                    reason: "MODEL_TOO_LARGE",
+                    message: too_large.to_string(),
+                }
+            }
+            None => {}
+        }
+        let reason = match &e {
+            E::ModelUnavailable { .. } => "MODEL_UNAVAILABLE",
+            E::ModelTooLarge { .. } => "MODEL_TOO_LARGE",
+            E::InvalidModel { .. } => "INVALID_MODEL",
+            E::UnsupportedOperator { .. } => "UNSUPPORTED_OPERATOR",
+            E::BadRequest(_) => "INVALID_PARAMETERS",
+            E::BadInput { .. } => "INVALID_INPUT",
+            E::TooLarge(_) => "REQUEST_TOO_LARGE",
+            E::QueueFull(_) => "TOO_MANY_REQUESTS",
+            E::Timeout(_) => "INFERENCE_TIMEOUT",
+            E::Execution(_) => "INFERENCE_FAILED",
+            E::Internal(_) => "INTERNAL",
+        };
+        ApiError::Inference {
+            status: e.http_status(),
+            reason,
+            message: e.to_string(),
+        }
+    }
 }
 
 impl ApiError {
@@ -113,6 +162,21 @@ impl ApiError {
             ApiError::Read(ReadError::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
             }
+            ApiError::Inference { status, reason, .. } => {
+                let status =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let code = match status.as_u16() {
+                    400 => "INVALID_ARGUMENT",
+                    404 => "NOT_FOUND",
+                    413 => "SIZE_EXCEEDED",
+                    422 => "FAILED_PRECONDITION",
+                    429 => "RESOURCE_EXHAUSTED",
+                    502 => "UNAVAILABLE",
+                    504 => "DEADLINE_EXCEEDED",
+                    _ => "INTERNAL",
+                };
+                (status, code, *reason)
+            }
         }
     }
 
@@ -137,12 +201,8 @@ impl ApiError {
     /// The full response; `retry_after` seconds go on 429 and 503.
     pub fn into_response(self, retry_after: u32) -> Response<Body> {
         let (status, _, _) = self.classify();
-        let body = self.envelope().to_string();
-        let mut response = Response::new(Body::full(body.into()));
-        *response.status_mut() = status;
+        let mut response = super::json_response(status, &self.envelope());
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match &self {
             ApiError::RangeNotSatisfiable { len } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
@@ -197,6 +257,15 @@ mod tests {
             (ApiError::Read(ReadError::TooLarge { len: 2, max: 1 }), 403),
             (ApiError::Read(ReadError::Inconsistent("x".into())), 500),
             (ApiError::Read(ReadError::Internal("x".into())), 500),
+            (
+                inference::InferenceError::BadRequest("x".into()).into(),
+                400,
+            ),
+            (inference::InferenceError::QueueFull("x".into()).into(), 429),
+            (
+                inference::InferenceError::Timeout(std::time::Duration::from_secs(1)).into(),
+                504,
+            ),
         ];
         for (e, status) in cases {
             let retry = matches!(status, 429 | 503);

@@ -1,6 +1,7 @@
 //! The HTTP API, shaped like a Walrus aggregator's read side (SPEC §11):
 //! `GET`/`HEAD /v1/blobs/{id}` (with `Range`), `GET /v1/blobs/{id}/byte-range?start=&length=`,
-//! `GET /status` and `GET /metrics`.
+//! `GET /status` and `GET /metrics`; beside it, the publisher's `PUT /v1/blobs` and inference
+//! by model Blob ID ([`inference`]: `POST /v1/inference/{id}`, `POST /v1/models/{id}/warm`).
 //!
 //! Blobs are immutable and content-addressed, so responses carry a strong `ETag` (the quoted
 //! Blob ID), `Cache-Control: public, max-age=31536000, immutable`, and `If-None-Match` answers
@@ -11,6 +12,7 @@
 mod admin;
 pub mod body;
 pub mod error;
+pub mod inference;
 pub mod range;
 mod stream;
 mod upload;
@@ -42,6 +44,8 @@ pub struct Api {
     filler: Filler,
     telemetry: Arc<Telemetry>,
     slots: Arc<Semaphore>,
+    /// `POST /v1/inference/{id}` and `POST /v1/models/{id}/warm`.
+    inference: inference::Inference,
     retry_after_secs: u32,
 }
 
@@ -54,7 +58,6 @@ enum Want {
     ByteRange { start: u64, length: u64 },
 }
 
-/// Where the blob's bytes will come from, once its length is known.
 /// How `PUT /v1/blobs` behaves.
 struct PublishSettings {
     /// Bearer token required to publish; `None`: anyone may.
@@ -65,6 +68,7 @@ struct PublishSettings {
     publish: crate::publish::PublishConfig,
 }
 
+/// Where the blob's bytes will come from, once its length is known.
 enum Plan {
     Cached(CachedBlob, Tier),
     /// A large blob streaming from the disk tier.
@@ -94,11 +98,17 @@ impl Api {
                 spool_threshold: config.upload_spool_threshold,
                 publish: crate::publish::PublishConfig::default(),
             }),
+            inference: inference::Inference::new(&filler, config),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             retry_after_secs: config.retry_after_secs,
         }
+    }
+
+    /// Plan builds, model loads and plan-cache use of the inference engine.
+    pub fn inference_stats(&self) -> ::inference::EngineStats {
+        self.inference.stats()
     }
 
     pub fn filler(&self) -> &Filler {
@@ -121,6 +131,8 @@ impl Api {
             } else {
                 Err(ApiError::MethodNotAllowed { allow: "PUT" })
             }
+        } else if inference::handles(&path) {
+            inference::route(self, request).await
         } else {
             self.route(&request).await
         };
@@ -447,6 +459,13 @@ fn content_type<B>(request: &Request<B>) -> Option<HeaderValue> {
         return headers.get(header::CONTENT_TYPE).cloned();
     }
     None
+}
+
+/// An uncacheable JSON answer (admin, publish and inference routes).
+pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = text(Bytes::from(value.to_string()), "application/json");
+    *response.status_mut() = status;
+    response
 }
 
 fn text(body: Bytes, content_type: &'static str) -> Response<Body> {

@@ -11,12 +11,12 @@
 
 use super::body::Body;
 use super::error::ApiError;
-use super::Api;
+use super::{Api, PublishSettings};
 use crate::cache::CachedBlob;
 use crate::fill::ReadError;
 use crate::publish::{self, Outcome, PublishError};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
@@ -63,17 +63,9 @@ where
     }
     let blob = receive(request.into_body(), limit, settings.spool_threshold).await?;
     let size = blob.len() as u64;
-    let topology = Arc::new(api.filler.topology().clone());
-    let published = publish::publish(
-        topology,
-        api.filler.node_client().clone(),
-        settings.publish.clone(),
-        blob,
-    )
-    .await
-    .map_err(|e| {
-        api.telemetry.publish(false, 0);
-        match e {
+    let published = publish_and_cache(api, settings, blob)
+        .await
+        .map_err(|e| match e {
             PublishError::Encode(codec::CodecError::BlobTooLarge { max, .. }) => {
                 ApiError::PayloadTooLarge { limit: max }
             }
@@ -81,26 +73,8 @@ where
                 other.to_string(),
                 matches!(other, PublishError::InsufficientConfirmations { .. }),
             ),
-        }
-    })?;
-    api.telemetry.publish(true, size);
-    let meta = &published.encoded.metadata;
-    let blob_id = meta.blob_id();
-    // Verified by construction: the systematic rows, cut to the blob's length, are the blob.
-    let kp = usize::from(meta.config().n_primary_source_symbols());
-    let mut remaining = size as usize;
-    let rows: Vec<Bytes> = published.encoded.primary[..kp]
-        .iter()
-        .map_while(|sliver| {
-            let take = sliver.data.len().min(remaining);
-            remaining -= take;
-            (take > 0).then(|| sliver.data.slice(..take))
-        })
-        .collect();
-    api.filler
-        .cache()
-        .insert(blob_id, CachedBlob::from_verified_rows(rows))
-        .await;
+        })?;
+    let blob_id = published.encoded.metadata.blob_id();
     let answer = match published.outcome {
         Outcome::NewlyCreated => serde_json::json!({
             "newlyCreated": {
@@ -113,16 +87,49 @@ where
             "alreadyCertified": {"blobId": blob_id, "size": size}
         }),
     };
-    let mut response = Response::new(Body::full(Bytes::from(answer.to_string())));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    *response.status_mut() = StatusCode::OK;
-    Ok(response)
+    Ok(super::json_response(StatusCode::OK, &answer))
+}
+
+/// Publish `blob` through the publisher path (counted in the publish metrics) and, once a quorum
+/// confirmed it, write it through to the cache: it is verified by construction, since the
+/// systematic rows, cut to the blob's length, are the blob.
+pub(super) async fn publish_and_cache(
+    api: &Api,
+    settings: &PublishSettings,
+    blob: Bytes,
+) -> Result<publish::Published, PublishError> {
+    let size = blob.len();
+    let published = publish::publish(
+        Arc::new(api.filler.topology().clone()),
+        api.filler.node_client().clone(),
+        settings.publish.clone(),
+        blob,
+    )
+    .await;
+    let published = match published {
+        Ok(published) => published,
+        Err(e) => {
+            api.telemetry.publish(false, 0);
+            return Err(e);
+        }
+    };
+    api.telemetry.publish(true, size as u64);
+    let meta = &published.encoded.metadata;
+    let kp = usize::from(meta.config().n_primary_source_symbols());
+    let mut remaining = size;
+    let rows: Vec<Bytes> = published.encoded.primary[..kp]
+        .iter()
+        .map_while(|sliver| {
+            let take = sliver.data.len().min(remaining);
+            remaining -= take;
+            (take > 0).then(|| sliver.data.slice(..take))
+        })
+        .collect();
+    api.filler
+        .cache()
+        .insert(meta.blob_id(), CachedBlob::from_verified_rows(rows))
+        .await;
+    Ok(published)
 }
 
 fn check_query(query: Option<&str>) -> Result<(), ApiError> {

@@ -157,6 +157,11 @@ impl Scenario {
         self.gateway.as_ref().and_then(RunningGateway::h3_addr)
     }
 
+    /// The running gateway's request handler (engine statistics, the filler).
+    pub fn api(&self) -> &Arc<gateway::api::Api> {
+        self.gateway.as_ref().expect("gateway running").api()
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, &[]).await
     }

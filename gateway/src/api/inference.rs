@@ -1,0 +1,216 @@
+//! Inference next to the cache: `POST /v1/inference/{model_blob_id}` runs an ONNX model stored
+//! as a Walrus blob, and `POST /v1/models/{model_blob_id}/warm` (admin token) builds its plan
+//! ahead of traffic. The engine is the `inference` crate; this module is its HTTP face.
+//!
+//! * Model bytes come from the cache and verified fill ([`crate::models::CacheLoader`]), once
+//!   per single flight: concurrent first requests for a model share one fill and one plan build.
+//! * The body is bounded ([`MAX_BODY`], 413 beyond) and parsed under the engine's limits; large
+//!   bodies are parsed on the blocking pool. Runs are bounded by `--inference-concurrency`, and
+//!   `--inference-timeout` (inside the engine).
+//! * Each answer carries a proof record signed with the gateway's key (`--identity-key`, loaded
+//!   or created on the first inference). With `"proof": "store"` (or `--store-proofs`) the
+//!   [`ProofBlob`] is published through [`crate::publish`] and its Blob ID returned as
+//!   `proof.blob_id`, next to the record. A proof is a signed commitment by this gateway, not a
+//!   proof that the computation was correct.
+//! * Errors map to statuses in [`super::error`] only.
+
+use super::body::Body;
+use super::error::ApiError;
+use super::{parse_id, Api};
+use crate::config::GatewayConfig;
+use crate::fill::{Filler, ReadError};
+use crate::models::CacheLoader;
+use crate::publish::PublishError;
+use ::inference::{
+    Engine, EngineConfig, EngineStats, Identity, InferenceRequest, ProofBlob, ProofMode,
+};
+use bytes::Bytes;
+use codec::BlobId;
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Body as HttpBody;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// Largest inference request body (a 4 M-element f32 tensor as JSON fits); 413 beyond.
+pub const MAX_BODY: usize = 64 << 20;
+/// Bodies above this are parsed on the blocking pool rather than the reactor.
+const PARSE_INLINE_MAX: usize = 64 << 10;
+
+/// The engine, the signing key and the proof policy of one gateway.
+pub(super) struct Inference {
+    engine: Engine,
+    /// `None`: a key generated for this process (no `--identity-key` or `--cache-dir`).
+    identity_path: Option<PathBuf>,
+    /// Loaded (or created) on the first inference, so gateways that never run one never touch
+    /// the key file. A failure is kept and answered as 500 naming the file.
+    identity: OnceCell<Result<Arc<Identity>, String>>,
+    /// Publish every proof (`--store-proofs`), not only those a request asks to store.
+    store_proofs: bool,
+}
+
+impl Inference {
+    pub(super) fn new(filler: &Filler, config: &GatewayConfig) -> Self {
+        let defaults = EngineConfig::default();
+        let concurrency = config
+            .inference_concurrency
+            .unwrap_or(defaults.concurrency)
+            .max(1);
+        let engine_config = EngineConfig {
+            concurrency,
+            max_queued: config.inference_queue.unwrap_or(concurrency * 64),
+            inference_timeout: config.inference_timeout,
+            max_model_bytes: config.max_model_size,
+            ..defaults
+        };
+        let loader = CacheLoader::new(filler.clone(), config.max_model_size);
+        Self {
+            engine: Engine::with_recorder(
+                engine_config,
+                Arc::new(loader),
+                filler.telemetry().clone(),
+            ),
+            identity_path: config.identity_key_path(),
+            identity: OnceCell::new(),
+            store_proofs: config.store_proofs,
+        }
+    }
+
+    pub(super) fn stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+
+    async fn identity(&self) -> Result<Arc<Identity>, ApiError> {
+        let path = self.identity_path.clone();
+        self.identity
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || match path {
+                    Some(path) => Identity::load_or_create(&path),
+                    None => Identity::generate(),
+                })
+                .await
+                .map_err(|e| format!("identity task failed: {e}"))
+                .and_then(|r| r.map(Arc::new).map_err(|e| e.to_string()))
+            })
+            .await
+            .clone()
+            .map_err(|e| ApiError::Read(ReadError::Internal(format!("signing key: {e}"))))
+    }
+
+    /// Parse a body under the engine's limits, off the reactor when it is large.
+    async fn parse(&self, body: Bytes) -> Result<InferenceRequest, ApiError> {
+        if body.len() <= PARSE_INLINE_MAX {
+            return Ok(self.engine.parse_request(&body)?);
+        }
+        let engine = self.engine.clone();
+        let parsed = tokio::task::spawn_blocking(move || engine.parse_request(&body))
+            .await
+            .map_err(|e| ReadError::Internal(format!("request parse task failed: {e}")))?;
+        Ok(parsed?)
+    }
+}
+
+/// Whether `path` is one of this module's routes.
+pub(super) fn handles(path: &str) -> bool {
+    path.starts_with("/v1/inference/") || path.starts_with("/v1/models/")
+}
+
+pub(super) async fn route<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v1", "inference", id] => {
+            if request.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed { allow: "POST" });
+            }
+            let model = parse_id(id)?;
+            infer(api, model, request).await
+        }
+        ["v1", "models", id, "warm"] => {
+            // Like the admin API: without a token the route does not exist.
+            let Some(token) = &api.admin_token else {
+                return Err(ApiError::RouteNotFound);
+            };
+            if !super::admin::bearer_matches(request.headers(), token) {
+                return Err(ApiError::Unauthorized);
+            }
+            if request.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed { allow: "POST" });
+            }
+            let model = parse_id(id)?;
+            let body = super::admin::read_body(request.into_body(), MAX_BODY).await?;
+            let inference = &api.inference;
+            let shape = if body.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(inference.parse(body).await?)
+            };
+            let report = inference.engine.warm(model, shape).await?;
+            Ok(super::json_response(StatusCode::OK, &encode(&report)?))
+        }
+        _ => Err(ApiError::RouteNotFound),
+    }
+}
+
+async fn infer<B>(api: &Api, model: BlobId, request: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY as u64,
+        });
+    }
+    let inference = &api.inference;
+    let body = super::admin::read_body(request.into_body(), MAX_BODY).await?;
+    let parsed = inference.parse(body).await?;
+    let store = match parsed.proof {
+        Some(mode) => mode == ProofMode::Store,
+        None => inference.store_proofs,
+    };
+    let identity = inference.identity().await?;
+    let response = inference.engine.infer(model, parsed, &identity).await?;
+    let mut answer = encode(&response)?;
+    if store {
+        let blob = ProofBlob {
+            outputs: response.outputs,
+            proof: response.proof,
+        };
+        let blob_id = store_proof(api, Bytes::from(blob.to_bytes())).await?;
+        answer["proof"]["blob_id"] = blob_id.to_string().into();
+    }
+    Ok(super::json_response(StatusCode::OK, &answer))
+}
+
+/// Publish a proof blob as `PUT /v1/blobs` would (and cache it, so `verify-proof` against this
+/// gateway reads it without a fill).
+async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
+    let settings = api.publish.as_ref().ok_or(ApiError::PublishingDisabled)?;
+    let published = super::upload::publish_and_cache(api, settings, bytes)
+        .await
+        .map_err(|e| {
+            ApiError::Publish(
+                format!("cannot store the proof: {e}"),
+                matches!(e, PublishError::InsufficientConfirmations { .. }),
+            )
+        })?;
+    Ok(published.encoded.metadata.blob_id())
+}
+
+fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value)
+        .map_err(|e| ReadError::Internal(format!("cannot encode the answer: {e}")).into())
+}
