@@ -238,6 +238,11 @@ impl MetadataCache {
         Self { entries }
     }
 
+    /// Remember verified metadata learnt on the way (an upstream fill).
+    pub async fn insert(&self, id: BlobId, meta: Arc<VerifiedMetadata>) {
+        self.entries.insert(id, meta).await;
+    }
+
     /// The cached metadata, or the result of `load`; concurrent callers share one load, and
     /// errors are not cached.
     pub async fn get_or_load<E, F>(&self, id: BlobId, load: F) -> Result<Arc<VerifiedMetadata>, E>

@@ -37,6 +37,12 @@ pub struct GatewayConfig {
     /// after that aborts the body); shorter ones answer only once every byte is verified, so a
     /// failure gets a proper status. `Strict` never streams early.
     pub stream_from_bytes: u64,
+    /// Aggregator-compatible upstreams (`--upstream`), tried in order before the storage nodes.
+    pub upstreams: Vec<crate::upstream::Upstream>,
+    /// Ask the next upstream too when the current one has not delivered verified bytes by then.
+    pub upstream_hedge: Duration,
+    /// Longest wait for an upstream's response headers (and a whole metadata response).
+    pub upstream_timeout: Duration,
     /// Request the systematic slivers together with the metadata (one round trip per fill
     /// instead of two), at the price of those requests being wasted when the blob is unknown.
     pub prefetch_slivers: bool,
@@ -103,6 +109,9 @@ impl Default for GatewayConfig {
             sliver_timeout: Duration::from_secs(60),
             hedge_after: Duration::from_secs(2),
             stream_from_bytes: 16 << 20,
+            upstreams: Vec::new(),
+            upstream_hedge: Duration::from_millis(500),
+            upstream_timeout: Duration::from_secs(10),
             prefetch_slivers: true,
             max_blob_size: None,
             cache_dir: None,

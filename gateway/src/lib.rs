@@ -25,6 +25,7 @@ pub mod publish;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 pub mod verify;
 
 pub use config::{GatewayConfig, SizeParseError};

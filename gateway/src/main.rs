@@ -114,10 +114,24 @@ struct ServeArgs {
     /// Close an HTTP/3 connection silent for this long.
     #[arg(long, default_value_t = 30_000)]
     idle_timeout_ms: u64,
-    /// Committee file (as storage-sim writes it). Without it, an embedded simulated network
-    /// is started in this process.
+    /// Committee file (as storage-sim writes it). Without it (and without --upstream), an
+    /// embedded simulated network is started in this process.
     #[arg(long)]
     committee: Option<PathBuf>,
+    /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
+    /// tried before the storage nodes; repeatable, in order of preference. Everything it sends
+    /// is verified against the Blob ID before it is cached or served.
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<gateway::upstream::Upstream>,
+    /// Committee size Blob IDs are checked for when there is no --committee (upstreams only).
+    #[arg(long, default_value_t = 1000)]
+    n_shards: u16,
+    /// Ask the next upstream too when the current one has sent no verified bytes after this.
+    #[arg(long, default_value_t = 500)]
+    upstream_hedge_ms: u64,
+    /// Longest wait for an upstream's response headers.
+    #[arg(long, default_value_t = 10_000)]
+    upstream_timeout_ms: u64,
     /// Shards of the embedded network.
     #[arg(long, default_value_t = 10)]
     sim_shards: u16,
@@ -376,6 +390,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_blob_size: args.max_blob_size,
         prefetch_slivers: !args.no_prefetch_slivers,
         stream_from_bytes: args.stream_from,
+        upstreams: args.upstreams.clone(),
+        upstream_hedge: Duration::from_millis(args.upstream_hedge_ms),
+        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         identity_key: args.identity_key.clone(),
         store_proofs: args.store_proofs,
         inference_concurrency: args.inference_concurrency,
@@ -396,6 +413,23 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             }
             let committee = Committee::load(path)
                 .with_context(|| format!("cannot load the committee {}", path.display()))?;
+            (committee, None)
+        }
+        None if !args.upstreams.is_empty() => {
+            if !args.seed.is_empty() {
+                bail!("--seed stores files in the embedded network; it cannot be used with --upstream alone");
+            }
+            codec::EncodingConfig::new(args.n_shards)
+                .with_context(|| format!("--n-shards {}", args.n_shards))?;
+            tracing::info!(
+                upstreams = args.upstreams.len(),
+                n_shards = args.n_shards,
+                "no --committee: reading only from upstreams (publishing is off)"
+            );
+            let committee = Committee {
+                n_shards: args.n_shards,
+                nodes: Vec::new(),
+            };
             (committee, None)
         }
         None => {

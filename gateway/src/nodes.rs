@@ -56,6 +56,8 @@ pub struct Topology {
 
 impl Topology {
     /// Check that every shard `0..n` belongs to exactly one node with a usable `http://` URL.
+    /// A committee without nodes is allowed: a gateway that reads only from upstreams (it then
+    /// never asks a node, and cannot publish).
     pub fn new(committee: Committee) -> Result<Self, TopologyError> {
         let n = committee.n_shards;
         let config = codec::EncodingConfig::new(n).map_err(|_| TopologyError::BadShardCount(n))?;
@@ -90,6 +92,14 @@ impl Topology {
                 }
                 *slot = Some(i);
             }
+        }
+        if committee.nodes.is_empty() {
+            return Ok(Self {
+                nodes: Vec::new(),
+                bases,
+                shard_owner: Vec::new(),
+                config,
+            });
         }
         let shard_owner = owner
             .into_iter()
@@ -377,7 +387,7 @@ fn envelope_reason(body: &[u8]) -> Option<String> {
     Some(reason.chars().take(64).collect())
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -105,8 +105,16 @@ impl Gateway {
             max_blob_size: config.max_blob_size,
             prefetch_slivers: config.prefetch_slivers,
             stream_from_bytes: config.stream_from_bytes,
+            upstream_hedge: config.upstream_hedge,
+            upstream_timeout: config.upstream_timeout,
         };
-        let filler = Filler::new(topology, fill_config, cache, telemetry.clone());
+        let filler = Filler::new(
+            topology,
+            config.upstreams.clone(),
+            fill_config,
+            cache,
+            telemetry.clone(),
+        );
         let api = Arc::new(Api::new(filler, telemetry.clone(), &config));
         let needs_tls = config.https_listen.is_some() || config.h3_listen.is_some();
         let identity = match (&config.tls, needs_tls) {

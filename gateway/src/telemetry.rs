@@ -167,6 +167,15 @@ impl Telemetry {
         });
     }
 
+    /// Count the result of asking an upstream (`served`, or an `UpstreamError::kind`). Labels
+    /// are the configured upstream URLs, so the series count is bounded.
+    pub fn upstream_result(&self, upstream: &str, result: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_upstream_results_total", "upstream" => upstream.to_owned(), "result" => result)
+                .increment(1)
+        });
+    }
+
     /// Count a response by status code.
     pub fn response(&self, status: u16) {
         metrics::with_local_recorder(&self.recorder, || {

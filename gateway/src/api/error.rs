@@ -143,7 +143,7 @@ impl ApiError {
                 "INVALID_ARGUMENT",
                 "METHOD_NOT_ALLOWED",
             ),
-            ApiError::Read(ReadError::NotFound { .. }) => {
+            ApiError::Read(ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }) => {
                 (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND")
             }
             ApiError::Read(ReadError::Unavailable(_)) => (

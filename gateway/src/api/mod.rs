@@ -92,11 +92,14 @@ impl Api {
     pub fn new(filler: Filler, telemetry: Arc<Telemetry>, config: &GatewayConfig) -> Self {
         Self {
             admin_token: config.admin_token.clone(),
-            publish: config.publish_enabled.then(|| PublishSettings {
-                token: config.publish_token.clone(),
-                max_upload: config.max_upload,
-                spool_threshold: config.upload_spool_threshold,
-                publish: crate::publish::PublishConfig::default(),
+            // An upstream-only gateway has no nodes to publish to.
+            publish: (config.publish_enabled && filler.topology().node_count() > 0).then(|| {
+                PublishSettings {
+                    token: config.publish_token.clone(),
+                    max_upload: config.max_upload,
+                    spool_threshold: config.upload_spool_threshold,
+                    publish: crate::publish::PublishConfig::default(),
+                }
             }),
             inference: inference::Inference::new(&filler, config),
             filler,
@@ -183,6 +186,27 @@ impl Api {
                     .map_or(RangeRequest::Whole, |v| range::parse(v.as_bytes()));
                 self.blob(request, id, Want::Blob(range)).await
             }
+            ["v1", "blobs", id, "metadata"] => {
+                // The storage nodes' metadata endpoint (BCS `BlobMetadataWithId`), so a child
+                // gateway can verify what it reads from this one row by row, ranges included.
+                read_only(request.method())?;
+                let id = parse_id(id)?;
+                let meta = self.filler.metadata(id).await?;
+                let body = codec::bcs::encode_metadata_with_id(&id, meta.metadata());
+                let mut response = Response::new(if request.method() == Method::HEAD {
+                    Body::empty()
+                } else {
+                    Body::full(Bytes::from(body.clone()))
+                });
+                let headers = response.headers_mut();
+                set_blob_headers(headers, &format!("\"{id}-metadata\""));
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                Ok(response)
+            }
             ["v1", "blobs", id, "byte-range"] => {
                 read_only(request.method())?;
                 let id = parse_id(id)?;
@@ -219,14 +243,7 @@ impl Api {
         let head = request.method() == Method::HEAD;
         let whole_get = !head && matches!(want, Want::Blob(RangeRequest::Whole));
         let plan = if whole_get {
-            match self.filler.open(id).await? {
-                Source::Cached(blob, tier) => Plan::Cached(blob, tier),
-                Source::Disk(blob) => Plan::Disk(blob),
-                Source::Filling(mut reader) => {
-                    let meta = reader.ready().await?;
-                    Plan::Filling(reader, meta)
-                }
-            }
+            self.whole(id).await?
         } else if let Some(hit) = self.filler.cache().get(&id).await {
             match hit {
                 Hit::Memory(blob, tier) => Plan::Cached(blob, tier),
@@ -241,7 +258,13 @@ impl Api {
             };
             Plan::Filling(reader, meta)
         } else {
-            Plan::Cold(self.filler.metadata(id).await?)
+            match self.filler.metadata(id).await {
+                Ok(meta) => Plan::Cold(meta),
+                // Upstreams that offer no metadata (aggregators) can only be verified whole: fill
+                // the blob, then answer the range or HEAD from it.
+                Err(_) if self.filler.has_upstreams() => self.whole(id).await?,
+                Err(e) => return Err(e.into()),
+            }
         };
         let x_cache = match &plan {
             Plan::Cached(_, tier) => {
@@ -312,6 +335,18 @@ impl Api {
 }
 
 impl Api {
+    /// The whole blob: cached, or a fill (started if needed) once it may answer.
+    async fn whole(&self, id: BlobId) -> Result<Plan, ReadError> {
+        Ok(match self.filler.open(id).await? {
+            Source::Cached(blob, tier) => Plan::Cached(blob, tier),
+            Source::Disk(blob) => Plan::Disk(blob),
+            Source::Filling(mut reader) => {
+                let meta = reader.ready().await?;
+                Plan::Filling(reader, meta)
+            }
+        })
+    }
+
     /// Bytes `[start, end)` of a blob nobody is filling: read just the systematic rows covering
     /// them (each verified). If one cannot be had, fall back to a whole-blob fill, which can
     /// reconstruct it.

@@ -30,10 +30,12 @@
 mod gate;
 mod metadata;
 mod slivers;
+mod upstream;
 
 use crate::cache::{BlobCache, CachedBlob, DiskBlob, Hit, MetadataCache, Tier};
 use crate::nodes::{NodeClient, Topology};
 use crate::telemetry::Telemetry;
+use crate::upstream::{Upstream, UpstreamClient};
 use bytes::Bytes;
 use codec::{BlobId, CodecError, ConsistencyCheck, VerifiedMetadata, VerifiedSliver};
 use metadata::fetch_metadata;
@@ -49,6 +51,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 pub enum ReadError {
     #[error("blob not found: nodes holding {shards} of {n_shards} shards say it does not exist")]
     NotFound { shards: u16, n_shards: u16 },
+    #[error("blob not found: all {upstreams} upstreams say it does not exist")]
+    NotFoundUpstream { upstreams: usize },
     #[error("blob unavailable: {0}")]
     Unavailable(String),
     #[error("the blob is inconsistently encoded: {0}")]
@@ -65,7 +69,7 @@ impl ReadError {
     /// A fixed word for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
-            ReadError::NotFound { .. } => "not_found",
+            ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. } => "not_found",
             ReadError::Unavailable(_) => "unavailable",
             ReadError::Inconsistent(_) => "inconsistent",
             ReadError::TooLarge { .. } => "too_large",
@@ -88,6 +92,10 @@ pub struct FillConfig {
     pub max_blob_size: Option<u64>,
     pub prefetch_slivers: bool,
     pub stream_from_bytes: u64,
+    /// How long an upstream may go without a verified row before the next one is asked too.
+    pub upstream_hedge: Duration,
+    /// Longest wait for an upstream's response headers (and for a whole metadata response).
+    pub upstream_timeout: Duration,
 }
 
 /// Progress of one fill, shared with every request reading it.
@@ -197,6 +205,9 @@ pub struct Filler {
 struct Inner {
     topology: Topology,
     client: NodeClient,
+    /// Aggregator-compatible upstreams, in order of preference, tried before the nodes.
+    upstreams: Vec<Upstream>,
+    upstream_client: UpstreamClient,
     config: FillConfig,
     telemetry: Arc<Telemetry>,
     cache: BlobCache,
@@ -216,6 +227,7 @@ const METADATA_CACHE_BYTES: u64 = 64 << 20;
 impl Filler {
     pub fn new(
         topology: Topology,
+        upstreams: Vec<Upstream>,
         config: FillConfig,
         cache: BlobCache,
         telemetry: Arc<Telemetry>,
@@ -225,6 +237,8 @@ impl Filler {
             inner: Arc::new(Inner {
                 topology,
                 client: NodeClient::new(),
+                upstream_client: UpstreamClient::new(),
+                upstreams,
                 config,
                 telemetry,
                 cache,
@@ -253,6 +267,11 @@ impl Filler {
 
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
+    }
+
+    /// Whether blobs can come from aggregator-compatible upstreams (`--upstream`).
+    pub fn has_upstreams(&self) -> bool {
+        !self.inner.upstreams.is_empty()
     }
 
     /// Fills running now.
@@ -318,12 +337,24 @@ impl Filler {
         Ok(Source::Filling(reader))
     }
 
-    /// Verified metadata of `id`, from the cache or the nodes (one fetch for concurrent callers).
+    /// Verified metadata of `id`, from the cache, the upstreams that offer it, or the nodes (one
+    /// fetch for concurrent callers).
     pub async fn metadata(&self, id: BlobId) -> Result<Arc<VerifiedMetadata>, ReadError> {
         let inner = self.inner.clone();
         self.inner
             .metadata
-            .get_or_load(id, async move { fetch_metadata(&inner, id).await })
+            .get_or_load(id, async move {
+                let from_upstreams = if inner.upstreams.is_empty() {
+                    None
+                } else {
+                    Some(upstream::metadata(&inner, id).await)
+                };
+                match from_upstreams {
+                    Some(Ok(meta)) => Ok(meta),
+                    Some(Err(e)) if inner.topology.node_count() == 0 => Err(e),
+                    _ => fetch_metadata(&inner, id).await,
+                }
+            })
             .await
     }
 
@@ -335,6 +366,13 @@ impl Filler {
         meta: &Arc<VerifiedMetadata>,
         rows: Range<u16>,
     ) -> Result<Vec<Bytes>, ReadError> {
+        if !self.inner.upstreams.is_empty() {
+            match upstream::read_rows(&self.inner, meta, rows.clone()).await {
+                Ok(out) => return Ok(out),
+                Err(e) if self.inner.topology.node_count() == 0 => return Err(e),
+                Err(_) => {}
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
         let mut emit = |row: Bytes| out.push(row);
         let first = rows.start;
@@ -349,17 +387,26 @@ impl Filler {
         Ok(out)
     }
 
-    /// Collect verified slivers of a non-empty blob and publish its rows (decoding if needed).
+    /// Collect verified slivers of a non-empty blob and publish its rows (decoding if needed),
+    /// except the first `skip`, which an upstream already published.
     async fn read_slivers(
         &self,
         meta: &Arc<VerifiedMetadata>,
         tx: &watch::Sender<FillState>,
         prefetched: &mut Prefetched,
+        skip: usize,
     ) -> Result<(), ReadError> {
         let kp = meta.config().n_primary_source_symbols();
         let consistency = self.inner.config.consistency;
         let stream_early = consistency != ConsistencyCheck::Strict;
-        let mut publish = |row: Bytes| tx.send_modify(|s| s.rows.push(row));
+        // Every row passes through here exactly once, in order.
+        let mut seen = 0usize;
+        let mut publish = |row: Bytes| {
+            if seen >= skip {
+                tx.send_modify(|s| s.rows.push(row));
+            }
+            seen += 1;
+        };
         let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
         let collected = collect_slivers(&self.inner, meta, Goal::Blob, emit, prefetched).await?;
         let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
@@ -431,6 +478,18 @@ impl Filler {
     }
 
     async fn fill_blob(&self, id: BlobId, tx: &watch::Sender<FillState>) -> Result<(), ReadError> {
+        // Upstreams first (a parent gateway, an aggregator); the nodes continue where they
+        // stopped, without publishing a row twice.
+        let mut published = 0usize;
+        if !self.inner.upstreams.is_empty() {
+            match upstream::fill(&self.inner, id, tx, &mut published).await {
+                Ok(meta) => return self.commit(id, &meta, tx).await,
+                Err(e) if self.inner.topology.node_count() == 0 => return Err(e),
+                Err(e) => {
+                    tracing::info!(blob_id = %id, error = %e, "upstreams failed; reading from the storage nodes")
+                }
+            }
+        }
         // Sliver requests need only the ID and pair index, so the systematic ones go out with
         // the metadata request: a fill takes one round trip, not two. Their bytes wait,
         // unverified and unused, until the metadata has verified.
@@ -445,9 +504,13 @@ impl Filler {
         let consistency = self.inner.config.consistency;
         let streaming =
             len >= self.inner.config.stream_from_bytes && consistency != ConsistencyCheck::Strict;
-        tx.send_modify(|s| {
+        tx.send_if_modified(|s| {
+            if s.meta.is_some() {
+                return false; // Announced by an upstream already.
+            }
             s.meta = Some(meta.clone());
             s.streaming = streaming;
+            true
         });
         if len == 0 {
             // The verified metadata already proves the content is empty; Strict additionally
@@ -462,8 +525,21 @@ impl Filler {
                 }
             }
         } else {
-            self.read_slivers(&meta, tx, &mut prefetched).await?;
+            self.read_slivers(&meta, tx, &mut prefetched, published)
+                .await?;
         }
+        self.commit(id, &meta, tx).await
+    }
+
+    /// Every row is published: check the total, cache the blob, then let responses start, so
+    /// any request after the first response's headers is a cache hit.
+    async fn commit(
+        &self,
+        id: BlobId,
+        meta: &VerifiedMetadata,
+        tx: &watch::Sender<FillState>,
+    ) -> Result<(), ReadError> {
+        let len = meta.unencoded_length();
         let rows = tx.borrow().rows.clone();
         let total: u64 = rows.iter().map(|r| r.len() as u64).sum();
         if total != len {
