@@ -158,6 +158,18 @@ struct ServeArgs {
     /// Bearer token for the admin API (/admin/...); without it there is no admin API.
     #[arg(long, env = "WALRUS_GATEWAY_ADMIN_TOKEN")]
     admin_token: Option<String>,
+    /// Refuse `PUT /v1/blobs` (403), e.g. on a read-only edge.
+    #[arg(long)]
+    no_publish: bool,
+    /// Bearer token required to publish (`PUT /v1/blobs`); without it anyone may publish.
+    #[arg(long, env = "WALRUS_GATEWAY_PUBLISH_TOKEN")]
+    publish_token: Option<String>,
+    /// Largest upload accepted (413 beyond), e.g. `1GiB`.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    max_upload: u64,
+    /// Uploads larger than this wait in an unnamed temporary file instead of memory.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    upload_spool: u64,
     /// Refuse blobs above this size (403); default: the committee's maximum.
     #[arg(long, value_parser = parse_size)]
     max_blob_size: Option<u64>,
@@ -379,6 +391,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.clone(),
         disk_cache_bytes: args.disk_cache,
         admin_token: args.admin_token.clone(),
+        publish_enabled: !args.no_publish,
+        publish_token: args.publish_token.clone(),
+        max_upload: args.max_upload,
+        upload_spool_threshold: args.upload_spool,
         max_concurrent_requests: args.max_concurrent_requests,
         max_concurrent_fills: args.max_concurrent_fills,
         max_connections: args.max_connections,

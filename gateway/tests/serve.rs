@@ -65,6 +65,14 @@ async fn get(url: &str) -> (u16, Bytes) {
     (status, body)
 }
 
+async fn put(url: &str) -> u16 {
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+    let request = http::Request::put(url)
+        .body(http_body_util::Full::new(Bytes::from_static(b"new blob")))
+        .unwrap();
+    client.request(request).await.unwrap().status().as_u16()
+}
+
 #[test]
 fn serve_seeds_an_embedded_network_and_serves_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,4 +120,29 @@ fn serve_refuses_seeding_an_external_committee() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("--seed"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn serve_as_an_edge_reads_through_a_parent_and_refuses_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bin");
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let mut parent = Served::start(&["--seed", path.to_str().unwrap()]);
+    let id = parent.line();
+    let parent_base = parent.address();
+    let mut edge = Served::start(&["--upstream", &parent_base, "--n-shards", "10"]);
+    let base = edge.address();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = runtime.block_on(get(&format!("{base}/v1/blobs/{id}")));
+    assert_eq!(status, 200);
+    assert_eq!(body.as_ref(), &data[..]);
+    // No storage nodes behind the edge: nowhere to publish to.
+    let status = runtime.block_on(put(&format!("{base}/v1/blobs")));
+    assert_eq!(status, 403);
+    // And a parent can be made read-only the same way.
+    let mut read_only = Served::start(&["--no-publish"]);
+    let base = read_only.address();
+    let status = runtime.block_on(put(&format!("{base}/v1/blobs")));
+    assert_eq!(status, 403);
 }
