@@ -10,6 +10,11 @@ use std::time::Duration;
 pub struct GatewayConfig {
     /// Where to listen for HTTP/1.1 and h2c.
     pub bind: SocketAddr,
+    /// Open the plain HTTP/1.1 + h2c listener at `bind`; off, only the TLS listeners serve.
+    pub plain_listener: bool,
+    /// A TCP connection whose writes make no progress this long (the client stopped reading)
+    /// is closed.
+    pub write_stall_timeout: Duration,
     /// Whole-blob check after decoding (`Default` re-hashes reconstructed rows, `Strict`
     /// re-encodes the blob and compares Blob IDs, and then nothing streams before the check).
     pub consistency: ConsistencyCheck,
@@ -134,6 +139,8 @@ impl Default for GatewayConfig {
             tls: None,
             max_streams_per_connection: 200,
             idle_timeout: Duration::from_secs(30),
+            plain_listener: true,
+            write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
         }
     }
 }

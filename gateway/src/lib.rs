@@ -23,6 +23,7 @@ pub mod models;
 pub mod nodes;
 pub mod publish;
 pub mod server;
+pub mod stall;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Plain HTTP/1.1 and h2c (for a local load balancer or sidecar).
     #[arg(long, visible_alias = "listen", default_value = "127.0.0.1:31415")]
     bind: SocketAddr,
+    /// Do not open the plain HTTP/1.1 + h2c listener (--bind/--listen): serve only on
+    /// --https-listen and/or --h3-listen.
+    #[arg(long)]
+    no_plain: bool,
     /// Also serve HTTP/1.1 and HTTP/2 over TLS here (needs a certificate).
     #[arg(long)]
     https_listen: Option<SocketAddr>,
@@ -382,6 +386,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let config = GatewayConfig {
         bind: args.bind,
+        plain_listener: !args.no_plain,
         consistency: match args.consistency {
             Consistency::Default => ConsistencyCheck::Default,
             Consistency::Strict => ConsistencyCheck::Strict,
@@ -488,7 +493,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         ),
     }
     let gateway = Gateway::bind(config, committee).await?;
-    println!("listening on http://{}", gateway.local_addr());
+    if let Some(addr) = gateway.plain_addr() {
+        println!("listening on http://{addr}");
+    }
     if let Some(addr) = gateway.https_addr() {
         println!("listening on https://{addr}");
     }

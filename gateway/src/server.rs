@@ -13,6 +13,7 @@ use crate::disk::DiskCache;
 use crate::fill::{FillConfig, Filler};
 use crate::h3::{H3Error, H3Limits, H3Listener};
 use crate::nodes::{Topology, TopologyError};
+use crate::stall::StallGuard;
 use crate::telemetry::Telemetry;
 use crate::tls::TlsError;
 use http::header::{self, HeaderValue};
@@ -44,6 +45,8 @@ pub enum ServerError {
     DiskCache(#[from] crate::disk::DiskError),
     #[error("HTTPS and HTTP/3 need a TLS certificate (--tls-cert/--tls-key or --tls-self-signed)")]
     NoCertificate,
+    #[error("no listener: the plain listener is off and neither HTTPS nor HTTP/3 is on")]
+    NoListener,
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("HTTP/3: {0}")]
@@ -66,8 +69,8 @@ struct HttpsListener {
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     api: Arc<Api>,
-    listener: TcpListener,
-    addr: SocketAddr,
+    /// The plain HTTP/1.1 + h2c listener, unless it is off.
+    plain: Option<(TcpListener, SocketAddr)>,
     https: Option<HttpsListener>,
     h3: Option<H3Listener>,
     telemetry: Arc<Telemetry>,
@@ -122,7 +125,14 @@ impl Gateway {
             (None, true) => return Err(ServerError::NoCertificate),
             (_, false) => None,
         };
-        let (listener, addr) = bind_tcp(config.bind).await?;
+        if !config.plain_listener && !needs_tls {
+            return Err(ServerError::NoListener);
+        }
+        let plain = if config.plain_listener {
+            Some(bind_tcp(config.bind).await?)
+        } else {
+            None
+        };
         let https = match (config.https_listen, identity) {
             (Some(https_addr), Some(identity)) => {
                 let (listener, addr) = bind_tcp(https_addr).await?;
@@ -149,8 +159,7 @@ impl Gateway {
         };
         Ok(Self {
             api,
-            listener,
-            addr,
+            plain,
             https,
             h3,
             telemetry,
@@ -158,9 +167,17 @@ impl Gateway {
         })
     }
 
-    /// The plain HTTP/1.1 + h2c address.
+    /// The plain HTTP/1.1 + h2c address, when that listener is on.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The first listener's address: plain if on, else HTTPS, else HTTP/3 (UDP).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.plain_addr()
+            .or_else(|| self.https_addr())
+            .or_else(|| self.h3_addr())
+            .expect("bind refuses a gateway without listeners")
     }
 
     /// The HTTPS address, when that listener is on.
@@ -181,8 +198,7 @@ impl Gateway {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Gateway {
             api,
-            listener,
-            addr,
+            plain,
             https,
             h3,
             telemetry,
@@ -226,9 +242,14 @@ impl Gateway {
             graceful: &graceful,
             connections: &connections,
             alt_svc,
+            write_stall_timeout: config.write_stall_timeout,
         };
-        tracing::info!(%addr, "gateway listening (HTTP/1.1 and h2c)");
-        let plain = tcp.accept_loop(listener, None, stopped.clone());
+        let plain = async {
+            if let Some((listener, addr)) = plain {
+                tracing::info!(%addr, "gateway listening (HTTP/1.1 and h2c)");
+                tcp.accept_loop(listener, None, stopped.clone()).await;
+            }
+        };
         let secure = async {
             if let Some(https) = https {
                 tracing::info!(addr = %https.addr, "gateway listening (HTTPS: HTTP/1.1 and HTTP/2)");
@@ -258,7 +279,7 @@ impl Gateway {
 
     /// Serve in a background task until [`RunningGateway::shutdown`].
     pub fn spawn(self) -> RunningGateway {
-        let addr = self.addr;
+        let addr = self.local_addr();
         let https_addr = self.https_addr();
         let h3_addr = self.h3_addr();
         let api = self.api.clone();
@@ -288,6 +309,7 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
+    /// The first listener's address: plain if on, else HTTPS, else HTTP/3 (UDP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -331,6 +353,7 @@ struct TcpServing<'a> {
     connections: &'a Arc<Semaphore>,
     /// `Alt-Svc` advertising HTTP/3, when it is on.
     alt_svc: Option<HeaderValue>,
+    write_stall_timeout: Duration,
 }
 
 impl TcpServing<'_> {
@@ -361,6 +384,7 @@ impl TcpServing<'_> {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let stream = StallGuard::new(stream, self.write_stall_timeout);
             let api = self.api.clone();
             let alt_svc = self.alt_svc.clone();
             let service = service_fn(move |request| {

@@ -421,3 +421,87 @@ async fn requests_beyond_the_bound_get_429() {
     let _ = first.await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Scenario::with(
+        SimConfig {
+            n_shards: 100,
+            nodes: 4,
+            ..SimConfig::default()
+        },
+        gateway::GatewayConfig {
+            write_stall_timeout: std::time::Duration::from_millis(200),
+            ..config()
+        },
+    )
+    .await;
+    // Far more than the socket buffers on both ends can hold.
+    let data = blob(24 << 20, 9);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.status,
+        StatusCode::OK
+    );
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(s.addr).await.unwrap();
+    let request = format!("GET /v1/blobs/{id} HTTP/1.1\r\nhost: gateway\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read nothing: the response stalls, and the gateway gives up on the connection.
+    assert!(
+        s.wait_for_metric("gateway_requests_in_flight", 0.0).await,
+        "the stalled response still holds its request slot"
+    );
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut received),
+    )
+    .await
+    .expect("the connection was closed");
+    assert!(
+        received.len() < data.len(),
+        "the whole {} bytes arrived; nothing was cut off",
+        data.len()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_plain_listener_can_be_turned_off_when_tls_serves() {
+    let committee = storage_sim::committee::Committee {
+        n_shards: 10,
+        nodes: Vec::new(),
+    };
+    let refused = gateway::Gateway::bind(
+        gateway::GatewayConfig {
+            plain_listener: false,
+            ..config()
+        },
+        committee.clone(),
+    )
+    .await;
+    assert!(matches!(
+        refused,
+        Err(gateway::server::ServerError::NoListener)
+    ));
+    let tls = gateway::tls::TlsIdentity::self_signed(&["localhost".into()])
+        .unwrap()
+        .identity;
+    let gateway = gateway::Gateway::bind(
+        gateway::GatewayConfig {
+            plain_listener: false,
+            https_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            tls: Some(tls),
+            ..config()
+        },
+        committee,
+    )
+    .await
+    .unwrap();
+    assert_eq!(gateway.plain_addr(), None);
+    assert_eq!(Some(gateway.local_addr()), gateway.https_addr());
+}
