@@ -8,7 +8,7 @@
 # Every downloaded byte is compared with the file it was seeded from. Exits non-zero on any
 # failure. Needs nginx (installed from Debian if missing, when run as root) and curl.
 #
-#   deploy/consistent-hash-test.sh                 # builds the binaries (release)
+#   deploy/consistent-hash-test.sh                 # builds (or reuses) the debug binaries
 #   GATEWAY_BIN=... SIM_BIN=... deploy/consistent-hash-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +23,8 @@ if ! command -v nginx >/dev/null; then
 fi
 NGINX=$(command -v nginx)
 if [ -z "${GATEWAY_BIN:-}" ] || [ -z "${SIM_BIN:-}" ]; then
-    cargo build --release --locked -q -p walrus-gateway -p walrus-storage-sim --bins
-    dir=${CARGO_TARGET_DIR:-target}/release
+    cargo build --locked -q -p walrus-gateway -p walrus-storage-sim --bins
+    dir=${CARGO_TARGET_DIR:-target}/debug
     GATEWAY_BIN=${GATEWAY_BIN:-$dir/walrus-gateway}
     SIM_BIN=${SIM_BIN:-$dir/walrus-sim}
 fi
