@@ -502,6 +502,8 @@ const H3_KEEP_ALIVE: Duration = Duration::from_secs(3);
 /// enough that 64 MiB reads are not limited by flow-control round trips on a fast link.
 const H3_STREAM_WINDOW: u32 = 16 << 20;
 const H3_CONNECTION_WINDOW: u32 = 64 << 20;
+/// Asked-for UDP socket receive and send buffer sizes.
+const UDP_SOCKET_BUFFER: usize = 8 << 20;
 /// Request bodies (publishing) are sent in frames of at most this.
 const H3_SEND_CHUNK: usize = 256 << 10;
 
@@ -570,7 +572,7 @@ impl H3Transport {
         } else {
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
         };
-        let endpoint = quinn::Endpoint::client(local)
+        let endpoint = udp_endpoint(local)
             .map_err(|e| ClientError::Connect(format!("cannot open a UDP socket: {e}")))?;
         let connecting = endpoint
             .connect_with(self.config.clone(), addr, &self.host)
@@ -589,6 +591,20 @@ impl H3Transport {
             driver,
         })
     }
+}
+
+/// A client endpoint on a UDP socket bound at `local`, with socket buffers large enough for a
+/// burst of a connection's flow-control window: the default (~200 KiB) overflows at a few
+/// hundred MB/s, and every dropped datagram makes congestion control back off.
+fn udp_endpoint(local: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(local)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = state.set_recv_buffer_size((&socket).into(), UDP_SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size((&socket).into(), UDP_SOCKET_BUFFER);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
 /// A QUIC connection error as a client error: TLS alerts (crypto error codes) are
