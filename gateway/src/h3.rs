@@ -41,6 +41,8 @@ const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
 const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 /// Bytes of responses queued per connection before writes wait for the client to acknowledge.
 const SEND_WINDOW: u64 = 8 << 20;
+/// Asked-for UDP socket receive and send buffer sizes.
+const UDP_SOCKET_BUFFER: usize = 8 << 20;
 /// The application close code of a clean close (RFC 9114 §8.1).
 const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
 /// Unidirectional streams a client may open (control and QPACK streams, plus a little slack).
@@ -98,8 +100,8 @@ impl H3Listener {
             .receive_window(CONNECTION_RECEIVE_WINDOW.into())
             .send_window(SEND_WINDOW);
         server.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|source| H3Error::Bind { addr, source })?;
+        let endpoint =
+            udp_endpoint(server, addr).map_err(|source| H3Error::Bind { addr, source })?;
         let addr = endpoint
             .local_addr()
             .map_err(|source| H3Error::Bind { addr, source })?;
@@ -167,6 +169,25 @@ impl H3Listener {
         while tasks.join_next().await.is_some() {}
         let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     }
+}
+
+/// A server endpoint on a UDP socket bound at `addr`, with socket buffers sized for bursts of
+/// many clients' packets (acknowledgements, uploads): with the default (~200 KiB) datagrams are
+/// dropped at high rates and congestion control backs off.
+fn udp_endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = state.set_recv_buffer_size((&socket).into(), UDP_SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size((&socket).into(), UDP_SOCKET_BUFFER);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).

@@ -1,6 +1,6 @@
 //! HTTP/3 and TLS listeners (issue 8): a Rust h3 client (quinn, trusting the gateway's
 //! self-signed certificate) gets the same statuses, headers and bytes as HTTP/1.1 for whole
-//! reads, ranges, HEAD, 304 and publishing; the TCP listeners advertise HTTP/3 with `Alt-Svc`;
+//! reads, ranges, HEAD, 304, publishing and inference; the TCP listeners advertise HTTP/3 with `Alt-Svc`;
 //! curl reads over HTTPS with HTTP/1.1 and HTTP/2 (`--cacert`); shutdown drains QUIC.
 
 mod harness;
@@ -342,6 +342,100 @@ async fn http3_publishes_and_the_blob_reads_back_over_http1() {
         )
         .await;
     assert_eq!(h3.status, StatusCode::PAYLOAD_TOO_LARGE);
+    client.close().await;
+    s.stop().await;
+}
+
+/// An inference answer without what differs between two runs of the same request: the
+/// proof's signing time and (since it signs that time) its signature.
+fn without_time_and_signature(answer: &[u8]) -> String {
+    let mut value: serde_json::Value = serde_json::from_slice(answer).expect("a JSON answer");
+    let proof = value["proof"].as_object_mut().expect("a proof");
+    assert!(proof.remove("signature").is_some(), "a signed proof");
+    let record = proof["record"].as_object_mut().expect("a proof record");
+    assert!(record.remove("created_at_ms").is_some(), "a signing time");
+    serde_json::to_string(&value).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_inference_answers_as_http1_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("identity.key");
+    let (s, cert, _) = scenario(|c| {
+        c.identity_key = Some(key);
+        c.inference_concurrency = Some(2);
+    })
+    .await;
+    let client = H3Client::connect(s.h3_addr().unwrap(), &cert).await;
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../inference/tests/models");
+    let model = std::fs::read(models.join("mlp.onnx")).expect("the committed model");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.join("mlp.json")).unwrap()).unwrap();
+
+    // The model is published over HTTP/3, then run by its Blob ID over both protocols.
+    let put = client
+        .request(Method::PUT, "/v1/blobs", &[], Some(&model))
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+    let id = put.json()["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .expect("a blob ID")
+        .to_owned();
+    let path = format!("/v1/inference/{id}");
+    let json = [("content-type", "application/json")];
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for (i, case) in cases.iter().enumerate() {
+        let body = serde_json::json!({ "inputs": case["inputs"] })
+            .to_string()
+            .into_bytes();
+        // HTTP/3 first on the first case: the model's fill and plan build happen over QUIC.
+        let h3 = client
+            .request(Method::POST, &path, &json, Some(&body))
+            .await;
+        let h1 = s.send_body(Method::POST, &path, &json, body.clone()).await;
+        assert_eq!(h3.status, StatusCode::OK, "case {i}: {:?}", h3.body);
+        assert_eq!(h1.status, h3.status, "case {i}");
+        same_headers(&h1.headers, &h3.headers, &format!("inference case {i}"));
+        assert_eq!(
+            without_time_and_signature(h1.bytes()),
+            without_time_and_signature(h3.bytes()),
+            "case {i}: answers differ beyond the proof's time and signature"
+        );
+        // The outputs themselves, as sent, are byte-identical.
+        let outputs = |reply: &Reply| serde_json::to_string(&reply.json()["outputs"]).unwrap();
+        assert_eq!(outputs(&h1), outputs(&h3), "case {i}");
+        // And they are onnxruntime's (shape and dtype exactly, values within float error).
+        let answer = h3.json();
+        for (name, want) in case["outputs"].as_object().unwrap() {
+            let got = &answer["outputs"][name];
+            assert_eq!(got["shape"], want["shape"], "case {i} {name}");
+            assert_eq!(got["dtype"], want["dtype"], "case {i} {name}");
+            let (got, want) = (
+                got["data"].as_array().unwrap(),
+                want["data"].as_array().unwrap(),
+            );
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+                assert!((g - w).abs() <= 1e-6 + 1e-4 * w.abs(), "{g} vs {w}");
+            }
+        }
+    }
+
+    // Refusals are the same too, envelope and all.
+    let bad = br#"{"inputs": {"x": {"shape": [1, 3], "dtype": "f32", "data": [1, 2, 3]}}}"#;
+    let not_json = b"not json";
+    for body in [&bad[..], &not_json[..]] {
+        let h3 = client.request(Method::POST, &path, &json, Some(body)).await;
+        let h1 = s.send_body(Method::POST, &path, &json, body.to_vec()).await;
+        assert!(h3.status.is_client_error(), "{}: {:?}", h3.status, h3.body);
+        assert_same(
+            &h1,
+            &h3,
+            &format!("refused inference {:?}", String::from_utf8_lossy(body)),
+        );
+    }
     client.close().await;
     s.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The command line: arguments, their checks, and the [`RunConfig`] they describe. Kept in the
 //! library so argument handling is tested like the rest; the binary only calls [`main`].
 
-use crate::client::{Protocol, Target};
+use crate::client::{Protocol, Target, TlsOptions};
 use crate::config::{Inference, Load, PopulationSpec, Preset, RunConfig};
 use crate::faults::{parse_faults, FaultPlan};
 use crate::parse::{self, SizeDist};
@@ -22,15 +22,31 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "walrus-loadtest", version)]
 pub struct Cli {
-    /// Base URL of the gateway or aggregator, e.g. http://127.0.0.1:31415.
+    /// Base URL of the gateway or aggregator, e.g. http://127.0.0.1:31415 or
+    /// https://localhost:8443 (TLS).
     #[arg(long)]
     pub target: String,
-    /// HTTP version: 1 (HTTP/1.1), 2 (h2c, prior knowledge) or 3 (not available yet).
+    /// HTTP version: 1 (HTTP/1.1), 2 (HTTP/2: h2c with prior knowledge on http://, ALPN h2 on
+    /// https://) or 3 (HTTP/3 over QUIC; needs an https:// target).
     #[arg(long = "http", default_value = "1", value_parser = ["1", "2", "3"])]
     pub http: String,
-    /// HTTP/2 connections to spread requests over (HTTP/1.1 uses one per request in flight).
+    /// HTTP/2 or HTTP/3 connections to spread requests over (HTTP/1.1 uses one per request
+    /// in flight).
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// Trust the certificates in this PEM file for an https:// target (e.g. the file
+    /// `walrus-gateway serve --tls-self-signed --tls-self-signed-out FILE` writes). Without
+    /// it, the public (Mozilla) roots are trusted.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+    /// UNSAFE: do not verify the https:// target's certificate, so anyone on the path can
+    /// read and alter the traffic (full reads are still checked against their Blob ID). For a
+    /// quick try on loopback only; prefer --cacert.
+    #[arg(long)]
+    pub insecure: bool,
+    /// UDP port of the target's HTTP/3 listener (--http 3), if not the URL's port.
+    #[arg(long, value_name = "PORT")]
+    pub h3_port: Option<u16>,
     /// Scenario preset: hit, cold, stampede, faults, inference.
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
@@ -138,9 +154,22 @@ impl Cli {
         let protocol = match self.http.as_str() {
             "1" => Protocol::Http1,
             "2" => Protocol::Http2,
-            _ => bail!(crate::client::ClientError::Http3NotYet),
+            _ => Protocol::Http3,
         };
         let target = Target::parse(&self.target, self.allow_remote)?;
+        if protocol == Protocol::Http3 && !target.is_tls() {
+            bail!(
+                "--http 3 runs over QUIC, which is always encrypted: give an https:// target (the gateway's --h3-listen, with its --https-listen port or --h3-port)"
+            );
+        }
+        if !target.is_tls() && (self.cacert.is_some() || self.insecure) {
+            bail!("--cacert and --insecure apply to https:// targets only");
+        }
+        match self.h3_port {
+            Some(_) if protocol != Protocol::Http3 => bail!("--h3-port needs --http 3"),
+            Some(0) => bail!("--h3-port must be a port number from 1 to 65535"),
+            _ => {}
+        }
         let population = match (&self.blobs, self.publish) {
             (Some(path), None) => PopulationSpec::List(path.clone()),
             (None, Some(count)) => {
@@ -172,6 +201,11 @@ impl Cli {
         let mut config = RunConfig::new(target, population);
         config.protocol = protocol;
         config.connections = self.connections.max(1);
+        config.tls = TlsOptions {
+            cacert: self.cacert.clone(),
+            insecure: self.insecure,
+        };
+        config.h3_port = self.h3_port;
         config.load = match (self.concurrency, self.rate) {
             (Some(0), _) => bail!("--concurrency must be at least 1"),
             (Some(c), None) => Load::Closed { concurrency: c },
@@ -218,6 +252,11 @@ impl Cli {
                 };
                 let admin = Target::parse(admin, false)
                     .context("--sim-admin must be a loopback storage-sim node URL")?;
+                if admin.is_tls() {
+                    bail!(
+                        "--sim-admin must be an http:// URL (storage-sim nodes speak plain HTTP)"
+                    );
+                }
                 let at = self.fault_at.unwrap_or(self.duration / 3);
                 let clear_at = self.fault_clear_at.unwrap_or(self.duration * 2 / 3);
                 if clear_at <= at {
@@ -337,9 +376,50 @@ mod tests {
     }
 
     #[test]
+    fn http3_and_tls_options() {
+        let c = Cli::try_parse_from([
+            "walrus-loadtest",
+            "--target",
+            "https://localhost:8443",
+            "--publish",
+            "1",
+            "--http",
+            "3",
+            "--h3-port",
+            "8444",
+            "--cacert",
+            "gateway.pem",
+            "--connections",
+            "2",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::Http3);
+        assert_eq!(c.h3_port, Some(8444));
+        assert_eq!(c.tls.cacert, Some(PathBuf::from("gateway.pem")));
+        assert!(!c.tls.insecure);
+        assert_eq!(c.client_options().connections, 2);
+        let both = Cli::try_parse_from([
+            "walrus-loadtest",
+            "--target",
+            "https://localhost:8443",
+            "--publish",
+            "1",
+            "--cacert",
+            "a.pem",
+            "--insecure",
+        ]);
+        assert!(both.is_err(), "--cacert and --insecure conflict");
+    }
+
+    #[test]
     fn bad_arguments_are_refused_with_reasons() {
         let err = |args: &[&str]| format!("{:#}", config(args).unwrap_err());
-        assert!(err(&["--publish", "1", "--http", "3"]).contains("HTTP/3 is not available yet"));
+        assert!(err(&["--publish", "1", "--http", "3"]).contains("give an https:// target"));
+        assert!(err(&["--publish", "1", "--insecure"]).contains("https:// targets only"));
+        assert!(err(&["--publish", "1", "--cacert", "x.pem"]).contains("https:// targets only"));
+        assert!(err(&["--publish", "1", "--h3-port", "9"]).contains("needs --http 3"));
         assert!(err(&[]).contains("--publish N"));
         assert!(err(&["--publish", "0"]).contains("at least one"));
         assert!(err(&["--publish", "1", "--size", "4 parsecs"]).contains("size distribution"));

@@ -2,7 +2,7 @@
 //! `faults`, `inference`) as adjustments of it. The binary builds a [`RunConfig`] from its
 //! arguments; tests build one directly.
 
-use crate::client::{Protocol, Target};
+use crate::client::{ClientOptions, Protocol, Target, TlsOptions};
 use crate::faults::FaultPlan;
 use crate::parse::SizeDist;
 use crate::workload::Mix;
@@ -64,8 +64,12 @@ pub struct Inference {
 pub struct RunConfig {
     pub target: Target,
     pub protocol: Protocol,
-    /// HTTP/2 connections to spread requests over.
+    /// HTTP/2 or HTTP/3 connections to spread requests over.
     pub connections: usize,
+    /// How an `https://` target's certificate is trusted.
+    pub tls: TlsOptions,
+    /// UDP port of the target's HTTP/3 listener, when not the URL's port.
+    pub h3_port: Option<u16>,
     pub population: PopulationSpec,
     pub scenario: Scenario,
     /// Name shown in the report (`hit`, `cold`, … or `custom`).
@@ -99,12 +103,24 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// How the load's client reaches the target.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            protocol: self.protocol,
+            connections: self.connections,
+            tls: self.tls.clone(),
+            h3_port: self.h3_port,
+        }
+    }
+
     /// Defaults for everything but the target and the population.
     pub fn new(target: Target, population: PopulationSpec) -> Self {
         Self {
             target,
             protocol: Protocol::Http1,
             connections: 1,
+            tls: TlsOptions::default(),
+            h3_port: None,
             population,
             scenario: Scenario::Mixed,
             scenario_name: "custom".into(),

@@ -7,7 +7,7 @@
 //! kept when they are checked (at most four held, two being hashed at a time), so a run of
 //! 64 MiB reads does not hold 64 MiB per client.
 
-use crate::client::{self, ClientError, Protocol, Target, Transport};
+use crate::client::{self, ClientError, ClientOptions, Protocol, Target, Transport};
 use crate::config::{Inference, Load, PopulationSpec, RunConfig, Scenario};
 use crate::faults::{self, FaultError, NodeFaults};
 use crate::population::{self, Blob, PopulationError};
@@ -62,8 +62,16 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     if let Load::Closed { concurrency: 0 } = config.load {
         return Err(RunError::Config("--concurrency must be at least 1".into()));
     }
-    let transport = client::connect(config.protocol, config.connections)?;
-    let admin = client::connect(Protocol::Http1, 1)?;
+    let transport = client::connect(&config.client_options(), &config.target)?;
+    let admin = match &config.faults {
+        Some(plan) => client::connect(&ClientOptions::new(Protocol::Http1), &plan.admin)?,
+        None => transport.clone(),
+    };
+    if config.target.is_tls() {
+        // A certificate the client does not trust fails every request the same way: say so
+        // once, before the run, rather than report a run made only of errors.
+        check_handshake(&transport, &config.target, config.timeout).await?;
+    }
     let mut notes = Vec::new();
 
     let (n_shards, source) = match config.n_shards {
@@ -614,8 +622,9 @@ impl Shared {
         let classify = |e: ClientError| {
             let kind = match e {
                 ClientError::Connect(_) => "connect",
+                ClientError::Tls(_) => "tls",
                 ClientError::Body(_) => "body_aborted",
-                ClientError::Transport(_) | ClientError::Http3NotYet => "transport",
+                ClientError::Transport(_) | ClientError::Setup(_) => "transport",
             };
             (kind.to_owned(), e.to_string())
         };
@@ -904,15 +913,56 @@ async fn get_text(
     tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
-/// The committee size from `GET /status`, if it answers JSON that says (`n_shards`,
-/// `nShards`, at the top or under `committee`).
+/// Fail with the TLS error when `GET /status` cannot get through the handshake; any other
+/// outcome (even no listener at all) is left for the run to count.
+async fn check_handshake(
+    transport: &Arc<dyn Transport>,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let request = Request::builder()
+        .uri(target.uri("/status"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
+    match tokio::time::timeout(timeout, transport.send(request)).await {
+        Ok(Err(e @ ClientError::Tls(_))) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The committee size from `GET /status`: the gateway's `x-walrus-n-shards` header, or a JSON
+/// body that says (`n_shards`, `nShards`, at the top or under `committee`).
 async fn discover_n_shards(
     transport: &Arc<dyn Transport>,
     target: &Target,
     timeout: Duration,
 ) -> Option<u16> {
-    let text = get_text(transport, target, "/status", timeout).await?;
-    n_shards_from_status(&text)
+    let request = Request::builder()
+        .uri(target.uri("/status"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let exchange = async {
+        let response = transport.send(request).await.ok()?;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        let header = response
+            .headers()
+            .get("x-walrus-n-shards")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .filter(|&n| n > 0);
+        if header.is_some() {
+            return header;
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_TEXT_BODY as usize)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        n_shards_from_status(std::str::from_utf8(&body).ok()?)
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
 /// The committee size in a `/status` body, if it is JSON that says (`n_shards` or `nShards`,

@@ -1,12 +1,14 @@
 //! Servers the load generator is tested against, all on `127.0.0.1:0` and stopped at the end:
 //! the real gateway in front of a simulated committee ([`GatewayScene`]), and a tiny in-test
-//! aggregator ([`Origin`]) that also implements the publisher's `PUT /v1/blobs` (the gateway
-//! has no publisher yet) and can be told to serve wrong bytes.
+//! aggregator ([`Origin`]) that also implements the publisher's `PUT /v1/blobs` and can be
+//! told to serve wrong bytes. [`GatewayScene::start_tls`] adds the gateway's HTTPS and HTTP/3
+//! listeners with a self-signed certificate.
 
 #![allow(dead_code)]
 
 use bytes::Bytes;
 use codec::BlobId;
+use gateway::tls::TlsIdentity;
 use gateway::{Gateway, GatewayConfig, RunningGateway};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -61,10 +63,26 @@ pub struct GatewayScene {
     /// `(Blob ID, size)` of the stored blobs.
     pub blobs: Vec<(BlobId, usize)>,
     dir: tempfile::TempDir,
+    /// With [`GatewayScene::start_tls`]: the HTTPS listener's URL, the HTTP/3 listener's UDP
+    /// port, and the self-signed certificate's PEM file.
+    pub https_url: Option<String>,
+    pub h3_port: Option<u16>,
+    pub cacert: Option<PathBuf>,
 }
 
 impl GatewayScene {
     pub async fn start(sizes: &[usize]) -> Self {
+        Self::start_with(sizes, false).await
+    }
+
+    /// Also serve HTTPS (HTTP/1.1 and HTTP/2) and HTTP/3 with a fresh self-signed
+    /// certificate for `localhost` and `127.0.0.1`.
+    pub async fn start_tls(sizes: &[usize]) -> Self {
+        Self::start_with(sizes, true).await
+    }
+
+    async fn start_with(sizes: &[usize], tls: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let net = Arc::new(
             SimNetwork::start(SimConfig {
                 n_shards: N_SHARDS,
@@ -84,7 +102,7 @@ impl GatewayScene {
                 .expect("sim stores");
             blobs.push((id, len));
         }
-        let config = GatewayConfig {
+        let mut config = GatewayConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             metadata_timeout: Duration::from_secs(5),
             sliver_timeout: Duration::from_secs(5),
@@ -92,6 +110,17 @@ impl GatewayScene {
             shutdown_grace: Duration::from_secs(2),
             ..GatewayConfig::default()
         };
+        let mut cacert = None;
+        if tls {
+            let generated = TlsIdentity::self_signed(&["localhost".into(), "127.0.0.1".into()])
+                .expect("a certificate");
+            let pem = dir.path().join("gateway.pem");
+            std::fs::write(&pem, &generated.cert_pem).unwrap();
+            cacert = Some(pem);
+            config.https_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            config.h3_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            config.tls = Some(generated.identity);
+        }
         let gateway = Gateway::bind(config, net.committee().clone())
             .await
             .expect("gateway binds")
@@ -99,10 +128,13 @@ impl GatewayScene {
         let url = format!("http://{}", gateway.addr());
         Self {
             net,
+            https_url: gateway.https_addr().map(|a| format!("https://{a}")),
+            h3_port: gateway.h3_addr().map(|a| a.port()),
+            cacert,
             gateway: Some(gateway),
             url,
             blobs,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
         }
     }
 
