@@ -245,6 +245,11 @@ async fn concurrent_first_requests_share_one_fill_and_one_plan_build() {
         s.metric("walrus_inference_plan_cache_entries").await,
         Some(1.0)
     );
+    assert_eq!(
+        s.metric("walrus_inference_model_parse_seconds_count").await,
+        Some(1.0),
+        "one timed parse"
+    );
     let s = std::sync::Arc::try_unwrap(s).ok().expect("no other owner");
     s.stop().await;
 }
