@@ -209,8 +209,33 @@ async fn inline_proofs_and_the_cnn_match_onnxruntime() {
         assert_outputs_close(&answer["outputs"], &outputs);
         assert!(answer["proof"]["record"].is_object(), "inline by default");
         assert!(answer["proof"].get("blob_id").is_none());
+        // f32 outputs are written at f32 precision (at most 9 significant digits round-trip),
+        // not widened to f64 first (0.1f32 would read 0.10000000149011612).
+        let text = std::str::from_utf8(reply.bytes()).unwrap();
+        let digits = most_significant_digits_in_data(text);
+        assert!((1..=9).contains(&digits), "{digits} digits in {text}");
     }
     s.stop().await;
+}
+
+/// The most significant digits of any number in a `"data":[..]` array of a JSON text
+/// (0 when there is none).
+fn most_significant_digits_in_data(text: &str) -> usize {
+    let mut most = 0;
+    for array in text.split("\"data\":[").skip(1) {
+        let array = array.split(']').next().unwrap();
+        for number in array.split(',').filter(|n| *n != "null") {
+            let mantissa = number
+                .trim_start_matches('-')
+                .split(['e', 'E'])
+                .next()
+                .unwrap();
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            let significant = digits.trim_start_matches('0').trim_end_matches('0');
+            most = most.max(significant.len());
+        }
+    }
+    most
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +269,11 @@ async fn concurrent_first_requests_share_one_fill_and_one_plan_build() {
     assert_eq!(
         s.metric("walrus_inference_plan_cache_entries").await,
         Some(1.0)
+    );
+    assert_eq!(
+        s.metric("walrus_inference_model_parse_seconds_count").await,
+        Some(1.0),
+        "one timed parse"
     );
     let s = std::sync::Arc::try_unwrap(s).ok().expect("no other owner");
     s.stop().await;

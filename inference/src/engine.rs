@@ -50,6 +50,9 @@ pub mod metric {
     pub const PLAN_CACHE_BYTES: &str = "walrus_inference_plan_cache_bytes";
     /// Counter: model blobs parsed.
     pub const MODEL_LOADS: &str = "walrus_inference_model_loads_total";
+    /// Histogram: seconds per model parse (ONNX decoding and analysis of the loaded bytes;
+    /// excluding the load itself and the wait for the build lock).
+    pub const MODEL_PARSE_SECONDS: &str = "walrus_inference_model_parse_seconds";
 }
 
 /// Where the engine's metrics go: the given recorder (a gateway's own), or the process-global one.
@@ -530,11 +533,16 @@ impl Engine {
                     .acquire_owned()
                     .await
                     .map_err(|_| InferenceError::Internal("build lock closed".into()))?;
+                let started = Instant::now();
                 let loaded = tokio::task::spawn_blocking(move || model::load(&model, &bytes))
                     .await
                     .map_err(|e| {
                         InferenceError::Internal(format!("model parse task failed: {e}"))
                     })??;
+                sink.emit(|| {
+                    metrics::histogram!(metric::MODEL_PARSE_SECONDS)
+                        .record(started.elapsed().as_secs_f64())
+                });
                 let weight = loaded.blob_len;
                 Ok((Arc::new(loaded), weight))
             })

@@ -37,6 +37,8 @@ use tokio::sync::OnceCell;
 pub const MAX_BODY: usize = 64 << 20;
 /// Bodies above this are parsed on the blocking pool rather than the reactor.
 const PARSE_INLINE_MAX: usize = 64 << 10;
+/// Answers with more output elements than this are encoded on the blocking pool.
+const ENCODE_INLINE_MAX: usize = 16 << 10;
 
 /// The engine, the signing key and the proof policy of one gateway.
 pub(super) struct Inference {
@@ -183,16 +185,62 @@ where
     };
     let identity = inference.identity().await?;
     let response = inference.engine.infer(model, parsed, &identity).await?;
-    let mut answer = encode(&response)?;
-    if store {
-        let blob = ProofBlob {
-            outputs: response.outputs,
-            proof: response.proof,
-        };
-        let blob_id = store_proof(api, Bytes::from(blob.to_bytes())).await?;
-        answer["proof"]["blob_id"] = blob_id.to_string().into();
-    }
-    Ok(super::json_response(StatusCode::OK, &answer))
+    let blob = ProofBlob {
+        outputs: response.outputs,
+        proof: response.proof,
+    };
+    let blob_id = if store {
+        Some(store_proof(api, Bytes::from(blob.to_bytes())).await?)
+    } else {
+        None
+    };
+    let elements: usize = blob.outputs.values().map(|t| t.len()).sum();
+    let answer = if elements <= ENCODE_INLINE_MAX {
+        encode_answer(model, &blob, blob_id)?
+    } else {
+        tokio::task::spawn_blocking(move || encode_answer(model, &blob, blob_id))
+            .await
+            .map_err(|e| ReadError::Internal(format!("answer encode task failed: {e}")))??
+    };
+    Ok(super::text(answer, "application/json"))
+}
+
+/// The answer to `POST /v1/inference/{model}`, written straight from the engine's tensors:
+/// `{"model", "outputs", "proof": {"record", "signature"[, "blob_id"]}}`.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    model: BlobId,
+    outputs: &'a ::inference::Tensors,
+    proof: AnswerProof<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AnswerProof<'a> {
+    #[serde(flatten)]
+    proof: &'a ::inference::Proof,
+    /// The stored proof blob, when the request (or `--store-proofs`) asked to store it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blob_id: Option<BlobId>,
+}
+
+/// Encode the answer in one pass (each f32 written at its own shortest precision); going through
+/// `serde_json::Value` widened every f32 to f64 and built a node per element.
+fn encode_answer(
+    model: BlobId,
+    blob: &ProofBlob,
+    blob_id: Option<BlobId>,
+) -> Result<Bytes, ApiError> {
+    let answer = Answer {
+        model,
+        outputs: &blob.outputs,
+        proof: AnswerProof {
+            proof: &blob.proof,
+            blob_id,
+        },
+    };
+    serde_json::to_vec(&answer)
+        .map(Bytes::from)
+        .map_err(|e| ReadError::Internal(format!("cannot encode the answer: {e}")).into())
 }
 
 /// Publish a proof blob as `PUT /v1/blobs` would (and cache it, so `verify-proof` against this
