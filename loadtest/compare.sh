@@ -32,90 +32,19 @@ SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 OUT="${OUT:-$(mktemp -d /tmp/walrus-compare.XXXXXX)}"
 
-log() { echo "compare: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-GATEWAY_PID=""
-NGINX_PID=""
-POLICY_RC_CREATED=""
-cleanup() {
-    local pid
-    for pid in "$GATEWAY_PID" "$NGINX_PID"; do
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    if [ -n "$POLICY_RC_CREATED" ]; then rm -f /usr/sbin/policy-rc.d; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-command -v python3 >/dev/null || die "python3 is needed to read the JSON reports"
-
-# Pin only when there are CPUs to pin to. Prefixes, not functions, so `cmd &` gives the
-# server's own PID (taskset execs it) for the cleanup to stop.
-PIN_SERVER=()
-PIN_CLIENT=()
-if command -v taskset >/dev/null && [ "$(nproc)" -gt "$CLIENT_CPU" ] && [ "$(nproc)" -gt "$SERVER_CPU" ]; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_CLIENT=(taskset -c "$CLIENT_CPU")
-fi
-
-bytes_of() { # 4KiB, 1MiB, 64MiB, 1234 -> bytes
-    case "$1" in
-        *KiB) echo $(( ${1%KiB} * 1024 )) ;;
-        *MiB) echo $(( ${1%MiB} * 1024 * 1024 )) ;;
-        *GiB) echo $(( ${1%GiB} * 1024 * 1024 * 1024 )) ;;
-        *) echo "$1" ;;
-    esac
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_port() { # port, what
-    for _ in $(seq 600); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "$2 did not start listening on port $1"
-}
+LOG_TAG=compare
+# shellcheck source=bench-lib.sh
+. "$ROOT/loadtest/bench-lib.sh"
 
 # --- nginx -----------------------------------------------------------------------------------
-NGINX="$(command -v nginx || true)"
-[ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
-if [ -z "$NGINX" ]; then
-    log "installing nginx from Debian"
-    # Keep the package from starting its own nginx on port 80 during installation.
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        POLICY_RC_CREATED=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq nginx-light >/dev/null 2>&1 || apt-get install -y -qq nginx >/dev/null
-    if [ -n "$POLICY_RC_CREATED" ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=""; fi
-    NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-fi
-[ -x "$NGINX" ] || die "nginx is not installed and could not be installed"
+NGINX="$(need nginx "nginx-light|nginx")"
 NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
 NGINX_H2=1
 "$NGINX" -V 2>&1 | grep -q -- '--with-http_v2_module' || NGINX_H2=""
 
 # --- binaries --------------------------------------------------------------------------------
-if [ -z "${GATEWAY_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
-    log "building walrus-gateway and walrus-loadtest ($PROFILE)"
-    (cd "$ROOT" && cargo build --profile "$PROFILE" -p walrus-gateway -p walrus-loadtest)
-    dir="${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-    GATEWAY_BIN="${GATEWAY_BIN:-$dir/walrus-gateway}"
-    LOADTEST_BIN="${LOADTEST_BIN:-$dir/walrus-loadtest}"
-fi
-[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
-[ -x "$LOADTEST_BIN" ] || die "no loadtest binary at $LOADTEST_BIN"
+SIM_BIN="${SIM_BIN:-unused}"
+build_binaries "$ROOT" "$PROFILE"
 
 # --- blobs -----------------------------------------------------------------------------------
 mkdir -p "$OUT/data" "$OUT/nginx/www/v1/blobs" "$OUT/nginx/logs"
@@ -132,18 +61,8 @@ done
 
 # --- gateway ---------------------------------------------------------------------------------
 GATEWAY_PORT="$(free_port)"
-listen_flag=--bind
-"$GATEWAY_BIN" serve --help 2>/dev/null | grep -q -- '--listen' && listen_flag=--listen
 log "starting walrus-gateway on 127.0.0.1:$GATEWAY_PORT (embedded storage-sim, $SHARDS shards, seeding $(( ${#seeds[@]} / 2 )) blobs)"
-RUST_LOG=warn "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve "$listen_flag" "127.0.0.1:$GATEWAY_PORT" \
-    --sim-shards "$SHARDS" "${seeds[@]}" > "$OUT/gateway.out" 2> "$OUT/gateway.log" &
-GATEWAY_PID=$!
-for _ in $(seq 1200); do
-    grep -q '^listening on' "$OUT/gateway.out" 2>/dev/null && break
-    kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway exited: $(tail -3 "$OUT/gateway.log")"
-    sleep 0.1
-done
-wait_port "$GATEWAY_PORT" "walrus-gateway"
+start_gateway "$GATEWAY_PORT" "$OUT/gateway.out" "$OUT/gateway.log" --sim-shards "$SHARDS" "${seeds[@]}"
 mapfile -t IDS < <(grep -v '^listening on' "$OUT/gateway.out" | head -n $(( ${#seeds[@]} / 2 )))
 [ "${#IDS[@]}" -eq $(( ${#seeds[@]} / 2 )) ] || die "the gateway printed ${#IDS[@]} Blob IDs for $(( ${#seeds[@]} / 2 )) seeds"
 
@@ -169,7 +88,7 @@ fi
 cat > "$OUT/nginx/nginx.conf" <<EOF
 # As shared/bench/nginx-origin.conf, on free ports; a second port speaks h2c (prior knowledge).
 worker_processes 1;
-worker_cpu_affinity $(python3 -c "print(format(1 << $SERVER_CPU, 'b'))");
+worker_cpu_affinity $(cpu_mask "$SERVER_CPU");
 daemon off;
 master_process on;
 pid origin.pid;
@@ -193,6 +112,7 @@ EOF
 log "starting nginx $NGINX_VERSION on 127.0.0.1:$NGINX_H1_PORT (HTTP/1.1)${NGINX_H2:+ and :$NGINX_H2_PORT (h2c)}"
 "${PIN_SERVER[@]}" "$NGINX" -p "$OUT/nginx/" -c nginx.conf > "$OUT/nginx/logs/stdout.log" 2> "$OUT/nginx/logs/stderr.log" &
 NGINX_PID=$!
+track "$NGINX_PID"
 wait_port "$NGINX_H1_PORT" "nginx"
 [ -n "$NGINX_H2" ] && wait_port "$NGINX_H2_PORT" "nginx (h2c)"
 

@@ -59,6 +59,10 @@ impl CachedBlob {
     }
 }
 
+/// Disk hits up to this long are read whole when opened (every chunk checked) and served from
+/// that buffer; longer ones stream from the file chunk by chunk.
+const DISK_READ_WHOLE: u64 = 1 << 20;
+
 /// Where a hit came from (the `X-Cache` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -75,7 +79,8 @@ impl Tier {
     }
 }
 
-/// A cache hit: in memory (or just promoted from disk), or a large blob that streams from disk.
+/// A cache hit: a buffer (in memory, or read whole from disk: its [`Tier`] says which), or a
+/// large blob that streams from disk.
 pub enum Hit {
     Memory(CachedBlob, Tier),
     Disk(DiskBlob),
@@ -148,9 +153,12 @@ impl BlobCache {
         let disk = self.disk.as_ref()?;
         let len = disk.len_of(id)?;
         let promote = len <= self.max_object;
+        // Small blobs are read (and checked) whole in the same blocking call that opens them,
+        // instead of a second hop to the blocking pool and a channel to stream them.
+        let whole = promote || len <= DISK_READ_WHOLE;
         let (disk, blob_id) = (disk.clone(), *id);
         let read = tokio::task::spawn_blocking(move || match disk.reader(&blob_id, 0..len)? {
-            Some(reader) if promote => reader.read_all().map(|bytes| Some(Err(bytes))),
+            Some(reader) if whole => reader.read_all().map(|bytes| Some(Err(bytes))),
             Some(reader) => Ok(Some(Ok(reader))),
             None => Ok(None),
         })
@@ -159,7 +167,9 @@ impl BlobCache {
             Ok(Ok(Some(Ok(reader)))) => Some(Hit::Disk(DiskBlob { reader, len })),
             Ok(Ok(Some(Err(bytes)))) => {
                 let blob = CachedBlob::from_verified_rows(vec![bytes]);
-                self.memory.insert(*id, blob.clone()).await;
+                if promote {
+                    self.memory.insert(*id, blob.clone()).await;
+                }
                 Some(Hit::Memory(blob, Tier::Disk))
             }
             Ok(Ok(None)) => None,
@@ -286,6 +296,34 @@ mod tests {
             }
         }
         assert!(b.slices(4, 8).iter().all(|s| !s.is_empty()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn disk_hits_above_the_memory_limit_are_read_whole_or_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskCache::open(dir.path(), 64 << 20, Default::default()).unwrap();
+        let cache = BlobCache::new(64 << 20, 1).with_disk(disk.clone());
+        let small_id = BlobId([2; 32]);
+        let small: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        disk.insert(small_id, &[Bytes::from(small.clone())])
+            .unwrap();
+        // Above --memory-max-object but small: read whole, served as a disk hit, not promoted.
+        match cache.get(&small_id).await {
+            Some(Hit::Memory(blob, Tier::Disk)) => {
+                assert_eq!(joined(blob.slices(0, blob.len())), small);
+            }
+            _ => panic!("expected a disk hit read whole"),
+        }
+        cache.memory.run_pending_tasks().await;
+        assert!(!cache.memory.contains_key(&small_id));
+        // Longer than DISK_READ_WHOLE: streamed from the file.
+        let large_id = BlobId([4; 32]);
+        let large = Bytes::from(vec![7u8; DISK_READ_WHOLE as usize + 1]);
+        disk.insert(large_id, &[large]).unwrap();
+        match cache.get(&large_id).await {
+            Some(Hit::Disk(blob)) => assert_eq!(blob.len(), DISK_READ_WHOLE + 1),
+            _ => panic!("expected a streaming disk hit"),
+        }
     }
 
     #[tokio::test]

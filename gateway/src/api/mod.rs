@@ -44,9 +44,35 @@ pub struct Api {
     filler: Filler,
     telemetry: Arc<Telemetry>,
     slots: Arc<Semaphore>,
+    /// `gateway_responses_total` of the statuses hits answer with, registered once: looking a
+    /// counter up by its labels on every request costs a string and a registry lookup.
+    responses: ResponseCounters,
     /// `POST /v1/inference/{id}` and `POST /v1/models/{id}/warm`.
     inference: inference::Inference,
     retry_after_secs: u32,
+}
+
+/// Response counters by status, for the statuses of the hit path.
+struct ResponseCounters {
+    ok: metrics::Counter,
+    partial: metrics::Counter,
+    not_modified: metrics::Counter,
+}
+
+impl ResponseCounters {
+    fn new(telemetry: &Telemetry) -> Self {
+        let counter = |status: &'static str| {
+            metrics::with_local_recorder(
+                telemetry,
+                || metrics::counter!("gateway_responses_total", "status" => status),
+            )
+        };
+        Self {
+            ok: counter("200"),
+            partial: counter("206"),
+            not_modified: counter("304"),
+        }
+    }
 }
 
 /// What part of a blob a request wants.
@@ -103,6 +129,7 @@ impl Api {
             }),
             inference: inference::Inference::new(&filler, config),
             filler,
+            responses: ResponseCounters::new(&telemetry),
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             retry_after_secs: config.retry_after_secs,
@@ -151,7 +178,12 @@ impl Api {
                 error.into_response(self.retry_after_secs)
             }
         };
-        self.telemetry.response(response.status().as_u16());
+        match response.status() {
+            StatusCode::OK => self.responses.ok.increment(1),
+            StatusCode::PARTIAL_CONTENT => self.responses.partial.increment(1),
+            StatusCode::NOT_MODIFIED => self.responses.not_modified.increment(1),
+            other => self.telemetry.response(other.as_u16()),
+        }
         Ok(response)
     }
 
@@ -452,6 +484,9 @@ fn truncate(text: &str) -> String {
 /// `If-None-Match` names this representation (or `*`). Weak comparison, as RFC 9110 requires
 /// for this header; the aggregator's unquoted ETag form is accepted too.
 fn none_match(headers: &HeaderMap, etag: &str, id: &BlobId) -> bool {
+    if !headers.contains_key(header::IF_NONE_MATCH) {
+        return false;
+    }
     let raw = id.to_string();
     headers
         .get_all(header::IF_NONE_MATCH)
