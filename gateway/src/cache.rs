@@ -151,7 +151,18 @@ impl BlobCache {
             return Some(Hit::Memory(blob, Tier::Memory));
         }
         let disk = self.disk.as_ref()?;
-        let len = disk.len_of(id)?;
+        let len = match disk.len_of(id) {
+            Some(len) => len,
+            // Right after a restart the index is still being rebuilt: look at the file itself.
+            None if !disk.index_ready() => {
+                let (disk, blob_id) = (disk.clone(), *id);
+                tokio::task::spawn_blocking(move || disk.probe(&blob_id))
+                    .await
+                    .ok()
+                    .flatten()?
+            }
+            None => return None,
+        };
         let promote = len <= self.max_object;
         // Small blobs are read (and checked) whole in the same blocking call that opens them,
         // instead of a second hop to the blocking pool and a channel to stream them.

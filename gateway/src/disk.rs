@@ -253,6 +253,37 @@ impl DiskCache {
         self.indexed_at_start.load(Ordering::Relaxed)
     }
 
+    /// Index `id` from its file if it is on disk but not indexed yet (blocking: reads the
+    /// header). Lookups use this while the background rebuild runs, so cached blobs are hits
+    /// from the first request after a restart, not only once the whole index is rebuilt. A file
+    /// that fails its header checks is quarantined. Returns the blob's length.
+    pub fn probe(&self, id: &BlobId) -> Option<u64> {
+        if let Some(len) = self.len_of(id) {
+            return Some(len);
+        }
+        match read_header(&self.path_of(id), id) {
+            Ok((header, file_size)) => {
+                let mut index = self.lock();
+                if let Some(entry) = index.entries.get(id) {
+                    return Some(entry.len);
+                }
+                if index.writing.contains_key(id) {
+                    return None; // Being rewritten (a refill): not ours to index.
+                }
+                let tick = index.next_tick();
+                index.insert(*id, header.len, file_size, tick);
+                drop(index);
+                self.publish_gauges();
+                Some(header.len)
+            }
+            Err(DiskError::Io(e)) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.quarantine(id, &e.to_string());
+                None
+            }
+        }
+    }
+
     fn rebuild_index(&self) {
         let mut found: Vec<(SystemTime, BlobId, u64, u64)> = Vec::new();
         let shards = match fs::read_dir(self.root.join("blobs")) {
@@ -925,6 +956,28 @@ mod tests {
     fn file_of(dir: &std::path::Path, id: &BlobId) -> std::path::PathBuf {
         let name = id.to_string();
         dir.join("blobs").join(&name[..2]).join(name)
+    }
+
+    #[test]
+    fn a_lookup_indexes_a_file_the_rebuild_has_not_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (content(3000, 1), content(5000, 2));
+        {
+            let cache = open(dir.path(), 1 << 20);
+            cache.insert(id(1), &[Bytes::from(a.clone())]).unwrap();
+            cache.insert(id(2), &[Bytes::from(b.clone())]).unwrap();
+        }
+        std::fs::write(file_of(dir.path(), &id(2)), b"not a cache file").unwrap();
+        // Straight after opening, before (or while) the background rebuild runs.
+        let cache = DiskCache::open(dir.path(), 1 << 20, DiskMetrics::default()).unwrap();
+        assert_eq!(cache.probe(&id(1)), Some(3000));
+        assert_eq!(read(&cache, &id(1), 0..3000).unwrap(), Some(a));
+        assert_eq!(cache.probe(&id(2)), None, "a bad file is not indexed");
+        assert!(!file_of(dir.path(), &id(2)).exists(), "and is quarantined");
+        assert_eq!(cache.probe(&id(3)), None);
+        wait_ready(&cache);
+        assert_eq!(cache.len_of(&id(1)), Some(3000));
+        assert_eq!(cache.len_of(&id(2)), None);
     }
 
     #[test]
