@@ -978,6 +978,19 @@ mod tests {
         wait_ready(&cache);
         assert_eq!(cache.len_of(&id(1)), Some(3000));
         assert_eq!(cache.len_of(&id(2)), None);
+
+        // A file the index has never seen (here: copied in after the rebuild) is found by probe.
+        let other = tempfile::tempdir().unwrap();
+        let c = content(4000, 3);
+        open(other.path(), 1 << 20)
+            .insert(id(3), &[Bytes::from(c.clone())])
+            .unwrap();
+        let target = file_of(dir.path(), &id(3));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(file_of(other.path(), &id(3)), &target).unwrap();
+        assert_eq!(cache.len_of(&id(3)), None);
+        assert_eq!(cache.probe(&id(3)), Some(4000));
+        assert_eq!(read(&cache, &id(3), 0..4000).unwrap(), Some(c));
     }
 
     #[test]
