@@ -406,6 +406,88 @@ impl Serialize for Encoded<'_, Tensors> {
     }
 }
 
+impl Encoded<'_, Tensors> {
+    /// Append the JSON of these named tensors to `out`: the bytes `serde_json::to_writer` writes,
+    /// but base64 is encoded straight into `out` a few KB at a time, with no copy of the
+    /// elements, no intermediate string and no escape scan (base64 needs no escaping). For
+    /// large answers: a 1.4 MB `data_b64` costs about half as much this way.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        if self.1 == TensorEncoding::Json {
+            return serde_json::to_writer(out, self.0);
+        }
+        out.push(b'{');
+        for (i, (name, tensor)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, name)?;
+            out.extend_from_slice(b":{\"shape\":");
+            serde_json::to_writer(&mut *out, &tensor.shape)?;
+            out.extend_from_slice(b",\"dtype\":\"");
+            out.extend_from_slice(tensor.dtype().as_str().as_bytes());
+            out.extend_from_slice(b"\",\"data_b64\":\"");
+            let mut w = Base64Writer::new(out);
+            match &tensor.values {
+                TensorValues::F32(v) => w.put(v, f32::to_le_bytes),
+                TensorValues::F64(v) => w.put(v, f64::to_le_bytes),
+                TensorValues::I64(v) => w.put(v, i64::to_le_bytes),
+                TensorValues::I32(v) => w.put(v, i32::to_le_bytes),
+                TensorValues::U8(v) => w.put(v, |b| [b]),
+                TensorValues::Bool(v) => w.put(v, |b| [u8::from(b)]),
+            }
+            w.finish();
+            out.extend_from_slice(b"\"}");
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Base64 of a stream of element bytes, appended to a buffer chunk by chunk.
+struct Base64Writer<'a> {
+    out: &'a mut Vec<u8>,
+    /// A multiple of 3 (no padding between chunks) and of every element size (8, 4, 1).
+    chunk: [u8; 3072],
+    filled: usize,
+    text: String,
+}
+
+impl<'a> Base64Writer<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Base64Writer {
+            out,
+            chunk: [0; 3072],
+            filled: 0,
+            text: String::with_capacity(4096),
+        }
+    }
+
+    fn put<T: Copy, const N: usize>(&mut self, values: &[T], bytes: fn(T) -> [u8; N]) {
+        for x in values {
+            // N divides the chunk size, so a full chunk is exactly full.
+            if self.filled == self.chunk.len() {
+                self.flush();
+            }
+            self.chunk[self.filled..self.filled + N].copy_from_slice(&bytes(*x));
+            self.filled += N;
+        }
+    }
+
+    fn flush(&mut self) {
+        self.text.clear();
+        BASE64.encode_string(&self.chunk[..self.filled], &mut self.text);
+        self.out.extend_from_slice(self.text.as_bytes());
+        self.filled = 0;
+    }
+
+    /// Encode what is left, with padding.
+    fn finish(mut self) {
+        if self.filled > 0 {
+            self.flush();
+        }
+    }
+}
+
 /// `#[serde(serialize_with)]` helper: named tensors written with `data_b64`.
 pub(crate) fn serialize_base64<S: Serializer>(
     tensors: &Tensors,
@@ -1224,6 +1306,46 @@ mod tests {
             serde_json::to_string(&Encoded(&m, TensorEncoding::Json)).unwrap(),
             serde_json::to_string(&m).unwrap()
         );
+    }
+
+    #[test]
+    fn write_json_writes_what_serde_json_writes() {
+        let mut m: Tensors = every_dtype()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("t{i}\"\n"), t))
+            .collect();
+        // Across chunk boundaries (3072 bytes).
+        m.insert(
+            "long f32".into(),
+            t(
+                vec![1001],
+                TensorValues::F32((0..1001).map(|i| i as f32 / 7.0).collect()),
+            ),
+        );
+        m.insert(
+            "long u8".into(),
+            t(
+                vec![3074],
+                TensorValues::U8((0..3074).map(|i| i as u8).collect()),
+            ),
+        );
+        m.insert("empty".into(), t(vec![0], TensorValues::F64(vec![])));
+        for encoding in [TensorEncoding::Json, TensorEncoding::Base64] {
+            let mut out = b"x".to_vec();
+            Encoded(&m, encoding).write_json(&mut out).unwrap();
+            let mut expected = b"x".to_vec();
+            expected.extend(serde_json::to_vec(&Encoded(&m, encoding)).unwrap());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+        let mut out = Vec::new();
+        Encoded(&Tensors::new(), TensorEncoding::Base64)
+            .write_json(&mut out)
+            .unwrap();
+        assert_eq!(out, b"{}");
     }
 
     proptest! {

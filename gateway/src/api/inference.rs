@@ -225,15 +225,7 @@ where
     Ok(super::text(answer, "application/json"))
 }
 
-/// The answer to `POST /v1/inference/{model}`, written straight from the engine's tensors:
-/// `{"model", "outputs", "proof": {"record", "signature"[, "blob_id"]}}`.
-#[derive(serde::Serialize)]
-struct Answer<'a> {
-    model: BlobId,
-    outputs: Encoded<'a, ::inference::Tensors>,
-    proof: AnswerProof<'a>,
-}
-
+/// The proof part of an answer: `{"record", "signature"[, "blob_id"]}`.
 #[derive(serde::Serialize)]
 struct AnswerProof<'a> {
     #[serde(flatten)]
@@ -243,26 +235,42 @@ struct AnswerProof<'a> {
     blob_id: Option<BlobId>,
 }
 
-/// Encode the answer in one pass (each f32 written at its own shortest precision, or the
-/// outputs' bytes as base64); going through `serde_json::Value` widened every f32 to f64 and
-/// built a node per element.
+/// The answer to `POST /v1/inference/{model}`, `{"model", "outputs", "proof"}`, written in one
+/// pass straight from the engine's tensors: each f32 at its own shortest precision, or the
+/// outputs' bytes base64-encoded straight into the answer ([`Encoded::write_json`]). Going
+/// through `serde_json::Value` widened every f32 to f64 and built a node per element.
 fn encode_answer(
     model: BlobId,
     blob: &ProofBlob,
     blob_id: Option<BlobId>,
     encoding: TensorEncoding,
 ) -> Result<Bytes, ApiError> {
-    let answer = Answer {
-        model,
-        outputs: Encoded(&blob.outputs, encoding),
-        proof: AnswerProof {
-            proof: &blob.proof,
-            blob_id,
-        },
+    let failed = |e: serde_json::Error| -> ApiError {
+        ReadError::Internal(format!("cannot encode the answer: {e}")).into()
     };
-    serde_json::to_vec(&answer)
-        .map(Bytes::from)
-        .map_err(|e| ReadError::Internal(format!("cannot encode the answer: {e}")).into())
+    let data: usize = blob
+        .outputs
+        .values()
+        .map(|t| match encoding {
+            TensorEncoding::Json => t.len() * 12,
+            TensorEncoding::Base64 => t.len() * t.dtype().size_of() / 3 * 4 + 4,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(data + 1024);
+    out.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut out, &model).map_err(failed)?;
+    out.extend_from_slice(b",\"outputs\":");
+    Encoded(&blob.outputs, encoding)
+        .write_json(&mut out)
+        .map_err(failed)?;
+    out.extend_from_slice(b",\"proof\":");
+    let proof = AnswerProof {
+        proof: &blob.proof,
+        blob_id,
+    };
+    serde_json::to_writer(&mut out, &proof).map_err(failed)?;
+    out.push(b'}');
+    Ok(Bytes::from(out))
 }
 
 /// Publish a proof blob as `PUT /v1/blobs` would (and cache it, so `verify-proof` against this
