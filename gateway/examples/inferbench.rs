@@ -24,6 +24,9 @@
 //!   both alike. Overhead = gateway p50 − direct p50. Goal: <= 10 % or <= 0.2 ms, whichever is
 //!   larger. The gateway-side pieces of the overhead (request JSON parse, signing, answer JSON
 //!   encode) are timed in-process as well.
+//! * Warm, base64: the same inputs rewritten with `data_b64` and `"output_encoding": "base64"`
+//!   (derived from NAME.json in-process; same tensors, so the same plan and proof hashes), RUNS
+//!   more requests on the same connection, interleaved in the same blocks as the other two.
 //!
 //! With DIR/ort.json (written by `ort_bench.py --json`) onnxruntime's p50 is printed beside.
 //! Everything shares this machine's cores: gateway, sim nodes and load generator.
@@ -34,7 +37,7 @@ use gateway::{Gateway, GatewayConfig};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use inference::{Engine, EngineConfig, Identity, StaticModels};
+use inference::{Encoded, Engine, EngineConfig, Identity, StaticModels, TensorEncoding};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,6 +136,30 @@ struct Warm {
     sign: f64,
     encode: f64,
     answer_bytes: usize,
+    /// The same, with `data_b64` in and out.
+    b64: WarmBase64,
+}
+
+struct WarmBase64 {
+    gateway: Vec<Duration>,
+    request_parse: f64,
+    encode: f64,
+    request_bytes: usize,
+    answer_bytes: usize,
+}
+
+/// The answer as the handler writes it with `"output_encoding": "base64"`: the outputs through
+/// `Encoded::write_json`, the rest through serde_json.
+fn base64_answer(response: &inference::InferenceResponse) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut out, &response.model)?;
+    out.extend_from_slice(b",\"outputs\":");
+    Encoded(&response.outputs, TensorEncoding::Base64).write_json(&mut out)?;
+    out.extend_from_slice(b",\"proof\":");
+    serde_json::to_writer(&mut out, &response.proof)?;
+    out.push(b'}');
+    Ok(out)
 }
 
 /// onnxruntime's p50 (1 intra-op thread, default) for `name`, from `ort_bench.py --json`.
@@ -192,6 +219,7 @@ async fn warm(
     net: &SimNetwork,
     id: BlobId,
     body: &Bytes,
+    body_b64: &Bytes,
     model: &Bytes,
     runs: usize,
 ) -> anyhow::Result<Warm> {
@@ -213,15 +241,22 @@ async fn warm(
     let path = format!("/v1/inference/{id}");
     for _ in 0..WARMUP {
         client.post(&path, body.clone()).await?;
+        client.post(&path, body_b64.clone()).await?;
         engine.run(id, request.clone()).await?;
     }
-    let (mut through_gateway, mut direct) = (Vec::new(), Vec::new());
+    let (mut through_gateway, mut through_gateway_b64, mut direct) =
+        (Vec::new(), Vec::new(), Vec::new());
     while through_gateway.len() < runs {
         let n = BLOCK.min(runs - through_gateway.len());
         for _ in 0..n {
             let started = Instant::now();
             client.post(&path, body.clone()).await?;
             through_gateway.push(started.elapsed());
+        }
+        for _ in 0..n {
+            let started = Instant::now();
+            client.post(&path, body_b64.clone()).await?;
+            through_gateway_b64.push(started.elapsed());
         }
         for _ in 0..n {
             let request = request.clone();
@@ -231,16 +266,25 @@ async fn warm(
         }
     }
     through_gateway.sort();
+    through_gateway_b64.sort();
     direct.sort();
 
     // The gateway's own work around a run, piece by piece (medians of 20).
     let identity = Identity::generate()?;
     let (mut parse, mut sign, mut encode) = (vec![], vec![], vec![]);
-    let mut answer_bytes = 0;
+    let (mut parse_b64, mut encode_b64) = (vec![], vec![]);
+    let (mut answer_bytes, mut answer_bytes_b64) = (0, 0);
     for _ in 0..20 {
+        let started = Instant::now();
+        let parsed_b64 = engine.parse_request(body_b64)?;
+        parse_b64.push(ms(started.elapsed()));
         let started = Instant::now();
         let parsed = engine.parse_request(body)?;
         parse.push(ms(started.elapsed()));
+        anyhow::ensure!(
+            parsed_b64.inputs == parsed.inputs,
+            "the base64 body reads other tensors than the JSON one"
+        );
         let outcome = engine.run(id, parsed).await?;
         let started = Instant::now();
         let proof = identity.sign_outcome(&outcome, engine.tag());
@@ -255,6 +299,10 @@ async fn warm(
         let answer = serde_json::to_vec(&response)?;
         encode.push(ms(started.elapsed()));
         answer_bytes = answer.len();
+        let started = Instant::now();
+        let answer = base64_answer(&response)?;
+        encode_b64.push(ms(started.elapsed()));
+        answer_bytes_b64 = answer.len();
     }
     drop(client);
     gateway.shutdown().await?;
@@ -265,6 +313,13 @@ async fn warm(
         sign: median(sign),
         encode: median(encode),
         answer_bytes,
+        b64: WarmBase64 {
+            gateway: through_gateway_b64,
+            request_parse: median(parse_b64),
+            encode: median(encode_b64),
+            request_bytes: body_b64.len(),
+            answer_bytes: answer_bytes_b64,
+        },
     })
 }
 
@@ -338,7 +393,16 @@ async fn main() -> anyhow::Result<()> {
              run {:.1} + other {:.1}",
             c.total, c.fill, c.parse, c.build, c.run, c.other
         );
-        let w = warm(&net, id, &body, &model, runs).await?;
+        // The same request with data_b64 inputs and base64 outputs.
+        let body_b64 = {
+            let mut request = inference::InferenceRequest::from_json(
+                &body,
+                &inference::RequestLimits::default(),
+            )?;
+            request.output_encoding = TensorEncoding::Base64;
+            Bytes::from(request.to_json(TensorEncoding::Base64))
+        };
+        let w = warm(&net, id, &body, &body_b64, &model, runs).await?;
         let (g50, g90) = (
             ms(percentile(&w.gateway, 0.5)),
             ms(percentile(&w.gateway, 0.9)),
@@ -365,6 +429,31 @@ async fn main() -> anyhow::Result<()> {
             w.encode,
             w.answer_bytes as f64 / 1e3
         );
+        let (b50, b90) = (
+            ms(percentile(&w.b64.gateway, 0.5)),
+            ms(percentile(&w.b64.gateway, 0.9)),
+        );
+        let overhead_b64 = b50 - d50;
+        println!(
+            "  warm, base64 in and out: gateway p50 {b50:.3} ms p90 {b90:.3} ms; overhead \
+             {overhead_b64:.3} ms ({:.1} %), ratio {:.3}; goal <= {goal:.3} ms: {}",
+            100.0 * overhead_b64 / d50,
+            b50 / d50,
+            if overhead_b64 <= goal {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+        println!(
+            "  base64 pieces: request {:.1} KB (JSON {:.1} KB) parse {:.3} ms, answer encode \
+             {:.3} ms ({:.1} KB)",
+            w.b64.request_bytes as f64 / 1e3,
+            body.len() as f64 / 1e3,
+            w.b64.request_parse,
+            w.b64.encode,
+            w.b64.answer_bytes as f64 / 1e3
+        );
         let ort = ort_figures(&dir, name);
         if let Some((version, one, default)) = &ort {
             println!(
@@ -372,7 +461,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         rows.push(format!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {g50:.3} | {d50:.3} | {overhead:.3} ({:.1} %) | {:.3} | {} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {g50:.3} | {d50:.3} | {overhead:.3} ({:.1} %) | {:.3} | {b50:.3} | {overhead_b64:.3} ({:.1} %) | {:.3} | {} |",
             c.total,
             c.fill,
             c.parse,
@@ -380,14 +469,17 @@ async fn main() -> anyhow::Result<()> {
             c.run,
             100.0 * overhead / d50,
             g50 / d50,
+            100.0 * overhead_b64 / d50,
+            b50 / d50,
             ort.map_or("-".into(), |(_, one, default)| format!("{one:.3} / {default:.3}")),
         ));
     }
     println!(
         "\n| model | cold total ms | fill | parse | plan build | run | gateway p50 ms | direct \
-         p50 ms | overhead ms | ratio | onnxruntime p50 ms (1 thread / default) |"
+         p50 ms | overhead ms | ratio | base64 gateway p50 ms | base64 overhead ms | base64 ratio \
+         | onnxruntime p50 ms (1 thread / default) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }

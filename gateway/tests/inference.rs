@@ -366,3 +366,160 @@ async fn bad_input_invalid_model_unknown_model_and_limits() {
     );
     s.stop().await;
 }
+
+/// `inputs` (the JSON form of a reference case) rewritten with `data_b64`, asking for base64
+/// outputs too, with the given proof mode.
+fn base64_body(inputs: &Value, proof: inference::ProofMode) -> Value {
+    let tensors: inference::Tensors = serde_json::from_value(inputs.clone()).unwrap();
+    let mut request = inference::InferenceRequest::named(tensors);
+    request.proof = Some(proof);
+    request.output_encoding = inference::TensorEncoding::Base64;
+    serde_json::from_slice(&request.to_json(inference::TensorEncoding::Base64)).unwrap()
+}
+
+/// The outputs of a base64 answer as the JSON form, so they compare with the references; every
+/// output must carry `data_b64` and no `data`.
+fn decode_outputs(outputs: &Value) -> Value {
+    for (name, t) in outputs.as_object().unwrap() {
+        assert!(t["data_b64"].is_string(), "{name}: {t}");
+        assert!(t.get("data").is_none(), "{name}: {t}");
+    }
+    let tensors: inference::Tensors = serde_json::from_value(outputs.clone()).unwrap();
+    serde_json::to_value(&tensors).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base64_in_and_out_match_onnxruntime_and_prove_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    for name in ["multi_io", "cnn"] {
+        let id = s.store(&model(name)).await;
+        for (inputs, outputs) in cases(name) {
+            let body = base64_body(&inputs, inference::ProofMode::Store);
+            assert!(body.to_string().contains("data_b64"));
+            let reply = infer(&s, &id, &body).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+            let b64 = reply.json();
+            assert_outputs_close(&decode_outputs(&b64["outputs"]), &outputs);
+
+            // The same inputs as JSON numbers: the same commitments.
+            let reply = infer(&s, &id, &json!({ "inputs": inputs })).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+            let plain = reply.json();
+            assert_outputs_close(&plain["outputs"], &outputs);
+            for field in ["inputs_blake3", "outputs_blake3", "outputs", "model"] {
+                assert_eq!(
+                    b64["proof"]["record"][field], plain["proof"]["record"][field],
+                    "{name}: {field}"
+                );
+            }
+
+            // verify-proof takes the inputs file in either form.
+            let proof_id = b64["proof"]["blob_id"].as_str().unwrap().to_owned();
+            let addr = s.addr;
+            for file in [body.clone(), json!({ "inputs": inputs })] {
+                let proof_id = proof_id.clone();
+                let out = tokio::task::spawn_blocking(move || verify_proof(addr, &proof_id, &file))
+                    .await
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "verify-proof failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_base64_is_400_naming_the_input_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let mlp = s.store(&model("mlp")).await;
+    for (body, needle) in [
+        (
+            json!({"inputs": {"x": {"shape": [1, 16], "dtype": "f32", "data_b64": "AAAA"}}}),
+            "data_b64 holds 3 bytes; shape [1, 16] of f32 needs 16 x 4 = 64",
+        ),
+        (
+            json!({"inputs": {"x": {"shape": [1, 1], "dtype": "f32", "data_b64": "AA*AAA=="}}}),
+            "not valid base64",
+        ),
+        (
+            json!({"inputs": {"x": {"shape": [1], "dtype": "u8", "data": [1], "data_b64": "AQ=="}}}),
+            "both `data` and `data_b64`",
+        ),
+        (
+            json!({"inputs": {"x": {"shape": [1], "dtype": "u8"}}}),
+            "neither `data` nor `data_b64`",
+        ),
+    ] {
+        let reply = infer(&s, &mlp, &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("`x`") && message.contains(needle),
+            "{message} lacks `x` or {needle}"
+        );
+    }
+    let reply = infer(
+        &s,
+        &mlp,
+        &json!({"inputs": {"x": {"shape": [1, 4], "dtype": "f32", "data": [1, 2, 3, 4]}},
+                "output_encoding": "hex"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // The element limit (4 Mi) holds for base64 too, checked from the shape before decoding.
+    let reply = infer(
+        &s,
+        &mlp,
+        &json!({"inputs": {"x": {"shape": [1, 4194305], "dtype": "u8", "data_b64": "AA=="}}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // So does the body limit: a declared length above 64 MiB is refused before it is read.
+    let too_big = ((64u64 << 20) + 1).to_string();
+    let status = declared_length_status(s.addr, &format!("/v1/inference/{mlp}"), &too_big).await;
+    assert_eq!(status, 413);
+    s.stop().await;
+}
+
+/// The status a gateway answers to a POST that declares `length` bytes and sends only the start
+/// of a base64 body.
+async fn declared_length_status(addr: std::net::SocketAddr, path: &str, length: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\n\r\n{{\"inputs\":{{\"x\":{{\"shape\":[1],\"dtype\":\"u8\",\
+         \"data_b64\":\"AAAA"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read until the status line is complete (or the gateway closes), bounded in time.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the gateway answers");
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}

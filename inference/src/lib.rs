@@ -5,7 +5,8 @@
 //! and publishing proofs; this crate owns everything between verified model bytes and a signed
 //! answer:
 //!
-//! - [`tensor`]: JSON tensors in and out, bounded and validated, and their canonical encoding.
+//! - [`tensor`]: JSON tensors in and out (numbers or base64), bounded and validated, and their
+//!   canonical encoding.
 //! - [`model`]: parsing a blob as ONNX, refusing external data, naming unsupported operators.
 //! - [`signature`]: checking a request against the model's inputs and padding symbolic axes to
 //!   bucket lengths; the result keys the plan cache.
@@ -74,8 +75,8 @@ pub use proof::{
 };
 pub use signature::InputSignature;
 pub use tensor::{
-    DType, InferenceRequest, ProofMode, RequestInputs, RequestLimits, TensorData, TensorValues,
-    Tensors,
+    DType, Encoded, InferenceRequest, ProofMode, RequestInputs, RequestLimits, TensorData,
+    TensorEncoding, TensorValues, Tensors,
 };
 
 /// The exact tract-onnx version this crate is pinned to (`=` in Cargo.toml); proof records name

@@ -18,7 +18,10 @@
 //!
 //! A stored proof blob ([`ProofBlob`]) is the JSON `{"outputs": {...}, "proof": {"record": {...},
 //! "signature": "..."}}`: it carries the claimed outputs so a verifier on another CPU can compare
-//! within a tolerance (the outputs are bound to the record by `outputs_blake3`).
+//! within a tolerance (the outputs are bound to the record by `outputs_blake3`). The outputs are
+//! written with `data_b64` (see [`crate::tensor`]): exact bits, so outputs holding infinities
+//! hash back to `outputs_blake3` (JSON numbers would turn them into `null`, read back as NaN),
+//! and under half the size of number text. Blobs with `data` arrays read as well.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -262,6 +265,7 @@ impl Proof {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofBlob {
+    #[serde(serialize_with = "crate::tensor::serialize_base64")]
     pub outputs: Tensors,
     pub proof: Proof,
 }

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use inference::{
-    verify, Comparison, EngineConfig, EngineTag, Identity, InferenceRequest, ProofBlob,
-    TensorValues, Tolerance, VerifyError,
+    verify, Comparison, Encoded, EngineConfig, EngineTag, Identity, InferenceRequest, ProofBlob,
+    TensorData, TensorEncoding, TensorValues, Tolerance, VerifyError,
 };
 
 struct Fixture {
@@ -183,6 +183,143 @@ async fn a_rerun_that_differs_fails() {
         Err(VerifyError::OutputsDiffer { output, .. }) => assert_eq!(output, "sum"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn proofs_are_the_same_whichever_encoding_carried_the_tensors() {
+    let identity = Identity::from_seed([9; 32]);
+    let (engine, ids, _) = engine_with(EngineConfig::default());
+    let model = id_of(&ids, "multi_io");
+    let inputs = reference("multi_io").cases.remove(0).inputs;
+    let sent = InferenceRequest::named(inputs.clone());
+    let mut base64_out = sent.clone();
+    base64_out.output_encoding = TensorEncoding::Base64;
+    let bodies = [
+        sent.to_json(TensorEncoding::Json),
+        sent.to_json(TensorEncoding::Base64),
+        base64_out.to_json(TensorEncoding::Base64),
+    ];
+    assert!(String::from_utf8_lossy(&bodies[1]).contains("data_b64"));
+    let mut records = Vec::new();
+    for body in &bodies {
+        let request = engine.parse_request(body).unwrap();
+        let response = engine.infer(model, request, &identity).await.unwrap();
+        records.push((response.proof.record, response.outputs));
+    }
+    let (first, outputs) = &records[0];
+    for (record, out) in &records[1..] {
+        assert_eq!(record.inputs_blake3, first.inputs_blake3);
+        assert_eq!(record.outputs_blake3, first.outputs_blake3);
+        assert_eq!(record.outputs, first.outputs);
+        assert_eq!(out, outputs);
+    }
+
+    // A proof made from the JSON body verifies against the base64 body, and the other way.
+    let stored = |i: usize| {
+        let response_blob = ProofBlob {
+            outputs: records[i].1.clone(),
+            proof: identity.sign(records[i].0.clone()),
+        };
+        ProofBlob::from_bytes(&response_blob.to_bytes()).unwrap()
+    };
+    for (proof, body) in [(0, &bodies[1]), (1, &bodies[0])] {
+        let report = engine
+            .verify_proof(
+                &stored(proof),
+                model,
+                engine.parse_request(body).unwrap(),
+                Tolerance::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.comparison, Comparison::Bitwise);
+    }
+}
+
+#[tokio::test]
+async fn stored_proofs_keep_infinite_outputs() {
+    let identity = Identity::from_seed([9; 32]);
+    let (engine, ids, _) = engine_with(EngineConfig::default());
+    let model = id_of(&ids, "multi_io");
+    let mut inputs = reference("multi_io").cases.remove(0).inputs;
+    let a = &inputs["a"];
+    let TensorValues::F32(mut values) = a.values().clone() else {
+        panic!("multi_io's `a` is f32")
+    };
+    values[0] = f32::INFINITY;
+    let a = TensorData::new(a.shape().to_vec(), TensorValues::F32(values)).unwrap();
+    inputs.insert("a".into(), a);
+    // Only base64 can send an infinity.
+    let body = InferenceRequest::named(inputs.clone()).to_json(TensorEncoding::Base64);
+    let response = engine
+        .infer(model, engine.parse_request(&body).unwrap(), &identity)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.outputs["sum"].values().get_f64(0),
+        Some(f64::INFINITY)
+    );
+    let blob = ProofBlob {
+        outputs: response.outputs.clone(),
+        proof: response.proof.clone(),
+    };
+    let bytes = blob.to_bytes();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(
+        text.contains("\"data_b64\"") && !text.contains("\"data\""),
+        "{text}"
+    );
+    let rerun = engine
+        .run(model, engine.parse_request(&body).unwrap())
+        .await
+        .unwrap()
+        .outputs;
+    let stored = ProofBlob::from_bytes(&bytes).unwrap();
+    verify(
+        &stored,
+        &model,
+        &inputs,
+        &rerun,
+        &EngineTag::local(),
+        Tolerance::default(),
+    )
+    .unwrap();
+
+    // Written with JSON numbers (as blobs were before), the infinity comes back as NaN and the
+    // outputs no longer match the signed hash: why blobs carry data_b64.
+    let as_json = serde_json::to_vec(&serde_json::json!({
+        "outputs": Encoded(&blob.outputs, TensorEncoding::Json),
+        "proof": blob.proof,
+    }))
+    .unwrap();
+    let old = ProofBlob::from_bytes(&as_json).unwrap();
+    assert!(matches!(
+        verify(
+            &old,
+            &model,
+            &inputs,
+            &rerun,
+            &EngineTag::local(),
+            Tolerance::default()
+        ),
+        Err(VerifyError::OutputsHash(_))
+    ));
+}
+
+#[tokio::test]
+async fn proof_blobs_with_json_number_outputs_still_read() {
+    let f = fixture().await;
+    let as_json = serde_json::to_vec(&serde_json::json!({
+        "outputs": Encoded(&f.blob.outputs, TensorEncoding::Json),
+        "proof": f.blob.proof,
+    }))
+    .unwrap();
+    assert!(String::from_utf8_lossy(&as_json).contains("\"data\":["));
+    let old = Fixture {
+        blob: ProofBlob::from_bytes(&as_json).unwrap(),
+        ..f
+    };
+    assert_eq!(check(&old).unwrap().comparison, Comparison::Bitwise);
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@
 //!   [`ProofBlob`] is published through [`crate::publish`] and its Blob ID returned as
 //!   `proof.blob_id`, next to the record. A proof is a signed commitment by this gateway, not a
 //!   proof that the computation was correct.
+//! * Tensors travel as JSON numbers (`data`) or base64 of their little-endian bytes
+//!   (`data_b64`, per input); `"output_encoding": "base64"` writes every output as `data_b64`.
+//!   The proof hashes the tensors, not their text, so it is the same whichever form was used.
 //! * Errors map to statuses in [`super::error`] only.
 
 use super::body::Body;
@@ -22,7 +25,8 @@ use crate::fill::{Filler, ReadError};
 use crate::models::CacheLoader;
 use crate::publish::PublishError;
 use ::inference::{
-    Engine, EngineConfig, EngineStats, Identity, InferenceRequest, ProofBlob, ProofMode,
+    Encoded, Engine, EngineConfig, EngineStats, Identity, InferenceRequest, ProofBlob, ProofMode,
+    TensorEncoding,
 };
 use bytes::Bytes;
 use codec::BlobId;
@@ -37,8 +41,11 @@ use tokio::sync::OnceCell;
 pub const MAX_BODY: usize = 64 << 20;
 /// Bodies above this are parsed on the blocking pool rather than the reactor.
 const PARSE_INLINE_MAX: usize = 64 << 10;
-/// Answers with more output elements than this are encoded on the blocking pool.
+/// Answers with more output elements than this are encoded on the blocking pool when written as
+/// JSON numbers (about 1 ms of number formatting)...
 const ENCODE_INLINE_MAX: usize = 16 << 10;
+/// ... and with more output bytes than this when written as base64 (about as long).
+const ENCODE_INLINE_MAX_BASE64: usize = 1 << 20;
 
 /// The engine, the signing key and the proof policy of one gateway.
 pub(super) struct Inference {
@@ -179,6 +186,7 @@ where
     let inference = &api.inference;
     let body = super::admin::read_body(request.into_body(), MAX_BODY).await?;
     let parsed = inference.parse(body).await?;
+    let encoding = parsed.output_encoding;
     let store = match parsed.proof {
         Some(mode) => mode == ProofMode::Store,
         None => inference.store_proofs,
@@ -194,26 +202,30 @@ where
     } else {
         None
     };
-    let elements: usize = blob.outputs.values().map(|t| t.len()).sum();
-    let answer = if elements <= ENCODE_INLINE_MAX {
-        encode_answer(model, &blob, blob_id)?
+    let inline = match encoding {
+        TensorEncoding::Json => {
+            blob.outputs.values().map(|t| t.len()).sum::<usize>() <= ENCODE_INLINE_MAX
+        }
+        TensorEncoding::Base64 => {
+            let bytes: usize = blob
+                .outputs
+                .values()
+                .map(|t| t.len() * t.dtype().size_of())
+                .sum();
+            bytes <= ENCODE_INLINE_MAX_BASE64
+        }
+    };
+    let answer = if inline {
+        encode_answer(model, &blob, blob_id, encoding)?
     } else {
-        tokio::task::spawn_blocking(move || encode_answer(model, &blob, blob_id))
+        tokio::task::spawn_blocking(move || encode_answer(model, &blob, blob_id, encoding))
             .await
             .map_err(|e| ReadError::Internal(format!("answer encode task failed: {e}")))??
     };
     Ok(super::text(answer, "application/json"))
 }
 
-/// The answer to `POST /v1/inference/{model}`, written straight from the engine's tensors:
-/// `{"model", "outputs", "proof": {"record", "signature"[, "blob_id"]}}`.
-#[derive(serde::Serialize)]
-struct Answer<'a> {
-    model: BlobId,
-    outputs: &'a ::inference::Tensors,
-    proof: AnswerProof<'a>,
-}
-
+/// The proof part of an answer: `{"record", "signature"[, "blob_id"]}`.
 #[derive(serde::Serialize)]
 struct AnswerProof<'a> {
     #[serde(flatten)]
@@ -223,24 +235,42 @@ struct AnswerProof<'a> {
     blob_id: Option<BlobId>,
 }
 
-/// Encode the answer in one pass (each f32 written at its own shortest precision); going through
-/// `serde_json::Value` widened every f32 to f64 and built a node per element.
+/// The answer to `POST /v1/inference/{model}`, `{"model", "outputs", "proof"}`, written in one
+/// pass straight from the engine's tensors: each f32 at its own shortest precision, or the
+/// outputs' bytes base64-encoded straight into the answer ([`Encoded::write_json`]). Going
+/// through `serde_json::Value` widened every f32 to f64 and built a node per element.
 fn encode_answer(
     model: BlobId,
     blob: &ProofBlob,
     blob_id: Option<BlobId>,
+    encoding: TensorEncoding,
 ) -> Result<Bytes, ApiError> {
-    let answer = Answer {
-        model,
-        outputs: &blob.outputs,
-        proof: AnswerProof {
-            proof: &blob.proof,
-            blob_id,
-        },
+    let failed = |e: serde_json::Error| -> ApiError {
+        ReadError::Internal(format!("cannot encode the answer: {e}")).into()
     };
-    serde_json::to_vec(&answer)
-        .map(Bytes::from)
-        .map_err(|e| ReadError::Internal(format!("cannot encode the answer: {e}")).into())
+    let data: usize = blob
+        .outputs
+        .values()
+        .map(|t| match encoding {
+            TensorEncoding::Json => t.len() * 12,
+            TensorEncoding::Base64 => t.len() * t.dtype().size_of() / 3 * 4 + 4,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(data + 1024);
+    out.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut out, &model).map_err(failed)?;
+    out.extend_from_slice(b",\"outputs\":");
+    Encoded(&blob.outputs, encoding)
+        .write_json(&mut out)
+        .map_err(failed)?;
+    out.extend_from_slice(b",\"proof\":");
+    let proof = AnswerProof {
+        proof: &blob.proof,
+        blob_id,
+    };
+    serde_json::to_writer(&mut out, &proof).map_err(failed)?;
+    out.push(b'}');
+    Ok(Bytes::from(out))
 }
 
 /// Publish a proof blob as `PUT /v1/blobs` would (and cache it, so `verify-proof` against this
