@@ -423,7 +423,12 @@ mod tests {
                 Ok(_) => panic!("{bad}: accepted"),
             }
         }
-        for good in [1200, DEFAULT_MAX_UDP_PAYLOAD, GSO_MAX_UDP_PAYLOAD + 1, 65527] {
+        for good in [
+            1200,
+            DEFAULT_MAX_UDP_PAYLOAD,
+            GSO_MAX_UDP_PAYLOAD + 1,
+            65527,
+        ] {
             let listener = H3Listener::bind(loopback, &identity, limits(good)).unwrap();
             assert_ne!(listener.local_addr().port(), 0);
         }
