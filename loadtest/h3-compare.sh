@@ -14,7 +14,10 @@
 #
 # Knobs (environment): SIZES, ROUNDS, DURATION, WARMUP, CONCURRENCY, CONNECTIONS,
 # BLOBS_PER_SIZE, SHARDS, VERIFY_SAMPLE, PROFILE (cargo profile, default release), GATEWAY_BIN /
-# LOADTEST_BIN (skip the build), OUT (output directory), SERVER_CPU / CLIENT_CPU.
+# LOADTEST_BIN (skip the build), OUT (output directory), SERVER_CPU / CLIENT_CPU,
+# H3_MAX_UDP_PAYLOAD (the gateway's --h3-max-udp-payload; default 65507, the largest IPv4 UDP
+# payload on loopback, whose 64 KiB MTU TCP uses too; 1452 for the internet-safe default).
+# Files go to /dev/shm when it exists, so the blobs need no disk space.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,7 +34,10 @@ VERIFY_SAMPLE="${VERIFY_SAMPLE:-0.1%}"
 PROFILE="${PROFILE:-release}"
 SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
-OUT="${OUT:-$(mktemp -d /tmp/walrus-h3-compare.XXXXXX)}"
+H3_MAX_UDP_PAYLOAD="${H3_MAX_UDP_PAYLOAD:-65507}"
+TMP_ROOT=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && TMP_ROOT=/dev/shm
+OUT="${OUT:-$(mktemp -d "$TMP_ROOT/walrus-h3-compare.XXXXXX")}"
 
 log() { echo "h3-compare: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -121,6 +127,7 @@ CACERT="$OUT/gateway.pem"
 log "starting walrus-gateway: HTTPS and HTTP/3 on 127.0.0.1:$PORT (embedded storage-sim, $SHARDS shards, seeding $n_seeds blobs)"
 RUST_LOG=warn "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --listen "127.0.0.1:$PLAIN_PORT" \
     --https-listen "127.0.0.1:$PORT" --h3-listen "127.0.0.1:$PORT" \
+    --h3-max-udp-payload "$H3_MAX_UDP_PAYLOAD" \
     --tls-self-signed --tls-self-signed-out "$CACERT" \
     --sim-shards "$SHARDS" "${seeds[@]}" > "$OUT/gateway.out" 2> "$OUT/gateway.log" &
 GATEWAY_PID=$!
@@ -199,7 +206,7 @@ for size in $SIZES; do
 done
 {
     echo
-    echo "walrus-gateway (embedded storage-sim, $SHARDS shards, self-signed certificate) pinned to CPU $SERVER_CPU;"
+    echo "walrus-gateway (embedded storage-sim, $SHARDS shards, self-signed certificate, --h3-max-udp-payload $H3_MAX_UDP_PAYLOAD) pinned to CPU $SERVER_CPU;"
     echo "walrus-loadtest on CPU $CLIENT_CPU: --preset hit, $BLOBS_PER_SIZE blobs per size, Zipf 1, concurrency $CONCURRENCY,"
     echo "$CONNECTIONS connections, $DURATION after $WARMUP warm-up; medians of $ROUNDS alternating rounds; ratio = HTTP/3 / HTTP/2."
     echo "$(nproc) CPUs, $(uname -r). Load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)."

@@ -96,6 +96,9 @@ pub struct GatewayConfig {
     pub max_streams_per_connection: u32,
     /// An HTTP/3 connection silent this long is closed.
     pub idle_timeout: Duration,
+    /// Largest UDP payload HTTP/3 sends (path MTU discovery's upper bound); see
+    /// [`crate::h3::H3Limits::max_udp_payload`].
+    pub h3_max_udp_payload: u16,
 }
 
 impl Default for GatewayConfig {
@@ -139,6 +142,7 @@ impl Default for GatewayConfig {
             tls: None,
             max_streams_per_connection: 200,
             idle_timeout: Duration::from_secs(30),
+            h3_max_udp_payload: crate::h3::DEFAULT_MAX_UDP_PAYLOAD,
             plain_listener: true,
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
         }

@@ -43,6 +43,12 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 const SEND_WINDOW: u64 = 8 << 20;
 /// Asked-for UDP socket receive and send buffer sizes.
 const UDP_SOCKET_BUFFER: usize = 8 << 20;
+/// The default largest UDP payload (path MTU discovery's upper bound): fits any Ethernet path
+/// over IPv4 or IPv6.
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1452;
+/// Largest datagram that still lets quinn batch 10 datagrams into one GSO send (a batch must
+/// fit in 64 KiB); above it segmentation offload is turned off.
+const GSO_MAX_UDP_PAYLOAD: u16 = 6500;
 /// The application close code of a clean close (RFC 9114 §8.1).
 const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
 /// Unidirectional streams a client may open (control and QPACK streams, plus a little slack).
@@ -70,6 +76,12 @@ pub struct H3Limits {
     pub max_streams_per_connection: u32,
     pub idle_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// Largest UDP payload sent (upper bound of path MTU discovery, which probes up from
+    /// 1,200 bytes) and advertised as receivable. Per-packet work (encryption, framing,
+    /// acknowledgements) dominates QUIC's CPU cost, so larger datagrams mean fewer packets;
+    /// raise it above [`DEFAULT_MAX_UDP_PAYLOAD`] only where the path carries them (loopback,
+    /// jumbo frames): probing a smaller path just costs a few lost probes.
+    pub max_udp_payload: u16,
 }
 
 /// A bound, not yet serving, HTTP/3 endpoint.
@@ -99,9 +111,21 @@ impl H3Listener {
             .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
             .receive_window(CONNECTION_RECEIVE_WINDOW.into())
             .send_window(SEND_WINDOW);
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(limits.max_udp_payload);
+        transport.mtu_discovery_config(Some(mtu));
+        if limits.max_udp_payload > GSO_MAX_UDP_PAYLOAD {
+            // A GSO batch larger than 64 KiB fails to send (EMSGSIZE), which QUIC would take
+            // for loss. Datagrams this large amortise the syscall by themselves.
+            transport.enable_segmentation_offload(false);
+        }
         server.transport_config(Arc::new(transport));
-        let endpoint =
-            udp_endpoint(server, addr).map_err(|source| H3Error::Bind { addr, source })?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(limits.max_udp_payload)
+            .map_err(|e| H3Error::Quic(format!("max UDP payload: {e}")))?;
+        let endpoint = udp_endpoint(endpoint_config, server, addr)
+            .map_err(|source| H3Error::Bind { addr, source })?;
         let addr = endpoint
             .local_addr()
             .map_err(|source| H3Error::Bind { addr, source })?;
@@ -174,7 +198,11 @@ impl H3Listener {
 /// A server endpoint on a UDP socket bound at `addr`, with socket buffers sized for bursts of
 /// many clients' packets (acknowledgements, uploads): with the default (~200 KiB) datagrams are
 /// dropped at high rates and congestion control backs off.
-fn udp_endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+fn udp_endpoint(
+    config: quinn::EndpointConfig,
+    server: quinn::ServerConfig,
+    addr: SocketAddr,
+) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(addr)?;
     let state = quinn::udp::UdpSocketState::new((&socket).into())?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
@@ -182,12 +210,7 @@ fn udp_endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Resul
     let _ = state.set_send_buffer_size((&socket).into(), UDP_SOCKET_BUFFER);
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
+    quinn::Endpoint::new(config, Some(server), socket, runtime)
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
@@ -371,5 +394,43 @@ impl HttpBody for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_udp_payload: u16) -> H3Limits {
+        H3Limits {
+            max_streams_per_connection: 10,
+            idle_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(5),
+            max_udp_payload,
+        }
+    }
+
+    #[tokio::test]
+    async fn max_udp_payload_outside_quic_limits_is_refused() {
+        let identity = TlsIdentity::self_signed(&["localhost".to_owned()])
+            .unwrap()
+            .identity;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        for bad in [0, 1199, 65528] {
+            match H3Listener::bind(loopback, &identity, limits(bad)) {
+                Err(H3Error::Quic(message)) => assert!(message.contains("max UDP payload")),
+                Err(other) => panic!("{bad}: unexpected error {other}"),
+                Ok(_) => panic!("{bad}: accepted"),
+            }
+        }
+        for good in [
+            1200,
+            DEFAULT_MAX_UDP_PAYLOAD,
+            GSO_MAX_UDP_PAYLOAD + 1,
+            65527,
+        ] {
+            let listener = H3Listener::bind(loopback, &identity, limits(good)).unwrap();
+            assert_ne!(listener.local_addr().port(), 0);
+        }
     }
 }
