@@ -956,6 +956,19 @@ fn parse_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `body` is refused with 400 naming input `a`, for a reason containing `needle`.
+    fn assert_bad_input_a(body: &str, limits: &RequestLimits, needle: &str) {
+        let err = InferenceRequest::from_json(body.as_bytes(), limits).unwrap_err();
+        match &err {
+            InferenceError::BadInput { input, reason } => {
+                assert_eq!(input, "a");
+                assert!(reason.contains(needle), "{reason} lacks {needle}");
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+        assert_eq!(err.http_status(), 400);
+    }
     use proptest::prelude::*;
 
     fn t(shape: Vec<usize>, values: TensorValues) -> TensorData {
@@ -1015,15 +1028,7 @@ mod tests {
                 "expected",
             ),
         ] {
-            let err = InferenceRequest::from_json(body.as_bytes(), &limits).unwrap_err();
-            match &err {
-                InferenceError::BadInput { input, reason } => {
-                    assert_eq!(input, "a");
-                    assert!(reason.contains(needle), "{reason} lacks {needle}");
-                }
-                other => panic!("{body}: {other:?}"),
-            }
-            assert_eq!(err.http_status(), 400);
+            assert_bad_input_a(body, &limits, needle);
         }
     }
 
@@ -1230,15 +1235,7 @@ mod tests {
                 "expected",
             ),
         ] {
-            let err = InferenceRequest::from_json(body.as_bytes(), &limits).unwrap_err();
-            match &err {
-                InferenceError::BadInput { input, reason } => {
-                    assert_eq!(input, "a");
-                    assert!(reason.contains(needle), "{reason} lacks {needle}");
-                }
-                other => panic!("{body}: {other:?}"),
-            }
-            assert_eq!(err.http_status(), 400);
+            assert_bad_input_a(body, &limits, needle);
         }
     }
 
