@@ -44,35 +44,9 @@ pub struct Api {
     filler: Filler,
     telemetry: Arc<Telemetry>,
     slots: Arc<Semaphore>,
-    /// `gateway_responses_total` of the statuses hits answer with, registered once: looking a
-    /// counter up by its labels on every request costs a string and a registry lookup.
-    responses: ResponseCounters,
     /// `POST /v1/inference/{id}` and `POST /v1/models/{id}/warm`.
     inference: inference::Inference,
     retry_after_secs: u32,
-}
-
-/// Response counters by status, for the statuses of the hit path.
-struct ResponseCounters {
-    ok: metrics::Counter,
-    partial: metrics::Counter,
-    not_modified: metrics::Counter,
-}
-
-impl ResponseCounters {
-    fn new(telemetry: &Telemetry) -> Self {
-        let counter = |status: &'static str| {
-            metrics::with_local_recorder(
-                telemetry,
-                || metrics::counter!("gateway_responses_total", "status" => status),
-            )
-        };
-        Self {
-            ok: counter("200"),
-            partial: counter("206"),
-            not_modified: counter("304"),
-        }
-    }
 }
 
 /// What part of a blob a request wants.
@@ -129,7 +103,6 @@ impl Api {
             }),
             inference: inference::Inference::new(&filler, config),
             filler,
-            responses: ResponseCounters::new(&telemetry),
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             retry_after_secs: config.retry_after_secs,
@@ -178,12 +151,7 @@ impl Api {
                 error.into_response(self.retry_after_secs)
             }
         };
-        match response.status() {
-            StatusCode::OK => self.responses.ok.increment(1),
-            StatusCode::PARTIAL_CONTENT => self.responses.partial.increment(1),
-            StatusCode::NOT_MODIFIED => self.responses.not_modified.increment(1),
-            other => self.telemetry.response(other.as_u16()),
-        }
+        self.telemetry.response(response.status().as_u16());
         Ok(response)
     }
 
@@ -224,15 +192,16 @@ impl Api {
                 read_only(request.method())?;
                 let id = parse_id(id)?;
                 let meta = self.filler.metadata(id).await?;
-                let body = codec::bcs::encode_metadata_with_id(&id, meta.metadata());
+                let body = Bytes::from(codec::bcs::encode_metadata_with_id(&id, meta.metadata()));
+                let len = body.len();
                 let mut response = Response::new(if request.method() == Method::HEAD {
                     Body::empty()
                 } else {
-                    Body::full(Bytes::from(body.clone()))
+                    Body::full(body)
                 });
                 let headers = response.headers_mut();
                 set_blob_headers(headers, &format!("\"{id}-metadata\""));
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),
@@ -293,8 +262,17 @@ impl Api {
             match self.filler.metadata(id).await {
                 Ok(meta) => Plan::Cold(meta),
                 // Upstreams that offer no metadata (aggregators) can only be verified whole: fill
-                // the blob, then answer the range or HEAD from it.
-                Err(_) if self.filler.has_upstreams() => self.whole(id).await?,
+                // the blob, then answer the range or HEAD from it. A blob every source says does
+                // not exist is not asked for again.
+                Err(e)
+                    if self.filler.has_upstreams()
+                        && !matches!(
+                            e,
+                            ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }
+                        ) =>
+                {
+                    self.whole(id).await?
+                }
                 Err(e) => return Err(e.into()),
             }
         };

@@ -7,6 +7,12 @@ use codec::{BlobId, VerifiedMetadata};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
+/// Largest BCS metadata for `config`: 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128
+/// n) + 66 per shard.
+pub(super) fn metadata_limit(config: &codec::EncodingConfig) -> u64 {
+    45 + 66 * u64::from(config.n_shards())
+}
+
 /// Ask nodes for metadata, `metadata_fanout` at a time, until one reply verifies.
 pub(super) async fn fetch_metadata(
     inner: &Arc<Inner>,
@@ -14,13 +20,11 @@ pub(super) async fn fetch_metadata(
 ) -> Result<Arc<VerifiedMetadata>, ReadError> {
     let topology = &inner.topology;
     let config = *topology.config();
-    let n = usize::from(config.n_shards());
     let nodes = topology.node_count();
     // Start at a node chosen by the ID, so different blobs spread over the committee.
     let first = usize::from(id.rotation_offset(u16::try_from(nodes).unwrap_or(u16::MAX).max(1)));
     let mut order = (0..nodes).map(|i| (first + i) % nodes);
-    // 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128 n) + 66 per shard.
-    let limit = 45 + 66 * n;
+    let limit = metadata_limit(&config) as usize;
     let timeout = inner.config.metadata_timeout;
     let mut requests = JoinSet::new();
     let mut not_found = 0u16;

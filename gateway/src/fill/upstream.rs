@@ -11,8 +11,9 @@
 //!   leads and the others are cancelled; if the leader fails midway, the next upstream (or the
 //!   storage nodes) continues, and rows already published are not published twice.
 
+use super::metadata::metadata_limit;
 use super::{FillState, Inner, ReadError};
-use crate::upstream::{BlobBody, UpstreamError};
+use crate::upstream::{BlobBody, Upstream, UpstreamError};
 use bytes::{Bytes, BytesMut};
 use codec::{BlobId, ConsistencyCheck, Sliver, SliverKind, VerifiedMetadata};
 use std::collections::VecDeque;
@@ -51,12 +52,10 @@ pub(super) async fn fill(
     let mut attempts: Vec<Option<Attempt>> = Vec::with_capacity(upstreams);
     let mut metas: Vec<Option<Arc<VerifiedMetadata>>> = vec![None; upstreams];
     let launch = |index: usize, attempts: &mut Vec<Option<Attempt>>| {
-        let (inner2, events_tx) = (inner.clone(), events_tx.clone());
+        let (inner, events) = (inner.clone(), events_tx.clone());
         attempts.push(Some(Attempt(tokio::spawn(async move {
-            let report = events_tx.clone();
-            let result = attempt(&inner2, index, id, &report).await;
-            if let Err(e) = result {
-                let _ = events_tx.send((index, Err(e))).await;
+            if let Err(e) = attempt(&inner, index, id, &events).await {
+                let _ = events.send((index, Err(e))).await;
             }
         }))));
     };
@@ -189,12 +188,10 @@ async fn attempt(
     // metadata is not needed (the whole blob is re-encoded anyway).
     let metadata = async {
         if strict {
-            return Err(UpstreamError::NotFound);
+            None
+        } else {
+            Some(verified_metadata(inner, upstream, id).await)
         }
-        inner
-            .upstream_client
-            .metadata(upstream, &id, metadata_limit(&config), timeout)
-            .await
     };
     let blob = inner
         .upstream_client
@@ -202,10 +199,9 @@ async fn attempt(
     let (metadata, blob) = tokio::join!(metadata, blob);
     let mut body = blob?;
     match metadata {
-        Ok(bytes) => {
-            inner.telemetry.upstream_bytes.increment(bytes.len() as u64);
-            let meta = VerifiedMetadata::from_bcs(id, &bytes, config)
-                .map_err(|e| UpstreamError::Mismatch(format!("metadata: {e}")))?;
+        // Metadata that does not verify is a lie: this upstream is not to be trusted.
+        Some(Err(e @ UpstreamError::Mismatch(_))) => Err(e),
+        Some(Ok(meta)) => {
             check_size(inner, &meta)?;
             let meta = Arc::new(meta);
             send(Event::Meta(meta.clone())).await?;
@@ -218,7 +214,7 @@ async fn attempt(
             send(Event::Done).await
         }
         // No metadata (an aggregator, or a parent that lost it): check the whole blob.
-        Err(_) => {
+        _ => {
             let mut whole = BytesMut::new();
             while let Some(chunk) = body.next().await? {
                 inner.telemetry.upstream_bytes.increment(chunk.len() as u64);
@@ -439,10 +435,25 @@ fn check_size(inner: &Inner, meta: &VerifiedMetadata) -> Result<(), UpstreamErro
     Ok(())
 }
 
-/// Largest BCS metadata for `config`: 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128
-/// n) + 66 per shard.
-pub(super) fn metadata_limit(config: &codec::EncodingConfig) -> u64 {
-    45 + 66 * u64::from(config.n_shards())
+/// `upstream`'s metadata for `id`, verified against the Blob ID (`Mismatch` if it does not).
+async fn verified_metadata(
+    inner: &Inner,
+    upstream: &Upstream,
+    id: BlobId,
+) -> Result<VerifiedMetadata, UpstreamError> {
+    let config = *inner.topology.config();
+    let bytes = inner
+        .upstream_client
+        .metadata(
+            upstream,
+            &id,
+            metadata_limit(&config),
+            inner.config.upstream_timeout,
+        )
+        .await?;
+    inner.telemetry.upstream_bytes.increment(bytes.len() as u64);
+    VerifiedMetadata::from_bcs(id, &bytes, config)
+        .map_err(|e| UpstreamError::Mismatch(format!("metadata: {e}")))
 }
 
 /// Verified metadata from the first upstream that serves some (parents do; aggregators do not).
@@ -450,25 +461,10 @@ pub(super) async fn metadata(
     inner: &Arc<Inner>,
     id: BlobId,
 ) -> Result<Arc<VerifiedMetadata>, ReadError> {
-    let config = *inner.topology.config();
     let mut failures = Vec::new();
     let mut not_found = 0;
     for upstream in &inner.upstreams {
-        let reply = inner
-            .upstream_client
-            .metadata(
-                upstream,
-                &id,
-                metadata_limit(&config),
-                inner.config.upstream_timeout,
-            )
-            .await;
-        let verified = reply.and_then(|bytes| {
-            inner.telemetry.upstream_bytes.increment(bytes.len() as u64);
-            VerifiedMetadata::from_bcs(id, &bytes, config)
-                .map_err(|e| UpstreamError::Mismatch(format!("metadata: {e}")))
-        });
-        match verified {
+        match verified_metadata(inner, upstream, id).await {
             Ok(meta) => {
                 check_size(inner, &meta).map_err(|_| ReadError::TooLarge {
                     len: meta.unencoded_length(),
