@@ -12,8 +12,8 @@ pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// Open the plain HTTP/1.1 + h2c listener at `bind`; off, only the TLS listeners serve.
     pub plain_listener: bool,
-    /// A TCP connection whose writes make no progress this long (the client stopped reading)
-    /// is closed.
+    /// A TCP connection (HTTP/3: a stream) whose writes make no progress this long (the client
+    /// stopped reading) is closed (reset).
     pub write_stall_timeout: Duration,
     /// Whole-blob check after decoding (`Default` re-hashes reconstructed rows, `Strict`
     /// re-encodes the blob and compares Blob IDs, and then nothing streams before the check).

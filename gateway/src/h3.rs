@@ -2,7 +2,8 @@
 //! HTTP/2, so the protocols cannot drift. Request bodies stream in through [`RequestBody`], a
 //! hyper `Body` over the h3 stream; response bodies stream out frame by frame, each frame written
 //! only once QUIC flow control accepts it, so a blob is never buffered whole and a client that
-//! stops reading stalls its own stream (and is reset after [`SEND_STALL_TIMEOUT`]).
+//! stops reading stalls its own stream (and is reset after the write-stall timeout, the same
+//! bound the TCP listeners apply per connection in [`crate::stall`]).
 //!
 //! Bounds: connections share the gateway's connection semaphore (a connection beyond it is
 //! refused at once rather than queued), each connection may open at most
@@ -28,9 +29,6 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-/// A response frame QUIC does not accept within this long resets the stream: the client has
-/// stopped reading, and its request slot and buffers go to someone else.
-pub const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for the QUIC and TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request header section accepted (QPACK-decoded), as in HTTP/1.1's default.
@@ -76,6 +74,9 @@ pub struct H3Limits {
     pub max_streams_per_connection: u32,
     pub idle_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// A response frame QUIC does not accept within this long resets the stream: the client
+    /// has stopped reading, and its request slot and buffers go to someone else.
+    pub write_stall_timeout: Duration,
     /// Largest UDP payload sent (upper bound of path MTU discovery, which probes up from
     /// 1,200 bytes) and advertised as receivable. Per-packet work (encryption, framing,
     /// acknowledgements) dominates QUIC's CPU cost, so larger datagrams mean fewer packets;
@@ -258,7 +259,7 @@ async fn connection(
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, api.clone(), limits.header_read_timeout));
+                    requests.spawn(request(resolver, api.clone(), limits));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -284,10 +285,10 @@ async fn connection(
 async fn request(
     resolver: RequestResolver<h3_quinn::Connection, Bytes>,
     api: Arc<Api>,
-    header_read_timeout: Duration,
+    limits: H3Limits,
 ) {
     let (request, stream) =
-        match tokio::time::timeout(header_read_timeout, resolver.resolve_request()).await {
+        match tokio::time::timeout(limits.header_read_timeout, resolver.resolve_request()).await {
             Ok(Ok(resolved)) => resolved,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "bad HTTP/3 request");
@@ -338,7 +339,7 @@ async fn request(
                     return;
                 }
             };
-            match tokio::time::timeout(SEND_STALL_TIMEOUT, send.send_data(data)).await {
+            match tokio::time::timeout(limits.write_stall_timeout, send.send_data(data)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
@@ -406,6 +407,7 @@ mod tests {
             max_streams_per_connection: 10,
             idle_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(5),
+            write_stall_timeout: Duration::from_secs(5),
             max_udp_payload,
         }
     }

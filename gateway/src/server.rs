@@ -153,6 +153,7 @@ impl Gateway {
                     max_streams_per_connection: config.max_streams_per_connection,
                     idle_timeout: config.idle_timeout,
                     header_read_timeout: HEADER_READ_TIMEOUT,
+                    write_stall_timeout: config.write_stall_timeout,
                     max_udp_payload: config.h3_max_udp_payload,
                 },
             )?),

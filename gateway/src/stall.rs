@@ -6,7 +6,7 @@
 //! that stays pending for [`WRITE_STALL_TIMEOUT`] fails with `TimedOut`, which ends the
 //! connection; every write that makes progress resets the clock. Reads pass through untouched
 //! (idle keep-alive connections are bounded by the connection limit and header timeouts).
-//! HTTP/3 has the same bound per stream (`h3::SEND_STALL_TIMEOUT`).
+//! HTTP/3 applies the same bound (`GatewayConfig::write_stall_timeout`) per stream.
 
 use std::future::Future;
 use std::io;
