@@ -8,16 +8,23 @@
 //! share one metadata fetch.
 
 use crate::disk::{DiskCache, DiskError, DiskReader};
+use crate::memfile::MemFile;
 use bytes::Bytes;
 use codec::{BlobId, VerifiedMetadata};
 use moka::future::Cache;
 use std::sync::Arc;
 
-/// A whole verified blob as the rows it was filled from (each a slice of a sliver buffer).
+/// A whole verified blob as the rows it was filled from (each a slice of a sliver buffer), or,
+/// once the memory tier keeps it, as one sealed memory file ([`MemFile`]) that plain HTTP/1.1
+/// responses `sendfile` from.
 #[derive(Clone, Debug)]
 pub struct CachedBlob {
     chunks: Arc<[Bytes]>,
     len: u64,
+    file: Option<Arc<MemFile>>,
+    /// The header lines of a whole-blob `200` memory hit, built once by the API and shared by
+    /// every clone (see [`crate::api::Api::memory_hit`]).
+    response_head: Arc<std::sync::OnceLock<Bytes>>,
 }
 
 impl CachedBlob {
@@ -27,7 +34,40 @@ impl CachedBlob {
         Self {
             chunks: chunks.into(),
             len,
+            file: None,
+            response_head: Arc::default(),
         }
+    }
+
+    /// The same bytes in a sealed memory file, when the blob is long enough to be worth one and
+    /// the file budget allows; otherwise `self` unchanged. Copies the blob once: call it off the
+    /// reactor for large blobs.
+    fn into_memory_file(self) -> Self {
+        if self.file.is_some() || self.len < crate::memfile::MIN_LEN {
+            return self;
+        }
+        match MemFile::from_chunks(&self.chunks) {
+            Ok(file) => Self {
+                chunks: Arc::from([file.bytes().clone()]),
+                len: self.len,
+                file: Some(Arc::new(file)),
+                response_head: self.response_head,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "blob stays in heap memory");
+                self
+            }
+        }
+    }
+
+    /// See [`CachedBlob::response_head`]'s field.
+    pub fn response_head(&self) -> &std::sync::OnceLock<Bytes> {
+        &self.response_head
+    }
+
+    /// The sealed memory file holding the blob, if it is in one.
+    pub fn memory_file(&self) -> Option<&Arc<MemFile>> {
+        self.file.as_ref()
     }
 
     pub fn len(&self) -> u64 {
@@ -144,6 +184,11 @@ impl BlobCache {
         self.disk.as_ref()
     }
 
+    /// Look `id` up in the memory tier only.
+    pub async fn memory_get(&self, id: &BlobId) -> Option<CachedBlob> {
+        self.memory.get(id).await
+    }
+
     /// Look `id` up in memory, then on disk. A disk copy that fails its checks is quarantined by
     /// the disk tier and reported here as a miss, so the caller refills it.
     pub async fn get(&self, id: &BlobId) -> Option<Hit> {
@@ -179,7 +224,7 @@ impl BlobCache {
             Ok(Ok(Some(Err(bytes)))) => {
                 let blob = CachedBlob::from_verified_rows(vec![bytes]);
                 if promote {
-                    self.memory.insert(*id, blob.clone()).await;
+                    self.keep_in_memory(*id, blob.clone()).await;
                 }
                 Some(Hit::Memory(blob, Tier::Disk))
             }
@@ -212,8 +257,38 @@ impl BlobCache {
         if blob.len() > self.max_object {
             return false;
         }
-        self.memory.insert(id, blob).await;
+        self.keep_in_memory(id, blob).await;
         true
+    }
+
+    /// Offer `blob` to the memory tier at once (so the next request is a hit, never a second
+    /// fill), then, for a blob long enough, move it into a sealed memory file in the background
+    /// and swap that in, if the entry is still there.
+    async fn keep_in_memory(&self, id: BlobId, blob: CachedBlob) {
+        let convert = blob.len() >= crate::memfile::MIN_LEN && blob.file.is_none();
+        self.memory.insert(id, blob.clone()).await;
+        if !convert {
+            return;
+        }
+        let memory = self.memory.clone();
+        tokio::spawn(async move {
+            let Ok(kept) = tokio::task::spawn_blocking(move || blob.into_memory_file()).await
+            else {
+                return;
+            };
+            if kept.file.is_some() {
+                // Only in place of the entry: a blob purged or evicted meanwhile stays out.
+                memory
+                    .entry(id)
+                    .and_compute_with(|entry| async move {
+                        match entry {
+                            Some(_) => moka::ops::compute::Op::Put(kept),
+                            None => moka::ops::compute::Op::Nop,
+                        }
+                    })
+                    .await;
+            }
+        });
     }
 
     /// Drop `id` from both tiers; true if either held it.

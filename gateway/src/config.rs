@@ -12,6 +12,9 @@ pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// Open the plain HTTP/1.1 + h2c listener at `bind`; off, only the TLS listeners serve.
     pub plain_listener: bool,
+    /// Answer the plain listener's HTTP/1.1 `GET`/`HEAD` with the lean server ([`crate::h1`]:
+    /// `sendfile` from memory files, one `writev` per small response); off, hyper serves them.
+    pub lean_http1: bool,
     /// A TCP connection (HTTP/3: a stream) whose writes make no progress this long (the client
     /// stopped reading) is closed (reset).
     pub write_stall_timeout: Duration,
@@ -144,6 +147,7 @@ impl Default for GatewayConfig {
             idle_timeout: Duration::from_secs(30),
             h3_max_udp_payload: crate::h3::DEFAULT_MAX_UDP_PAYLOAD,
             plain_listener: true,
+            lean_http1: true,
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
         }
     }

@@ -90,6 +90,10 @@ struct ServeArgs {
     /// --https-listen and/or --h3-listen.
     #[arg(long)]
     no_plain: bool,
+    /// Serve the plain listener's HTTP/1.1 with hyper alone, instead of the lean GET/HEAD
+    /// server that sends memory-tier blobs with sendfile (for comparison and diagnosis).
+    #[arg(long)]
+    hyper_http1: bool,
     /// Also serve HTTP/1.1 and HTTP/2 over TLS here (needs a certificate).
     #[arg(long)]
     https_listen: Option<SocketAddr>,
@@ -386,14 +390,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve_async(args))
+}
+
+/// Connections, disk-tier files and memory-tier files all hold descriptors: take the hard limit
+/// as the soft one (as nginx's `worker_rlimit_nofile` would), and let memory files use at most
+/// a quarter of it.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let files = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
+    let budget = usize::try_from((files / 4).min(1 << 16)).unwrap_or(1 << 16);
+    gateway::memfile::set_budget(budget);
+    tracing::debug!(
+        open_files = files,
+        memory_files = budget,
+        "descriptor limits"
+    );
 }
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let config = GatewayConfig {
         bind: args.bind,
         plain_listener: !args.no_plain,
+        lean_http1: !args.hyper_http1,
         consistency: match args.consistency {
             Consistency::Default => ConsistencyCheck::Default,
             Consistency::Strict => ConsistencyCheck::Strict,

@@ -11,6 +11,7 @@ use crate::cache::BlobCache;
 use crate::config::GatewayConfig;
 use crate::disk::DiskCache;
 use crate::fill::{FillConfig, Filler};
+use crate::h1;
 use crate::h3::{H3Error, H3Limits, H3Listener};
 use crate::nodes::{Topology, TopologyError};
 use crate::stall::StallGuard;
@@ -245,6 +246,7 @@ impl Gateway {
             connections: &connections,
             alt_svc,
             write_stall_timeout: config.write_stall_timeout,
+            lean_http1: config.lean_http1,
         };
         let plain = async {
             if let Some((listener, addr)) = plain {
@@ -356,6 +358,8 @@ struct TcpServing<'a> {
     /// `Alt-Svc` advertising HTTP/3, when it is on.
     alt_svc: Option<HeaderValue>,
     write_stall_timeout: Duration,
+    /// Plain HTTP/1.1 GET and HEAD go to [`h1`] (with `sendfile`) before hyper.
+    lean_http1: bool,
 }
 
 impl TcpServing<'_> {
@@ -364,8 +368,9 @@ impl TcpServing<'_> {
         &self,
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) {
+        let mut stop = stop;
         loop {
             let slot = tokio::select! {
                 slot = self.connections.clone().acquire_owned() => slot,
@@ -386,9 +391,9 @@ impl TcpServing<'_> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let stream = StallGuard::new(stream, self.write_stall_timeout);
             let api = self.api.clone();
             let alt_svc = self.alt_svc.clone();
+            let stall = self.write_stall_timeout;
             let service = service_fn(move |request| {
                 let api = api.clone();
                 let alt_svc = alt_svc.clone();
@@ -401,9 +406,33 @@ impl TcpServing<'_> {
                 }
             });
             let builder = self.builder.clone();
+            // Held for the connection's life, so the graceful shutdown waits for it whichever
+            // server answers it.
             let watcher = self.graceful.watcher();
             match tls.clone() {
+                None if self.lean_http1 => {
+                    let api = self.api.clone();
+                    let settings = h1::Settings {
+                        header_read_timeout: HEADER_READ_TIMEOUT,
+                        write_stall_timeout: stall,
+                        alt_svc: self.alt_svc.clone(),
+                    };
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        if let h1::Outcome::HandOff(rewind) =
+                            h1::serve(stream, &api, &settings, &stop).await
+                        {
+                            let io = TokioIo::new(StallGuard::new(rewind, stall));
+                            let connection = builder.serve_connection(io, service).into_owned();
+                            if let Err(e) = watcher.watch(connection).await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        }
+                        drop(slot);
+                    });
+                }
                 None => {
+                    let stream = StallGuard::new(stream, stall);
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
@@ -416,6 +445,7 @@ impl TcpServing<'_> {
                     });
                 }
                 Some(acceptor) => {
+                    let stream = StallGuard::new(stream, stall);
                     tokio::spawn(async move {
                         let handshake =
                             tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));

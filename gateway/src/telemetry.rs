@@ -207,6 +207,9 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::gauge!("gateway_memory_files").set(crate::memfile::live() as f64);
+        });
         self.handle.render()
     }
 

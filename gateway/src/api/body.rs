@@ -1,9 +1,13 @@
-//! Response bodies: whole buffers (errors, metrics), cached blob slices, and streams fed by a
-//! fill. Blob bytes travel as the [`Bytes`] the fill verified, never copied. A stream whose fill
+//! Response bodies: whole buffers (errors, metrics), cached blob slices, ranges of a sealed
+//! memory file, and streams fed by a fill. Blob bytes travel as the [`Bytes`] the fill verified,
+//! never copied; the plain HTTP/1.1 writer ([`crate::h1`]) takes a memory file's range out of
+//! the body ([`Body::take_file`]) and `sendfile`s it. A stream whose fill
 //! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
 //! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
 
+use crate::cache::CachedBlob;
 use crate::fill::ReadError;
+use crate::memfile::MemFile;
 use crate::telemetry::Telemetry;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
@@ -42,7 +46,23 @@ impl Drop for RequestSlot {
 
 enum Kind {
     Chunks(VecDeque<Bytes>),
+    /// Bytes `[start, end)` of a memory file: mapped slices for hyper, `sendfile` for [`crate::h1`].
+    File {
+        file: Arc<MemFile>,
+        start: u64,
+        end: u64,
+    },
     Stream(mpsc::Receiver<Result<Bytes, ReadError>>),
+}
+
+/// Frames cut from a memory file for hyper (HTTP/2 and HTTP/3 split them further).
+const FILE_FRAME: u64 = 1 << 20;
+
+/// A range of a sealed memory file, taken out of a body to be sent with `sendfile`.
+pub struct FileRange {
+    pub file: Arc<MemFile>,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The body of every response the gateway sends.
@@ -74,6 +94,24 @@ impl Body {
         }
     }
 
+    /// Bytes `[start, end)` of a cached blob (`end` clamped to its length).
+    pub fn cached(blob: &CachedBlob, start: u64, end: u64) -> Self {
+        let end = end.min(blob.len());
+        match blob.memory_file() {
+            Some(file) if start < end => Self {
+                kind: Kind::File {
+                    file: file.clone(),
+                    start,
+                    end,
+                },
+                remaining: Some(end - start),
+                served: None,
+                _slot: None,
+            },
+            _ => Self::chunks(blob.slices(start, end)),
+        }
+    }
+
     /// A body fed by a task through `rx`, `len` bytes long if it completes.
     pub fn stream(rx: mpsc::Receiver<Result<Bytes, ReadError>>, len: u64) -> Self {
         Self {
@@ -92,12 +130,32 @@ impl Body {
     }
 
     fn sent(&mut self, bytes: &Bytes) {
+        self.count_sent(bytes.len() as u64);
+    }
+
+    /// Account for `n` bytes of this body sent by someone else (the `sendfile` writer).
+    pub fn count_sent(&mut self, n: u64) {
         if let Some(remaining) = self.remaining.as_mut() {
-            *remaining = remaining.saturating_sub(bytes.len() as u64);
+            *remaining = remaining.saturating_sub(n);
         }
         if let Some(served) = &self.served {
-            served.increment(bytes.len() as u64);
+            served.increment(n);
         }
+    }
+
+    /// The memory-file range this body would send, taken out of it (the body then sends
+    /// nothing more); `None` for any other kind of body.
+    pub fn take_file(&mut self) -> Option<FileRange> {
+        let Kind::File { file, start, end } = &mut self.kind else {
+            return None;
+        };
+        let range = FileRange {
+            file: file.clone(),
+            start: *start,
+            end: *end,
+        };
+        *start = *end;
+        Some(range)
     }
 }
 
@@ -112,6 +170,12 @@ impl hyper::body::Body for Body {
         let this = self.get_mut();
         let next = match &mut this.kind {
             Kind::Chunks(chunks) => chunks.pop_front().map(Ok),
+            Kind::File { file, start, end } => (*start < *end).then(|| {
+                let to = (*start + FILE_FRAME).min(*end);
+                let bytes = file.bytes().slice(*start as usize..to as usize);
+                *start = to;
+                Ok(bytes)
+            }),
             Kind::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(item) => item,
@@ -138,6 +202,7 @@ impl hyper::body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Chunks(chunks) => chunks.is_empty(),
+            Kind::File { start, end, .. } => start >= end,
             Kind::Stream(_) => false,
         }
     }

@@ -318,7 +318,7 @@ impl Api {
             Body::empty()
         } else {
             match plan {
-                Plan::Cached(blob, _) => Body::chunks(blob.slices(start, end)),
+                Plan::Cached(blob, _) => Body::cached(&blob, start, end),
                 Plan::Disk(blob) => stream::from_disk(blob, start, end)?,
                 Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
                 Plan::Cold(meta) => self.cold_range(id, meta, start, end).await?,
@@ -329,8 +329,7 @@ impl Api {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         set_blob_headers(headers, &etag);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-        headers.insert("x-cache", HeaderValue::from_static(x_cache));
+        set_length_and_source(headers, end - start, x_cache);
         if status == StatusCode::PARTIAL_CONTENT {
             let range = format!("bytes {start}-{}/{len}", end - 1);
             if let Ok(value) = HeaderValue::from_str(&range) {
@@ -341,6 +340,48 @@ impl Api {
             headers.insert(header::CONTENT_TYPE, content_type);
         }
         Ok(response)
+    }
+}
+
+/// A whole-blob `GET` answered from the memory tier without the general request path: the
+/// plain HTTP/1.1 server's fast lane for the commonest request ([`Api::memory_hit`]).
+pub struct MemoryHit {
+    /// The response's header lines (`name: value\r\n` each), exactly those [`Api::handle`]
+    /// sends for the same request; built once per cached blob.
+    pub head: Bytes,
+    /// The whole blob (its body, and its length in `head`).
+    pub body: Body,
+}
+
+impl Api {
+    /// The answer to a plain `GET /v1/blobs/{id}` (no `Range`, `If-None-Match`, `Accept` or
+    /// `Content-Type`) when the blob is in memory; `None` sends the request down the general
+    /// path (a miss, a disk hit, or no free request slot: that path answers 429).
+    pub async fn memory_hit(&self, id: &BlobId) -> Option<MemoryHit> {
+        let blob = self.filler.cache().memory_get(id).await?;
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let slot = RequestSlot::new(permit, self.telemetry.clone());
+        self.telemetry.hit(Tier::Memory);
+        self.telemetry.response(200);
+        let head = blob
+            .response_head()
+            .get_or_init(|| {
+                let mut headers = HeaderMap::new();
+                set_blob_headers(&mut headers, &format!("\"{id}\""));
+                set_length_and_source(&mut headers, blob.len(), Tier::Memory.header_value());
+                let mut lines = Vec::with_capacity(256);
+                for (name, value) in &headers {
+                    lines.extend_from_slice(name.as_str().as_bytes());
+                    lines.extend_from_slice(b": ");
+                    lines.extend_from_slice(value.as_bytes());
+                    lines.extend_from_slice(b"\r\n");
+                }
+                Bytes::from(lines)
+            })
+            .clone();
+        let served = self.telemetry.served_from(Some(Tier::Memory));
+        let body = Body::cached(&blob, 0, blob.len()).for_blob(served, slot);
+        Some(MemoryHit { head, body })
     }
 }
 
@@ -386,7 +427,7 @@ impl Api {
             }
         }
         match self.filler.open(id).await? {
-            Source::Cached(blob, _) => Ok(Body::chunks(blob.slices(start, end))),
+            Source::Cached(blob, _) => Ok(Body::cached(&blob, start, end)),
             Source::Disk(blob) => Ok(stream::from_disk(blob, start, end)?),
             Source::Filling(mut reader) => {
                 let meta = reader.ready().await?;
@@ -476,6 +517,11 @@ fn none_match(headers: &HeaderMap, etag: &str, id: &BlobId) -> bool {
             let tag = tag.strip_prefix("W/").unwrap_or(tag);
             tag == "*" || tag == etag || (etag == format!("\"{raw}\"") && tag == raw)
         })
+}
+
+fn set_length_and_source(headers: &mut HeaderMap, len: u64, x_cache: &'static str) {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert("x-cache", HeaderValue::from_static(x_cache));
 }
 
 fn set_blob_headers(headers: &mut HeaderMap, etag: &str) {

@@ -1,0 +1,797 @@
+//! A lean HTTP/1.1 server for the plain listener's bodiless requests (`GET`, `HEAD`), the bulk of
+//! a gateway's traffic, in front of hyper for everything else.
+//!
+//! Why it exists: a cached blob over plain TCP can go from a sealed memory file to the socket
+//! with `sendfile` ([`crate::memfile`]), so the serving CPU never copies its bytes, and small
+//! hits go out as one `writev` of head and body. hyper owns its socket and cannot do either.
+//!
+//! What it does: parse a request head (`httparse`), answer it with the same [`Api`] every
+//! other listener uses (so routes, headers, ranges, limits and metrics are defined once), and
+//! write the response: `Content-Length` framing (chunked only if a body's length is unknown),
+//! `Date`, `Connection: close` when either side ends the connection, keep-alive and pipelining.
+//! The same bounds as hyper's apply: a request head must arrive within the header timeout, and
+//! a write that makes no progress for the write-stall timeout ends the connection.
+//!
+//! What it hands over: the HTTP/2 preface (h2c), requests with a body or `Expect`/`Upgrade`,
+//! HTTP/1.0, and heads it cannot parse or that exceed [`MAX_HEAD`] go to hyper, on the same
+//! connection, with the bytes already read replayed ([`Rewind`]). Hyper then serves the
+//! connection to its end and answers malformed input exactly as before (400, 431, ...).
+
+use crate::api::body::{Body, FileRange};
+use crate::api::{Api, MemoryHit};
+use bytes::{Buf, Bytes, BytesMut};
+use codec::BlobId;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Longest request head read here; a longer one goes to hyper (which answers 431).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most request headers parsed here; more go to hyper.
+const MAX_HEADERS: usize = 64;
+/// At most this many buffers per `writev`.
+const MAX_IOVECS: usize = 64;
+/// Written bytes gathered before a `writev` of a response whose frames are all at hand.
+const GATHER: usize = 1 << 20;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Connection-wide settings.
+pub struct Settings {
+    /// A request head (or the first byte of the next one on a kept-alive connection) must
+    /// arrive within this long.
+    pub header_read_timeout: Duration,
+    /// A write that makes no progress this long ends the connection.
+    pub write_stall_timeout: Duration,
+    /// `Alt-Svc` to add to every response (HTTP/3 advertisement).
+    pub alt_svc: Option<HeaderValue>,
+}
+
+/// How a connection left this server.
+pub enum Outcome {
+    /// Closed: by the client, after `Connection: close`, on shutdown, a timeout or an error.
+    Closed,
+    /// A request this server leaves to hyper: serve the rest of the connection with hyper,
+    /// starting with the replayed bytes.
+    HandOff(Rewind),
+}
+
+/// Serve `stream` until it closes or needs hyper. Checks `stop` between requests: once it is
+/// true, the connection closes after the response in progress.
+pub async fn serve(
+    stream: TcpStream,
+    api: &Api,
+    settings: &Settings,
+    stop: &watch::Receiver<bool>,
+) -> Outcome {
+    let mut conn = Connection {
+        stream,
+        buf: BytesMut::with_capacity(4096),
+        timer: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
+        stop: Box::pin({
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }
+        }),
+    };
+    let mut first = true;
+    loop {
+        let head = conn.next_head(settings.header_read_timeout, first).await;
+        first = false;
+        let (request, close) = match head {
+            Next::Request(request, close) => (request, close),
+            Next::WholeGet(id, close, len) => {
+                if let Some(hit) = api.memory_hit(&id).await {
+                    conn.buf.advance(len);
+                    let keep_alive = !close && !*stop.borrow();
+                    let written = conn.write_memory_hit(hit, settings, keep_alive).await;
+                    match written {
+                        Ok(()) if keep_alive => continue,
+                        Ok(()) => {
+                            let _ = conn.stream.shutdown().await;
+                            return Outcome::Closed;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "response aborted; closing the connection");
+                            return Outcome::Closed;
+                        }
+                    }
+                }
+                match conn.take_request(len) {
+                    Some(request) => (request, close),
+                    None => return Outcome::HandOff(conn.into_rewind()),
+                }
+            }
+            Next::Closed => return Outcome::Closed,
+            Next::HandOff => return Outcome::HandOff(conn.into_rewind()),
+        };
+        let head_only = request.method() == Method::HEAD;
+        let Ok(mut response) = api.handle(request).await;
+        if let Some(alt_svc) = &settings.alt_svc {
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, alt_svc.clone());
+        }
+        let keep_alive = !close && !*stop.borrow();
+        if let Err(e) = conn
+            .write_response(
+                response,
+                head_only,
+                keep_alive,
+                settings.write_stall_timeout,
+            )
+            .await
+        {
+            tracing::debug!(error = %e, "response aborted; closing the connection");
+            return Outcome::Closed;
+        }
+        if !keep_alive {
+            let _ = conn.stream.shutdown().await;
+            return Outcome::Closed;
+        }
+    }
+}
+
+enum Next {
+    /// A request, and whether the client asked to close after it.
+    Request(Request<http_body_util::Empty<Bytes>>, bool),
+    /// A whole-blob `GET` that may be a memory hit; its head is still in the buffer (`usize`
+    /// bytes), to be parsed in full if it is not.
+    WholeGet(BlobId, bool, usize),
+    Closed,
+    HandOff,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed (the rest of a pipelined request stream).
+    buf: BytesMut,
+    /// Fires at the earliest moment the header timeout may have run out (see `next_head`).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Resolves once the server shuts down.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Connection {
+    /// Read until a whole request head is buffered, then parse it.
+    async fn next_head(&mut self, timeout: Duration, first: bool) -> Next {
+        // One timer and one shutdown watch per connection, polled by every wait, instead of a
+        // timer entry and a watch registration per request: the clock is read per request,
+        // the timer wheel touched about once per `timeout`.
+        let started = Instant::now();
+        loop {
+            if !self.buf.is_empty() {
+                if first && starts_like(&self.buf, H2_PREFACE) {
+                    if self.buf.len() >= H2_PREFACE.len() {
+                        return Next::HandOff;
+                    }
+                } else {
+                    match parse(&self.buf) {
+                        Parsed::Request(request, close, len) => {
+                            self.buf.advance(len);
+                            return Next::Request(request, close);
+                        }
+                        Parsed::WholeGet(id, close, len) => return Next::WholeGet(id, close, len),
+                        Parsed::Partial if self.buf.len() < MAX_HEAD => {}
+                        Parsed::Partial | Parsed::HandOff => return Next::HandOff,
+                    }
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(4096);
+            }
+            let idle = self.buf.is_empty();
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => return Next::Closed,
+                    Ok(_) => {}
+                },
+                () = self.timer.as_mut() => {
+                    if started.elapsed() >= timeout {
+                        return Next::Closed;
+                    }
+                    self.timer.as_mut().reset((started + timeout).into());
+                }
+                () = self.stop.as_mut(), if idle => return Next::Closed,
+            }
+        }
+    }
+
+    /// The full request of the `len`-byte head at the front of the buffer (consumed).
+    fn take_request(&mut self, len: usize) -> Option<Request<http_body_util::Empty<Bytes>>> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(&self.buf[..len]).ok()?;
+        let method = if req.method == Some("HEAD") {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let request = build(method, req.path?, req.headers)?;
+        self.buf.advance(len);
+        Some(request)
+    }
+
+    /// Status line, the hit's cached header lines, per-connection headers, then the blob.
+    async fn write_memory_hit(
+        &mut self,
+        hit: MemoryHit,
+        settings: &Settings,
+        keep_alive: bool,
+    ) -> io::Result<()> {
+        let MemoryHit {
+            head: lines,
+            mut body,
+        } = hit;
+        let mut head = BytesMut::with_capacity(lines.len() + 128);
+        head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        head.extend_from_slice(&lines);
+        if let Some(alt_svc) = &settings.alt_svc {
+            put_header(&mut head, b"alt-svc", alt_svc.as_bytes());
+        }
+        with_date(|date| put_header(&mut head, b"date", date));
+        if !keep_alive {
+            put_header(&mut head, b"connection", b"close");
+        }
+        head.extend_from_slice(b"\r\n");
+        self.write_body(
+            head.freeze(),
+            &mut body,
+            false,
+            settings.write_stall_timeout,
+        )
+        .await
+    }
+
+    fn into_rewind(self) -> Rewind {
+        Rewind {
+            prefix: self.buf.freeze(),
+            stream: self.stream,
+        }
+    }
+
+    async fn write_response(
+        &mut self,
+        response: Response<Body>,
+        head_only: bool,
+        keep_alive: bool,
+        stall: Duration,
+    ) -> io::Result<()> {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let no_body = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        // A HEAD answer keeps the length the handler declared, else its body's (as hyper
+        // does); otherwise a body's own exact length wins, so the framing matches what is sent.
+        let length = if no_body {
+            None
+        } else if head_only {
+            declared.or(body.size_hint().exact())
+        } else {
+            body.size_hint().exact().or(declared)
+        };
+        let chunked = !no_body && !head_only && length.is_none();
+        let mut head = BytesMut::with_capacity(512);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(status.as_str().as_bytes());
+        head.extend_from_slice(b" ");
+        head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH
+                || name == header::TRANSFER_ENCODING
+                || name == header::CONNECTION
+            {
+                continue;
+            }
+            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let Some(length) = length {
+            let mut digits = [0u8; 20];
+            put_header(&mut head, b"content-length", decimal(length, &mut digits));
+        }
+        if chunked {
+            put_header(&mut head, b"transfer-encoding", b"chunked");
+        }
+        if !parts.headers.contains_key(header::DATE) {
+            with_date(|date| put_header(&mut head, b"date", date));
+        }
+        if !keep_alive {
+            put_header(&mut head, b"connection", b"close");
+        }
+        head.extend_from_slice(b"\r\n");
+        let head = head.freeze();
+        if no_body || head_only {
+            return self.write_all(vec![head], stall).await;
+        }
+        self.write_body(head, &mut body, chunked, stall).await
+    }
+
+    /// Write `head`, then every byte of `body` (`sendfile` for a memory file).
+    async fn write_body(
+        &mut self,
+        head: Bytes,
+        body: &mut Body,
+        chunked: bool,
+        stall: Duration,
+    ) -> io::Result<()> {
+        if let Some(range) = body.take_file() {
+            let n = range.end - range.start;
+            self.send_more(&head, stall).await?;
+            self.sendfile(&range, stall).await?;
+            body.count_sent(n);
+            return Ok(());
+        }
+        let mut out = vec![head];
+        let mut gathered = 0usize;
+        loop {
+            // Take every frame already at hand; write what was gathered before waiting.
+            let next = match poll_now(body) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    self.write_all(std::mem::take(&mut out), stall).await?;
+                    gathered = 0;
+                    body.frame().await
+                }
+            };
+            match next {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    gathered += data.len();
+                    if chunked {
+                        out.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                        out.push(data);
+                        out.push(Bytes::from_static(b"\r\n"));
+                    } else {
+                        out.push(data);
+                    }
+                    if gathered >= GATHER || out.len() >= MAX_IOVECS {
+                        self.write_all(std::mem::take(&mut out), stall).await?;
+                        gathered = 0;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Never end a body that failed cleanly: the connection closes short of
+                    // the declared length, so the client knows the blob is partial.
+                    self.write_all(out, stall).await?;
+                    return Err(io::Error::other(e));
+                }
+                None => {
+                    if chunked {
+                        out.push(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    return self.write_all(out, stall).await;
+                }
+            }
+        }
+    }
+
+    /// Write every buffer, in order.
+    async fn write_all(&mut self, mut bufs: Vec<Bytes>, stall: Duration) -> io::Result<()> {
+        let mut first = 0;
+        while first < bufs.len() {
+            let slices: Vec<IoSlice<'_>> = bufs[first..]
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let stream = &self.stream;
+            let mut n = writing(stream, stall, || stream.try_write_vectored(&slices)).await?;
+            drop(slices);
+            while n > 0 {
+                let len = bufs[first].len();
+                if n >= len {
+                    n -= len;
+                    first += 1;
+                } else {
+                    bufs[first].advance(n);
+                    n = 0;
+                }
+            }
+            while first < bufs.len() && bufs[first].is_empty() {
+                first += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `head` with `MSG_MORE`: held back to leave with the first bytes of the body.
+    async fn send_more(&mut self, head: &[u8], stall: Duration) -> io::Result<()> {
+        let mut sent = 0;
+        let stream = &self.stream;
+        while sent < head.len() {
+            sent += writing(stream, stall, || {
+                stream.try_io(Interest::WRITABLE, || {
+                    rustix::net::send(stream, &head[sent..], rustix::net::SendFlags::MORE)
+                        .map_err(io::Error::from)
+                })
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// `sendfile` bytes `[start, end)` of a memory file.
+    async fn sendfile(&mut self, range: &FileRange, stall: Duration) -> io::Result<()> {
+        let mut offset = range.start;
+        let stream = &self.stream;
+        let file = range.file.file();
+        while offset < range.end {
+            let count = usize::try_from(range.end - offset)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            let n = writing(stream, stall, || {
+                stream.try_io(Interest::WRITABLE, || {
+                    let mut at = offset;
+                    rustix::fs::sendfile(stream, file, Some(&mut at), count)
+                        .map_err(io::Error::from)
+                })
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the memory file ended early",
+                ));
+            }
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The body's next frame if it is at hand, without waiting (or registering a waker).
+fn poll_now(
+    body: &mut Body,
+) -> Poll<Option<Result<hyper::body::Frame<Bytes>, crate::api::body::BodyError>>> {
+    Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Run a non-blocking write until it makes progress, waiting for writability in between; fails
+/// with `TimedOut` once a wait exceeds `stall`. Each call spends coop budget, so one fast
+/// client cannot keep the worker from other connections.
+async fn writing(
+    stream: &TcpStream,
+    stall: Duration,
+    mut op: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    tokio::task::coop::consume_budget().await;
+    loop {
+        match op() {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(stall, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the peer read nothing for {stall:?}"),
+                        ))
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+enum Parsed {
+    /// A request, whether it asked to close, and the length of its head.
+    Request(Request<http_body_util::Empty<Bytes>>, bool, usize),
+    /// `GET /v1/blobs/{id}` with nothing that changes the whole-blob answer (no `Range`,
+    /// `If-None-Match`, `Accept`, `Content-Type`): may be a memory hit.
+    WholeGet(BlobId, bool, usize),
+    Partial,
+    HandOff,
+}
+
+/// Parse one request head from `buf`; anything beyond a bodiless HTTP/1.1 `GET` or `HEAD` this
+/// server can represent exactly is left to hyper.
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::HandOff,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::HandOff,
+    };
+    if req.version != Some(1) {
+        return Parsed::HandOff;
+    }
+    let Some(path) = req.path else {
+        return Parsed::HandOff;
+    };
+    // One pass over the headers: what must go to hyper, whether to close, and whether anything
+    // changes a whole-blob answer (which rules out the memory-hit lane).
+    let mut close = false;
+    let mut plain = method == Method::GET;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if h.value.trim_ascii() != b"0" {
+                return Parsed::HandOff;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parsed::HandOff;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::HandOff;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"range")
+            || name.eq_ignore_ascii_case(b"if-none-match")
+            || name.eq_ignore_ascii_case(b"accept")
+            || name.eq_ignore_ascii_case(b"content-type")
+        {
+            plain = false;
+        }
+    }
+    if plain {
+        if let Some(id) = path
+            .strip_prefix("/v1/blobs/")
+            .filter(|id| !id.contains(['/', '?', '#']))
+            .and_then(|id| id.parse::<BlobId>().ok())
+        {
+            return Parsed::WholeGet(id, close, len);
+        }
+    }
+    match build(method, path, req.headers) {
+        Some(request) => Parsed::Request(request, close, len),
+        None => Parsed::HandOff,
+    }
+}
+
+/// The request `Api::handle` takes; `None` if hyper would read it differently.
+fn build(
+    method: Method,
+    path: &str,
+    headers: &[httparse::Header<'_>],
+) -> Option<Request<http_body_util::Empty<Bytes>>> {
+    let uri = path.parse::<Uri>().ok()?;
+    let mut request = Request::new(http_body_util::Empty::new());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let map = request.headers_mut();
+    map.reserve(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        map.append(name, value);
+    }
+    Some(request)
+}
+
+/// Whether `buf` is a prefix of `pattern` or starts with it.
+fn starts_like(buf: &[u8], pattern: &[u8]) -> bool {
+    let n = buf.len().min(pattern.len());
+    buf[..n] == pattern[..n]
+}
+
+fn put_header(head: &mut BytesMut, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// The `Date` value, formatted once per second per thread.
+fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut date = cell.borrow_mut();
+        if date.0 != secs {
+            *date = (secs, httpdate::fmt_http_date(now));
+        }
+        f(date.1.as_bytes())
+    })
+}
+
+/// A connection handed to hyper: the bytes this server read first, then the socket.
+pub struct Rewind {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &[u8]) -> Parsed {
+        parse(raw)
+    }
+
+    #[test]
+    fn bodiless_get_and_head_are_served_here() {
+        let Parsed::Request(req, close, len) =
+            parsed(b"GET /v1/blobs/x?a=1 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\nGET /next")
+        else {
+            panic!("expected a request");
+        };
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/v1/blobs/x");
+        assert_eq!(req.uri().query(), Some("a=1"));
+        assert_eq!(req.headers()["range"], "bytes=0-1");
+        assert!(!close);
+        assert_eq!(len, 59);
+        let Parsed::Request(req, close, _) = parsed(
+            b"HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n",
+        ) else {
+            panic!("expected a request");
+        };
+        assert_eq!(req.method(), Method::HEAD);
+        assert!(close);
+    }
+
+    #[test]
+    fn only_plain_whole_blob_gets_take_the_memory_lane() {
+        let id = BlobId([7; 32]);
+        let raw = format!("GET /v1/blobs/{id} HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(
+            matches!(parsed(raw.as_bytes()), Parsed::WholeGet(got, false, len) if got == id && len == raw.len())
+        );
+        let closing = format!("GET /v1/blobs/{id} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(matches!(
+            parsed(closing.as_bytes()),
+            Parsed::WholeGet(_, true, _)
+        ));
+        for other in [
+            format!("HEAD /v1/blobs/{id} HTTP/1.1\r\n\r\n"),
+            format!("GET /v1/blobs/{id}?x=1 HTTP/1.1\r\n\r\n"),
+            format!("GET /v1/blobs/{id}/metadata HTTP/1.1\r\n\r\n"),
+            format!("GET /v1/blobs/{id} HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n"),
+            format!("GET /v1/blobs/{id} HTTP/1.1\r\nIf-None-Match: x\r\n\r\n"),
+            format!("GET /v1/blobs/{id} HTTP/1.1\r\naccept: a/b\r\n\r\n"),
+            format!("GET /v1/blobs/{id} HTTP/1.1\r\nContent-Type: a/b\r\n\r\n"),
+            "GET /v1/blobs/not-an-id HTTP/1.1\r\n\r\n".to_owned(),
+        ] {
+            assert!(
+                matches!(parsed(other.as_bytes()), Parsed::Request(..)),
+                "{other:?} takes the general path"
+            );
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for raw in [
+            &b"PUT /v1/blobs HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST /v1/inference/x HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00",
+        ] {
+            assert!(
+                matches!(parsed(raw), Parsed::HandOff),
+                "{:?} should go to hyper",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parsed(&many), Parsed::HandOff));
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 4096, 1 << 20, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn incomplete_heads_wait_for_more() {
+        assert!(matches!(parsed(b"GET /v1/blo"), Parsed::Partial));
+        assert!(matches!(
+            parsed(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
+        assert!(starts_like(b"PRI * HT", H2_PREFACE));
+        assert!(starts_like(H2_PREFACE, H2_PREFACE));
+        assert!(!starts_like(b"GET", H2_PREFACE));
+    }
+}
