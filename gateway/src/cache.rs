@@ -65,6 +65,20 @@ impl CachedBlob {
         &self.response_head
     }
 
+    /// The same bytes in one buffer (a copy, for a blob held as several rows). A small blob is
+    /// kept so in memory: each row would otherwise be its own HTTP/2 DATA frame and write.
+    fn contiguous(self) -> Self {
+        if self.chunks.len() <= 1 {
+            return self;
+        }
+        Self {
+            chunks: Arc::from([Bytes::from(self.chunks.concat())]),
+            len: self.len,
+            file: None,
+            response_head: self.response_head,
+        }
+    }
+
     /// The sealed memory file holding the blob, if it is in one.
     pub fn memory_file(&self) -> Option<&Arc<MemFile>> {
         self.file.as_ref()
@@ -266,6 +280,7 @@ impl BlobCache {
     /// and swap that in, if the entry is still there.
     async fn keep_in_memory(&self, id: BlobId, blob: CachedBlob) {
         let convert = blob.len() >= crate::memfile::MIN_LEN && blob.file.is_none();
+        let blob = if convert { blob } else { blob.contiguous() };
         self.memory.insert(id, blob.clone()).await;
         if !convert {
             return;
@@ -424,5 +439,38 @@ mod tests {
             Some(Hit::Memory(blob, Tier::Memory)) => assert_eq!(blob.len(), 2),
             _ => panic!("expected a memory hit"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn memory_keeps_small_blobs_whole_and_large_ones_in_memory_files() {
+        let cache = BlobCache::new(16 << 20, 8 << 20);
+        let small_id = BlobId([2; 32]);
+        cache.insert(small_id, blob()).await;
+        let small = cache.memory_get(&small_id).await.expect("a memory hit");
+        assert_eq!(small.slices(0, 10).len(), 1, "one buffer, not three rows");
+        assert_eq!(&small.slices(0, 10)[0][..], b"abcdefghij");
+        assert!(small.memory_file().is_none());
+
+        let rows: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 50_000])).collect();
+        let want = rows.concat();
+        let large_id = BlobId([3; 32]);
+        cache
+            .insert(large_id, CachedBlob::from_verified_rows(rows))
+            .await;
+        // A hit at once (the rows), then the memory file once the background copy is done.
+        assert!(cache.memory_get(&large_id).await.is_some());
+        let mut moved = None;
+        for _ in 0..200 {
+            match cache.memory_get(&large_id).await {
+                Some(blob) if blob.memory_file().is_some() => {
+                    moved = Some(blob);
+                    break;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        let moved = moved.expect("the blob moved into a memory file");
+        assert_eq!(moved.slices(0, moved.len()).concat(), want);
+        assert_eq!(&moved.memory_file().unwrap().bytes()[..], &want[..]);
     }
 }

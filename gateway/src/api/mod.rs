@@ -126,16 +126,18 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = request.uri().path().to_owned();
+        // The rarer routes' futures are boxed, so the future of every request (which HTTP/2
+        // moves into a task of its own) stays the size a blob read needs.
         let routed = if path.starts_with("/admin/") || path == "/admin" {
-            admin::route(self, request).await
+            Box::pin(admin::route(self, request)).await
         } else if path == "/v1/blobs" {
             if request.method() == Method::PUT {
-                upload::put_blob(self, request).await
+                Box::pin(upload::put_blob(self, request)).await
             } else {
                 Err(ApiError::MethodNotAllowed { allow: "PUT" })
             }
         } else if inference::handles(&path) {
-            inference::route(self, request).await
+            Box::pin(inference::route(self, request)).await
         } else {
             self.route(&request).await
         };
@@ -191,7 +193,7 @@ impl Api {
                 // gateway can verify what it reads from this one row by row, ranges included.
                 read_only(request.method())?;
                 let id = parse_id(id)?;
-                let meta = self.filler.metadata(id).await?;
+                let meta = Box::pin(self.filler.metadata(id)).await?;
                 let body = Bytes::from(codec::bcs::encode_metadata_with_id(&id, meta.metadata()));
                 let len = body.len();
                 let mut response = Response::new(if request.method() == Method::HEAD {
@@ -245,7 +247,7 @@ impl Api {
         let whole_get = !head && matches!(want, Want::Blob(RangeRequest::Whole));
         let plan = if whole_get {
             self.whole(id).await?
-        } else if let Some(hit) = self.filler.cache().get(&id).await {
+        } else if let Some(hit) = Box::pin(self.filler.cache().get(&id)).await {
             match hit {
                 Hit::Memory(blob, tier) => Plan::Cached(blob, tier),
                 Hit::Disk(blob) => Plan::Disk(blob),
@@ -253,13 +255,13 @@ impl Api {
         } else if let Some(mut reader) = self.filler.join(&id) {
             // A HEAD needs only the length; a range waits until the fill is sure to succeed.
             let meta = if head {
-                reader.metadata().await?
+                Box::pin(reader.metadata()).await?
             } else {
-                reader.ready().await?
+                Box::pin(reader.ready()).await?
             };
             Plan::Filling(reader, meta)
         } else {
-            match self.filler.metadata(id).await {
+            match Box::pin(self.filler.metadata(id)).await {
                 Ok(meta) => Plan::Cold(meta),
                 // Upstreams that offer no metadata (aggregators) can only be verified whole: fill
                 // the blob, then answer the range or HEAD from it. A blob every source says does
@@ -271,7 +273,7 @@ impl Api {
                             ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }
                         ) =>
                 {
-                    self.whole(id).await?
+                    Box::pin(self.whole(id)).await?
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -321,7 +323,7 @@ impl Api {
                 Plan::Cached(blob, _) => Body::cached(&blob, start, end),
                 Plan::Disk(blob) => stream::from_disk(blob, start, end)?,
                 Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
-                Plan::Cold(meta) => self.cold_range(id, meta, start, end).await?,
+                Plan::Cold(meta) => Box::pin(self.cold_range(id, meta, start, end)).await?,
             }
         };
         let body = body.for_blob(served, slot);
@@ -388,11 +390,11 @@ impl Api {
 impl Api {
     /// The whole blob: cached, or a fill (started if needed) once it may answer.
     async fn whole(&self, id: BlobId) -> Result<Plan, ReadError> {
-        Ok(match self.filler.open(id).await? {
+        Ok(match Box::pin(self.filler.open(id)).await? {
             Source::Cached(blob, tier) => Plan::Cached(blob, tier),
             Source::Disk(blob) => Plan::Disk(blob),
             Source::Filling(mut reader) => {
-                let meta = reader.ready().await?;
+                let meta = Box::pin(reader.ready()).await?;
                 Plan::Filling(reader, meta)
             }
         })
