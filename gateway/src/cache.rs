@@ -223,6 +223,24 @@ impl BlobCache {
             None => return None,
         };
         let promote = len <= self.max_object;
+        // A small blob whose file is open and whose bytes are in the page cache is read and
+        // checked right here, without a trip to the blocking pool.
+        if len <= crate::disk::SMALL_READ {
+            match disk.read_small_now(id) {
+                Some(Ok(bytes)) => {
+                    let blob = CachedBlob::from_verified_rows(vec![bytes]);
+                    if promote {
+                        self.keep_in_memory(*id, blob.clone()).await;
+                    }
+                    return Some(Hit::Memory(blob, Tier::Disk));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(blob_id = %id, error = %e, "disk copy unusable; refilling");
+                    return None;
+                }
+                None => {}
+            }
+        }
         // Small blobs are read (and checked) whole in the same blocking call that opens them,
         // instead of a second hop to the blocking pool and a channel to stream them.
         let whole = promote || len <= DISK_READ_WHOLE;

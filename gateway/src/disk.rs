@@ -49,6 +49,11 @@ const HEADER_LEN: u64 = 128;
 pub const CHUNK_SIZE: u32 = 1 << 20;
 /// Quarantined files kept for inspection; older ones are deleted.
 const QUARANTINE_KEEP: usize = 32;
+/// Files kept open between reads (each holds a descriptor).
+const OPEN_HANDLES: usize = 1024;
+/// Blobs up to this long may be read on the caller's thread when their bytes are in the page
+/// cache ([`DiskCache::read_small_now`]).
+pub const SMALL_READ: u64 = 64 * 1024;
 
 /// What went wrong in the disk tier.
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +104,21 @@ struct Index {
     /// Writers in progress, by blob: a purge removes the entry, and a writer whose ticket is
     /// gone discards its file at commit instead of bringing the blob back.
     writing: HashMap<BlobId, u64>,
+    /// Open, checked files of recently read blobs (at most [`OPEN_HANDLES`]), so a hit skips
+    /// the open and the header and table checks. Dropped with the entry: an evicted, purged or
+    /// quarantined blob is never read through a stale handle.
+    handles: HashMap<BlobId, Arc<OpenBlob>>,
+    /// Handles in the order they were opened; the oldest is closed first.
+    handle_order: std::collections::VecDeque<BlobId>,
     total: u64,
     clock: u64,
+}
+
+/// A cached blob's file, opened and its header, size and chunk table checked.
+struct OpenBlob {
+    file: File,
+    len: u64,
+    table: Arc<[u8]>,
 }
 
 impl Index {
@@ -125,10 +143,32 @@ impl Index {
     }
 
     fn remove(&mut self, id: &BlobId) -> Option<Entry> {
+        self.handles.remove(id);
         let entry = self.entries.remove(id)?;
         self.by_age.remove(&(entry.tick, *id));
         self.total -= entry.file_size;
         Some(entry)
+    }
+
+    /// Keep `handle` for `id` (still indexed), closing the oldest handle beyond the bound.
+    fn keep_handle(&mut self, id: BlobId, handle: Arc<OpenBlob>) {
+        if !self.entries.contains_key(&id) {
+            return;
+        }
+        if self.handles.insert(id, handle).is_none() {
+            self.handle_order.push_back(id);
+        }
+        while self.handles.len() > OPEN_HANDLES {
+            let Some(oldest) = self.handle_order.pop_front() else {
+                break;
+            };
+            self.handles.remove(&oldest);
+        }
+        // Ids whose handle went with their entry: forget them once they dominate the queue.
+        if self.handle_order.len() > 2 * OPEN_HANDLES {
+            let handles = &self.handles;
+            self.handle_order.retain(|id| handles.contains_key(id));
+        }
     }
 
     fn touch(&mut self, id: &BlobId) {
@@ -425,19 +465,30 @@ impl DiskCache {
         id: &BlobId,
         range: Range<u64>,
     ) -> Result<Option<DiskReader>, DiskError> {
-        let len = {
+        let (len, handle) = {
             let mut index = self.lock();
             let Some(entry) = index.entries.get(id) else {
                 return Ok(None);
             };
             let len = entry.len;
             index.touch(id);
-            len
+            (len, index.handles.get(id).cloned())
         };
-        let path = self.path_of(id);
         let opened = (|| -> Result<DiskReader, DiskError> {
-            let (header, _) = read_header(&path, id)?;
-            if header.len != len {
+            let handle = match handle {
+                Some(handle) => handle,
+                None => {
+                    let (header, _) = read_header(&self.path_of(id), id)?;
+                    let handle = Arc::new(OpenBlob {
+                        file: header.file,
+                        len: header.len,
+                        table: header.table.into(),
+                    });
+                    self.lock().keep_handle(*id, handle.clone());
+                    handle
+                }
+            };
+            if handle.len != len {
                 return Err(corrupt(id, "length differs from the index"));
             }
             if range.start > range.end || range.end > len {
@@ -449,10 +500,9 @@ impl DiskCache {
             Ok(DiskReader {
                 cache: Arc::clone(self),
                 id: *id,
-                file: header.file,
-                table: header.table,
-                chunk_size: u64::from(header.chunk_size),
-                len: header.len,
+                chunk_size: u64::from(CHUNK_SIZE),
+                len: handle.len,
+                blob: handle,
                 next: range.start,
                 end: range.end,
             })
@@ -470,6 +520,50 @@ impl DiskCache {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A whole small blob (up to [`SMALL_READ`] bytes), read and checked on the calling thread,
+    /// but only when that cannot wait for the disk: its file is already open and its bytes are
+    /// in the page cache (`preadv2` with `RWF_NOWAIT`). `None`: not possible now, read it with
+    /// [`DiskCache::reader`] on a blocking thread. A chunk that fails its checksum quarantines
+    /// the file, as on every other read.
+    pub fn read_small_now(&self, id: &BlobId) -> Option<Result<Bytes, DiskError>> {
+        let handle = {
+            let mut index = self.lock();
+            let len = index.entries.get(id)?.len;
+            if len > SMALL_READ || len == 0 {
+                return None;
+            }
+            let handle = index.handles.get(id)?.clone();
+            index.touch(id);
+            handle
+        };
+        let mut buf = vec![0u8; handle.len as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let mut slices = [io::IoSliceMut::new(&mut buf[done..])];
+            match rustix::io::preadv2(
+                &handle.file,
+                &mut slices,
+                HEADER_LEN + done as u64,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => {
+                    let reason = "chunk 0 unreadable: the file ended early";
+                    self.quarantine(id, reason);
+                    return Some(Err(corrupt(id, reason)));
+                }
+                Ok(n) => done += n,
+                // Not in the page cache (or no RWF_NOWAIT here): leave it to a blocking read.
+                Err(_) => return None,
+            }
+        }
+        if blake3::hash(&buf).as_bytes()[..] != handle.table[..32] {
+            let reason = "chunk 0 fails its checksum";
+            self.quarantine(id, reason);
+            return Some(Err(corrupt(id, reason)));
+        }
+        Some(Ok(Bytes::from(buf)))
     }
 
     /// Move a bad file aside and forget it; counted as an integrity failure.
@@ -702,8 +796,7 @@ impl Drop for DiskWriter {
 pub struct DiskReader {
     cache: Arc<DiskCache>,
     id: BlobId,
-    file: File,
-    table: Vec<u8>,
+    blob: Arc<OpenBlob>,
     chunk_size: u64,
     /// Blob length, from the checked header.
     len: u64,
@@ -721,17 +814,14 @@ impl DiskReader {
         let chunk = self.next / self.chunk_size;
         let chunk_start = chunk * self.chunk_size;
         let chunk_end = (chunk_start + self.chunk_size).min(self.len);
-        let mut buf = vec![0u8; (chunk_end - chunk_start) as usize];
-        let read = self
-            .file
-            .seek(SeekFrom::Start(HEADER_LEN + chunk_start))
-            .and_then(|_| self.file.read_exact(&mut buf));
+        let mut buf = Vec::with_capacity((chunk_end - chunk_start) as usize);
+        let read = read_exact_uninit(&self.blob.file, &mut buf, HEADER_LEN + chunk_start);
         if let Err(e) = read {
             let reason = format!("chunk {chunk} unreadable: {e}");
             self.cache.quarantine(&self.id, &reason);
             return Err(corrupt(&self.id, &reason));
         }
-        let expected = &self.table[chunk as usize * 32..chunk as usize * 32 + 32];
+        let expected = &self.blob.table[chunk as usize * 32..chunk as usize * 32 + 32];
         if blake3::hash(&buf).as_bytes() != expected {
             let reason = format!("chunk {chunk} fails its checksum");
             self.cache.quarantine(&self.id, &reason);
@@ -773,9 +863,23 @@ impl DiskReader {
     }
 }
 
+/// Fill `buf`'s spare capacity (without zeroing it first) from `file` at `offset`.
+fn read_exact_uninit(file: &File, buf: &mut Vec<u8>, offset: u64) -> io::Result<()> {
+    let want = buf.capacity();
+    while buf.len() < want {
+        let at = offset + buf.len() as u64;
+        if rustix::io::pread(file, rustix::buffer::spare_capacity(buf), at)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended early",
+            ));
+        }
+    }
+    Ok(())
+}
+
 struct Header {
     len: u64,
-    chunk_size: u32,
     table: Vec<u8>,
     file: File,
 }
@@ -852,15 +956,7 @@ fn read_header(path: &Path, id: &BlobId) -> Result<(Header, u64), DiskError> {
     if check.finalize().as_bytes()[..] != header[88..120] {
         return Err(corrupt(id, "header or chunk table fails its checksum"));
     }
-    Ok((
-        Header {
-            len,
-            chunk_size,
-            table,
-            file,
-        },
-        file_size,
-    ))
+    Ok((Header { len, table, file }, file_size))
 }
 
 fn load_pins(path: &Path) -> HashSet<BlobId> {
@@ -1072,6 +1168,63 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn small_reads_reuse_the_open_file_and_still_check_every_byte() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let data = content(5000, 7);
+        cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+        // Not opened yet: the caller must take the blocking path.
+        assert!(cache.read_small_now(&id(1)).is_none());
+        assert_eq!(read(&cache, &id(1), 0..5000).unwrap().unwrap(), data);
+        // Open and in the page cache now (ext4, xfs, btrfs and tmpfs honour RWF_NOWAIT).
+        let again = cache
+            .read_small_now(&id(1))
+            .expect("served without blocking");
+        assert_eq!(&again.unwrap()[..], &data[..]);
+        // A byte flipped in place (same file, through the page cache) is caught by the open
+        // handle's next read: never served, quarantined, forgotten.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(file_of(dir.path(), &id(1)))
+            .unwrap();
+        file.write_all_at(&[data[100] ^ 1], HEADER_LEN + 100)
+            .unwrap();
+        assert!(matches!(
+            cache.read_small_now(&id(1)),
+            Some(Err(DiskError::Corrupt { .. }))
+        ));
+        assert!(!cache.contains(&id(1)));
+        assert!(cache.read_small_now(&id(1)).is_none());
+        assert!(read(&cache, &id(1), 0..1).unwrap().is_none());
+        // A purge closes the handle with the entry.
+        cache.insert(id(2), &[Bytes::from(data.clone())]).unwrap();
+        assert_eq!(read(&cache, &id(2), 0..10).unwrap().unwrap(), &data[..10]);
+        assert!(cache.purge(&id(2)).unwrap());
+        assert!(cache.read_small_now(&id(2)).is_none());
+        assert!(read(&cache, &id(2), 0..10).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_file_cut_short_after_it_was_opened_is_caught_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let len = CHUNK_SIZE as usize + 10;
+        let data = content(len, 3);
+        cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+        assert_eq!(read(&cache, &id(1), 0..10).unwrap().unwrap(), &data[..10]);
+        let path = file_of(dir.path(), &id(1));
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(HEADER_LEN + CHUNK_SIZE as u64 / 2).unwrap();
+        let mut reader = cache.reader(&id(1), 0..len as u64).unwrap().unwrap();
+        assert!(matches!(
+            reader.next_chunk(),
+            Err(DiskError::Corrupt { .. })
+        ));
+        assert!(!cache.contains(&id(1)));
     }
 
     #[test]
