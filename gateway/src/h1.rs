@@ -2,8 +2,9 @@
 //! a gateway's traffic, in front of hyper for everything else.
 //!
 //! Why it exists: a cached blob over plain TCP can go from a sealed memory file to the socket
-//! with `sendfile` ([`crate::memfile`]), so the serving CPU never copies its bytes, and small
-//! hits go out as one `writev` of head and body. hyper owns its socket and cannot do either.
+//! with `sendfile` ([`crate::memfile`]), so the serving CPU never copies its bytes (up to
+//! [`SENDFILE_MAX`]), and small hits go out as one `writev` of head and body. hyper owns its
+//! socket and cannot do either.
 //!
 //! What it does: parse a request head (`httparse`), answer it with the same [`Api`] every
 //! other listener uses (so routes, headers, ranges, limits and metrics are defined once), and
@@ -44,6 +45,12 @@ const MAX_IOVECS: usize = 64;
 /// Written bytes gathered before a `writev` of a response whose frames are all at hand.
 const GATHER: usize = 1 << 20;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Memory-file ranges up to this long go out with `sendfile`; longer ones are written from the
+/// mapping (a copy on this core). Measured on loopback with 64 connections (BENCHMARKS.md):
+/// `sendfile` wins at 1 MiB (4.1-5.2 against 3.8-4.0 GB/s) and loses from 2 MiB up (2.8 against
+/// 4.1 GB/s at 2 MiB, 1.8 against 3.1 at 64 MiB): the reader's copy then comes from pages no
+/// longer in cache, and copying here splits that memory traffic across two cores.
+const SENDFILE_MAX: u64 = 1 << 20;
 
 /// Connection-wide settings.
 pub struct Settings {
@@ -330,7 +337,7 @@ impl Connection {
         chunked: bool,
         stall: Duration,
     ) -> io::Result<()> {
-        if let Some(range) = body.take_file() {
+        if let Some(range) = body.take_file(SENDFILE_MAX) {
             let n = range.end - range.start;
             self.send_more(&head, stall).await?;
             self.sendfile(&range, stall).await?;

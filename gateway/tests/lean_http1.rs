@@ -169,12 +169,15 @@ async fn lean_and_hyper_answer_every_request_alike() {
     // A small blob stays in heap memory; a large one moves to a sealed memory file (sendfile).
     let small = blob(10_000, 1);
     let large = blob(300_000, 2);
+    // Above 1 MiB a memory file is written from its mapping instead of sent with sendfile.
+    let huge = blob(1_500_000, 8);
     let small_id = s.store(&small).await;
     let large_id = s.store(&large).await;
+    let huge_id = s.store(&huge).await;
     let unknown = codec::BlobId([42; 32]);
     let mut lean = Conn::open(s.addr).await;
     let mut plain = Conn::open(twin.addr()).await;
-    for (id, data) in [(small_id, &small), (large_id, &large)] {
+    for (id, data) in [(small_id, &small), (large_id, &large), (huge_id, &huge)] {
         let path = format!("/v1/blobs/{id}");
         let cases: Vec<(Vec<u8>, bool)> = vec![
             (get(&path, ""), false), // miss (fills)

@@ -143,12 +143,16 @@ impl Body {
         }
     }
 
-    /// The memory-file range this body would send, taken out of it (the body then sends
-    /// nothing more); `None` for any other kind of body.
-    pub fn take_file(&mut self) -> Option<FileRange> {
+    /// The memory-file range this body would send, if it is at most `max` bytes long, taken
+    /// out of it (the body then sends nothing more); `None` (body untouched) for a longer range
+    /// or any other kind of body.
+    pub fn take_file(&mut self, max: u64) -> Option<FileRange> {
         let Kind::File { file, start, end } = &mut self.kind else {
             return None;
         };
+        if *end - *start > max {
+            return None;
+        }
         let range = FileRange {
             file: file.clone(),
             start: *start,
