@@ -12,6 +12,9 @@ pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// Open the plain HTTP/1.1 + h2c listener at `bind`; off, only the TLS listeners serve.
     pub plain_listener: bool,
+    /// A request head (and, on HTTPS, the TLS handshake before it) must arrive within this long;
+    /// on the lean HTTP/1.1 server this also bounds an idle kept-alive connection.
+    pub header_read_timeout: Duration,
     /// Answer the plain listener's HTTP/1.1 `GET`/`HEAD` with the lean server ([`crate::h1`]:
     /// `sendfile` from memory files, one `writev` per small response); off, hyper serves them.
     pub lean_http1: bool,
@@ -148,6 +151,7 @@ impl Default for GatewayConfig {
             h3_max_udp_payload: crate::h3::DEFAULT_MAX_UDP_PAYLOAD,
             plain_listener: true,
             lean_http1: true,
+            header_read_timeout: Duration::from_secs(30),
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
         }
     }

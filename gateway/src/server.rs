@@ -56,10 +56,6 @@ pub enum ServerError {
     Task(String),
 }
 
-/// Time allowed for a client to send a request's headers (and, on HTTPS, to finish the TLS
-/// handshake before that).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The HTTPS listener: a TCP port whose connections start with a TLS handshake.
 struct HttpsListener {
     listener: TcpListener,
@@ -153,7 +149,7 @@ impl Gateway {
                 H3Limits {
                     max_streams_per_connection: config.max_streams_per_connection,
                     idle_timeout: config.idle_timeout,
-                    header_read_timeout: HEADER_READ_TIMEOUT,
+                    header_read_timeout: config.header_read_timeout,
                     write_stall_timeout: config.write_stall_timeout,
                     max_udp_payload: config.h3_max_udp_payload,
                 },
@@ -221,7 +217,7 @@ impl Gateway {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(config.header_read_timeout);
         builder
             .http2()
             .max_concurrent_streams(config.max_streams_per_connection);
@@ -246,6 +242,7 @@ impl Gateway {
             connections: &connections,
             alt_svc,
             write_stall_timeout: config.write_stall_timeout,
+            header_read_timeout: config.header_read_timeout,
             lean_http1: config.lean_http1,
         };
         let plain = async {
@@ -358,6 +355,7 @@ struct TcpServing<'a> {
     /// `Alt-Svc` advertising HTTP/3, when it is on.
     alt_svc: Option<HeaderValue>,
     write_stall_timeout: Duration,
+    header_read_timeout: Duration,
     /// Plain HTTP/1.1 GET and HEAD go to [`h1`] (with `sendfile`) before hyper.
     lean_http1: bool,
 }
@@ -413,7 +411,7 @@ impl TcpServing<'_> {
                 None if self.lean_http1 => {
                     let api = self.api.clone();
                     let settings = h1::Settings {
-                        header_read_timeout: HEADER_READ_TIMEOUT,
+                        header_read_timeout: self.header_read_timeout,
                         write_stall_timeout: stall,
                         alt_svc: self.alt_svc.clone(),
                     };
@@ -446,9 +444,10 @@ impl TcpServing<'_> {
                 }
                 Some(acceptor) => {
                     let stream = StallGuard::new(stream, stall);
+                    let header_read_timeout = self.header_read_timeout;
                     tokio::spawn(async move {
                         let handshake =
-                            tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                            tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
                         let stream = match handshake.await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {

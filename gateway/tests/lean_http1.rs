@@ -1,7 +1,8 @@
 //! The plain listener's lean HTTP/1.1 server (`gateway::h1`): it must answer exactly as hyper
 //! does (same status, headers and bytes, request by request, over raw TCP), keep pipelined
-//! requests in order, hand requests with bodies and h2c to hyper on the same connection, and
-//! count what it serves in the same metrics.
+//! requests in order, hand requests with bodies and h2c to hyper on the same connection, count
+//! what it serves in the same metrics, cut off heads that never complete, and close idle
+//! connections at once on shutdown.
 
 mod harness;
 
@@ -359,4 +360,67 @@ async fn memory_hits_are_counted_like_any_other() {
     );
     assert_eq!(s.metric("gateway_requests_in_flight").await, Some(0.0));
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_never_completes_is_cut_off() {
+    let s = Scenario::with(
+        storage_sim::SimConfig {
+            n_shards: 10,
+            nodes: 4,
+            ..storage_sim::SimConfig::default()
+        },
+        GatewayConfig {
+            header_read_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    )
+    .await;
+    // Half a request head, then silence: the connection is closed without an answer.
+    let mut slow = Conn::open(s.addr).await;
+    slow.send(b"GET /status HTTP/1.1\r\nHost: gw\r\n").await;
+    assert!(slow.closed().await, "a partial head held its connection");
+    // An idle kept-alive connection ends the same way once the timeout has passed.
+    let mut idle = Conn::open(s.addr).await;
+    idle.send(&get("/status", "")).await;
+    assert_eq!(&idle.read(false).await.body[..], b"OK");
+    assert!(idle.closed().await, "an idle connection was kept forever");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections_at_once() {
+    let net = std::sync::Arc::new(
+        storage_sim::SimNetwork::start(storage_sim::SimConfig {
+            n_shards: 10,
+            nodes: 4,
+            ..storage_sim::SimConfig::default()
+        })
+        .await
+        .expect("sim network starts"),
+    );
+    // A grace period and a header timeout far longer than the test's guard: if shutdown waited
+    // for the idle connection instead of closing it, the guard below would fail.
+    let gateway = Gateway::bind(
+        GatewayConfig {
+            shutdown_grace: Duration::from_secs(600),
+            header_read_timeout: Duration::from_secs(600),
+            ..config()
+        },
+        net.committee().clone(),
+    )
+    .await
+    .expect("gateway binds")
+    .spawn();
+    let mut idle = Conn::open(gateway.addr()).await;
+    idle.send(&get("/status", "")).await;
+    assert_eq!(&idle.read(false).await.body[..], b"OK");
+    tokio::time::timeout(DEADLINE, gateway.shutdown())
+        .await
+        .expect("shutdown did not wait for the idle connection")
+        .expect("gateway stops");
+    assert!(idle.closed().await);
+    if let Ok(net) = std::sync::Arc::try_unwrap(net) {
+        net.shutdown().await;
+    }
 }
