@@ -97,28 +97,21 @@ pub async fn serve(
         first = false;
         let (request, close) = match head {
             Next::Request(request, close) => (request, close),
-            Next::WholeGet(id, close, len) => {
-                if let Some(hit) = api.memory_hit(&id).await {
+            Next::WholeGet(id, close, len) => match api.memory_hit(&id).await {
+                Some(hit) => {
                     conn.buf.advance(len);
                     let keep_alive = !close && !*stop.borrow();
                     let written = conn.write_memory_hit(hit, settings, keep_alive).await;
-                    match written {
-                        Ok(()) if keep_alive => continue,
-                        Ok(()) => {
-                            let _ = conn.stream.shutdown().await;
-                            return Outcome::Closed;
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "response aborted; closing the connection");
-                            return Outcome::Closed;
-                        }
+                    if !conn.carry_on(written, keep_alive).await {
+                        return Outcome::Closed;
                     }
+                    continue;
                 }
-                match conn.take_request(len) {
+                None => match conn.take_request(len) {
                     Some(request) => (request, close),
                     None => return Outcome::HandOff(conn.into_rewind()),
-                }
-            }
+                },
+            },
             Next::Closed => return Outcome::Closed,
             Next::HandOff => return Outcome::HandOff(conn.into_rewind()),
         };
@@ -130,20 +123,15 @@ pub async fn serve(
                 .insert(header::ALT_SVC, alt_svc.clone());
         }
         let keep_alive = !close && !*stop.borrow();
-        if let Err(e) = conn
+        let written = conn
             .write_response(
                 response,
                 head_only,
                 keep_alive,
                 settings.write_stall_timeout,
             )
-            .await
-        {
-            tracing::debug!(error = %e, "response aborted; closing the connection");
-            return Outcome::Closed;
-        }
-        if !keep_alive {
-            let _ = conn.stream.shutdown().await;
+            .await;
+        if !conn.carry_on(written, keep_alive).await {
             return Outcome::Closed;
         }
     }
@@ -214,17 +202,26 @@ impl Connection {
         }
     }
 
+    /// After a response: whether to read the next request. A failed write, or a connection
+    /// either side asked to close (then shut down cleanly), ends here.
+    async fn carry_on(&mut self, written: io::Result<()>, keep_alive: bool) -> bool {
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "response aborted; closing the connection");
+            return false;
+        }
+        if !keep_alive {
+            let _ = self.stream.shutdown().await;
+        }
+        keep_alive
+    }
+
     /// The full request of the `len`-byte head at the front of the buffer (consumed).
     fn take_request(&mut self, len: usize) -> Option<Request<http_body_util::Empty<Bytes>>> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         req.parse(&self.buf[..len]).ok()?;
-        let method = if req.method == Some("HEAD") {
-            Method::HEAD
-        } else {
-            Method::GET
-        };
-        let request = build(method, req.path?, req.headers)?;
+        // Only a plain GET is parsed as `WholeGet`.
+        let request = build(Method::GET, req.path?, req.headers)?;
         self.buf.advance(len);
         Some(request)
     }
@@ -246,11 +243,7 @@ impl Connection {
         if let Some(alt_svc) = &settings.alt_svc {
             put_header(&mut head, b"alt-svc", alt_svc.as_bytes());
         }
-        with_date(|date| put_header(&mut head, b"date", date));
-        if !keep_alive {
-            put_header(&mut head, b"connection", b"close");
-        }
-        head.extend_from_slice(b"\r\n");
+        end_head(&mut head, true, keep_alive);
         self.write_body(
             head.freeze(),
             &mut body,
@@ -315,13 +308,11 @@ impl Connection {
         if chunked {
             put_header(&mut head, b"transfer-encoding", b"chunked");
         }
-        if !parts.headers.contains_key(header::DATE) {
-            with_date(|date| put_header(&mut head, b"date", date));
-        }
-        if !keep_alive {
-            put_header(&mut head, b"connection", b"close");
-        }
-        head.extend_from_slice(b"\r\n");
+        end_head(
+            &mut head,
+            !parts.headers.contains_key(header::DATE),
+            keep_alive,
+        );
         let head = head.freeze();
         if no_body || head_only {
             return self.write_all(vec![head], stall).await;
@@ -605,6 +596,18 @@ fn build(
 fn starts_like(buf: &[u8], pattern: &[u8]) -> bool {
     let n = buf.len().min(pattern.len());
     buf[..n] == pattern[..n]
+}
+
+/// The headers every response gets here (`Date` unless the handler set one, `Connection:
+/// close` when the connection ends after it), then the blank line.
+fn end_head(head: &mut BytesMut, date: bool, keep_alive: bool) {
+    if date {
+        with_date(|date| put_header(head, b"date", date));
+    }
+    if !keep_alive {
+        put_header(head, b"connection", b"close");
+    }
+    head.extend_from_slice(b"\r\n");
 }
 
 fn put_header(head: &mut BytesMut, name: &[u8], value: &[u8]) {
