@@ -22,9 +22,9 @@ pub struct CachedBlob {
     chunks: Arc<[Bytes]>,
     len: u64,
     file: Option<Arc<MemFile>>,
-    /// The header lines of a whole-blob `200` memory hit, built once by the API and shared by
-    /// every clone (see [`crate::api::Api::memory_hit`]).
-    response_head: Arc<std::sync::OnceLock<Bytes>>,
+    /// The headers of a whole-blob `200` memory hit, built once by the API and shared by every
+    /// clone (see [`crate::api::Api::memory_hit`]).
+    response_head: Arc<std::sync::OnceLock<http::HeaderMap>>,
 }
 
 impl CachedBlob {
@@ -61,7 +61,7 @@ impl CachedBlob {
     }
 
     /// See [`CachedBlob::response_head`]'s field.
-    pub fn response_head(&self) -> &std::sync::OnceLock<Bytes> {
+    pub fn response_head(&self) -> &std::sync::OnceLock<http::HeaderMap> {
         &self.response_head
     }
 

@@ -19,7 +19,7 @@
 //! connection to its end and answers malformed input exactly as before (400, 431, ...).
 
 use crate::api::body::{Body, FileRange};
-use crate::api::{Api, MemoryHit};
+use crate::api::{Api, MemoryHit, WHOLE_GET_VARIES};
 use bytes::{Buf, Bytes, BytesMut};
 use codec::BlobId;
 use http::header::{self, HeaderName, HeaderValue};
@@ -226,20 +226,19 @@ impl Connection {
         Some(request)
     }
 
-    /// Status line, the hit's cached header lines, per-connection headers, then the blob.
+    /// Status line, the hit's cached headers, per-connection headers, then the blob.
     async fn write_memory_hit(
         &mut self,
         hit: MemoryHit,
         settings: &Settings,
         keep_alive: bool,
     ) -> io::Result<()> {
-        let MemoryHit {
-            head: lines,
-            mut body,
-        } = hit;
-        let mut head = BytesMut::with_capacity(lines.len() + 128);
+        let mut head = BytesMut::with_capacity(512);
         head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        head.extend_from_slice(&lines);
+        for (name, value) in hit.headers() {
+            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+        let mut body = hit.body;
         if let Some(alt_svc) = &settings.alt_svc {
             put_header(&mut head, b"alt-svc", alt_svc.as_bytes());
         }
@@ -549,10 +548,9 @@ fn parse(buf: &[u8]) -> Parsed {
                     return Parsed::HandOff;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"range")
-            || name.eq_ignore_ascii_case(b"if-none-match")
-            || name.eq_ignore_ascii_case(b"accept")
-            || name.eq_ignore_ascii_case(b"content-type")
+        } else if WHOLE_GET_VARIES
+            .iter()
+            .any(|varies| name.eq_ignore_ascii_case(varies.as_bytes()))
         {
             plain = false;
         }

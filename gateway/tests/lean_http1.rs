@@ -210,6 +210,13 @@ async fn lean_and_hyper_answer_every_request_alike() {
         assert_eq!(whole.status_line, "200 OK");
         assert_eq!(whole.header("x-cache"), Some("hit-memory"));
         assert_eq!(&whole.body[..], &data[..]);
+        // `Accept: */*` changes nothing in the answer but rules out the memory-hit lane: the
+        // general path must answer the same, byte for byte, on both servers.
+        let general = get(&path, "Accept: */*\r\n");
+        lean.send(&general).await;
+        plain.send(&general).await;
+        assert_eq!(lean.read(false).await, whole);
+        assert_eq!(plain.read(false).await, whole);
     }
     // Not found: the message counts the shards that answered, which varies run to run.
     let missing = get(&format!("/v1/blobs/{unknown}"), "");

@@ -125,6 +125,11 @@ impl Api {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Some(id) = whole_get_target(&request) {
+            if let Some(hit) = self.memory_hit(&id).await {
+                return Ok(hit.into_response());
+            }
+        }
         let path = request.uri().path().to_owned();
         // The rarer routes' futures are boxed, so the future of every request (which HTTP/2
         // moves into a task of its own) stays the size a blob read needs.
@@ -345,46 +350,75 @@ impl Api {
     }
 }
 
-/// A whole-blob `GET` answered from the memory tier without the general request path: the
-/// plain HTTP/1.1 server's fast lane for the commonest request ([`Api::memory_hit`]).
+/// A whole-blob `GET` answered from the memory tier without the general request path
+/// ([`Api::memory_hit`]): the commonest request, on every transport.
 pub struct MemoryHit {
-    /// The response's header lines (`name: value\r\n` each), exactly those [`Api::handle`]
-    /// sends for the same request; built once per cached blob.
-    pub head: Bytes,
-    /// The whole blob (its body, and its length in `head`).
+    blob: CachedBlob,
+    /// The whole blob (its length is in the headers).
     pub body: Body,
 }
 
+impl MemoryHit {
+    /// The response headers, exactly those the general path sends for the same request; built
+    /// once per cached blob.
+    pub fn headers(&self) -> &HeaderMap {
+        self.blob
+            .response_head()
+            .get()
+            .expect("built before the hit is handed out")
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let headers = self.headers().clone();
+        let mut response = Response::new(self.body);
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// Request headers that change a whole-blob answer: with none of them, a `GET` may take the
+/// memory-hit lane.
+pub const WHOLE_GET_VARIES: [&str; 4] = ["range", "if-none-match", "accept", "content-type"];
+
 impl Api {
-    /// The answer to a plain `GET /v1/blobs/{id}` (no `Range`, `If-None-Match`, `Accept` or
-    /// `Content-Type`) when the blob is in memory; `None` sends the request down the general
-    /// path (a miss, a disk hit, or no free request slot: that path answers 429).
+    /// The answer to a plain `GET /v1/blobs/{id}` (none of [`WHOLE_GET_VARIES`]) when the blob
+    /// is in memory; `None` sends the request down the general path (a miss, a disk hit, or no
+    /// free request slot: that path answers 429).
     pub async fn memory_hit(&self, id: &BlobId) -> Option<MemoryHit> {
         let blob = self.filler.cache().memory_get(id).await?;
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let slot = RequestSlot::new(permit, self.telemetry.clone());
         self.telemetry.hit(Tier::Memory);
         self.telemetry.response(200);
-        let head = blob
-            .response_head()
-            .get_or_init(|| {
-                let mut headers = HeaderMap::new();
-                set_blob_headers(&mut headers, &format!("\"{id}\""));
-                set_length_and_source(&mut headers, blob.len(), Tier::Memory.header_value());
-                let mut lines = Vec::with_capacity(256);
-                for (name, value) in &headers {
-                    lines.extend_from_slice(name.as_str().as_bytes());
-                    lines.extend_from_slice(b": ");
-                    lines.extend_from_slice(value.as_bytes());
-                    lines.extend_from_slice(b"\r\n");
-                }
-                Bytes::from(lines)
-            })
-            .clone();
+        blob.response_head().get_or_init(|| {
+            let mut headers = HeaderMap::new();
+            set_blob_headers(&mut headers, &format!("\"{id}\""));
+            set_length_and_source(&mut headers, blob.len(), Tier::Memory.header_value());
+            headers
+        });
         let served = self.telemetry.served_from(Some(Tier::Memory));
         let body = Body::cached(&blob, 0, blob.len()).for_blob(served, slot);
-        Some(MemoryHit { head, body })
+        Some(MemoryHit { blob, body })
     }
+}
+
+/// The Blob ID of a request [`Api::memory_hit`] may answer.
+fn whole_get_target<B>(request: &Request<B>) -> Option<BlobId> {
+    if request.method() != Method::GET || request.uri().query().is_some() {
+        return None;
+    }
+    let headers = request.headers();
+    if WHOLE_GET_VARIES
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return None;
+    }
+    let id = request.uri().path().strip_prefix("/v1/blobs/")?;
+    if id.contains('/') {
+        return None;
+    }
+    id.parse().ok()
 }
 
 impl Api {
