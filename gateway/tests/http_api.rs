@@ -445,8 +445,12 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
         StatusCode::OK
     );
 
+    // A fixed receive buffer (no autotuning), so the response stalls long before 24 MiB; larger
+    // than a loopback segment, so once the client reads, window updates flow at once (a window
+    // below one segment leaves the sender probing a closed window with growing back-off, and
+    // the drain after the cut-off could outlast the test's deadline).
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_recv_buffer_size(256 * 1024).unwrap();
     let mut stream = socket.connect(s.addr).await.unwrap();
     let request = format!("GET /v1/blobs/{id} HTTP/1.1\r\nhost: gateway\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
