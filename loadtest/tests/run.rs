@@ -9,7 +9,6 @@ use loadtest::config::{Inference, Load, PopulationSpec, Preset};
 use loadtest::faults::{FaultPlan, NodeFaults};
 use loadtest::parse::size_dist;
 use loadtest::workload::Mix;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -67,8 +66,7 @@ async fn the_binary_writes_valid_json_and_html_reports() {
     let json = scene.dir().join("report.json");
     let html = scene.dir().join("report.html");
     let list = scene.list(true);
-    let binary = env!("CARGO_BIN_EXE_walrus-loadtest");
-    let args: Vec<String> = [
+    let args = [
         "--target",
         &scene.url,
         "--blobs",
@@ -91,14 +89,8 @@ async fn the_binary_writes_valid_json_and_html_reports() {
         json.to_str().unwrap(),
         "--html",
         html.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let output = tokio::task::spawn_blocking(move || Command::new(binary).args(&args).output())
-        .await
-        .unwrap()
-        .expect("the binary runs");
+    ];
+    let output = harness::run_binary(&args).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -13,7 +13,6 @@ use loadtest::parse::size_dist;
 use loadtest::workload::Mix;
 use loadtest::RunError;
 use std::path::Path;
-use std::process::Command;
 
 fn trusting(cacert: &Path) -> TlsOptions {
     TlsOptions {
@@ -119,7 +118,7 @@ async fn the_binary_runs_http3_and_writes_a_valid_json_report() {
     let scene = GatewayScene::start_tls(&[5_000, 200_000]).await;
     let json = scene.dir().join("h3.json");
     let list = scene.list(true);
-    let args: Vec<String> = [
+    let args = [
         "--target",
         scene.https_url.as_deref().unwrap(),
         "--http",
@@ -144,15 +143,8 @@ async fn the_binary_runs_http3_and_writes_a_valid_json_report() {
         "100%",
         "--json",
         json.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let binary = env!("CARGO_BIN_EXE_walrus-loadtest");
-    let output = tokio::task::spawn_blocking(move || Command::new(binary).args(&args).output())
-        .await
-        .unwrap()
-        .expect("the binary runs");
+    ];
+    let output = harness::run_binary(&args).await;
     assert!(
         output.status.success(),
         "{}\n{}",
@@ -198,7 +190,8 @@ async fn a_wrong_cacert_stops_the_run_with_a_clear_error() {
 
     // The binary says so on stderr and exits non-zero without writing a report.
     let json = scene.dir().join("never.json");
-    let args: Vec<String> = [
+    let list = scene.list(true);
+    let args = [
         "--target",
         &https,
         "--http",
@@ -206,20 +199,13 @@ async fn a_wrong_cacert_stops_the_run_with_a_clear_error() {
         "--cacert",
         wrong.to_str().unwrap(),
         "--blobs",
-        scene.list(true).to_str().unwrap(),
+        list.to_str().unwrap(),
         "--requests",
         "5",
         "--json",
         json.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let binary = env!("CARGO_BIN_EXE_walrus-loadtest");
-    let output = tokio::task::spawn_blocking(move || Command::new(binary).args(&args).output())
-        .await
-        .unwrap()
-        .expect("the binary runs");
+    ];
+    let output = harness::run_binary(&args).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

@@ -30,6 +30,16 @@ use tokio::net::TcpListener;
 /// Shards of every committee in these tests.
 pub const N_SHARDS: u16 = 10;
 
+/// Run the `walrus-loadtest` binary with `args` (off the reactor) and collect its output.
+pub async fn run_binary(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let binary = env!("CARGO_BIN_EXE_walrus-loadtest");
+    tokio::task::spawn_blocking(move || std::process::Command::new(binary).args(&args).output())
+        .await
+        .unwrap()
+        .expect("the binary runs")
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn blob(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
