@@ -108,7 +108,7 @@ struct Index {
     /// the open and the header and table checks. Dropped with the entry: an evicted, purged or
     /// quarantined blob is never read through a stale handle.
     handles: HashMap<BlobId, Arc<OpenBlob>>,
-    /// Handles in the order they were opened; the oldest is closed first.
+    /// The ids in `handles`, in the order they were opened; the oldest is closed first.
     handle_order: std::collections::VecDeque<BlobId>,
     total: u64,
     clock: u64,
@@ -143,7 +143,9 @@ impl Index {
     }
 
     fn remove(&mut self, id: &BlobId) -> Option<Entry> {
-        self.handles.remove(id);
+        if self.handles.remove(id).is_some() {
+            self.handle_order.retain(|open| open != id);
+        }
         let entry = self.entries.remove(id)?;
         self.by_age.remove(&(entry.tick, *id));
         self.total -= entry.file_size;
@@ -158,16 +160,10 @@ impl Index {
         if self.handles.insert(id, handle).is_none() {
             self.handle_order.push_back(id);
         }
-        while self.handles.len() > OPEN_HANDLES {
-            let Some(oldest) = self.handle_order.pop_front() else {
-                break;
-            };
-            self.handles.remove(&oldest);
-        }
-        // Ids whose handle went with their entry: forget them once they dominate the queue.
-        if self.handle_order.len() > 2 * OPEN_HANDLES {
-            let handles = &self.handles;
-            self.handle_order.retain(|id| handles.contains_key(id));
+        if self.handles.len() > OPEN_HANDLES {
+            if let Some(oldest) = self.handle_order.pop_front() {
+                self.handles.remove(&oldest);
+            }
         }
     }
 
@@ -500,7 +496,6 @@ impl DiskCache {
             Ok(DiskReader {
                 cache: Arc::clone(self),
                 id: *id,
-                chunk_size: u64::from(CHUNK_SIZE),
                 len: handle.len,
                 blob: handle,
                 next: range.start,
@@ -548,22 +543,48 @@ impl DiskCache {
                 HEADER_LEN + done as u64,
                 rustix::io::ReadWriteFlags::NOWAIT,
             ) {
-                Ok(0) => {
-                    let reason = "chunk 0 unreadable: the file ended early";
-                    self.quarantine(id, reason);
-                    return Some(Err(corrupt(id, reason)));
-                }
+                Ok(0) => break,
                 Ok(n) => done += n,
                 // Not in the page cache (or no RWF_NOWAIT here): leave it to a blocking read.
                 Err(_) => return None,
             }
         }
-        if blake3::hash(&buf).as_bytes()[..] != handle.table[..32] {
-            let reason = "chunk 0 fails its checksum";
-            self.quarantine(id, reason);
-            return Some(Err(corrupt(id, reason)));
+        let read = if done == buf.len() {
+            Ok(&buf[..])
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended early",
+            ))
+        };
+        if let Err(e) = self.check_chunk(id, &handle, 0, read) {
+            return Some(Err(e));
         }
         Some(Ok(Bytes::from(buf)))
+    }
+
+    /// Check chunk `chunk` of an open blob, as read (`read`), against its BLAKE3 in the
+    /// checked table; a chunk that could not be read whole or fails the check quarantines the
+    /// file and is `Corrupt`, so its bytes are never handed out.
+    fn check_chunk(
+        &self,
+        id: &BlobId,
+        blob: &OpenBlob,
+        chunk: u64,
+        read: io::Result<&[u8]>,
+    ) -> Result<(), DiskError> {
+        let reason = match read {
+            Err(e) => format!("chunk {chunk} unreadable: {e}"),
+            Ok(bytes) => {
+                let at = chunk as usize * 32;
+                if blake3::hash(bytes).as_bytes()[..] == blob.table[at..at + 32] {
+                    return Ok(());
+                }
+                format!("chunk {chunk} fails its checksum")
+            }
+        };
+        self.quarantine(id, &reason);
+        Err(corrupt(id, &reason))
     }
 
     /// Move a bad file aside and forget it; counted as an integrity failure.
@@ -797,7 +818,6 @@ pub struct DiskReader {
     cache: Arc<DiskCache>,
     id: BlobId,
     blob: Arc<OpenBlob>,
-    chunk_size: u64,
     /// Blob length, from the checked header.
     len: u64,
     next: u64,
@@ -811,22 +831,14 @@ impl DiskReader {
         if self.next >= self.end {
             return Ok(None);
         }
-        let chunk = self.next / self.chunk_size;
-        let chunk_start = chunk * self.chunk_size;
-        let chunk_end = (chunk_start + self.chunk_size).min(self.len);
+        let chunk_size = u64::from(CHUNK_SIZE);
+        let chunk = self.next / chunk_size;
+        let chunk_start = chunk * chunk_size;
+        let chunk_end = (chunk_start + chunk_size).min(self.len);
         let mut buf = Vec::with_capacity((chunk_end - chunk_start) as usize);
         let read = read_exact_uninit(&self.blob.file, &mut buf, HEADER_LEN + chunk_start);
-        if let Err(e) = read {
-            let reason = format!("chunk {chunk} unreadable: {e}");
-            self.cache.quarantine(&self.id, &reason);
-            return Err(corrupt(&self.id, &reason));
-        }
-        let expected = &self.blob.table[chunk as usize * 32..chunk as usize * 32 + 32];
-        if blake3::hash(&buf).as_bytes() != expected {
-            let reason = format!("chunk {chunk} fails its checksum");
-            self.cache.quarantine(&self.id, &reason);
-            return Err(corrupt(&self.id, &reason));
-        }
+        self.cache
+            .check_chunk(&self.id, &self.blob, chunk, read.map(|()| &buf[..]))?;
         let from = (self.next - chunk_start) as usize;
         let to = (self.end.min(chunk_end) - chunk_start) as usize;
         self.next = chunk_start + to as u64;
