@@ -19,7 +19,7 @@
 //! connection to its end and answers malformed input exactly as before (400, 431, ...).
 
 use crate::api::body::{Body, FileRange};
-use crate::api::{Api, MemoryHit, WHOLE_GET_VARIES};
+use crate::api::{whole_blob_id, Api, MemoryHit, WHOLE_GET_VARIES};
 use bytes::{Buf, Bytes, BytesMut};
 use codec::BlobId;
 use http::header::{self, HeaderName, HeaderValue};
@@ -116,7 +116,8 @@ pub async fn serve(
             Next::HandOff => return Outcome::HandOff(conn.into_rewind()),
         };
         let head_only = request.method() == Method::HEAD;
-        let Ok(mut response) = api.handle(request).await;
+        // Every request the memory-hit lane could answer was offered to it above.
+        let Ok(mut response) = api.dispatch(request).await;
         if let Some(alt_svc) = &settings.alt_svc {
             response
                 .headers_mut()
@@ -387,14 +388,16 @@ impl Connection {
     async fn write_all(&mut self, mut bufs: Vec<Bytes>, stall: Duration) -> io::Result<()> {
         let mut first = 0;
         while first < bufs.len() {
-            let slices: Vec<IoSlice<'_>> = bufs[first..]
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|b| IoSlice::new(b))
-                .collect();
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = (bufs.len() - first).min(MAX_IOVECS);
+            for (slice, buf) in slices.iter_mut().zip(&bufs[first..first + count]) {
+                *slice = IoSlice::new(buf);
+            }
             let stream = &self.stream;
-            let mut n = writing(stream, stall, || stream.try_write_vectored(&slices)).await?;
-            drop(slices);
+            let mut n = writing(stream, stall, || {
+                stream.try_write_vectored(&slices[..count])
+            })
+            .await?;
             while n > 0 {
                 let len = bufs[first].len();
                 if n >= len {
@@ -556,10 +559,9 @@ fn parse(buf: &[u8]) -> Parsed {
         }
     }
     if plain {
-        if let Some(id) = path
-            .strip_prefix("/v1/blobs/")
-            .filter(|id| !id.contains(['/', '?', '#']))
-            .and_then(|id| id.parse::<BlobId>().ok())
+        if let Some(id) = Some(path)
+            .filter(|path| !path.contains(['?', '#']))
+            .and_then(whole_blob_id)
         {
             return Parsed::WholeGet(id, close, len);
         }

@@ -366,9 +366,8 @@ impl TcpServing<'_> {
         &self,
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
-        stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
     ) {
-        let mut stop = stop;
         loop {
             let slot = tokio::select! {
                 slot = self.connections.clone().acquire_owned() => slot,

@@ -130,6 +130,17 @@ impl Api {
                 return Ok(hit.into_response());
             }
         }
+        self.dispatch(request).await
+    }
+
+    /// [`Api::handle`] without the memory-hit lane, for a caller that has tried it already
+    /// ([`crate::h1`]).
+    pub async fn dispatch<B>(&self, request: Request<B>) -> Result<Response<Body>, Infallible>
+    where
+        B: HttpBody + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let path = request.uri().path().to_owned();
         // The rarer routes' futures are boxed, so the future of every request (which HTTP/2
         // moves into a task of its own) stays the size a blob read needs.
@@ -414,7 +425,12 @@ fn whole_get_target<B>(request: &Request<B>) -> Option<BlobId> {
     {
         return None;
     }
-    let id = request.uri().path().strip_prefix("/v1/blobs/")?;
+    whole_blob_id(request.uri().path())
+}
+
+/// The Blob ID in a `/v1/blobs/{id}` path (nothing after the ID).
+pub fn whole_blob_id(path: &str) -> Option<BlobId> {
+    let id = path.strip_prefix("/v1/blobs/")?;
     if id.contains('/') {
         return None;
     }
