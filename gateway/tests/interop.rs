@@ -8,9 +8,11 @@
 //! Without either, the test prints a loud note and passes, so a plain `cargo test` works on a
 //! machine without aioquic; with `WALRUS_REQUIRE_PEERS=1` (as `.ci/run` sets) it fails instead.
 
-use std::io::{BufRead, BufReader};
+mod harness;
+
+use harness::{blob, Served};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const PEER_ENV: &str = "WALRUS_H3_PEER_PYTHON";
 const REQUIRE_ENV: &str = "WALRUS_REQUIRE_PEERS";
@@ -59,48 +61,6 @@ fn peer_python() -> Option<PathBuf> {
     None
 }
 
-/// A `walrus-gateway serve` process with HTTP/3 on, killed (by its PID) when dropped.
-struct Served {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Served {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--h3-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary runs");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self { child, stdout }
-    }
-
-    /// Read stdout up to the HTTP/3 listener's line; its address.
-    fn h3_addr(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            self.stdout
-                .read_line(&mut line)
-                .expect("stdout is readable");
-            assert!(!line.is_empty(), "serve exited before listening on HTTP/3");
-            if let Some(addr) = line.trim_end().strip_prefix("listening on HTTP/3 (UDP) ") {
-                return addr.to_owned();
-            }
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Run the aioquic client: GET `url` trusting `cacert`, body to `output`.
 fn h3_get(python: &Path, url: &str, cacert: &Path, output: &Path, headers: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/h3_get.py");
@@ -129,19 +89,6 @@ fn summary(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON line")
 }
 
-/// Deterministic pseudo-random bytes.
-fn blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn aioquic_downloads_blobs_that_verify() {
     let Some(python) = peer_python() else {
@@ -155,6 +102,10 @@ fn aioquic_downloads_blobs_that_verify() {
     std::fs::write(&small_file, &small).unwrap();
     let cacert = dir.path().join("gateway.pem");
     let mut served = Served::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--h3-listen",
+        "127.0.0.1:0",
         "--tls-self-signed",
         "--tls-self-signed-out",
         cacert.to_str().unwrap(),
@@ -163,7 +114,7 @@ fn aioquic_downloads_blobs_that_verify() {
         "--seed",
         small_file.to_str().unwrap(),
     ]);
-    let addr = served.h3_addr();
+    let addr = served.line_after("listening on HTTP/3 (UDP) ");
     // The embedded network has 10 shards.
     let big_id = codec::blob_id(10, &big).unwrap();
     let small_id = codec::blob_id(10, &small).unwrap();

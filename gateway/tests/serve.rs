@@ -1,57 +1,26 @@
 //! `walrus-gateway serve` end to end, as the README runs it: with an embedded simulated network
 //! seeded from a file, and against an external committee file.
 
+mod harness;
+
 use bytes::Bytes;
+use harness::Served;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use storage_sim::{SimConfig, SimNetwork};
 
-/// A `serve` process, killed when dropped.
-struct Served {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
+/// A `serve` process on a free plain port.
+fn serve(args: &[&str]) -> Served {
+    let mut all = vec!["--bind", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    Served::start(&all)
 }
 
-impl Served {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
-            .arg("serve")
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary runs");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self { child, stdout }
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .expect("stdout is readable");
-        assert!(!line.is_empty(), "serve exited early");
-        line.trim_end().to_owned()
-    }
-
-    /// The address from the `listening on http://ADDR` line.
-    fn address(&mut self) -> String {
-        let line = self.line();
-        line.strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_owned()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The address from a `listening on http://ADDR` line.
+fn address(served: &mut Served) -> String {
+    served.line_after("listening on ")
 }
 
 async fn get(url: &str) -> (u16, Bytes) {
@@ -79,10 +48,10 @@ fn serve_seeds_an_embedded_network_and_serves_the_file() {
     let path = dir.path().join("hello.txt");
     let data = b"hello, walrus\n".repeat(1000);
     std::fs::write(&path, &data).unwrap();
-    let mut served = Served::start(&["--seed", path.to_str().unwrap()]);
+    let mut served = serve(&["--seed", path.to_str().unwrap()]);
     let id = served.line();
     assert_eq!(id, codec::blob_id(10, &data).unwrap().to_string());
-    let base = served.address();
+    let base = address(&mut served);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (status, body) = runtime.block_on(get(&format!("{base}/v1/blobs/{id}")));
     assert_eq!(status, 200);
@@ -101,8 +70,8 @@ fn serve_reads_from_a_committee_file() {
         (net, id)
     });
     net.committee().save(&committee).unwrap();
-    let mut served = Served::start(&["--committee", committee.to_str().unwrap()]);
-    let base = served.address();
+    let mut served = serve(&["--committee", committee.to_str().unwrap()]);
+    let base = address(&mut served);
     let (status, body) = runtime.block_on(get(&format!("{base}/v1/blobs/{id}")));
     assert_eq!(status, 200);
     assert_eq!(body.as_ref(), &data[..]);
@@ -128,11 +97,11 @@ fn serve_as_an_edge_reads_through_a_parent_and_refuses_uploads() {
     let path = dir.path().join("model.bin");
     let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&path, &data).unwrap();
-    let mut parent = Served::start(&["--seed", path.to_str().unwrap()]);
+    let mut parent = serve(&["--seed", path.to_str().unwrap()]);
     let id = parent.line();
-    let parent_base = parent.address();
-    let mut edge = Served::start(&["--upstream", &parent_base, "--n-shards", "10"]);
-    let base = edge.address();
+    let parent_base = address(&mut parent);
+    let mut edge = serve(&["--upstream", &parent_base, "--n-shards", "10"]);
+    let base = address(&mut edge);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (status, body) = runtime.block_on(get(&format!("{base}/v1/blobs/{id}")));
     assert_eq!(status, 200);
@@ -141,8 +110,8 @@ fn serve_as_an_edge_reads_through_a_parent_and_refuses_uploads() {
     let status = runtime.block_on(put(&format!("{base}/v1/blobs")));
     assert_eq!(status, 403);
     // And a parent can be made read-only the same way.
-    let mut read_only = Served::start(&["--no-publish"]);
-    let base = read_only.address();
+    let mut read_only = serve(&["--no-publish"]);
+    let base = address(&mut read_only);
     let status = runtime.block_on(put(&format!("{base}/v1/blobs")));
     assert_eq!(status, 403);
 }

@@ -300,6 +300,54 @@ where
         .expect("request finished before the test deadline")
 }
 
+/// A `walrus-gateway serve` process (its stdout piped), killed by its PID when dropped.
+pub struct Served {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Served {
+    /// `walrus-gateway serve ARGS`.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
+            .arg("serve")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary runs");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Self { child, stdout }
+    }
+
+    /// The next line of stdout.
+    pub fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("stdout is readable");
+        assert!(!line.is_empty(), "serve exited early");
+        line.trim_end().to_owned()
+    }
+
+    /// The rest of the first line of stdout that starts with `prefix` (earlier lines skipped).
+    pub fn line_after(&mut self, prefix: &str) -> String {
+        loop {
+            if let Some(rest) = self.line().strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn blob(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
