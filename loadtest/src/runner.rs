@@ -887,13 +887,13 @@ fn path_segment(text: &str) -> String {
     out
 }
 
-/// GET a small text resource; `None` unless it answers 200.
-async fn get_text(
+/// GET a small resource: its headers and (bounded) body; `None` unless it answers 200 in time.
+async fn get_small(
     transport: &Arc<dyn Transport>,
     target: &Target,
     path: &str,
     timeout: Duration,
-) -> Option<String> {
+) -> Option<(http::HeaderMap, Bytes)> {
     let request = Request::builder()
         .uri(target.uri(path))
         .body(Full::new(Bytes::new()))
@@ -903,14 +903,26 @@ async fn get_text(
         if response.status() != StatusCode::OK {
             return None;
         }
-        let body = http_body_util::Limited::new(response.into_body(), MAX_TEXT_BODY as usize)
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_TEXT_BODY as usize)
             .collect()
             .await
             .ok()?
             .to_bytes();
-        String::from_utf8(body.to_vec()).ok()
+        Some((parts.headers, body))
     };
     tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
+
+/// GET a small text resource; `None` unless it answers 200.
+async fn get_text(
+    transport: &Arc<dyn Transport>,
+    target: &Target,
+    path: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let (_, body) = get_small(transport, target, path, timeout).await?;
+    String::from_utf8(body.to_vec()).ok()
 }
 
 /// Fail with the TLS error when `GET /status` cannot get through the handshake; any other
@@ -937,32 +949,13 @@ async fn discover_n_shards(
     target: &Target,
     timeout: Duration,
 ) -> Option<u16> {
-    let request = Request::builder()
-        .uri(target.uri("/status"))
-        .body(Full::new(Bytes::new()))
-        .ok()?;
-    let exchange = async {
-        let response = transport.send(request).await.ok()?;
-        if response.status() != StatusCode::OK {
-            return None;
-        }
-        let header = response
-            .headers()
-            .get("x-walrus-n-shards")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u16>().ok())
-            .filter(|&n| n > 0);
-        if header.is_some() {
-            return header;
-        }
-        let body = http_body_util::Limited::new(response.into_body(), MAX_TEXT_BODY as usize)
-            .collect()
-            .await
-            .ok()?
-            .to_bytes();
-        n_shards_from_status(std::str::from_utf8(&body).ok()?)
-    };
-    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+    let (headers, body) = get_small(transport, target, "/status", timeout).await?;
+    let header = headers
+        .get("x-walrus-n-shards")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|&n| n > 0);
+    header.or_else(|| n_shards_from_status(std::str::from_utf8(&body).ok()?))
 }
 
 /// The committee size in a `/status` body, if it is JSON that says (`n_shards` or `nShards`,
