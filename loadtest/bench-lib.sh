@@ -137,3 +137,19 @@ start_gateway() { # port, out file, log file, serve args...
 median() { # numbers... -> median (mean of the middle two for an even count)
     python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v) if v else 0)' "$@"
 }
+
+# Random blobs, PER_SIZE of each size, as DIR/<size>-<i>.bin; sets the array `seeds` to the
+# gateway arguments that seed them (`--seed FILE` pairs).
+make_seed_blobs() { # dir, sizes, per_size
+    local dir="$1" size n i f
+    seeds=()
+    mkdir -p "$dir"
+    for size in $2; do
+        n="$(bytes_of "$size")"
+        for i in $(seq "$3"); do
+            f="$dir/$size-$i.bin"
+            head -c "$n" /dev/urandom > "$f"
+            seeds+=(--seed "$f")
+        done
+    done
+}

@@ -49,15 +49,7 @@ build_binaries "$ROOT" "$PROFILE"
 # --- blobs -----------------------------------------------------------------------------------
 mkdir -p "$OUT/data" "$OUT/nginx/www/v1/blobs" "$OUT/nginx/logs"
 chmod 755 "$OUT"
-seeds=()
-for size in $SIZES; do
-    n="$(bytes_of "$size")"
-    for i in $(seq "$BLOBS_PER_SIZE"); do
-        f="$OUT/data/$size-$i.bin"
-        head -c "$n" /dev/urandom > "$f"
-        seeds+=(--seed "$f")
-    done
-done
+make_seed_blobs "$OUT/data" "$SIZES" "$BLOBS_PER_SIZE"
 
 # --- gateway ---------------------------------------------------------------------------------
 GATEWAY_PORT="$(free_port)"

@@ -32,50 +32,19 @@ BLOBS_PER_SIZE="${BLOBS_PER_SIZE:-4}"
 SHARDS="${SHARDS:-100}"
 VERIFY_SAMPLE="${VERIFY_SAMPLE:-0.1%}"
 PROFILE="${PROFILE:-release}"
-SERVER_CPU="${SERVER_CPU:-0}"
-CLIENT_CPU="${CLIENT_CPU:-1}"
 H3_MAX_UDP_PAYLOAD="${H3_MAX_UDP_PAYLOAD:-65507}"
 TMP_ROOT=/tmp
 [ -d /dev/shm ] && [ -w /dev/shm ] && TMP_ROOT=/dev/shm
 OUT="${OUT:-$(mktemp -d "$TMP_ROOT/walrus-h3-compare.XXXXXX")}"
 
-log() { echo "h3-compare: $*" >&2; }
-die() { log "$*"; exit 1; }
+LOG_TAG=h3-compare
+# shellcheck source=bench-lib.sh
+. "$ROOT/loadtest/bench-lib.sh"
 
-GATEWAY_PID=""
-cleanup() {
-    if [ -n "$GATEWAY_PID" ] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
-        kill -TERM "$GATEWAY_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$GATEWAY_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-command -v python3 >/dev/null || die "python3 is needed to read the JSON reports"
 [ "$ROUNDS" -ge 1 ] 2>/dev/null || die "ROUNDS must be a positive number, got $ROUNDS"
 
-# Pin only when there are CPUs to pin to. Prefixes, not functions, so `cmd &` gives the
-# server's own PID (taskset execs it) for the cleanup to stop.
-PIN_SERVER=()
-PIN_CLIENT=()
-if command -v taskset >/dev/null && [ "$(nproc)" -gt "$CLIENT_CPU" ] && [ "$(nproc)" -gt "$SERVER_CPU" ]; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_CLIENT=(taskset -c "$CLIENT_CPU")
-fi
-
-bytes_of() { # 4KiB, 1MiB, 64MiB, 1234 -> bytes
-    case "$1" in
-        *KiB) echo $(( ${1%KiB} * 1024 )) ;;
-        *MiB) echo $(( ${1%MiB} * 1024 * 1024 )) ;;
-        *GiB) echo $(( ${1%GiB} * 1024 * 1024 * 1024 )) ;;
-        *) echo "$1" ;;
-    esac
-}
-
 # A port free for both TCP and UDP, so HTTPS and HTTP/3 share its number as in production.
-free_port() {
+free_tcp_udp_port() {
     python3 - <<'EOF'
 import socket
 for _ in range(100):
@@ -96,32 +65,16 @@ EOF
 }
 
 # --- binaries --------------------------------------------------------------------------------
-if [ -z "${GATEWAY_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
-    log "building walrus-gateway and walrus-loadtest ($PROFILE)"
-    (cd "$ROOT" && cargo build --profile "$PROFILE" -p walrus-gateway -p walrus-loadtest)
-    dir="${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-    GATEWAY_BIN="${GATEWAY_BIN:-$dir/walrus-gateway}"
-    LOADTEST_BIN="${LOADTEST_BIN:-$dir/walrus-loadtest}"
-fi
-[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
-[ -x "$LOADTEST_BIN" ] || die "no loadtest binary at $LOADTEST_BIN"
+SIM_BIN="${SIM_BIN:-unused}"
+build_binaries "$ROOT" "$PROFILE"
 
 # --- blobs -----------------------------------------------------------------------------------
-mkdir -p "$OUT/data"
-seeds=()
-for size in $SIZES; do
-    n="$(bytes_of "$size")"
-    for i in $(seq "$BLOBS_PER_SIZE"); do
-        f="$OUT/data/$size-$i.bin"
-        head -c "$n" /dev/urandom > "$f"
-        seeds+=(--seed "$f")
-    done
-done
+make_seed_blobs "$OUT/data" "$SIZES" "$BLOBS_PER_SIZE"
 n_seeds=$(( ${#seeds[@]} / 2 ))
 
 # --- gateway ---------------------------------------------------------------------------------
 PLAIN_PORT="$(free_port)"
-PORT="$(free_port)"
+PORT="$(free_tcp_udp_port)"
 [ -n "$PORT" ] && [ "$PORT" != "$PLAIN_PORT" ] || die "no free port"
 CACERT="$OUT/gateway.pem"
 log "starting walrus-gateway: HTTPS and HTTP/3 on 127.0.0.1:$PORT (embedded storage-sim, $SHARDS shards, seeding $n_seeds blobs)"
@@ -131,6 +84,7 @@ RUST_LOG=warn "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --listen "127.0.0.1:$PLAIN
     --tls-self-signed --tls-self-signed-out "$CACERT" \
     --sim-shards "$SHARDS" "${seeds[@]}" > "$OUT/gateway.out" 2> "$OUT/gateway.log" &
 GATEWAY_PID=$!
+track "$GATEWAY_PID"
 for _ in $(seq 1200); do
     grep -q '^listening on HTTP/3' "$OUT/gateway.out" 2>/dev/null && break
     kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway exited: $(tail -3 "$OUT/gateway.log")"
