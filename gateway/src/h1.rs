@@ -572,7 +572,7 @@ fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
-/// The request `Api::handle` takes; `None` if hyper would read it differently.
+/// The request `Api::dispatch` takes; `None` if hyper would read it differently.
 fn build(
     method: Method,
     path: &str,
