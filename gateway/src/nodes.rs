@@ -412,6 +412,7 @@ mod tests {
                     name: format!("node-{i}"),
                     url: url.to_owned(),
                     shards,
+                    network_public_key: None,
                 })
                 .collect(),
         }

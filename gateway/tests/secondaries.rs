@@ -69,6 +69,7 @@ async fn read_through_secondaries(consistency: codec::ConsistencyCheck) {
             name: "secondary-only".into(),
             url: format!("http://{node}"),
             shards: (0..10).collect(),
+            network_public_key: None,
         }],
     };
     let gateway = Gateway::bind(

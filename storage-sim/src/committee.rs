@@ -29,6 +29,11 @@ pub struct CommitteeNode {
     pub url: String,
     /// Shard indices owned by the node.
     pub shards: Vec<u16>,
+    /// The node's TLS key as on chain: the 33-byte SEC1-compressed P-256 `network_public_key`,
+    /// hex. Required for an `https://` URL (the certificate must carry this key); absent for
+    /// plain `http://` nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_public_key: Option<String>,
 }
 
 /// Why a committee file or value is unusable.
@@ -57,8 +62,10 @@ pub enum CommitteeError {
     EmptyName { index: usize },
     #[error("node name {0:?} is used by more than one node")]
     DuplicateName(String),
-    #[error("node {node:?} has URL {url:?}, expected an http:// URL")]
+    #[error("node {node:?} has URL {url:?}, expected http://, or https:// with a network_public_key")]
     BadUrl { node: String, url: String },
+    #[error("node {node:?} has network_public_key {key:?}: expected 66 hex digits of a compressed P-256 point (02 or 03 first)")]
+    BadKey { node: String, key: String },
     #[error("node {node:?} lists shard {shard}, but there are only {n_shards} shards")]
     ShardOutOfRange {
         node: String,
@@ -123,7 +130,17 @@ impl Committee {
             if !names.insert(node.name.as_str()) {
                 return Err(CommitteeError::DuplicateName(node.name.clone()));
             }
-            if !node.url.starts_with("http://") {
+            if let Some(key) = &node.network_public_key {
+                if parse_network_key(key).is_none() {
+                    return Err(CommitteeError::BadKey {
+                        node: node.name.clone(),
+                        key: key.clone(),
+                    });
+                }
+            }
+            let https_with_key =
+                node.url.starts_with("https://") && node.network_public_key.is_some();
+            if !node.url.starts_with("http://") && !https_with_key {
                 return Err(CommitteeError::BadUrl {
                     node: node.name.clone(),
                     url: node.url.clone(),
@@ -165,6 +182,20 @@ impl Committee {
     }
 }
 
+/// The 33 bytes of a hex `network_public_key`, if it is a compressed P-256 point's encoding
+/// (`02`/`03` ‖ 32 bytes of X); whether X is on the curve is left to the TLS handshake.
+pub fn parse_network_key(hex: &str) -> Option<[u8; 33]> {
+    let hex = hex.strip_prefix("0x").unwrap_or(hex);
+    if hex.len() != 66 || !hex.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 33];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    matches!(key[0], 2 | 3).then_some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,11 +208,13 @@ mod tests {
                     name: "a".into(),
                     url: "http://127.0.0.1:1".into(),
                     shards: vec![0, 2],
+                    network_public_key: None,
                 },
                 CommitteeNode {
                     name: "b".into(),
                     url: "http://127.0.0.1:2".into(),
                     shards: vec![1, 3],
+                    network_public_key: None,
                 },
             ],
         }
@@ -231,6 +264,12 @@ mod tests {
         let mut c = committee();
         c.nodes[0].url = "https://x".into();
         assert!(matches!(c.validate(), Err(CommitteeError::BadUrl { .. })));
+        c.nodes[0].network_public_key = Some(format!("02{}", "ab".repeat(32)));
+        c.validate().unwrap();
+        c.nodes[0].network_public_key = Some(format!("04{}", "ab".repeat(32)));
+        assert!(matches!(c.validate(), Err(CommitteeError::BadKey { .. })));
+        c.nodes[0].network_public_key = Some("02ab".into());
+        assert!(matches!(c.validate(), Err(CommitteeError::BadKey { .. })));
     }
 
     #[test]

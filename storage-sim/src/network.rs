@@ -204,6 +204,7 @@ impl SimNetwork {
                     name: name.clone(),
                     url: format!("http://127.0.0.1:{port}"),
                     shards: shards.clone(),
+                    network_public_key: None,
                 })
                 .collect(),
         };
