@@ -14,7 +14,9 @@
 
 pub mod api;
 pub mod cache;
+pub mod chain_reader;
 pub mod client;
+pub mod committee;
 pub mod config;
 pub mod disk;
 pub mod fill;

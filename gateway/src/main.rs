@@ -64,6 +64,16 @@ enum Command {
         #[arg(long)]
         inputs: PathBuf,
     },
+    /// Print the committee the gateway would read from (epoch, state, shards, and per node its
+    /// name, URL, shard count and TLS key), read exactly as `serve` reads it: an operator's
+    /// first check that the chain path works.
+    Committee {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the Blob ID of a file (`-` reads standard input).
     BlobId {
         /// Shards in the committee the ID is for.
@@ -79,6 +89,66 @@ enum Consistency {
     Default,
     /// Re-encode the whole blob and compare Blob IDs before sending a byte.
     Strict,
+}
+
+/// Where the committee comes from: at most one of --network, --walrus-config, --committee;
+/// none = the embedded simulated network (or upstreams only).
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// Read the committee from Sui: the built-in `mainnet` or `testnet` objects and full node.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["walrus_config", "committee"])]
+    network: Option<chain::network::Preset>,
+    /// Read the committee from Sui as Walrus's own client_config.yaml describes it
+    /// (system_object, staking_object, rpc_urls; single- or multi-context).
+    #[arg(long, value_name = "FILE", conflicts_with = "committee")]
+    walrus_config: Option<PathBuf>,
+    /// The context of a multi-context --walrus-config (default: its default_context).
+    #[arg(long, value_name = "NAME", requires = "walrus_config")]
+    walrus_context: Option<String>,
+    /// Sui full-node gRPC URL, replacing the network's (repeatable, tried in order).
+    #[arg(long = "sui-rpc", value_name = "URL")]
+    sui_rpc: Vec<String>,
+    /// Longest wait for one Sui gRPC call.
+    #[arg(long, default_value_t = 10_000)]
+    sui_timeout_ms: u64,
+    /// Reach the chain's storage nodes over `https` (every real node: TLS pinned to the
+    /// on-chain key) or plain `http` (simulators and local test networks only).
+    #[arg(long, default_value = "https", value_name = "SCHEME")]
+    storage_node_scheme: gateway::committee::NodeScheme,
+    /// A static committee file (as walrus-sim writes it).
+    #[arg(long)]
+    committee: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The chain to read, if the committee comes from one.
+    fn network(&self) -> anyhow::Result<Option<chain::network::NetworkConfig>> {
+        let mut network = match (&self.network, &self.walrus_config) {
+            (Some(preset), _) => preset.config(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                chain::network::parse_client_config(&text, self.walrus_context.as_deref())
+                    .with_context(|| {
+                        format!("{} is not a usable Walrus client config", path.display())
+                    })?
+            }
+            (None, None) => {
+                if !self.sui_rpc.is_empty() {
+                    bail!("--sui-rpc needs --network or --walrus-config");
+                }
+                return Ok(None);
+            }
+        };
+        if !self.sui_rpc.is_empty() {
+            network.rpc_urls = self.sui_rpc.clone();
+        }
+        Ok(Some(network))
+    }
+
+    fn reader(&self, network: chain::network::NetworkConfig) -> gateway::chain_reader::ChainReader {
+        gateway::chain_reader::ChainReader::new(network, Duration::from_millis(self.sui_timeout_ms))
+    }
 }
 
 #[derive(clap::Args)]
@@ -129,10 +199,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = gateway::h3::DEFAULT_MAX_UDP_PAYLOAD,
           value_parser = clap::value_parser!(u16).range(1200..=65527))]
     h3_max_udp_payload: u16,
-    /// Committee file (as storage-sim writes it). Without it (and without --upstream), an
-    /// embedded simulated network is started in this process.
-    #[arg(long)]
-    committee: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
     /// tried before the storage nodes; repeatable, in order of preference. Everything it sends
     /// is verified against the Blob ID before it is cached or served.
@@ -267,6 +335,7 @@ fn main() -> ExitCode {
             &inputs,
         ),
         Command::Serve(args) => serve(*args),
+        Command::Committee { source, json } => print_committee(&source, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -275,6 +344,148 @@ fn main() -> ExitCode {
             eprintln!("walrus-gateway: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `walrus-gateway committee`: read the committee as `serve` would and print it.
+fn print_committee(source: &SourceArgs, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let view = match source.network()? {
+        Some(net) => {
+            let reader = source.reader(net);
+            let (committee, cost) = runtime
+                .block_on(reader.read())
+                .context("cannot read the committee from the chain")?;
+            CommitteeView::from_chain(&committee, source.storage_node_scheme, cost.rpcs)
+        }
+        None => {
+            let Some(path) = &source.committee else {
+                bail!("nothing to print: give --network, --walrus-config or --committee");
+            };
+            let committee = Committee::load(path)
+                .with_context(|| format!("cannot load the committee {}", path.display()))?;
+            CommitteeView::from_file(&committee)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", view.table());
+    }
+    Ok(())
+}
+
+/// What `committee` prints.
+#[derive(serde::Serialize)]
+struct CommitteeView {
+    epoch: Option<u32>,
+    epoch_state: Option<&'static str>,
+    n_shards: u16,
+    rpcs: Option<u32>,
+    nodes: Vec<NodeView>,
+    previous_nodes: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+struct NodeView {
+    name: String,
+    url: String,
+    shards: usize,
+    /// The on-chain TLS key (33-byte compressed P-256, hex), if any.
+    network_public_key: Option<String>,
+}
+
+impl CommitteeView {
+    fn from_chain(
+        c: &chain::ChainCommittee,
+        scheme: gateway::committee::NodeScheme,
+        rpcs: u32,
+    ) -> Self {
+        Self {
+            epoch: Some(c.epoch),
+            epoch_state: Some(c.epoch_state.name()),
+            n_shards: c.n_shards,
+            rpcs: Some(rpcs),
+            nodes: c
+                .current
+                .iter()
+                .map(|m| NodeView {
+                    name: m.name.clone(),
+                    url: format!("{}://{}", scheme.as_str(), m.network_address),
+                    shards: m.shards.len(),
+                    network_public_key: Some(m.key_hex()),
+                })
+                .collect(),
+            previous_nodes: Some(c.previous.len()),
+        }
+    }
+
+    fn from_file(c: &Committee) -> Self {
+        Self {
+            epoch: None,
+            epoch_state: None,
+            n_shards: c.n_shards,
+            rpcs: None,
+            nodes: c
+                .nodes
+                .iter()
+                .map(|n| NodeView {
+                    name: n.name.clone(),
+                    url: n.url.clone(),
+                    shards: n.shards.len(),
+                    network_public_key: n.network_public_key.clone(),
+                })
+                .collect(),
+            previous_nodes: None,
+        }
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::new();
+        match (self.epoch, self.epoch_state) {
+            (Some(epoch), Some(state)) => out.push_str(&format!(
+                "epoch {epoch} ({state}), {} shards, {} nodes ({} in the previous committee), read in {} gRPC calls\n",
+                self.n_shards,
+                self.nodes.len(),
+                self.previous_nodes.unwrap_or(0),
+                self.rpcs.unwrap_or(0),
+            )),
+            _ => out.push_str(&format!(
+                "static committee file: {} shards, {} nodes\n",
+                self.n_shards,
+                self.nodes.len()
+            )),
+        }
+        let name_width = self
+            .nodes
+            .iter()
+            .map(|n| n.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let url_width = self
+            .nodes
+            .iter()
+            .map(|n| n.url.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        out.push_str(&format!(
+            "{:name_width$}  {:url_width$}  {:>6}  key\n",
+            "name", "url", "shards"
+        ));
+        for n in &self.nodes {
+            // The key's first 8 bytes identify it; --json prints it whole.
+            let key = n
+                .network_public_key
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |k| format!("{}…", &k[..k.len().min(16)]));
+            out.push_str(&format!(
+                "{:name_width$}  {:url_width$}  {:>6}  {key}\n",
+                n.name, n.url, n.shards
+            ));
+        }
+        out
     }
 }
 
@@ -466,7 +677,20 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         h3_max_udp_payload: args.h3_max_udp_payload,
         ..GatewayConfig::default()
     };
-    let (committee, network) = match &args.committee {
+    let chain_network = args.source.network()?;
+    let (committee, network) = match &args.source.committee {
+        _ if chain_network.is_some() => {
+            if !args.seed.is_empty() {
+                bail!("--seed stores files in the embedded network; it cannot be used with a chain-backed network");
+            }
+            (
+                Committee {
+                    n_shards: 0,
+                    nodes: Vec::new(),
+                },
+                None,
+            )
+        }
         Some(path) => {
             if !args.seed.is_empty() {
                 bail!("--seed stores files in the embedded network; it cannot be used with --committee");
@@ -531,7 +755,19 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
              only as long as this process"
         ),
     }
-    let gateway = Gateway::bind(config, committee).await?;
+    let source = match chain_network {
+        Some(net) => {
+            tracing::info!(network = %net.name, rpc = ?net.rpc_urls, staking = %net.staking_object,
+                "reading the committee from Sui");
+            gateway::server::CommitteeSource::Chain {
+                reader: args.source.reader(net),
+                scheme: args.source.storage_node_scheme,
+                policy: chain::committee::RefreshPolicy::default(),
+            }
+        }
+        None => gateway::server::CommitteeSource::Static(committee),
+    };
+    let gateway = Gateway::bind_source(config, source).await?;
     if let Some(addr) = gateway.plain_addr() {
         println!("listening on http://{addr}");
     }

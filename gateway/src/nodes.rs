@@ -141,6 +141,10 @@ impl Topology {
         format!("{}/v1/blobs/{blob_id}/metadata", self.bases[node])
     }
 
+    fn status_url(&self, node: usize, blob_id: &BlobId) -> String {
+        format!("{}/v1/blobs/{blob_id}/status", self.bases[node])
+    }
+
     fn sliver_url(&self, node: usize, blob_id: &BlobId, pair: u16, kind: SliverKind) -> String {
         format!(
             "{}/v1/blobs/{blob_id}/slivers/{pair}/{}",
@@ -218,6 +222,19 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<Bytes, NodeError> {
         self.get(&topology.metadata_url(node, blob_id), limit, timeout)
+            .await
+    }
+
+    /// `GET /v1/blobs/{id}/status` on `node`: the JSON body, at most `limit` bytes.
+    pub async fn blob_status(
+        &self,
+        topology: &Topology,
+        node: usize,
+        blob_id: &BlobId,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeError> {
+        self.get(&topology.status_url(node, blob_id), limit, timeout)
             .await
     }
 

@@ -42,6 +42,8 @@ pub enum ServerError {
     },
     #[error("unusable committee: {0}")]
     Committee(#[from] TopologyError),
+    #[error("cannot read the committee from the chain: {0}")]
+    Chain(#[from] crate::committee::CommitteeError),
     #[error("cannot open the disk cache: {0}")]
     DiskCache(#[from] crate::disk::DiskError),
     #[error("HTTPS and HTTP/3 need a TLS certificate (--tls-cert/--tls-key or --tls-self-signed)")]
@@ -63,9 +65,23 @@ struct HttpsListener {
     acceptor: TlsAcceptor,
 }
 
+/// Where the committee comes from.
+pub enum CommitteeSource {
+    /// A fixed committee (a committee file, the embedded simulator).
+    Static(Committee),
+    /// Read from Sui and kept current (`--network`, `--walrus-config`).
+    Chain {
+        reader: crate::chain_reader::ChainReader,
+        scheme: crate::committee::NodeScheme,
+        policy: chain::committee::RefreshPolicy,
+    },
+}
+
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     api: Arc<Api>,
+    /// Keeps a chain-backed committee current while serving.
+    watcher: Option<crate::committee::CommitteeWatcher>,
     /// The plain HTTP/1.1 + h2c listener, unless it is off.
     plain: Option<(TcpListener, SocketAddr)>,
     https: Option<HttpsListener>,
@@ -87,8 +103,35 @@ async fn bind_tcp(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerE
 impl Gateway {
     /// Check the committee, build the cache and fill machinery, and bind the listeners.
     pub async fn bind(config: GatewayConfig, committee: Committee) -> Result<Self, ServerError> {
-        let topology = Topology::new(committee)?;
+        Self::bind_source(config, CommitteeSource::Static(committee)).await
+    }
+
+    /// [`Gateway::bind`] with the committee from a file, the simulator or the chain.
+    pub async fn bind_source(
+        config: GatewayConfig,
+        source: CommitteeSource,
+    ) -> Result<Self, ServerError> {
         let telemetry = Telemetry::new();
+        let (committees, watcher) = match source {
+            CommitteeSource::Static(committee) => (
+                crate::committee::CommitteeHandle::fixed(Topology::new(committee)?),
+                None,
+            ),
+            CommitteeSource::Chain {
+                reader,
+                scheme,
+                policy,
+            } => {
+                let (handle, watcher) = crate::committee::CommitteeWatcher::start(
+                    reader,
+                    scheme,
+                    policy,
+                    telemetry.clone(),
+                )
+                .await?;
+                (handle, Some(watcher))
+            }
+        };
         let mut cache = BlobCache::new(config.memory_cache_bytes, config.memory_max_object);
         if let Some(dir) = &config.cache_dir {
             let disk = DiskCache::open(dir, config.disk_cache_bytes, telemetry.disk_metrics())?;
@@ -109,7 +152,7 @@ impl Gateway {
             upstream_timeout: config.upstream_timeout,
         };
         let filler = Filler::new(
-            topology,
+            committees,
             config.upstreams.clone(),
             fill_config,
             cache,
@@ -158,6 +201,7 @@ impl Gateway {
         };
         Ok(Self {
             api,
+            watcher,
             plain,
             https,
             h3,
@@ -197,12 +241,19 @@ impl Gateway {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Gateway {
             api,
+            watcher,
             plain,
             https,
             h3,
             telemetry,
             config,
         } = self;
+        let (watcher_stop, watcher_stopped) = oneshot::channel::<()>();
+        let watcher = watcher.map(|w| {
+            tokio::spawn(w.run(async {
+                let _ = watcher_stopped.await;
+            }))
+        });
         let upkeep = tokio::spawn({
             let telemetry = telemetry.clone();
             async move {
@@ -276,6 +327,10 @@ impl Gateway {
             }
         }
         upkeep.abort();
+        let _ = watcher_stop.send(());
+        if let Some(task) = watcher {
+            let _ = task.await;
+        }
     }
 
     /// Serve in a background task until [`RunningGateway::shutdown`].

@@ -47,6 +47,9 @@ pub struct Telemetry {
     pub fill_seconds: Histogram,
     /// `gateway_responses_total` for 200, 206 and 304.
     responses: [Counter; 3],
+    /// When the chain was last read successfully (chain-backed committees only): rendered as
+    /// `gateway_chain_view_age_seconds`.
+    chain_read_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Telemetry {
@@ -112,6 +115,7 @@ impl Telemetry {
                 .map(|status| metrics::counter!("gateway_responses_total", "status" => status))
         });
         Arc::new(Self {
+            chain_read_at: std::sync::Mutex::new(None),
             responses,
             recorder,
             handle,
@@ -205,10 +209,62 @@ impl Telemetry {
         });
     }
 
+    /// Count one read of the committee from the chain (`result`: `ok` or a `ChainError` kind)
+    /// and the gRPC calls it made.
+    pub fn chain_refresh(&self, ok: bool, rpcs: u32, result: &'static str) {
+        if ok {
+            *self.chain_read_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
+        }
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_chain_refreshes_total", "result" => result).increment(1);
+            metrics::counter!("gateway_chain_rpcs_total").increment(u64::from(rpcs));
+        });
+    }
+
+    /// Export the epoch and committee of a new chain snapshot.
+    pub fn chain_epoch(&self, committees: &crate::committee::Committees) {
+        let Some(chain) = &committees.chain else {
+            return;
+        };
+        let c = &chain.committee;
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::gauge!("gateway_chain_epoch").set(f64::from(c.epoch));
+            metrics::gauge!("gateway_chain_epoch_changing").set(
+                if c.epoch_state.is_transitioning() {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            metrics::gauge!("gateway_chain_committee_nodes").set(c.current.len() as f64);
+        });
+    }
+
+    /// Count a storage node whose TLS certificate did not carry its on-chain key.
+    pub fn node_pin_failure(&self, node: &str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_node_tls_pin_failures_total", "node" => node.to_owned())
+                .increment(1)
+        });
+    }
+
+    /// Seconds since the chain was last read successfully; `None` without a chain.
+    pub fn chain_view_age(&self) -> Option<f64> {
+        self.chain_read_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed().as_secs_f64())
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let age = self.chain_view_age();
         metrics::with_local_recorder(&self.recorder, || {
             metrics::gauge!("gateway_memory_files").set(crate::memfile::live() as f64);
+            if let Some(age) = age {
+                metrics::gauge!("gateway_chain_view_age_seconds").set(age);
+            }
         });
         self.handle.render()
     }

@@ -29,8 +29,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the request body exceeds the {limit}-byte limit")]
     PayloadTooLarge { limit: u64 },
-    #[error("publishing is disabled on this gateway")]
-    PublishingDisabled,
+    #[error("publishing is disabled on this gateway: {0}")]
+    PublishingDisabled(&'static str),
     /// A failed publish; `true` when too few shards confirmed (504), else an internal error.
     #[error("{0}")]
     Publish(String, bool),
@@ -124,7 +124,7 @@ impl ApiError {
                 "SIZE_EXCEEDED",
                 "BODY_TOO_LARGE",
             ),
-            ApiError::PublishingDisabled => (
+            ApiError::PublishingDisabled(_) => (
                 StatusCode::FORBIDDEN,
                 "PERMISSION_DENIED",
                 "PUBLISHING_DISABLED",

@@ -276,7 +276,10 @@ fn encode_answer(
 /// Publish a proof blob as `PUT /v1/blobs` would (and cache it, so `verify-proof` against this
 /// gateway reads it without a fill).
 async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
-    let settings = api.publish.as_ref().ok_or(ApiError::PublishingDisabled)?;
+    let settings = api
+        .publish
+        .as_ref()
+        .ok_or(ApiError::PublishingDisabled(api.publish_off))?;
     let published = super::upload::publish_and_cache(api, settings, bytes)
         .await
         .map_err(|e| {

@@ -41,6 +41,8 @@ pub struct Api {
     admin_token: Option<String>,
     /// `PUT /v1/blobs`; `None`: publishing is disabled.
     publish: Option<PublishSettings>,
+    /// Why publishing is disabled, for the 403.
+    publish_off: &'static str,
     filler: Filler,
     telemetry: Arc<Telemetry>,
     slots: Arc<Semaphore>,
@@ -92,14 +94,23 @@ impl Api {
     pub fn new(filler: Filler, telemetry: Arc<Telemetry>, config: &GatewayConfig) -> Self {
         Self {
             admin_token: config.admin_token.clone(),
-            // An upstream-only gateway has no nodes to publish to.
-            publish: (config.publish_enabled && filler.topology().node_count() > 0).then(|| {
-                PublishSettings {
-                    token: config.publish_token.clone(),
-                    max_upload: config.max_upload,
-                    spool_threshold: config.upload_spool_threshold,
-                    publish: crate::publish::PublishConfig::default(),
-                }
+            publish_off: if !config.publish_enabled {
+                "it was started with --no-publish"
+            } else if filler.committees().snapshot().chain.is_some() {
+                "a chain-backed network needs on-chain registration and payment, which this \
+                 gateway does not do"
+            } else {
+                "it reads only from upstreams and has no storage nodes to publish to"
+            },
+            // An upstream-only or chain-backed gateway publishes to no node itself.
+            publish: (config.publish_enabled
+                && filler.topology().node_count() > 0
+                && filler.committees().snapshot().chain.is_none())
+            .then(|| PublishSettings {
+                token: config.publish_token.clone(),
+                max_upload: config.max_upload,
+                spool_threshold: config.upload_spool_threshold,
+                publish: crate::publish::PublishConfig::default(),
             }),
             inference: inference::Inference::new(&filler, config),
             filler,
@@ -182,10 +193,26 @@ impl Api {
                 // The body stays the aggregator's plain "OK"; the committee size rides in a header
                 // so clients (`walrus-gateway get`) can verify what they download.
                 let mut response = text("OK".into(), "text/plain; charset=utf-8");
-                let n = self.filler.topology().config().n_shards();
-                response
-                    .headers_mut()
-                    .insert("x-walrus-n-shards", HeaderValue::from(n));
+                let snapshot = self.filler.committees().snapshot();
+                let n = snapshot.current.config().n_shards();
+                let headers = response.headers_mut();
+                headers.insert("x-walrus-n-shards", HeaderValue::from(n));
+                // A chain-backed gateway also says which epoch it reads and how old its view
+                // of the chain is (refreshes and failures are in /metrics).
+                if let Some(chain) = &snapshot.chain {
+                    let c = &chain.committee;
+                    headers.insert("x-walrus-epoch", HeaderValue::from(c.epoch));
+                    headers.insert(
+                        "x-walrus-epoch-state",
+                        HeaderValue::from_static(c.epoch_state.name()),
+                    );
+                    if let Some(age) = self.telemetry.chain_view_age() {
+                        headers.insert(
+                            "x-walrus-chain-age-ms",
+                            HeaderValue::from((age * 1000.0) as u64),
+                        );
+                    }
+                }
                 Ok(response)
             }
             ["metrics"] => {

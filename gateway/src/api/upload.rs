@@ -20,7 +20,6 @@ use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Query parameters of Walrus's publisher that clients may send; chain-only, so ignored here.
@@ -41,7 +40,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let settings = api.publish.as_ref().ok_or(ApiError::PublishingDisabled)?;
+    let settings = api
+        .publish
+        .as_ref()
+        .ok_or(ApiError::PublishingDisabled(api.publish_off))?;
     if let Some(token) = &settings.token {
         if !super::admin::bearer_matches(request.headers(), token) {
             return Err(ApiError::Unauthorized);
@@ -100,7 +102,7 @@ pub(super) async fn publish_and_cache(
 ) -> Result<publish::Published, PublishError> {
     let size = blob.len();
     let published = publish::publish(
-        Arc::new(api.filler.topology().clone()),
+        api.filler.topology(),
         api.filler.node_client().clone(),
         settings.publish.clone(),
         blob,

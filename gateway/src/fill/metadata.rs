@@ -2,7 +2,7 @@
 //! against the Blob ID wins, and "not found" only on a `2f+1`-shard quorum (SPEC §9 step 2).
 
 use super::{Inner, ReadError};
-use crate::nodes::NodeError;
+use crate::nodes::{NodeError, Topology};
 use codec::{BlobId, VerifiedMetadata};
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -16,9 +16,9 @@ pub(super) fn metadata_limit(config: &codec::EncodingConfig) -> u64 {
 /// Ask nodes for metadata, `metadata_fanout` at a time, until one reply verifies.
 pub(super) async fn fetch_metadata(
     inner: &Arc<Inner>,
+    topology: &Arc<Topology>,
     id: BlobId,
 ) -> Result<Arc<VerifiedMetadata>, ReadError> {
-    let topology = &inner.topology;
     let config = *topology.config();
     let nodes = topology.node_count();
     // Start at a node chosen by the ID, so different blobs spread over the committee.

@@ -33,6 +33,7 @@ mod slivers;
 mod upstream;
 
 use crate::cache::{BlobCache, CachedBlob, DiskBlob, Hit, MetadataCache, Tier};
+use crate::committee::CommitteeHandle;
 use crate::nodes::{NodeClient, Topology};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Upstream, UpstreamClient};
@@ -203,7 +204,10 @@ pub struct Filler {
 }
 
 struct Inner {
-    topology: Topology,
+    /// Who serves reads; a fill takes one snapshot and keeps it to its end.
+    committees: CommitteeHandle,
+    /// Certified epochs learnt from node statuses while the epoch changes.
+    certified_epochs: moka::future::Cache<BlobId, u32>,
     client: NodeClient,
     /// Aggregator-compatible upstreams, in order of preference, tried before the nodes.
     upstreams: Vec<Upstream>,
@@ -226,7 +230,7 @@ const METADATA_CACHE_BYTES: u64 = 64 << 20;
 
 impl Filler {
     pub fn new(
-        topology: Topology,
+        committees: CommitteeHandle,
         upstreams: Vec<Upstream>,
         config: FillConfig,
         cache: BlobCache,
@@ -235,7 +239,11 @@ impl Filler {
         let fill_permits = Arc::new(Semaphore::new(config.max_concurrent_fills));
         Self {
             inner: Arc::new(Inner {
-                topology,
+                committees,
+                certified_epochs: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(Duration::from_secs(600))
+                    .build(),
                 client: NodeClient::new(),
                 upstream_client: UpstreamClient::new(),
                 upstreams,
@@ -265,8 +273,54 @@ impl Filler {
         &self.inner.client
     }
 
-    pub fn topology(&self) -> &Topology {
-        &self.inner.topology
+    /// The current committee (the only one, unless the committee comes from the chain).
+    pub fn topology(&self) -> Arc<Topology> {
+        self.inner.committees.current()
+    }
+
+    pub fn committees(&self) -> &CommitteeHandle {
+        &self.inner.committees
+    }
+
+    /// The committee to read `id` from (NETWORK.md §5.1): the current one, except while the
+    /// epoch changes, when a blob certified before the current epoch is read from the
+    /// previous committee. The certified epoch comes from the current committee's verified
+    /// statuses; a blob with no verifiable status is read from the current committee, as the
+    /// Rust SDK does.
+    async fn read_topology(&self, id: BlobId) -> Arc<Topology> {
+        let snapshot = self.inner.committees.snapshot();
+        let (Some(previous), Some(epoch)) = (&snapshot.previous, snapshot.epoch()) else {
+            return snapshot.current.clone();
+        };
+        let certified = match self.inner.certified_epochs.get(&id).await {
+            Some(e) => Some(e),
+            None => {
+                let status = crate::committee::verified_status(
+                    &self.inner.client,
+                    &snapshot.current,
+                    id,
+                    self.inner.config.metadata_timeout,
+                )
+                .await;
+                let e = status.and_then(|s| s.certified_epoch());
+                if let Some(e) = e {
+                    self.inner.certified_epochs.insert(id, e).await;
+                }
+                e
+            }
+        };
+        match certified {
+            Some(e) if e < epoch => {
+                tracing::debug!(blob_id = %id, certified = e, epoch, "reading from the previous committee during the epoch change");
+                previous.clone()
+            }
+            Some(e) if e > epoch => {
+                // Our view of the chain is behind the nodes'.
+                self.inner.committees.request_refresh();
+                snapshot.current.clone()
+            }
+            _ => snapshot.current.clone(),
+        }
     }
 
     /// Whether blobs can come from aggregator-compatible upstreams (`--upstream`).
@@ -341,6 +395,7 @@ impl Filler {
     /// fetch for concurrent callers).
     pub async fn metadata(&self, id: BlobId) -> Result<Arc<VerifiedMetadata>, ReadError> {
         let inner = self.inner.clone();
+        let filler = self.clone();
         self.inner
             .metadata
             .get_or_load(id, async move {
@@ -351,8 +406,16 @@ impl Filler {
                 };
                 match from_upstreams {
                     Some(Ok(meta)) => Ok(meta),
-                    Some(Err(e)) if inner.topology.node_count() == 0 => Err(e),
-                    _ => fetch_metadata(&inner, id).await,
+                    Some(Err(e)) if inner.committees.current().node_count() == 0 => Err(e),
+                    _ => {
+                        let topology = filler.read_topology(id).await;
+                        let result = fetch_metadata(&inner, &topology, id).await;
+                        if matches!(result, Err(ReadError::Unavailable(_))) {
+                            // Possibly a committee we no longer know: look at the chain again.
+                            inner.committees.request_refresh();
+                        }
+                        result
+                    }
                 }
             })
             .await
@@ -369,15 +432,17 @@ impl Filler {
         if !self.inner.upstreams.is_empty() {
             match upstream::read_rows(&self.inner, meta, rows.clone()).await {
                 Ok(out) => return Ok(out),
-                Err(e) if self.inner.topology.node_count() == 0 => return Err(e),
+                Err(e) if self.inner.committees.current().node_count() == 0 => return Err(e),
                 Err(_) => {}
             }
         }
+        let topology = self.read_topology(meta.blob_id()).await;
         let mut out = Vec::with_capacity(rows.len());
         let mut emit = |row: Bytes| out.push(row);
         let first = rows.start;
         collect_slivers(
             &self.inner,
+            &topology,
             meta,
             Goal::Rows(rows),
             Some((first, &mut emit)),
@@ -391,6 +456,7 @@ impl Filler {
     /// except the first `skip`, which an upstream already published.
     async fn read_slivers(
         &self,
+        topology: &Arc<Topology>,
         meta: &Arc<VerifiedMetadata>,
         tx: &watch::Sender<FillState>,
         prefetched: &mut Prefetched,
@@ -408,7 +474,8 @@ impl Filler {
             seen += 1;
         };
         let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
-        let collected = collect_slivers(&self.inner, meta, Goal::Blob, emit, prefetched).await?;
+        let collected =
+            collect_slivers(&self.inner, topology, meta, Goal::Blob, emit, prefetched).await?;
         let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
         if !(all_systematic && consistency != ConsistencyCheck::Strict) {
             let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
@@ -484,7 +551,7 @@ impl Filler {
         if !self.inner.upstreams.is_empty() {
             match upstream::fill(&self.inner, id, tx, &mut published).await {
                 Ok(meta) => return self.commit(id, &meta, tx).await,
-                Err(e) if self.inner.topology.node_count() == 0 => return Err(e),
+                Err(e) if self.inner.committees.current().node_count() == 0 => return Err(e),
                 Err(e) => {
                     tracing::info!(blob_id = %id, error = %e, "upstreams failed; reading from the storage nodes")
                 }
@@ -493,8 +560,10 @@ impl Filler {
         // Sliver requests need only the ID and pair index, so the systematic ones go out with
         // the metadata request: a fill takes one round trip, not two. Their bytes wait,
         // unverified and unused, until the metadata has verified.
+        // One committee for the whole fill, even if a newer one is published meanwhile.
+        let topology = self.read_topology(id).await;
         let mut prefetched = if self.inner.config.prefetch_slivers {
-            slivers::prefetch_systematic(&self.inner, id)
+            slivers::prefetch_systematic(&self.inner, &topology, id)
         } else {
             Prefetched::default()
         };
@@ -525,8 +594,14 @@ impl Filler {
                 }
             }
         } else {
-            self.read_slivers(&meta, tx, &mut prefetched, published)
-                .await?;
+            let read = self
+                .read_slivers(&topology, &meta, tx, &mut prefetched, published)
+                .await;
+            if matches!(read, Err(ReadError::Unavailable(_))) {
+                // Too few slivers: perhaps the shards moved. Look at the chain again.
+                self.inner.committees.request_refresh();
+            }
+            read?;
         }
         self.commit(id, &meta, tx).await
     }

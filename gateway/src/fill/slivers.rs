@@ -7,7 +7,7 @@
 //! blob), or exactly the systematic rows of a range.
 
 use super::{Inner, ReadError};
-use crate::nodes::NodeError;
+use crate::nodes::{NodeError, Topology};
 use bytes::Bytes;
 use codec::{BcsError, BlobId, CodecError, SliverKind, VerifiedMetadata, VerifiedSliver};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -84,6 +84,7 @@ struct Flight {
 /// Fetch and verify slivers until `goal` is met; emit verified rows (from `emit.0` on) in order.
 pub(super) async fn collect_slivers(
     inner: &Arc<Inner>,
+    topology: &Arc<Topology>,
     meta: &Arc<VerifiedMetadata>,
     goal: Goal,
     mut emit: Option<(u16, &mut (dyn FnMut(Bytes) + Send))>,
@@ -177,11 +178,15 @@ pub(super) async fn collect_slivers(
                 }
             }
             let inner = inner.clone();
+            let topology = topology.clone();
             let meta = meta.clone();
             let request = seq;
             requests.spawn(async move {
                 let early = AbortOnDrop(early);
-                (request, fetch_sliver(&inner, meta, want, early).await)
+                (
+                    request,
+                    fetch_sliver(&inner, &topology, meta, want, early).await,
+                )
             });
         }
         if flights.is_empty() {
@@ -236,8 +241,8 @@ pub(super) async fn collect_slivers(
             Err(failure) => {
                 failures += 1;
                 let exact = matches!(goal, Goal::Rows(_));
-                let node = inner.topology.node_for_pair(&id, want.pair);
-                let name = &inner.topology.node(node).name;
+                let node = topology.node_for_pair(&id, want.pair);
+                let name = &topology.node(node).name;
                 inner.telemetry.node_failure(name, failure.kind());
                 if failure.is_lie() {
                     tracing::warn!(node = %name, blob_id = %id, pair = want.pair,
@@ -286,6 +291,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// Fetch one sliver, check that it is the one asked for, and verify it on the blocking pool.
 async fn fetch_sliver(
     inner: &Inner,
+    topology: &Topology,
     meta: Arc<VerifiedMetadata>,
     want: Want,
     mut early: AbortOnDrop,
@@ -312,7 +318,7 @@ async fn fetch_sliver(
             inner
                 .client
                 .sliver(
-                    &inner.topology,
+                    topology,
                     &meta.blob_id(),
                     want.pair,
                     want.kind,
@@ -345,8 +351,12 @@ async fn fetch_sliver(
 
 /// Request the systematic primary slivers of `id` before its metadata is known, with a
 /// body limit from the largest sliver the committee (or `max_blob_size`) allows.
-pub(super) fn prefetch_systematic(inner: &Arc<Inner>, id: BlobId) -> Prefetched {
-    let config = *inner.topology.config();
+pub(super) fn prefetch_systematic(
+    inner: &Arc<Inner>,
+    topology: &Arc<Topology>,
+    id: BlobId,
+) -> Prefetched {
+    let config = *topology.config();
     let max_symbol = inner
         .config
         .max_blob_size
@@ -360,11 +370,12 @@ pub(super) fn prefetch_systematic(inner: &Arc<Inner>, id: BlobId) -> Prefetched 
         .map(|pair| {
             inner.telemetry.primary_sliver_requests.increment(1);
             let inner = inner.clone();
+            let topology = topology.clone();
             let handle = tokio::spawn(async move {
                 inner
                     .client
                     .sliver(
-                        &inner.topology,
+                        &topology,
                         &id,
                         pair,
                         SliverKind::Primary,

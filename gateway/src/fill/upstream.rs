@@ -174,7 +174,7 @@ async fn attempt(
     events: &mpsc::Sender<(usize, Result<Event, UpstreamError>)>,
 ) -> Result<(), UpstreamError> {
     let upstream = &inner.upstreams[index];
-    let config = *inner.topology.config();
+    let config = *inner.committees.current().config();
     let timeout = inner.config.upstream_timeout;
     let max_len = max_blob_len(inner);
     let strict = inner.config.consistency == ConsistencyCheck::Strict;
@@ -420,7 +420,7 @@ fn rows_covering(meta: &VerifiedMetadata, start: u64, end: u64) -> Range<u16> {
 
 /// Largest blob this gateway accepts: the committee's bound, or `max_blob_size` if lower.
 fn max_blob_len(inner: &Inner) -> u64 {
-    let committee = inner.topology.config().max_blob_size();
+    let committee = inner.committees.current().config().max_blob_size();
     inner
         .config
         .max_blob_size
@@ -441,7 +441,7 @@ async fn verified_metadata(
     upstream: &Upstream,
     id: BlobId,
 ) -> Result<VerifiedMetadata, UpstreamError> {
-    let config = *inner.topology.config();
+    let config = *inner.committees.current().config();
     let bytes = inner
         .upstream_client
         .metadata(
