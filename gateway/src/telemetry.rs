@@ -174,6 +174,15 @@ impl Telemetry {
         });
     }
 
+    /// Count a storage node whose TLS certificate did not carry its pinned network key (also
+    /// counted by [`Telemetry::node_failure`] with reason `tls_pin`; this family is the alarm).
+    pub fn node_tls_pin_failure(&self, node: &str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("walrus_gateway_node_tls_pin_failures_total", "node" => node.to_owned())
+                .increment(1)
+        });
+    }
+
     /// Count the result of asking an upstream (`served`, or an `UpstreamError::kind`). Labels
     /// are the configured upstream URLs, so the series count is bounded.
     pub fn upstream_result(&self, upstream: &str, result: &'static str) {
