@@ -3,10 +3,10 @@
 //!
 //! A read follows the modules in order: [`api`] (routes, headers, ranges, the one error mapping)
 //! → [`cache`] (verified blobs only) → [`fill`] (single-flight fills, sliver scheduling,
-//! verification and decoding off the reactor) → [`nodes`] (HTTP client for storage nodes) →
-//! `codec`. [`server`] accepts connections (HTTP/1.1 and h2c on one port, HTTP/1.1 and HTTP/2
-//! over TLS from [`tls`], HTTP/3 over QUIC in [`h3`]) and drains them on shutdown;
-//! [`telemetry`] holds the per-gateway Prometheus metrics.
+//! verification and decoding off the reactor) → [`nodes`] (HTTP(S) client for storage nodes, TLS
+//! pinned to their network keys by [`node_tls`]) → `codec`. [`server`] accepts connections
+//! (HTTP/1.1 and h2c on one port, HTTP/1.1 and HTTP/2 over TLS from [`tls`], HTTP/3 over QUIC in
+//! [`h3`]) and drains them on shutdown; [`telemetry`] holds the per-gateway Prometheus metrics.
 //!
 //! Guarantees: no byte reaches a client or the cache before the sliver or blob it belongs to was
 //! checked against the Blob ID; concurrent reads of one blob share one fill; every upstream call
@@ -24,6 +24,7 @@ pub mod h1;
 pub mod h3;
 pub mod memfile;
 pub mod models;
+pub mod node_tls;
 pub mod nodes;
 pub mod publish;
 pub mod server;

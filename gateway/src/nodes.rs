@@ -1,21 +1,31 @@
 //! The storage nodes: who holds which sliver (the committee and SPEC §7's rotation) and a small
 //! HTTP client for their REST API (SPEC §10).
 //!
-//! The client speaks plain HTTP/1.1 through hyper-util's pooled legacy client. Every request has
-//! a timeout covering headers and body, every body a byte limit checked while it streams in, and
-//! every failure becomes a [`NodeError`] that says what the node did wrong, so the fill can log
-//! and count it per node. Nothing here trusts a reply: bodies come back as raw bytes for the
-//! fill to decode and verify.
+//! The client speaks plain HTTP/1.1 to `http://` nodes (the simulator) through hyper-util's
+//! pooled legacy client, and HTTPS to `https://` nodes (real Walrus nodes, NETWORK.md §6): one
+//! client per (origin, key), made on first use, whose TLS accepts only a certificate carrying
+//! the node's on-chain `network_public_key` ([`crate::node_tls`]), offers ALPN `h2` and
+//! `http/1.1`, and multiplexes every request to the node over one HTTP/2 connection when the
+//! node speaks it. Every request has a timeout covering headers and body, every body a byte
+//! limit checked while it streams in, and every failure becomes a [`NodeError`] that says what
+//! the node did wrong, so the fill can log and count it per node; a certificate without the
+//! pinned key is [`NodeError::Pinning`]. Nothing here trusts a reply: bodies come back as raw
+//! bytes for the fill to decode and verify.
 
+use crate::node_tls::{self, NetworkKey};
 use bytes::Bytes;
 use codec::{BlobId, SliverKind};
-use http::{Request, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use storage_sim::committee::{Committee, CommitteeNode};
+use storage_sim::committee::{parse_network_key, Committee, CommitteeNode};
 
 /// Why a committee cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,27 +52,37 @@ pub enum TopologyError {
         url: String,
         reason: String,
     },
+    #[error("node {node:?} has network_public_key {key:?}: expected 66 hex digits of a compressed P-256 point")]
+    BadKey { node: String, key: String },
+}
+
+/// Where a node is reached: its base URL and the key its TLS certificate must carry.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// Without a trailing slash.
+    base: String,
+    /// The on-chain `network_public_key`; required (and pinned) for `https://`.
+    key: Option<NetworkKey>,
 }
 
 /// The committee with a shard → node table, checked once so lookups cannot fail.
 #[derive(Debug, Clone)]
 pub struct Topology {
     nodes: Vec<CommitteeNode>,
-    /// Base URL of each node, without a trailing slash.
-    bases: Vec<String>,
+    endpoints: Vec<Endpoint>,
     shard_owner: Vec<usize>,
     config: codec::EncodingConfig,
 }
 
 impl Topology {
-    /// Check that every shard `0..n` belongs to exactly one node with a usable `http://` URL.
-    /// A committee without nodes is allowed: a gateway that reads only from upstreams (it then
-    /// never asks a node, and cannot publish).
+    /// Check that every shard `0..n` belongs to exactly one node with a usable URL: `http://`,
+    /// or `https://` with a `network_public_key` to pin. A committee without nodes is allowed:
+    /// a gateway that reads only from upstreams (it then never asks a node, and cannot publish).
     pub fn new(committee: Committee) -> Result<Self, TopologyError> {
         let n = committee.n_shards;
         let config = codec::EncodingConfig::new(n).map_err(|_| TopologyError::BadShardCount(n))?;
         let mut owner: Vec<Option<usize>> = vec![None; usize::from(n)];
-        let mut bases = Vec::with_capacity(committee.nodes.len());
+        let mut endpoints = Vec::with_capacity(committee.nodes.len());
         for (i, node) in committee.nodes.iter().enumerate() {
             let base = node.url.trim_end_matches('/').to_owned();
             let bad = |reason: &str| TopologyError::BadUrl {
@@ -70,11 +90,27 @@ impl Topology {
                 url: node.url.clone(),
                 reason: reason.to_owned(),
             };
+            let key = match &node.network_public_key {
+                Some(hex) => Some(parse_network_key(hex).ok_or_else(|| TopologyError::BadKey {
+                    node: node.name.clone(),
+                    key: hex.clone(),
+                })?),
+                None => None,
+            };
             let uri: Uri = base.parse().map_err(|_| bad("not a URI"))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(bad("only http://host:port URLs are supported"));
+            if uri.authority().is_none() {
+                return Err(bad("no host"));
             }
-            bases.push(base);
+            match (uri.scheme_str(), key) {
+                (Some("http"), _) | (Some("https"), Some(_)) => {}
+                (Some("https"), None) => {
+                    return Err(bad(
+                        "https:// needs the node's network_public_key (its certificate's key)",
+                    ))
+                }
+                _ => return Err(bad("only http:// and https:// URLs are supported")),
+            }
+            endpoints.push(Endpoint { base, key });
             for &shard in &node.shards {
                 let slot = owner.get_mut(usize::from(shard)).ok_or_else(|| {
                     TopologyError::ShardOutOfRange {
@@ -96,7 +132,7 @@ impl Topology {
         if committee.nodes.is_empty() {
             return Ok(Self {
                 nodes: Vec::new(),
-                bases,
+                endpoints,
                 shard_owner: Vec::new(),
                 config,
             });
@@ -108,7 +144,7 @@ impl Topology {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             nodes: committee.nodes,
-            bases,
+            endpoints,
             shard_owner,
             config,
         })
@@ -126,6 +162,17 @@ impl Topology {
         &self.nodes[index]
     }
 
+    /// The node's base URL, without a trailing slash.
+    pub fn base_url(&self, index: usize) -> &str {
+        &self.endpoints[index].base
+    }
+
+    /// The node's on-chain `network_public_key`, if the committee gives it. An `https://` node
+    /// always has one, and its TLS certificate must carry it.
+    pub fn network_key(&self, index: usize) -> Option<&NetworkKey> {
+        self.endpoints[index].key.as_ref()
+    }
+
     /// Shards a node holds: its weight when counting "not found" replies toward a quorum.
     pub fn weight(&self, index: usize) -> u16 {
         self.nodes[index].shards.len() as u16
@@ -138,17 +185,17 @@ impl Topology {
     }
 
     fn metadata_url(&self, node: usize, blob_id: &BlobId) -> String {
-        format!("{}/v1/blobs/{blob_id}/metadata", self.bases[node])
+        format!("{}/v1/blobs/{blob_id}/metadata", self.endpoints[node].base)
     }
 
     fn status_url(&self, node: usize, blob_id: &BlobId) -> String {
-        format!("{}/v1/blobs/{blob_id}/status", self.bases[node])
+        format!("{}/v1/blobs/{blob_id}/status", self.endpoints[node].base)
     }
 
     fn sliver_url(&self, node: usize, blob_id: &BlobId, pair: u16, kind: SliverKind) -> String {
         format!(
             "{}/v1/blobs/{blob_id}/slivers/{pair}/{}",
-            self.bases[node],
+            self.endpoints[node].base,
             kind.as_str()
         )
     }
@@ -169,6 +216,10 @@ pub enum NodeError {
     TooLarge { limit: usize },
     #[error("malformed request URL {0:?}")]
     BadUrl(String),
+    /// The node's TLS certificate does not carry its pinned network key (or is not a P-256
+    /// certificate at all): it may not be the node the committee names.
+    #[error("TLS certificate refused: {0}")]
+    Pinning(String),
 }
 
 impl NodeError {
@@ -181,6 +232,7 @@ impl NodeError {
             NodeError::Status { .. } => "status",
             NodeError::TooLarge { .. } => "too_large",
             NodeError::BadUrl(_) => "bad_url",
+            NodeError::Pinning(_) => "tls_pin",
         }
     }
 }
@@ -188,11 +240,29 @@ impl NodeError {
 /// Bytes of an error body read to find the Walrus reason code.
 const ERROR_BODY_LIMIT: usize = 4096;
 
-/// Pooled HTTP client for storage nodes.
+/// TCP connect timeout to a node (NETWORK.md §6.3, the Rust SDK's).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type PlainClient = Client<HttpConnector, Full<Bytes>>;
+type PinnedClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Pooled HTTP(S) client for storage nodes; clones share the pools.
 #[derive(Clone)]
 pub struct NodeClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// `http://` nodes.
+    plain: PlainClient,
+    /// `https://` nodes: one client (so one pool, and one HTTP/2 connection) per origin and
+    /// pinned key, made on first use. Bounded by the committee: one entry per node.
+    pinned: Arc<Mutex<HashMap<(String, NetworkKey), PinnedClient>>>,
+    /// Origins whose certificate did not carry the pinned key, and when: they are not asked
+    /// again for [`PIN_HOLD`], time for the committee watcher (asked by the fill) to re-read
+    /// the node's pool object, which may carry a new key or address.
+    refused: Arc<Mutex<HashMap<(String, NetworkKey), std::time::Instant>>>,
 }
+
+/// How long a node whose certificate failed the pin is left alone (the committee watcher's
+/// grace period between requested refreshes).
+pub const PIN_HOLD: Duration = Duration::from_secs(10);
 
 impl Default for NodeClient {
     fn default() -> Self {
@@ -204,12 +274,96 @@ impl NodeClient {
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let plain = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { client }
+        Self {
+            plain,
+            pinned: Arc::default(),
+            refused: Arc::default(),
+        }
+    }
+
+    /// An HTTPS client that trusts only certificates carrying `key`: ALPN `h2`, `http/1.1`;
+    /// HTTP/2 keep-alive pings every 30 s (5 s to answer, also while idle) and an adaptive
+    /// window, as the Walrus Rust SDK (NETWORK.md §6.3). Idle connections are closed after
+    /// 5 minutes, so an HTTP/1.1 node's burst of connections does not stay open for good.
+    fn pinned_client(key: NetworkKey) -> PinnedClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(node_tls::client_config(key))
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(256)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_while_idle(true)
+            .http2_adaptive_window(true)
+            .build(connector)
+    }
+
+    /// Send `request`: over plain HTTP for `http://`, over TLS pinned to `pin` for `https://`
+    /// (without a pin that is a [`NodeError::BadUrl`]; [`Topology`] never makes one).
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        pin: Option<&NetworkKey>,
+    ) -> Result<Response<Incoming>, NodeError> {
+        let uri = request.uri();
+        let sent = match (uri.scheme_str(), uri.authority()) {
+            (Some("https"), Some(authority)) => {
+                let Some(key) = pin else {
+                    return Err(NodeError::BadUrl(uri.to_string()));
+                };
+                let origin = (authority.as_str().to_owned(), *key);
+                if let Some(at) = self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&origin)
+                    .filter(|at| at.elapsed() < PIN_HOLD)
+                {
+                    return Err(NodeError::Pinning(format!(
+                        "its certificate did not carry the on-chain key {:?} ago; not asked again \
+                         until its pool object is re-read",
+                        at.elapsed()
+                    )));
+                }
+                let client = self
+                    .pinned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry((authority.as_str().to_owned(), *key))
+                    .or_insert_with(|| Self::pinned_client(*key))
+                    .clone();
+                let sent = client.request(request).await;
+                if sent
+                    .as_ref()
+                    .is_err_and(|e| node_tls::pin_failure(e).is_some())
+                {
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(origin, std::time::Instant::now());
+                }
+                sent
+            }
+            _ => self.plain.request(request).await,
+        };
+        sent.map_err(|e| match node_tls::pin_failure(&e) {
+            Some(pin) => NodeError::Pinning(pin.to_string()),
+            None => NodeError::Transport(error_chain(&e)),
+        })
     }
 
     /// `GET /v1/blobs/{id}/metadata` on `node`: the BCS body, at most `limit` bytes.
@@ -221,8 +375,13 @@ impl NodeClient {
         limit: usize,
         timeout: Duration,
     ) -> Result<Bytes, NodeError> {
-        self.get(&topology.metadata_url(node, blob_id), limit, timeout)
-            .await
+        self.get(
+            &topology.metadata_url(node, blob_id),
+            topology.network_key(node),
+            limit,
+            timeout,
+        )
+        .await
     }
 
     /// `GET /v1/blobs/{id}/status` on `node`: the JSON body, at most `limit` bytes.
@@ -234,8 +393,13 @@ impl NodeClient {
         limit: usize,
         timeout: Duration,
     ) -> Result<Bytes, NodeError> {
-        self.get(&topology.status_url(node, blob_id), limit, timeout)
-            .await
+        self.get(
+            &topology.status_url(node, blob_id),
+            topology.network_key(node),
+            limit,
+            timeout,
+        )
+        .await
     }
 
     /// `GET /v1/blobs/{id}/slivers/{pair}/{kind}` on the node holding `pair`.
@@ -251,36 +415,40 @@ impl NodeClient {
         let node = topology.node_for_pair(blob_id, pair);
         self.get(
             &topology.sliver_url(node, blob_id, pair, kind),
+            topology.network_key(node),
             limit,
             timeout,
         )
         .await
     }
 
-    /// GET `url` and return a 200 body of at most `limit` bytes, all within `timeout`.
+    /// GET `url` and return a 200 body of at most `limit` bytes, all within `timeout`. An
+    /// `https://` URL needs `pin`, the node's network key (see [`Topology::network_key`]).
     pub async fn get(
         &self,
         url: &str,
+        pin: Option<&NetworkKey>,
         limit: usize,
         timeout: Duration,
     ) -> Result<Bytes, NodeError> {
-        match tokio::time::timeout(timeout, self.get_inner(url, limit)).await {
+        match tokio::time::timeout(timeout, self.get_inner(url, pin, limit)).await {
             Ok(result) => result,
             Err(_) => Err(NodeError::Timeout(timeout)),
         }
     }
 
-    async fn get_inner(&self, url: &str, limit: usize) -> Result<Bytes, NodeError> {
+    async fn get_inner(
+        &self,
+        url: &str,
+        pin: Option<&NetworkKey>,
+        limit: usize,
+    ) -> Result<Bytes, NodeError> {
         let uri: Uri = url.parse().map_err(|_| NodeError::BadUrl(url.to_owned()))?;
         let request = Request::get(uri)
             .header(http::header::ACCEPT, "application/octet-stream")
             .body(Full::new(Bytes::new()))
             .map_err(|_| NodeError::BadUrl(url.to_owned()))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| NodeError::Transport(error_chain(&e)))?;
+        let response = self.send(request, pin).await?;
         let status = response.status();
         if status == StatusCode::OK {
             if let Some(len) = content_length(response.headers()) {
@@ -307,19 +475,22 @@ impl NodeClient {
 
 impl NodeClient {
     /// PUT a BCS `body` to `url` within `timeout`: `Ok(true)` when the node already held it
-    /// (200), `Ok(false)` when it stored or buffered it (201/202).
-    pub async fn put(&self, url: &str, body: Bytes, timeout: Duration) -> Result<bool, NodeError> {
+    /// (200), `Ok(false)` when it stored or buffered it (201/202). An `https://` URL needs
+    /// `pin`, as for [`NodeClient::get`].
+    pub async fn put(
+        &self,
+        url: &str,
+        pin: Option<&NetworkKey>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<bool, NodeError> {
         let exchange = async {
             let uri: Uri = url.parse().map_err(|_| NodeError::BadUrl(url.to_owned()))?;
             let request = Request::put(uri)
                 .header(http::header::CONTENT_TYPE, "application/octet-stream")
                 .body(Full::new(body))
                 .map_err(|_| NodeError::BadUrl(url.to_owned()))?;
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| NodeError::Transport(error_chain(&e)))?;
+            let response = self.send(request, pin).await?;
             let status = response.status();
             // Read the (small JSON) answer so the connection goes back to the pool.
             let answer = read_limited(response.into_body(), ERROR_BODY_LIMIT)
@@ -350,8 +521,13 @@ impl NodeClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<bool, NodeError> {
-        self.put(&topology.metadata_url(node, blob_id), body, timeout)
-            .await
+        self.put(
+            &topology.metadata_url(node, blob_id),
+            topology.network_key(node),
+            body,
+            timeout,
+        )
+        .await
     }
 
     /// `PUT /v1/blobs/{id}/slivers/{pair}/{kind}` on the node holding `pair`.
@@ -367,6 +543,7 @@ impl NodeClient {
         let node = topology.node_for_pair(blob_id, pair);
         self.put(
             &topology.sliver_url(node, blob_id, pair, kind),
+            topology.network_key(node),
             body,
             timeout,
         )
@@ -485,6 +662,58 @@ mod tests {
             Topology::new(committee(vec![], 2)),
             Err(TopologyError::BadShardCount(2))
         ));
+    }
+
+    #[test]
+    fn https_nodes_need_a_network_key_and_keep_it() {
+        let key = format!("03{}", "ab".repeat(32));
+        let mut c = committee(
+            vec![
+                ("https://node.example:9185/", (0..5).collect()),
+                ("http://127.0.0.1:2", (5..10).collect()),
+            ],
+            10,
+        );
+        c.nodes[0].network_public_key = Some(key.clone());
+        let t = Topology::new(c.clone()).unwrap();
+        assert_eq!(t.base_url(0), "https://node.example:9185");
+        let mut expected = [0xab; 33];
+        expected[0] = 0x03;
+        assert_eq!(t.network_key(0), Some(&expected));
+        assert_eq!(t.network_key(1), None);
+        let id = BlobId([7; 32]);
+        assert_eq!(
+            t.metadata_url(0, &id),
+            format!("https://node.example:9185/v1/blobs/{id}/metadata")
+        );
+
+        let mut without = c.clone();
+        without.nodes[0].network_public_key = None;
+        assert!(matches!(
+            Topology::new(without),
+            Err(TopologyError::BadUrl { .. })
+        ));
+        let mut malformed = c.clone();
+        malformed.nodes[0].network_public_key = Some(format!("04{}", "ab".repeat(32)));
+        assert!(matches!(
+            Topology::new(malformed),
+            Err(TopologyError::BadKey { .. })
+        ));
+        let mut other_scheme = c;
+        other_scheme.nodes[0].url = "ftp://node.example".to_owned();
+        assert!(matches!(
+            Topology::new(other_scheme),
+            Err(TopologyError::BadUrl { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_https_url_without_a_pin_is_refused_before_connecting() {
+        let client = NodeClient::new();
+        let result = client
+            .get("https://127.0.0.1:9/x", None, 10, Duration::from_secs(5))
+            .await;
+        assert!(matches!(result, Err(NodeError::BadUrl(_))), "{result:?}");
     }
 
     #[test]

@@ -178,6 +178,15 @@ impl Telemetry {
         });
     }
 
+    /// Count a storage node whose TLS certificate did not carry its pinned network key (also
+    /// counted by [`Telemetry::node_failure`] with reason `tls_pin`; this family is the alarm).
+    pub fn node_tls_pin_failure(&self, node: &str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_node_tls_pin_failures_total", "node" => node.to_owned())
+                .increment(1)
+        });
+    }
+
     /// Count the result of asking an upstream (`served`, or an `UpstreamError::kind`). Labels
     /// are the configured upstream URLs, so the series count is bounded.
     pub fn upstream_result(&self, upstream: &str, result: &'static str) {
@@ -238,14 +247,6 @@ impl Telemetry {
                 },
             );
             metrics::gauge!("gateway_chain_committee_nodes").set(c.current.len() as f64);
-        });
-    }
-
-    /// Count a storage node whose TLS certificate did not carry its on-chain key.
-    pub fn node_pin_failure(&self, node: &str) {
-        metrics::with_local_recorder(&self.recorder, || {
-            metrics::counter!("gateway_node_tls_pin_failures_total", "node" => node.to_owned())
-                .increment(1)
         });
     }
 

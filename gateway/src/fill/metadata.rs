@@ -61,6 +61,16 @@ pub(super) async fn fetch_metadata(
                 }
                 continue;
             }
+            Err(e @ NodeError::Pinning(_)) => {
+                failed += 1;
+                inner.telemetry.node_failure(name, e.kind());
+                inner.telemetry.node_tls_pin_failure(name);
+                // The node may have a new key or address on chain: re-read its pool object.
+                inner.committees.request_refresh();
+                tracing::warn!(node = %name, blob_id = %id, error = %e,
+                    "storage node's TLS certificate does not carry its on-chain network key");
+                continue;
+            }
             Err(e) => {
                 failed += 1;
                 inner.telemetry.node_failure(name, e.kind());

@@ -244,7 +244,14 @@ pub(super) async fn collect_slivers(
                 let node = topology.node_for_pair(&id, want.pair);
                 let name = &topology.node(node).name;
                 inner.telemetry.node_failure(name, failure.kind());
-                if failure.is_lie() {
+                if let SliverFailure::Node(NodeError::Pinning(_)) = failure {
+                    inner.telemetry.node_tls_pin_failure(name);
+                    // The node may have a new key or address on chain: re-read its pool object.
+                    inner.committees.request_refresh();
+                    tracing::warn!(node = %name, blob_id = %id, pair = want.pair,
+                        kind = want.kind.as_str(), error = %failure,
+                        "storage node's TLS certificate does not carry its on-chain network key");
+                } else if failure.is_lie() {
                     tracing::warn!(node = %name, blob_id = %id, pair = want.pair,
                         kind = want.kind.as_str(), error = %failure,
                         "storage node served an invalid sliver; asking for another");
