@@ -19,6 +19,7 @@
 
 pub mod api;
 mod body;
+pub mod chain_view;
 pub mod committee;
 pub mod faults;
 mod network;
