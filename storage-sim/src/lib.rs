@@ -27,6 +27,7 @@ mod node;
 pub mod persist;
 mod response;
 mod store;
+pub mod sui;
 
 use std::path::PathBuf;
 
