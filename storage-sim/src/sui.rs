@@ -43,6 +43,10 @@
 //!   (base64 as one string for text); errors carry `grpc-status`/`grpc-message` headers and a
 //!   trailer frame. CORS: `OPTIONS` preflights get `204`, answers allow any origin.
 //!
+//! `GetServiceInfo` answers [`CHAIN_ID`], [`CHAIN_NAME`], `epoch` = the Walrus epoch (the sim
+//! has no separate Sui epoch), `checkpoint_height` = gRPC calls served so far, and the time.
+//! Native gRPC over HTTP/1.1 gets its trailers only if the client sent `te: trailers`.
+//!
 //! Request bodies over [`MAX_REQUEST_BYTES`] get `RESOURCE_EXHAUSTED`; malformed framing,
 //! base64 or protobuf `INVALID_ARGUMENT`. The read mask is honoured (`FieldMask::selects`;
 //! default `object_id,version,digest`; unknown paths are ignored); `BatchGetObjects` uses the
@@ -489,7 +493,7 @@ fn object_envelope(object: &SimObject, version: u64, previous_transaction: &[u8;
 // Server
 // ---------------------------------------------------------------------------------------------
 
-/// A running simulated Sui full node.
+/// A running simulated Sui full node. Dropping it stops it too, without waiting.
 #[derive(Debug)]
 pub struct SuiSim {
     addr: SocketAddr,
