@@ -19,6 +19,7 @@
 
 pub mod api;
 mod body;
+pub mod chain_view;
 pub mod committee;
 pub mod faults;
 mod network;
@@ -26,6 +27,7 @@ mod node;
 pub mod persist;
 mod response;
 mod store;
+pub mod sui;
 
 use std::path::PathBuf;
 
