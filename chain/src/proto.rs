@@ -114,6 +114,8 @@ pub struct GetObjectResult {
 }
 
 pub mod get_object_result {
+    // An object result is the common case; boxing it would cost an allocation per object.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Result {
         #[prost(message, tag = "1")]
