@@ -62,7 +62,9 @@ pub enum CommitteeError {
     EmptyName { index: usize },
     #[error("node name {0:?} is used by more than one node")]
     DuplicateName(String),
-    #[error("node {node:?} has URL {url:?}, expected http://, or https:// with a network_public_key")]
+    #[error(
+        "node {node:?} has URL {url:?}, expected http://, or https:// with a network_public_key"
+    )]
     BadUrl { node: String, url: String },
     #[error("node {node:?} has network_public_key {key:?}: expected 66 hex digits of a compressed P-256 point (02 or 03 first)")]
     BadKey { node: String, key: String },
