@@ -13,19 +13,27 @@
 //! * `GET /v1/health[?detailed=true]` (`ServiceHealthInfo`).
 //!
 //! What is simulated rather than real: there is no chain, so any blob whose metadata a node
-//! holds counts as registered and certified: its status is `permanent`, certified in epoch 1
-//! (the simulated epoch, never advancing) and ending in epoch 53, with a status event whose
-//! `txDigest` is derived from the Blob ID. A blob without metadata is `nonexistent`. The
-//! `?pending=` flag is accepted and ignored (nothing is ever `buffered`). There is no TLS, no
-//! blocklist (no 451) and no recovery, decoding-symbol, inconsistency-proof, confirmation or
-//! shard-sync endpoint: those answer `404 UNKNOWN_ENDPOINT`. The health public key is a fixed
-//! fake per node.
+//! holds counts as registered and certified: its status is `permanent`, certified in the epoch
+//! it was first stored in on the network (`initialCertifiedEpoch`, the same on every node) and
+//! ending [`crate::BLOB_LIFETIME_EPOCHS`] later (`endEpoch`, exclusive; blobs never expire),
+//! with a status event whose `txDigest` is derived from the Blob ID. A blob without metadata is
+//! `nonexistent`. The `?pending=` flag is accepted and ignored (nothing is ever `buffered`).
+//! There is no blocklist (no 451) and no recovery, decoding-symbol, inconsistency-proof,
+//! confirmation or shard-sync endpoint: those answer `404 UNKNOWN_ENDPOINT`. The health public
+//! key is a fixed fake per node.
+//!
+//! Shards follow the live epoch ([`crate::epoch`]): a node serves and accepts the slivers of
+//! the shards it owns; during `EpochChangeSync` it also serves (read only) those it gave away;
+//! anything else is `400 FAILED_PRECONDITION / SHARD_NOT_ASSIGNED` with the current epoch.
 //!
 //! Admin (never subject to faults, loopback peers only, else `403`):
-//! `GET /sim/faults[?node=I|NAME]` returns a node's [`NodeFaults`]; `POST` with a JSON
-//! [`NodeFaults`] body replaces them and answers once the change took effect (an offline node's
-//! listener is closed, a revived one is listening again). `node` defaults to the node asked, so
-//! an offline node is revived through any other node.
+//! * `GET /sim/faults[?node=I|NAME]` returns a node's [`NodeFaults`]; `POST` with a JSON
+//!   [`NodeFaults`] body replaces them and answers once the change took effect (an offline
+//!   node's listener is closed, a revived one is listening again). `node` defaults to the node
+//!   asked, so an offline node is revived through any other node.
+//! * `POST /sim/advance-epoch` advances the epoch and answers `{"epoch":E,"moved_shards":K}`.
+//! * `POST /sim/move-node[?node=I|NAME]` moves a node (default: the one asked) to a new port
+//!   and answers its new `"127.0.0.1:PORT"`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -57,6 +65,8 @@ enum Route<'a> {
     SliverStatus(&'a str, &'a str, &'a str),
     BlobStatus(&'a str),
     AdminFaults,
+    AdminAdvanceEpoch,
+    AdminMoveNode,
     Unknown,
 }
 
@@ -73,6 +83,8 @@ impl<'a> Route<'a> {
             }
             ["v1", "blobs", id, "status"] => Route::BlobStatus(id),
             ["sim", "faults"] => Route::AdminFaults,
+            ["sim", "advance-epoch"] => Route::AdminAdvanceEpoch,
+            ["sim", "move-node"] => Route::AdminMoveNode,
             _ => Route::Unknown,
         }
     }
@@ -84,6 +96,7 @@ impl<'a> Route<'a> {
                 (method == Method::GET || method == Method::PUT, "GET,PUT")
             }
             Route::AdminFaults => (method == Method::GET || method == Method::POST, "GET,POST"),
+            Route::AdminAdvanceEpoch | Route::AdminMoveNode => (method == Method::POST, "POST"),
             Route::Unknown => (true, ""),
             _ => (method == Method::GET, "GET"),
         };
@@ -123,10 +136,32 @@ pub(crate) async fn handle(
     if let Err(allow) = route.allowed(request.method()) {
         return response::method_not_allowed(allow);
     }
-    if route == Route::AdminFaults {
-        return admin(&shared, index, peer, request)
-            .await
-            .unwrap_or_else(ApiError::into_response);
+    if matches!(
+        route,
+        Route::AdminFaults | Route::AdminAdvanceEpoch | Route::AdminMoveNode
+    ) {
+        if !peer.ip().is_loopback() {
+            return ApiError::AdminNotLoopback.into_response();
+        }
+        let answer = match route {
+            Route::AdminFaults => admin(&shared, index, request).await,
+            Route::AdminAdvanceEpoch => shared
+                .advance_epoch()
+                .await
+                .map(|change| response::success(StatusCode::OK, change))
+                .map_err(admin_error),
+            _ => {
+                let key = query_param(request.uri().query(), "node")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| index.to_string());
+                shared
+                    .move_node(&key)
+                    .await
+                    .map(|address| response::success(StatusCode::OK, address))
+                    .map_err(admin_error)
+            }
+        };
+        return answer.unwrap_or_else(ApiError::into_response);
     }
     route.count(request.method(), node);
 
@@ -146,7 +181,7 @@ pub(crate) async fn handle(
             ApiError::Unavailable.into_response()
         }
     } else {
-        dispatch(&shared, node, &faults, route, request)
+        dispatch(&shared, index, &faults, route, request)
             .await
             .unwrap_or_else(ApiError::into_response)
     };
@@ -155,15 +190,16 @@ pub(crate) async fn handle(
 }
 
 async fn dispatch(
-    shared: &Shared,
-    node: &NodeState,
+    shared: &Arc<Shared>,
+    index: usize,
     faults: &NodeFaults,
     route: Route<'_>,
     request: Request<Incoming>,
 ) -> Result<Response<SimBody>, ApiError> {
+    let node = &shared.nodes[index];
     let put = request.method() == Method::PUT;
     match route {
-        Route::Health => Ok(health(shared, node, request.uri().query())),
+        Route::Health => Ok(health(shared, index, request.uri().query())),
         Route::Metadata(id) if put => put_metadata(shared, node, parse_blob_id(id)?, request).await,
         Route::Metadata(id) => get_metadata(shared, node, faults, parse_blob_id(id)?).await,
         Route::MetadataStatus(id) => {
@@ -174,14 +210,14 @@ async fn dispatch(
         Route::Sliver(id, pair, kind) => {
             let (id, pair, kind) = parse_sliver_path(shared, id, pair, kind)?;
             if put {
-                put_sliver(shared, node, id, pair, kind, request).await
+                put_sliver(shared, index, id, pair, kind, request).await
             } else {
-                get_sliver(shared, node, faults, id, pair, kind)
+                get_sliver(shared, index, faults, id, pair, kind)
             }
         }
         Route::SliverStatus(id, pair, kind) => {
             let (id, pair, kind) = parse_sliver_path(shared, id, pair, kind)?;
-            check_shard(shared, node, &id, pair)?;
+            check_shard(shared, index, &id, pair, Access::Read)?;
             let stored = !faults.lie_not_found && node.store.sliver(&id, pair, kind).is_some();
             Ok(response::success(StatusCode::OK, stored_status(stored)))
         }
@@ -190,13 +226,15 @@ async fn dispatch(
             let known = !faults.lie_not_found && node.store.metadata(&id).is_some();
             Ok(response::success(
                 StatusCode::OK,
-                blob_status(shared, known.then_some(&id)),
+                blob_status(shared, node, known.then_some(&id)),
             ))
         }
-        Route::AdminFaults | Route::Unknown => Err(ApiError::UnknownEndpoint {
-            method: request.method().to_string(),
-            path: request.uri().path().chars().take(200).collect(),
-        }),
+        Route::AdminFaults | Route::AdminAdvanceEpoch | Route::AdminMoveNode | Route::Unknown => {
+            Err(ApiError::UnknownEndpoint {
+                method: request.method().to_string(),
+                path: request.uri().path().chars().take(200).collect(),
+            })
+        }
     }
 }
 
@@ -231,15 +269,34 @@ fn parse_sliver_path(
     Ok((id, pair, kind))
 }
 
-/// The pair's shard (SPEC §7 rotation) must be one of this node's.
-fn check_shard(shared: &Shared, node: &NodeState, id: &BlobId, pair: u16) -> Result<(), ApiError> {
+/// Serving a sliver, or storing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The pair's shard (SPEC §7 rotation) must be one of this node's in the current epoch (for
+/// reads, also one it gave away while the epoch change syncs).
+fn check_shard(
+    shared: &Shared,
+    index: usize,
+    id: &BlobId,
+    pair: u16,
+    access: Access,
+) -> Result<(), ApiError> {
     let shard = id.shard_for_pair(pair, shared.config.n_shards());
-    if node.owns_shard(shard) {
+    let info = shared.epoch_info();
+    let allowed = match access {
+        Access::Read => info.may_read(index, shard),
+        Access::Write => info.may_write(index, shard),
+    };
+    if allowed {
         Ok(())
     } else {
         Err(ApiError::ShardNotAssigned {
             shard,
-            epoch: shared.epoch,
+            epoch: info.epoch,
         })
     }
 }
@@ -272,16 +329,17 @@ async fn get_metadata(
 
 fn get_sliver(
     shared: &Shared,
-    node: &NodeState,
+    index: usize,
     faults: &NodeFaults,
     id: BlobId,
     pair: u16,
     kind: SliverKind,
 ) -> Result<Response<SimBody>, ApiError> {
+    let node = &shared.nodes[index];
     if faults.lie_not_found || node.store.metadata(&id).is_none() {
         return Err(ApiError::SliverNotFound);
     }
-    check_shard(shared, node, &id, pair)?;
+    check_shard(shared, index, &id, pair, Access::Read)?;
     let bytes = node
         .store
         .sliver(&id, pair, kind)
@@ -377,7 +435,11 @@ async fn put_metadata(
         VerifiedMetadata::verify(id, metadata, shared.config).map_err(ApiError::InvalidMetadata)?;
     let with_id = Bytes::from(bcs::encode_metadata_with_id(&id, verified.metadata()));
     let verified = Arc::new(verified);
-    let stored = run_storage(node, move |store| store.insert_metadata(verified, with_id)).await?;
+    let certified = shared.certify(id);
+    let stored = run_storage(node, move |store| {
+        store.insert_metadata(verified, with_id, certified)
+    })
+    .await?;
     Ok(if stored {
         response::success(StatusCode::CREATED, "metadata successfully stored")
     } else {
@@ -386,17 +448,18 @@ async fn put_metadata(
 }
 
 async fn put_sliver(
-    shared: &Shared,
-    node: &NodeState,
+    shared: &Arc<Shared>,
+    index: usize,
     id: BlobId,
     pair: u16,
     kind: SliverKind,
     request: Request<Incoming>,
 ) -> Result<Response<SimBody>, ApiError> {
+    let node = &shared.nodes[index];
     let body = read_body(request, sliver_body_limit(shared, kind)).await?;
     let sliver = bcs::decode_sliver(&body, kind).map_err(ApiError::BcsDecode)?;
     let (metadata, _) = node.store.metadata(&id).ok_or(ApiError::MissingMetadata)?;
-    check_shard(shared, node, &id, pair)?;
+    check_shard(shared, index, &id, pair, Access::Write)?;
     let n = shared.config.n_shards();
     if sliver.index >= n || sliver.pair_index(n) != pair {
         return Err(ApiError::InvalidSliver(format!(
@@ -412,10 +475,21 @@ async fn put_sliver(
         .map_err(|_| ApiError::Internal)?
         .map_err(|e| ApiError::InvalidSliver(e.to_string()))?;
     // The body decoded without trailing bytes and BCS is canonical: it is the sliver's BCS.
+    // Ownership is checked again where the sliver is placed, so an epoch change cannot slip in
+    // between (it would not copy the sliver to the shard's new owner).
+    let placing = shared.clone();
     let stored = run_storage(node, move |store| {
-        store.insert_sliver(&id, pair, kind, body)
+        let _placing = placing.placing();
+        Ok(check_shard(&placing, index, &id, pair, Access::Write)
+            .map(|()| store.insert_sliver(&id, pair, kind, body)))
     })
-    .await?;
+    .await?
+    .and_then(|inserted| {
+        inserted.map_err(|e| {
+            tracing::error!(error = %e, "storage write failed");
+            ApiError::Internal
+        })
+    })?;
     if !stored {
         return Err(ApiError::MissingMetadata);
     }
@@ -444,44 +518,62 @@ async fn run_storage<T: Send + 'static>(
     })
 }
 
-/// `ServiceHealthInfo` (camelCase, as the real node). `?detailed=true` adds `shardDetail`.
-fn health(shared: &Shared, node: &NodeState, query: Option<&str>) -> Response<SimBody> {
+/// `ServiceHealthInfo` (camelCase, as the real node). `?detailed=true` adds `shardDetail`;
+/// shards given away and still served during a sync are `readOnly` (in `other`).
+fn health(shared: &Shared, index: usize, query: Option<&str>) -> Response<SimBody> {
+    let node = &shared.nodes[index];
     let uptime = shared.started.elapsed();
-    let owned: Vec<u16> = node.owned_shards().collect();
+    let (epoch, owned, read_only) = {
+        let info = shared.epoch_info();
+        (
+            info.epoch,
+            info.current[index].clone(),
+            info.read_only(index),
+        )
+    };
     let mut data = serde_json::json!({
         "uptime": {"secs": uptime.as_secs(), "nanos": uptime.subsec_nanos()},
-        "epoch": shared.epoch,
+        "epoch": epoch,
         "publicKey": node.public_key(),
         "nodeStatus": "Active",
         "eventProgress": {"persisted": 0, "pending": 0, "highestFinishedEventIndex": null},
         "shardSummary": {
             "owned": owned.len(),
             "ownedShardStatus": {"unknown": 0, "ready": owned.len(), "inTransfer": 0, "inRecovery": 0},
-            "readOnly": 0,
+            "readOnly": read_only.len(),
         },
     });
     if query_param(query, "detailed") == Some("true") {
-        let detail: Vec<_> = owned
-            .iter()
-            .map(|s| serde_json::json!({"shard": s, "status": "ready"}))
-            .collect();
-        data["shardDetail"] = serde_json::json!({"owned": detail, "other": []});
+        let detail = |shards: &[u16], status: &str| -> Vec<serde_json::Value> {
+            shards
+                .iter()
+                .map(|s| serde_json::json!({"shard": s, "status": status}))
+                .collect()
+        };
+        data["shardDetail"] = serde_json::json!({
+            "owned": detail(&owned, "ready"),
+            "other": detail(&read_only, "readOnly"),
+        });
     }
     response::success(StatusCode::OK, data)
 }
 
 /// `BlobStatus`: `permanent` for a blob whose metadata the node holds (see the module docs for
-/// what is simulated), `nonexistent` otherwise.
-fn blob_status(shared: &Shared, known: Option<&BlobId>) -> serde_json::Value {
+/// what is simulated), `nonexistent` otherwise. Identical on every node holding the blob.
+fn blob_status(shared: &Shared, node: &NodeState, known: Option<&BlobId>) -> serde_json::Value {
     let Some(id) = known else {
         return serde_json::json!("nonexistent");
     };
+    let certified = shared
+        .certified_epoch(id)
+        .or_else(|| node.store.certified_epoch(id))
+        .unwrap_or(1);
     serde_json::json!({"permanent": {
-        "endEpoch": shared.epoch + 52,
+        "endEpoch": certified + crate::BLOB_LIFETIME_EPOCHS,
         "isCertified": true,
         "statusEvent": {"txDigest": base58(id.as_bytes()), "eventSeq": "0"},
         "deletableCounts": {"count_deletable_total": 0, "count_deletable_certified": 0},
-        "initialCertifiedEpoch": shared.epoch,
+        "initialCertifiedEpoch": certified,
     }})
 }
 
@@ -520,16 +612,24 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
         .map(|(_, value)| value)
 }
 
+/// A failed admin action, as an answer.
+fn admin_error(e: crate::SimError) -> ApiError {
+    match e {
+        crate::SimError::InvalidFaults(why) => ApiError::InvalidFaults(why),
+        crate::SimError::UnknownNode(key) => ApiError::NoSuchNode(key),
+        other => {
+            tracing::error!(error = %other, "admin action failed");
+            ApiError::Internal
+        }
+    }
+}
+
 /// `GET|POST /sim/faults[?node=…]`.
 async fn admin(
     shared: &Shared,
     index: usize,
-    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<SimBody>, ApiError> {
-    if !peer.ip().is_loopback() {
-        return Err(ApiError::AdminNotLoopback);
-    }
     let target = match query_param(request.uri().query(), "node") {
         None => index,
         Some(key) => shared
@@ -546,13 +646,7 @@ async fn admin(
     shared
         .apply_faults(target, faults.clone())
         .await
-        .map_err(|e| match e {
-            crate::SimError::InvalidFaults(why) => ApiError::InvalidFaults(why),
-            other => {
-                tracing::error!(error = %other, "applying faults failed");
-                ApiError::Internal
-            }
-        })?;
+        .map_err(admin_error)?;
     Ok(response::success(StatusCode::OK, faults))
 }
 
@@ -591,6 +685,8 @@ mod tests {
         );
         assert_eq!(Route::parse("/v1/blobs/x/recoverySymbols"), Route::Unknown);
         assert_eq!(Route::parse("/sim/faults"), Route::AdminFaults);
+        assert_eq!(Route::parse("/sim/advance-epoch"), Route::AdminAdvanceEpoch);
+        assert_eq!(Route::parse("/sim/move-node"), Route::AdminMoveNode);
         assert_eq!(Route::parse("/v1/health/"), Route::Unknown);
     }
 

@@ -19,6 +19,9 @@
 //! * `wrong_metadata`: the served `BlobMetadataWithId` carries the requested Blob ID followed by
 //!   the metadata of another blob, so only a client that checks the hashes notices.
 //! * `lie_not_found`: 404 for metadata and slivers the node has, and `nonexistent` statuses.
+//! * `wrong_tls_key` (TLS only): connections accepted while it is set get a certificate of
+//!   another key; setting or clearing it closes open connections (gracefully) so clients
+//!   reconnect and see the change.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,9 @@ pub struct NodeFaults {
     pub wrong_metadata: bool,
     /// 404 for everything it has.
     pub lie_not_found: bool,
+    /// With TLS: present a certificate made from another P-256 key (same CN/SAN form), so a
+    /// client pinning the on-chain `network_public_key` must refuse the node.
+    pub wrong_tls_key: bool,
 }
 
 /// Why a fault description is unusable.

@@ -21,7 +21,9 @@ pub mod api;
 mod body;
 pub mod chain_view;
 pub mod committee;
+pub mod epoch;
 pub mod faults;
+pub mod identity;
 mod network;
 mod node;
 pub mod persist;
@@ -31,8 +33,11 @@ pub mod sui;
 
 use std::path::PathBuf;
 
+pub use chain_view::{ChainControl, ChainNode, ChainView};
 pub use committee::{Committee, CommitteeError, CommitteeNode};
+pub use epoch::{EpochChange, BLOB_LIFETIME_EPOCHS};
 pub use faults::{FaultsError, FaultsFile, NodeFaults};
+pub use identity::server_name_from_public_key;
 pub use network::SimNetwork;
 pub use response::{GLOBAL_ERROR_DOMAIN, STORAGE_NODE_ERROR_DOMAIN};
 
@@ -51,6 +56,14 @@ pub struct SimConfig {
     pub assignment: Option<Vec<Vec<u16>>>,
     /// Per-node faults at start; shorter than `nodes` = the rest without faults.
     pub faults: Vec<NodeFaults>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with each node's self-signed certificate of
+    /// its network key; the committee then lists `https://` URLs and the keys.
+    pub tls: bool,
+    /// How long an epoch change stays in `EpochChangeSync` (old owners still serve the shards
+    /// they gave away) before `EpochChangeDone`.
+    pub epoch_sync_ms: u64,
+    /// Advance the epoch every this many seconds; `None` = only when asked.
+    pub epoch_secs: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -62,6 +75,9 @@ impl Default for SimConfig {
             data_dir: None,
             assignment: None,
             faults: Vec::new(),
+            tls: false,
+            epoch_sync_ms: 2000,
+            epoch_secs: None,
         }
     }
 }
@@ -116,6 +132,10 @@ pub enum SimError {
     },
     #[error("no node {node}: the committee has {nodes} nodes")]
     NoSuchNode { node: usize, nodes: usize },
+    #[error("no node {0:?}: expected a node index or name")]
+    UnknownNode(String),
+    #[error("node identity: {0}")]
+    Identity(String),
     #[error("data directory: {0}")]
     DataDir(String),
     #[error("storage write failed: {0}")]

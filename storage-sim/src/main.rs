@@ -5,8 +5,9 @@
 //! ```
 //!
 //! Start-up order on stdout: one `seeded <blob_id> <file>` line per `--seed`, then (after the
-//! committee file is written) `ready` on its own line. Logs go to stderr (`RUST_LOG`). Stops on
-//! Ctrl-C or SIGTERM. See `walrus-sim --help` for every option.
+//! committee file and the certificates are written) `ready` on its own line. The committee
+//! file is rewritten whenever an epoch change or a node move changes it. Logs go to stderr
+//! (`RUST_LOG`). Stops on Ctrl-C or SIGTERM. See `walrus-sim --help` for every option.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ use storage_sim::{FaultsFile, NodeFaults, SimConfig, SimNetwork};
 ///
 /// Prints `seeded <blob_id> <file>` per --seed, then `ready` once the committee file is
 /// written. Faults can be changed at run time with `POST /sim/faults[?node=I]` (JSON body, same
-/// fields as the --faults TOML tables) on any node, from loopback only.
+/// fields as the --faults TOML tables) on any node, from loopback only; `POST
+/// /sim/advance-epoch` and `POST /sim/move-node?node=I` change the epoch and a node's port.
 #[derive(Debug, Parser)]
 #[command(name = "walrus-sim", version)]
 struct Args {
@@ -48,7 +50,7 @@ struct Args {
     /// Faults, TOML: an `[all]` table and `[node.<index or name>]` tables of fault fields
     /// (offline, latency_ms, jitter_ms, bandwidth_bytes_per_sec, error_rate, error_status,
     /// stall, truncate, corrupt_slivers, wrong_index, wrong_symbol_size, wrong_metadata,
-    /// lie_not_found).
+    /// lie_not_found, wrong_tls_key).
     #[arg(long, value_name = "FILE")]
     faults: Option<PathBuf>,
     /// Take the first K nodes offline (connection refused).
@@ -60,6 +62,20 @@ struct Args {
     /// Add this latency to every response of every node (overrides --faults latencies).
     #[arg(long, value_name = "MS")]
     latency_ms: Option<u64>,
+    /// Serve HTTPS: each node presents a self-signed certificate of its P-256 network key
+    /// (CN <key-derived name>.network.walrus.alt, SAN IP:127.0.0.1); the committee file lists
+    /// https:// URLs and each node's network_public_key.
+    #[arg(long)]
+    tls: bool,
+    /// Write every node's certificate (PEM, concatenated) here, e.g. for NODE_EXTRA_CA_CERTS.
+    #[arg(long, value_name = "PATH")]
+    certs_out: Option<PathBuf>,
+    /// Advance the epoch every N seconds (about a third of the shards move each time).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    epoch_secs: Option<u64>,
+    /// How long an epoch change stays in EpochChangeSync, old owners still serving.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    epoch_sync_ms: u64,
 }
 
 impl Args {
@@ -111,6 +127,9 @@ impl Args {
             data_dir: self.data_dir.clone(),
             assignment,
             faults,
+            tls: self.tls,
+            epoch_sync_ms: self.epoch_sync_ms,
+            epoch_secs: self.epoch_secs,
         })
     }
 }
@@ -138,19 +157,48 @@ async fn main() -> anyhow::Result<()> {
     for node in &network.committee().nodes {
         tracing::info!(name = %node.name, url = %node.url, shards = node.shards.len(), "node");
     }
+    let mut committee_writer = None;
     if let Some(path) = &args.committee_out {
         network.committee().save(path)?;
+        committee_writer = Some(tokio::spawn(keep_committee_file(
+            network.clone(),
+            path.clone(),
+        )));
+    }
+    if let Some(path) = &args.certs_out {
+        storage_sim::persist::write_atomic(path, network.certificates_pem().as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     writeln!(stdout, "ready")?;
     stdout.flush()?;
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    if let Some(writer) = committee_writer {
+        writer.abort();
+        let _ = writer.await;
+    }
     match std::sync::Arc::try_unwrap(network) {
         Ok(network) => network.shutdown().await,
         Err(network) => drop(network),
     }
     Ok(())
+}
+
+/// Rewrite the committee file whenever the committee changes (epochs, node moves).
+async fn keep_committee_file(network: std::sync::Arc<SimNetwork>, path: PathBuf) {
+    let mut changed = network.chain_control().changed();
+    let mut last = network.committee();
+    while changed.changed().await.is_ok() {
+        let committee = network.committee();
+        if committee == last {
+            continue;
+        }
+        match committee.save(&path) {
+            Ok(()) => last = committee,
+            Err(e) => tracing::warn!(error = %e, "cannot rewrite the committee file"),
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

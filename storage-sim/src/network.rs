@@ -1,41 +1,68 @@
-//! The simulated committee: start-up (assignment, listeners, data directory), direct seeding,
-//! run-time fault control, counters and shutdown.
+//! The simulated committee: start-up (assignment, keys, listeners, data directory), direct
+//! seeding, run-time fault control, epoch changes, node moves, counters and shutdown.
 //!
 //! Guarantees: after [`SimNetwork::start`] returns, every node that is not `offline` is
-//! listening on the URL in [`SimNetwork::committee`]; a node keeps its port and shards for
-//! the life of the network, whatever its faults.
+//! listening on the URL in [`SimNetwork::committee`]. A node's port changes only by
+//! [`SimNetwork::move_node`], its shards only by [`SimNetwork::advance_epoch`] (see
+//! [`crate::epoch`]), never by faults. A blob is placed on the owners of the epoch it is
+//! stored in; an epoch change waits for placements in progress, then copies the moved slivers
+//! to their new owners before it returns.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codec::{bcs, BlobId, EncodingConfig, SliverKind, VerifiedMetadata};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::chain_view::{ChainControl, ChainNode, ChainView, Control};
 use crate::committee::{Committee, CommitteeNode};
+use crate::epoch::{self, EpochChange, EpochInfo, DEFAULT_EPOCH_DURATION_MS};
 use crate::faults::NodeFaults;
-use crate::node::{self, ListenerState, NodeState};
-use crate::persist::{self, Manifest, NodeDir};
+use crate::identity::{self, NetworkKey, NodeIdentity};
+use crate::node::{self, ListenerState, NodeState, Relocation};
+use crate::persist::{self, EpochFile, Manifest, NodeDir};
 use crate::store::{NodeStore, StoredBlob};
 use crate::{NodeCounters, SimConfig, SimError};
 
-/// The epoch every simulated node reports; the simulation has no epoch changes.
-pub(crate) const SIM_EPOCH: u32 = 1;
-
 /// The content of the blob whose metadata a `wrong_metadata` node serves instead.
 const DECOY_BLOB: &[u8] = b"walrus-sim: the metadata of some other blob";
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// State shared by all nodes' tasks and handlers.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: EncodingConfig,
-    pub epoch: u32,
     pub nodes: Vec<NodeState>,
-    /// Owner node of each shard.
-    pub owner: Vec<usize>,
+    /// Nodes serve HTTPS.
+    pub tls: bool,
+    epoch: RwLock<EpochInfo>,
+    /// Held shared while a blob's metadata and slivers are placed on the current owners, and
+    /// exclusively while the owners change, so no placement straddles an epoch change.
+    placement: RwLock<()>,
+    /// The epoch each blob was first stored in (first write wins, so every node reports the
+    /// same status).
+    certified: RwLock<HashMap<BlobId, u32>>,
     pub started: Instant,
+    first_epoch_start_ms: u64,
+    epoch_sync: Duration,
+    epoch_timer: Mutex<Option<(Duration, JoinHandle<()>)>>,
+    /// One epoch change at a time.
+    advancing: tokio::sync::Mutex<()>,
+    /// Ticks whenever the chain view changes.
+    pub changed: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    data_dir: Option<PathBuf>,
     decoy: OnceLock<Bytes>,
 }
 
@@ -86,7 +113,7 @@ impl Shared {
         match reached {
             ListenerState::Failed(why) => Err(SimError::Rebind {
                 node,
-                port: self.nodes[node].port,
+                port: self.nodes[node].port(),
                 reason: why,
             }),
             _ => Ok(()),
@@ -108,6 +135,298 @@ impl Shared {
         .expect("computing metadata does not panic");
         self.decoy.get_or_init(|| bytes).clone()
     }
+
+    /// The live epoch state (held briefly: never across an `await`).
+    pub(crate) fn epoch_info(&self) -> RwLockReadGuard<'_, EpochInfo> {
+        self.epoch.read().expect("epoch lock poisoned")
+    }
+
+    /// Hold while placing a blob on the current owners (see [`Shared::placement`]).
+    pub(crate) fn placing(&self) -> RwLockReadGuard<'_, ()> {
+        self.placement.read().expect("placement lock poisoned")
+    }
+
+    pub(crate) fn bump_changed(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The certified epoch of a blob stored now: the current epoch, unless it was stored
+    /// before.
+    pub(crate) fn certify(&self, id: BlobId) -> u32 {
+        let epoch = self.epoch_info().epoch;
+        *self
+            .certified
+            .write()
+            .expect("certified lock poisoned")
+            .entry(id)
+            .or_insert(epoch)
+    }
+
+    pub(crate) fn certified_epoch(&self, id: &BlobId) -> Option<u32> {
+        self.certified
+            .read()
+            .expect("certified lock poisoned")
+            .get(id)
+            .copied()
+    }
+
+    fn epoch_duration_ms(&self) -> u64 {
+        match &*self.epoch_timer.lock().expect("timer lock poisoned") {
+            Some((every, _)) => every.as_millis() as u64,
+            None => DEFAULT_EPOCH_DURATION_MS,
+        }
+    }
+
+    pub(crate) fn committee(&self) -> Committee {
+        let info = self.epoch_info();
+        let scheme = if self.tls { "https" } else { "http" };
+        Committee {
+            n_shards: self.config.n_shards(),
+            nodes: self
+                .nodes
+                .iter()
+                .zip(&info.current)
+                .map(|(node, shards)| CommitteeNode {
+                    name: node.name.clone(),
+                    url: format!("{scheme}://127.0.0.1:{}", node.port()),
+                    shards: shards.clone(),
+                    network_public_key: self
+                        .tls
+                        .then(|| identity::hex(&node.identity.network_public_key)),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn chain_view(&self) -> ChainView {
+        let epoch_duration_ms = self.epoch_duration_ms();
+        let info = self.epoch_info();
+        ChainView {
+            epoch: info.epoch,
+            state: info.state,
+            n_shards: self.config.n_shards(),
+            epoch_duration_ms,
+            first_epoch_start_ms: self.first_epoch_start_ms,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|node| ChainNode {
+                    name: node.name.clone(),
+                    node_id: node.identity.node_id,
+                    address: format!("127.0.0.1:{}", node.port()),
+                    network_public_key: node.identity.network_public_key,
+                    bls_public_key: node.identity.bls_public_key.clone(),
+                })
+                .collect(),
+            current: info.current.clone(),
+            previous: info.previous.clone(),
+        }
+    }
+
+    /// Advance the epoch (see [`crate::epoch`]). The change runs in its own task, so a caller
+    /// that gives up (a dropped HTTP request, an aborted timer) never leaves it half done.
+    pub(crate) fn advance_epoch(
+        self: &Arc<Self>,
+    ) -> impl std::future::Future<Output = Result<EpochChange, SimError>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            tokio::spawn(this.advance())
+                .await
+                .map_err(|_| SimError::ShutDown)?
+        }
+    }
+
+    async fn advance(self: Arc<Self>) -> Result<EpochChange, SimError> {
+        let _one_at_a_time = self.advancing.lock().await;
+        if *self.shutdown.borrow() {
+            return Err(SimError::ShutDown);
+        }
+        self.finish_sync(None);
+        let (new_epoch, moves, next) = {
+            let info = self.epoch_info();
+            let next = epoch::rotate(&info.owner, self.nodes.len(), info.epoch + 1);
+            let moves: Vec<Option<(usize, usize)>> = info
+                .owner
+                .iter()
+                .zip(&next)
+                .map(|(&from, &to)| (from != to).then_some((from, to)))
+                .collect();
+            (info.epoch + 1, moves, next)
+        };
+        let moved_shards = moves.iter().flatten().count();
+        let moves = Arc::new(moves);
+        // Copy the bulk while the old owners are still current…
+        self.clone().copy_moved(moves.clone()).await?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = this.placement.write().expect("placement lock poisoned");
+            this.epoch
+                .write()
+                .expect("epoch lock poisoned")
+                .switch(next);
+        })
+        .await
+        .expect("switching epochs does not panic");
+        self.bump_changed();
+        tracing::info!(epoch = new_epoch, moved_shards, "epoch change: syncing");
+        // …and again for what was placed between the first copy and the switch.
+        let copied = self.clone().copy_moved(moves).await;
+        let recorded = self.record_epoch().await;
+        self.spawn_sync_timer(new_epoch);
+        copied?;
+        recorded?;
+        Ok(EpochChange {
+            epoch: new_epoch,
+            moved_shards,
+        })
+    }
+
+    /// Copy the slivers of moved shards (`moves[shard] = Some((from, to))`) from their old to
+    /// their new owners, with the blobs' metadata and certified epochs; what a new owner
+    /// already holds is not written again.
+    async fn copy_moved(
+        self: Arc<Self>,
+        moves: Arc<Vec<Option<(usize, usize)>>>,
+    ) -> Result<(), SimError> {
+        tokio::task::spawn_blocking(move || {
+            let n = self.config.n_shards();
+            let target = |id: &BlobId, pair: u16| moves[usize::from(id.shard_for_pair(pair, n))];
+            for (from, node) in self.nodes.iter().enumerate() {
+                if !moves.iter().flatten().any(|&(f, _)| f == from) {
+                    continue;
+                }
+                let leaving =
+                    |id: &BlobId, pair: u16| matches!(target(id, pair), Some((f, _)) if f == from);
+                for blob in node.store.export(leaving) {
+                    let id = blob.metadata.blob_id();
+                    let certified = self.certified_epoch(&id).unwrap_or(blob.certified_epoch);
+                    for (kind, slivers) in [
+                        (SliverKind::Primary, &blob.primary),
+                        (SliverKind::Secondary, &blob.secondary),
+                    ] {
+                        for (&pair, bytes) in slivers {
+                            let Some((_, to)) = target(&id, pair) else {
+                                continue;
+                            };
+                            let store = &self.nodes[to].store;
+                            if store.metadata(&id).is_none() {
+                                store
+                                    .insert_metadata(
+                                        blob.metadata.clone(),
+                                        blob.metadata_with_id.clone(),
+                                        certified,
+                                    )
+                                    .map_err(SimError::Storage)?;
+                            }
+                            if !store.has_sliver(&id, pair, kind) {
+                                store
+                                    .insert_sliver(&id, pair, kind, bytes.clone())
+                                    .map_err(SimError::Storage)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .expect("copying slivers does not panic")
+    }
+
+    /// With a data directory, write the epoch and its assignment so a restart resumes them.
+    async fn record_epoch(&self) -> Result<(), SimError> {
+        let Some(dir) = self.data_dir.clone() else {
+            return Ok(());
+        };
+        let state = {
+            let info = self.epoch_info();
+            EpochFile {
+                epoch: info.epoch,
+                assignment: info.current.clone(),
+                first_epoch_start_ms: self.first_epoch_start_ms,
+            }
+        };
+        tokio::task::spawn_blocking(move || persist::save_epoch_file(&dir, &state))
+            .await
+            .expect("writing the epoch file does not panic")
+            .map_err(SimError::Storage)
+    }
+
+    /// End the sync of the current epoch change (of epoch `only`, if given), if one is on.
+    fn finish_sync(&self, only: Option<u32>) {
+        let mut info = self.epoch.write().expect("epoch lock poisoned");
+        if info.state.is_transitioning() && only.is_none_or(|e| e == info.epoch) {
+            info.state = chain::EpochState::ChangeDone { at_ms: now_ms() };
+            let epoch = info.epoch;
+            drop(info);
+            self.bump_changed();
+            tracing::info!(epoch, "epoch change: done");
+        }
+    }
+
+    fn spawn_sync_timer(self: &Arc<Self>, epoch: u32) {
+        let this = self.clone();
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(this.epoch_sync) => this.finish_sync(Some(epoch)),
+                () = async { let _ = shutdown.wait_for(|s| *s).await; } => {}
+            }
+        });
+    }
+
+    /// Advance the epoch every `every` (replacing any timer); `None` stops it.
+    pub(crate) fn set_epoch_timer(self: &Arc<Self>, every: Option<Duration>) {
+        let mut timer = self.epoch_timer.lock().expect("timer lock poisoned");
+        if let Some((_, task)) = timer.take() {
+            task.abort();
+        }
+        if let Some(every) = every.filter(|d| !d.is_zero()) {
+            let this = self.clone();
+            let mut shutdown = self.shutdown.subscribe();
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        () = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+                    }
+                    match this.advance_epoch().await {
+                        Ok(change) => tracing::debug!(epoch = change.epoch, "epoch timer"),
+                        Err(SimError::ShutDown) => break,
+                        Err(e) => tracing::warn!(error = %e, "timed epoch change failed"),
+                    }
+                }
+            });
+            *timer = Some((every, task));
+        }
+        drop(timer);
+        self.bump_changed();
+    }
+
+    /// Move node `key` (index or name) to a new free port; returns `127.0.0.1:PORT`.
+    pub(crate) async fn move_node(&self, key: &str) -> Result<String, SimError> {
+        let index = self
+            .node_index(key)
+            .ok_or_else(|| SimError::UnknownNode(key.chars().take(100).collect()))?;
+        if *self.shutdown.borrow() {
+            return Err(SimError::ShutDown);
+        }
+        let listener = node::bind(0).map_err(|source| SimError::Bind { port: 0, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| SimError::Bind { port: 0, source })?
+            .port();
+        let (done, confirmed) = oneshot::channel();
+        self.nodes[index]
+            .relocate(Relocation {
+                listener,
+                port,
+                done,
+            })
+            .map_err(|_| SimError::ShutDown)?;
+        confirmed.await.map_err(|_| SimError::ShutDown)?;
+        Ok(format!("127.0.0.1:{port}"))
+    }
 }
 
 /// A running simulated committee. Dropping it stops the nodes in the background; prefer
@@ -115,9 +434,6 @@ impl Shared {
 #[derive(Debug)]
 pub struct SimNetwork {
     shared: Arc<Shared>,
-    committee: Committee,
-    data_dir: Option<PathBuf>,
-    shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -143,6 +459,62 @@ fn assignment(config: &SimConfig) -> Result<Vec<Vec<u16>>, SimError> {
         }
     };
     Ok(shards)
+}
+
+/// What start-up reads from (or creates in) the data directory.
+struct Loaded {
+    dirs: Vec<Option<NodeDir>>,
+    keys: Vec<NetworkKey>,
+    recorded: Option<EpochFile>,
+}
+
+fn load_or_create(config: &SimConfig, names: &[String]) -> Result<Loaded, SimError> {
+    let Some(dir) = &config.data_dir else {
+        let keys = names
+            .iter()
+            .map(|_| NetworkKey::generate())
+            .collect::<Result<_, _>>()
+            .map_err(SimError::Identity)?;
+        return Ok(Loaded {
+            dirs: vec![None; names.len()],
+            keys,
+            recorded: None,
+        });
+    };
+    let manifest = Manifest {
+        n_shards: config.n_shards,
+        nodes: names.to_vec(),
+    };
+    let dirs = persist::open_data_dir(dir, &manifest).map_err(SimError::DataDir)?;
+    let keys = names
+        .iter()
+        .map(|name| NetworkKey::load_or_create(&persist::key_path(dir, name)))
+        .collect::<Result<_, _>>()
+        .map_err(SimError::DataDir)?;
+    let recorded = persist::load_epoch_file(dir).map_err(SimError::DataDir)?;
+    Ok(Loaded {
+        dirs: dirs.into_iter().map(Some).collect(),
+        keys,
+        recorded,
+    })
+}
+
+/// A committee of `names` on `ports` with `shards`.
+fn committee_of(n_shards: u16, names: &[String], ports: &[u16], shards: &[Vec<u16>]) -> Committee {
+    Committee {
+        n_shards,
+        nodes: names
+            .iter()
+            .zip(ports)
+            .zip(shards)
+            .map(|((name, port), shards)| CommitteeNode {
+                name: name.clone(),
+                url: format!("http://127.0.0.1:{port}"),
+                shards: shards.clone(),
+                network_public_key: None,
+            })
+            .collect(),
+    }
 }
 
 impl SimNetwork {
@@ -172,8 +544,9 @@ impl SimNetwork {
                 .validate()
                 .map_err(|e| SimError::InvalidFaults(e.to_string()))?;
         }
-        let shards = assignment(&config)?;
+        let configured = assignment(&config)?;
         let names: Vec<String> = (0..config.nodes).map(|i| format!("node-{i}")).collect();
+        let started_ms = now_ms();
 
         let mut listeners = Vec::with_capacity(config.nodes);
         for i in 0..config.nodes {
@@ -194,52 +567,57 @@ impl SimNetwork {
                 .port();
             listeners.push((listener, port));
         }
-        let committee = Committee {
-            n_shards: config.n_shards,
-            nodes: names
-                .iter()
-                .zip(&listeners)
-                .zip(&shards)
-                .map(|((name, (_, port)), shards)| CommitteeNode {
-                    name: name.clone(),
-                    url: format!("http://127.0.0.1:{port}"),
-                    shards: shards.clone(),
-                    network_public_key: None,
-                })
-                .collect(),
-        };
-        committee.validate()?;
+        let ports: Vec<u16> = listeners.iter().map(|(_, port)| *port).collect();
+        committee_of(config.n_shards, &names, &ports, &configured).validate()?;
 
-        let dirs: Vec<Option<NodeDir>> = match &config.data_dir {
-            None => vec![None; config.nodes],
-            Some(dir) => {
-                let manifest = Manifest {
-                    n_shards: config.n_shards,
-                    nodes: names.clone(),
-                };
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || persist::open_data_dir(&dir, &manifest))
-                    .await
-                    .expect("opening the data directory does not panic")
-                    .map_err(SimError::DataDir)?
-                    .into_iter()
-                    .map(Some)
-                    .collect()
+        let loaded = {
+            let (config, names) = (config.clone(), names.clone());
+            tokio::task::spawn_blocking(move || load_or_create(&config, &names))
+                .await
+                .expect("loading the data directory does not panic")?
+        };
+        // A data directory that went through epoch changes resumes its epoch and committee.
+        let (epoch, shards, first_epoch_start_ms) = match loaded.recorded {
+            None => (1, configured, started_ms),
+            Some(recorded) => {
+                let fits = committee_of(config.n_shards, &names, &ports, &recorded.assignment)
+                    .validate()
+                    .is_ok();
+                if fits {
+                    if config.assignment.is_some()
+                        && config.assignment.as_ref() != Some(&recorded.assignment)
+                    {
+                        tracing::warn!(
+                            "the data directory's epoch {} committee replaces the configured assignment",
+                            recorded.epoch
+                        );
+                    }
+                    (
+                        recorded.epoch.max(1),
+                        recorded.assignment,
+                        recorded.first_epoch_start_ms,
+                    )
+                } else {
+                    tracing::warn!(
+                        "the data directory's committee does not fit this network; using the configured assignment"
+                    );
+                    (
+                        recorded.epoch.max(1),
+                        configured,
+                        recorded.first_epoch_start_ms,
+                    )
+                }
             }
         };
 
-        let mut owner = vec![0usize; usize::from(config.n_shards)];
-        for (i, node_shards) in shards.iter().enumerate() {
-            for &s in node_shards {
-                owner[usize::from(s)] = i;
-            }
-        }
         let mut nodes = Vec::with_capacity(config.nodes);
-        for (i, ((name, (_, port)), dir)) in names.iter().zip(&listeners).zip(dirs).enumerate() {
-            let mut owns = vec![false; usize::from(config.n_shards)];
-            for &s in &shards[i] {
-                owns[usize::from(s)] = true;
-            }
+        let mut certified: HashMap<BlobId, u32> = HashMap::new();
+        for (i, ((name, port), (dir, key))) in names
+            .iter()
+            .zip(&ports)
+            .zip(loaded.dirs.into_iter().zip(&loaded.keys))
+            .enumerate()
+        {
             let store = Arc::new(NodeStore::new(dir.clone()));
             if let Some(dir) = dir {
                 let store = store.clone();
@@ -247,21 +625,34 @@ impl SimNetwork {
                     .await
                     .expect("restoring does not panic")
                     .map_err(SimError::DataDir)?;
-                tracing::info!(node = %name, blobs = restored, "restored from the data directory");
+                tracing::info!(node = %name, blobs = restored.len(), "restored from the data directory");
+                for (id, epoch) in restored {
+                    let entry = certified.entry(id).or_insert(epoch);
+                    *entry = (*entry).min(epoch);
+                }
             }
+            let identity = NodeIdentity::new(i, name, key).map_err(SimError::Identity)?;
             let faults = config.faults.get(i).cloned().unwrap_or_default();
-            nodes.push(NodeState::new(name.clone(), *port, owns, store, faults));
+            nodes.push(NodeState::new(name.clone(), *port, identity, store, faults));
         }
 
         let shared = Arc::new(Shared {
             config: encoding,
-            epoch: SIM_EPOCH,
             nodes,
-            owner,
+            tls: config.tls,
+            epoch: RwLock::new(EpochInfo::new(epoch, started_ms, shards, config.n_shards)),
+            placement: RwLock::new(()),
+            certified: RwLock::new(certified),
             started: Instant::now(),
+            first_epoch_start_ms,
+            epoch_sync: Duration::from_millis(config.epoch_sync_ms),
+            epoch_timer: Mutex::new(None),
+            advancing: tokio::sync::Mutex::new(()),
+            changed: watch::Sender::new(0),
+            shutdown: watch::Sender::new(false),
+            data_dir: config.data_dir.clone(),
             decoy: OnceLock::new(),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = listeners
             .into_iter()
             .enumerate()
@@ -270,7 +661,7 @@ impl SimNetwork {
                     shared.clone(),
                     i,
                     Some(listener),
-                    shutdown_rx.clone(),
+                    shared.shutdown.subscribe(),
                 ))
             })
             .collect();
@@ -279,18 +670,54 @@ impl SimNetwork {
             let mut rx = node.listener.subscribe();
             let _ = rx.wait_for(|s| *s != ListenerState::Starting).await;
         }
-        Ok(SimNetwork {
-            shared,
-            committee,
-            data_dir: config.data_dir,
-            shutdown,
-            tasks,
-        })
+        if let Some(secs) = config.epoch_secs {
+            shared.set_epoch_timer(Some(Duration::from_secs(secs)));
+        }
+        Ok(SimNetwork { shared, tasks })
     }
 
-    /// The committee: node names, URLs and shards.
-    pub fn committee(&self) -> &Committee {
-        &self.committee
+    /// The current committee: node names, URLs (`https://` with TLS, then with each node's
+    /// `network_public_key`) and shards. It changes with epochs and node moves.
+    pub fn committee(&self) -> Committee {
+        self.shared.committee()
+    }
+
+    /// Every node's self-signed certificate, PEM, concatenated (for `NODE_EXTRA_CA_CERTS`).
+    pub fn certificates_pem(&self) -> String {
+        self.shared
+            .nodes
+            .iter()
+            .map(|node| node.identity.certificate_pem())
+            .collect()
+    }
+
+    /// The staking state as the chain would describe it.
+    pub fn chain_view(&self) -> ChainView {
+        self.shared.chain_view()
+    }
+
+    /// A handle to read and drive the chain state, independent of this value's lifetime.
+    pub fn chain_control(&self) -> Arc<dyn ChainControl> {
+        Arc::new(Control(self.shared.clone()))
+    }
+
+    /// Advance to the next epoch (see [`crate::epoch`]): moves about a third of the shards,
+    /// copies their slivers to the new owners, and enters `EpochChangeSync` for
+    /// `epoch_sync_ms`. A change asked for while another is syncing ends that sync first.
+    pub async fn advance_epoch(&self) -> Result<EpochChange, SimError> {
+        self.shared.advance_epoch().await
+    }
+
+    /// Move node `node` (index or name) to a new free port on 127.0.0.1: the old port refuses
+    /// connections from then on. Returns the new `127.0.0.1:PORT`.
+    pub async fn move_node(&self, node: &str) -> Result<String, SimError> {
+        self.shared.move_node(node).await
+    }
+
+    /// Advance the epoch every `every` from now on (replacing any earlier timer); `None`
+    /// stops it. The chain view's `epoch_duration_ms` follows. Needs a Tokio runtime.
+    pub fn set_epoch_timer(&self, every: Option<Duration>) {
+        self.shared.set_epoch_timer(every)
     }
 
     /// The encoding parameters of this committee.
@@ -300,12 +727,14 @@ impl SimNetwork {
 
     /// The data directory, if the network persists.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
-        self.data_dir.as_deref()
+        self.shared.data_dir.as_deref()
     }
 
     /// Encode `blob` and store its metadata on every node and each sliver pair on the node
-    /// owning the pair's shard, directly (no HTTP). CPU-bound (and file I/O with a data
-    /// directory): from async code, call it from `spawn_blocking` for large blobs.
+    /// owning the pair's shard in the current epoch, directly (no HTTP); the blob counts as
+    /// certified in the current epoch (or the one it was first stored in). CPU-bound (and file
+    /// I/O with a data directory): from async code, call it from `spawn_blocking` for large
+    /// blobs.
     pub fn store(&self, blob: &[u8]) -> Result<BlobId, SimError> {
         let encoded = codec::encode(&self.shared.config, blob)?;
         let blob_id = encoded.metadata.blob_id();
@@ -314,15 +743,18 @@ impl SimNetwork {
             encoded.metadata.metadata(),
         ));
         let metadata = Arc::new(encoded.metadata.clone());
+        let _placing = self.shared.placing();
+        let certified = self.shared.certify(blob_id);
         for node in &self.shared.nodes {
             node.store
-                .insert_metadata(metadata.clone(), with_id.clone())
+                .insert_metadata(metadata.clone(), with_id.clone(), certified)
                 .map_err(SimError::Storage)?;
         }
+        let owner = self.shared.epoch_info().owner.clone();
         let n = self.shared.config.n_shards();
         for pair in 0..n {
             let shard = blob_id.shard_for_pair(pair, n);
-            let node = &self.shared.nodes[self.shared.owner[usize::from(shard)]];
+            let node = &self.shared.nodes[owner[usize::from(shard)]];
             let (primary, secondary) = encoded.pair(pair).expect("pair < n");
             for (kind, sliver) in [
                 (SliverKind::Primary, primary),
@@ -385,9 +817,9 @@ impl SimNetwork {
     }
 
     /// Stop every node: listeners close, connections finish their current response (shaped
-    /// bodies abort), and the tasks are awaited.
+    /// bodies abort), timers stop, and the node tasks are awaited.
     pub async fn shutdown(mut self) {
-        self.shutdown.send_replace(true);
+        self.shared.shutdown.send_replace(true);
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
@@ -396,17 +828,22 @@ impl SimNetwork {
 
 impl Drop for SimNetwork {
     fn drop(&mut self) {
-        self.shutdown.send_replace(true);
+        self.shared.shutdown.send_replace(true);
     }
 }
 
-/// Load one node's directory, verifying everything; returns the number of blobs restored.
-fn restore(store: &NodeStore, dir: &NodeDir, config: EncodingConfig) -> Result<usize, String> {
+/// Load one node's directory, verifying everything; returns the blobs restored with their
+/// certified epochs (1 when none was recorded: such data predates epoch changes).
+fn restore(
+    store: &NodeStore,
+    dir: &NodeDir,
+    config: EncodingConfig,
+) -> Result<Vec<(BlobId, u32)>, String> {
     let loaded = dir
         .load()
         .map_err(|e| format!("cannot read the data directory: {e}"))?;
     let n = config.n_shards();
-    let mut count = 0;
+    let mut restored = Vec::new();
     for blob in loaded {
         let metadata = match bcs::decode_metadata_with_id(&blob.metadata_with_id) {
             Ok((id, metadata)) if id == blob.blob_id => {
@@ -422,9 +859,11 @@ fn restore(store: &NodeStore, dir: &NodeDir, config: EncodingConfig) -> Result<u
                 continue;
             }
         };
+        let certified_epoch = blob.certified_epoch.unwrap_or(1);
         let mut stored = StoredBlob {
             metadata: metadata.clone(),
             metadata_with_id: Bytes::from(blob.metadata_with_id),
+            certified_epoch,
             primary: Default::default(),
             secondary: Default::default(),
         };
@@ -460,7 +899,7 @@ fn restore(store: &NodeStore, dir: &NodeDir, config: EncodingConfig) -> Result<u
             }
         }
         store.restore(stored);
-        count += 1;
+        restored.push((blob.blob_id, certified_epoch));
     }
-    Ok(count)
+    Ok(restored)
 }

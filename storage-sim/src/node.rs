@@ -5,21 +5,28 @@
 //! cleared, and kicks open connections on both occasions: idle ones close at once, busy ones
 //! after their current response, and fault-shaped bodies (stall, bandwidth) abort. The current
 //! state is published as a [`ListenerState`] so callers can wait until a change took effect.
-//! Connections speak HTTP/1.1 and HTTP/2 (prior knowledge) on plain TCP.
+//! A move ([`Relocation`]) swaps in a listener on another port: the old port closes at once
+//! (connection refused), open connections are kicked.
+//!
+//! Connections speak HTTP/1.1 and HTTP/2 (prior knowledge) on plain TCP, or with TLS (the
+//! network's `tls`) HTTP/1.1 and HTTP/2 chosen by ALPN (`h2`, `http/1.1`), with the node's
+//! self-signed certificate ([`crate::identity`]) chosen per connection, so the `wrong_tls_key`
+//! fault applies to every connection accepted after it is set (and open ones are kicked).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::faults::{FaultRng, NodeFaults};
+use crate::identity::NodeIdentity;
 use crate::network::Shared;
 use crate::store::NodeStore;
 use crate::NodeCounters;
@@ -69,66 +76,70 @@ impl Counters {
     }
 }
 
+/// A new listener for a node that moves to another port, and who to tell when it is in use.
+#[derive(Debug)]
+pub(crate) struct Relocation {
+    pub listener: TcpListener,
+    pub port: u16,
+    pub done: oneshot::Sender<()>,
+}
+
 /// Everything about one node that handlers and the node task share.
 #[derive(Debug)]
 pub(crate) struct NodeState {
     pub name: String,
-    pub port: u16,
-    /// Shards owned, indexed by shard.
-    pub owns: Vec<bool>,
+    /// The port it listens on (changes only by [`Relocation`]).
+    port: AtomicU16,
+    pub identity: NodeIdentity,
     pub store: Arc<NodeStore>,
     pub faults: watch::Sender<NodeFaults>,
     pub listener: watch::Sender<ListenerState>,
-    /// Bumped whenever the node goes offline or shuts down; connections and shaped bodies
-    /// watch it.
+    /// Bumped whenever the node goes offline, moves, changes its TLS certificate or shuts
+    /// down; connections and shaped bodies watch it.
     pub kick: watch::Sender<u64>,
     pub counters: Counters,
     pub rng: FaultRng,
+    relocate: mpsc::UnboundedSender<Relocation>,
+    relocations: Mutex<Option<mpsc::UnboundedReceiver<Relocation>>>,
 }
 
 impl NodeState {
     pub(crate) fn new(
         name: String,
         port: u16,
-        owns: Vec<bool>,
+        identity: NodeIdentity,
         store: Arc<NodeStore>,
         faults: NodeFaults,
     ) -> Self {
+        let (relocate, relocations) = mpsc::unbounded_channel();
         Self {
             rng: FaultRng::from_entropy(u64::from(port)),
             name,
-            port,
-            owns,
+            port: AtomicU16::new(port),
+            identity,
             store,
             faults: watch::Sender::new(faults),
             listener: watch::Sender::new(ListenerState::Starting),
             kick: watch::Sender::new(0),
             counters: Counters::default(),
+            relocate,
+            relocations: Mutex::new(Some(relocations)),
         }
     }
 
-    pub(crate) fn owns_shard(&self, shard: u16) -> bool {
-        self.owns.get(usize::from(shard)).copied().unwrap_or(false)
+    pub(crate) fn port(&self) -> u16 {
+        self.port.load(Ordering::Acquire)
     }
 
-    /// A fixed fake BLS public key (base64 of 96 bytes derived from the node name), only so
-    /// that the health response has the real shape.
+    /// Hand the node task a listener on another port; `Err` if the task has ended.
+    pub(crate) fn relocate(&self, relocation: Relocation) -> Result<(), Relocation> {
+        self.relocate.send(relocation).map_err(|e| e.0)
+    }
+
+    /// The fake BLS public key, base64, for the health response.
     pub(crate) fn public_key(&self) -> String {
         use base64::Engine as _;
-        let seed = self.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let rng = FaultRng::new(seed);
-        let key: Vec<u8> = (0..12).flat_map(|_| rng.next().to_le_bytes()).collect();
-        base64::engine::general_purpose::STANDARD.encode(key)
-    }
-
-    pub(crate) fn owned_shards(&self) -> impl Iterator<Item = u16> + '_ {
-        self.owns
-            .iter()
-            .enumerate()
-            .filter(|(_, &o)| o)
-            .map(|(s, _)| s as u16)
+        base64::engine::general_purpose::STANDARD.encode(&self.identity.bls_public_key)
     }
 }
 
@@ -143,6 +154,7 @@ pub(crate) fn bind(port: u16) -> std::io::Result<TcpListener> {
 
 enum Stop {
     Offline,
+    Relocate(Relocation),
     Shutdown,
 }
 
@@ -153,7 +165,10 @@ const MAX_CONNECTIONS: usize = 4096;
 /// How long a node waits for busy connections to finish when shutting down.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// The node task: serve while online, close while offline, until shutdown.
+/// Longest TLS handshake before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node task: serve while online, close while offline, move when told, until shutdown.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     index: usize,
@@ -161,9 +176,23 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let node = &shared.nodes[index];
+    let mut relocations = node
+        .relocations
+        .lock()
+        .expect("relocation lock poisoned")
+        .take()
+        .expect("one task per node");
     let mut faults = node.faults.subscribe();
     let mut connections = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // While closed (offline, or rebinding failed), a relocation only changes the port the node
+    // comes back on.
+    let relocate_closed = |r: Relocation| {
+        drop(r.listener);
+        node.port.store(r.port, Ordering::Release);
+        let _ = r.done.send(());
+        shared.bump_changed();
+    };
     loop {
         if *shutdown.borrow_and_update() {
             break;
@@ -173,20 +202,22 @@ pub(crate) async fn run(
             node.listener.send_replace(ListenerState::Closed);
             tokio::select! {
                 changed = faults.changed() => if changed.is_err() { break },
+                Some(r) = relocations.recv() => relocate_closed(r),
                 _ = shutdown.changed() => break,
             }
             continue;
         }
         let listener = match initial.take() {
             Some(listener) => listener,
-            None => match rebind(node.port, &mut shutdown).await {
+            None => match rebind(node.port(), &mut shutdown).await {
                 Some(Ok(listener)) => listener,
                 Some(Err(e)) => {
-                    tracing::error!(node = %node.name, port = node.port, error = %e, "cannot rebind");
+                    tracing::error!(node = %node.name, port = node.port(), error = %e, "cannot rebind");
                     node.listener
                         .send_replace(ListenerState::Failed(e.to_string()));
                     tokio::select! {
                         changed = faults.changed() => if changed.is_err() { break },
+                        Some(r) = relocations.recv() => relocate_closed(r),
                         _ = shutdown.changed() => break,
                     }
                     continue;
@@ -195,6 +226,7 @@ pub(crate) async fn run(
             },
         };
         node.listener.send_replace(ListenerState::Open);
+        let mut wrong_key = faults.borrow().wrong_tls_key;
         let stop = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -221,10 +253,18 @@ pub(crate) async fn run(
                     if changed.is_err() {
                         break Stop::Shutdown;
                     }
-                    if faults.borrow_and_update().offline {
+                    let now = faults.borrow_and_update().clone();
+                    if now.offline {
                         break Stop::Offline;
                     }
+                    if now.wrong_tls_key != wrong_key {
+                        // Clients holding a connection must reconnect to see the new
+                        // certificate.
+                        wrong_key = now.wrong_tls_key;
+                        node.kick.send_modify(|k| *k += 1);
+                    }
                 }
+                Some(r) = relocations.recv() => break Stop::Relocate(r),
                 _ = shutdown.changed() => break Stop::Shutdown,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -235,6 +275,13 @@ pub(crate) async fn run(
             Stop::Offline => {
                 tracing::info!(node = %node.name, "offline");
                 node.listener.send_replace(ListenerState::Closed);
+            }
+            Stop::Relocate(r) => {
+                tracing::info!(node = %node.name, from = node.port(), to = r.port, "moved");
+                node.port.store(r.port, Ordering::Release);
+                initial = Some(r.listener);
+                let _ = r.done.send(());
+                shared.bump_changed();
             }
             Stop::Shutdown => break,
         }
@@ -269,14 +316,53 @@ async fn rebind(
 }
 
 async fn serve_connection(shared: Arc<Shared>, index: usize, stream: TcpStream, peer: SocketAddr) {
-    let mut kick = shared.nodes[index].kick.subscribe();
+    let node = &shared.nodes[index];
+    let mut kick = node.kick.subscribe();
     let _ = stream.set_nodelay(true);
+    if !shared.tls {
+        return serve_http(shared, index, TokioIo::new(stream), peer, kick).await;
+    }
+    // The certificate is chosen per connection, so a fault change applies to the next one.
+    let wrong_key = node.faults.borrow().wrong_tls_key;
+    let acceptor = match node.identity.acceptor(wrong_key) {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            tracing::error!(node = %node.name, error = %e, "no TLS certificate");
+            return;
+        }
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(node = %node.name, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+        _ = kick.changed() => return,
+    };
+    serve_http(shared, index, TokioIo::new(tls), peer, kick).await
+}
+
+/// HTTP/1.1 or HTTP/2 (by the client's preface, whatever ALPN said) on one connection, until
+/// it ends or the node kicks it (then after the current response).
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    index: usize,
+    io: I,
+    peer: SocketAddr,
+    mut kick: watch::Receiver<u64>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(crate::api::handle(shared, index, peer, request).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,

@@ -4,7 +4,13 @@
 //! * `sim.json`: the shard count and node names the directory was written for; a restart with
 //!   a different shard count is refused rather than serving metadata that cannot verify;
 //! * `<node name>/<blob id>/metadata.bcs`: the node's `BlobMetadataWithId`;
-//! * `<node name>/<blob id>/<pair>.primary.bcs` and `<pair>.secondary.bcs`: `SliverData` BCS.
+//! * `<node name>/<blob id>/certified_epoch`: the epoch the blob was first stored in (decimal;
+//!   written before `metadata.bcs`; a blob without it, from before epochs advanced, counts as
+//!   certified in epoch 1);
+//! * `<node name>/<blob id>/<pair>.primary.bcs` and `<pair>.secondary.bcs`: `SliverData` BCS;
+//! * `keys/<node name>.pem`: the node's P-256 network key, PKCS#8 PEM, mode 0600;
+//! * `epoch.json`: the epoch, the shard assignment of its committee and the first epoch's start
+//!   time, rewritten at every epoch change so a restarted network resumes that epoch.
 //!
 //! Guarantee: every file is written with `write_atomic` (temporary file in the same
 //! directory, `fsync`, `rename`, `fsync` of the directory), so after a crash a file is either
@@ -23,7 +29,16 @@ use codec::{BlobId, SliverKind};
 const TEMP_PREFIX: &str = ".tmp-";
 
 /// Write `bytes` to `path` so that readers and crashes only ever see the old or the new file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, None)
+}
+
+/// [`write_atomic`] for secrets: the file is created readable by its owner only.
+pub(crate) fn write_atomic_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, Some(0o600))
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -39,7 +54,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         file_name.to_string_lossy()
     ));
     let result = (|| {
-        let mut file = fs::File::create(&temp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        if let Some(mode) = mode {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(mode);
+        }
+        let mut file = options.open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -60,6 +81,41 @@ pub(crate) struct Manifest {
     pub nodes: Vec<String>,
 }
 
+/// What `epoch.json` records.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EpochFile {
+    pub epoch: u32,
+    /// Shards per node index in the current committee.
+    pub assignment: Vec<Vec<u16>>,
+    pub first_epoch_start_ms: u64,
+}
+
+const EPOCH_FILE: &str = "epoch.json";
+
+/// The recorded epoch state, if any (an unreadable file is reported, not ignored).
+pub(crate) fn load_epoch_file(dir: &Path) -> Result<Option<EpochFile>, String> {
+    let path = dir.join(EPOCH_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is not valid: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+pub(crate) fn save_epoch_file(dir: &Path, state: &EpochFile) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(state).expect("epoch state serializes");
+    write_atomic(&dir.join(EPOCH_FILE), &json)
+}
+
+/// Where node `name`'s network key is kept.
+pub(crate) fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("keys").join(format!("{name}.pem"))
+}
+
+const CERTIFIED_EPOCH_FILE: &str = "certified_epoch";
+
 /// One node's directory of stored blobs.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeDir {
@@ -71,6 +127,8 @@ pub(crate) struct NodeDir {
 pub(crate) struct LoadedBlob {
     pub blob_id: BlobId,
     pub metadata_with_id: Vec<u8>,
+    /// `None` when the file is absent or unreadable.
+    pub certified_epoch: Option<u32>,
     pub slivers: Vec<(u16, SliverKind, Bytes)>,
 }
 
@@ -126,15 +184,19 @@ impl NodeDir {
         Ok(dir)
     }
 
+    /// The certified epoch first, so that stored metadata always has its epoch.
     pub(crate) fn write_metadata(
         &self,
         blob_id: &BlobId,
         metadata_with_id: &[u8],
+        certified_epoch: u32,
     ) -> io::Result<()> {
+        let dir = self.blob_dir(blob_id)?;
         write_atomic(
-            &self.blob_dir(blob_id)?.join("metadata.bcs"),
-            metadata_with_id,
-        )
+            &dir.join(CERTIFIED_EPOCH_FILE),
+            certified_epoch.to_string().as_bytes(),
+        )?;
+        write_atomic(&dir.join("metadata.bcs"), metadata_with_id)
     }
 
     pub(crate) fn write_sliver(
@@ -169,6 +231,16 @@ impl NodeDir {
                     continue;
                 }
             };
+            let certified_epoch = match fs::read_to_string(dir.join(CERTIFIED_EPOCH_FILE)) {
+                Ok(text) => match text.trim().parse::<u32>() {
+                    Ok(epoch) => Some(epoch),
+                    Err(_) => {
+                        tracing::warn!(path = %dir.display(), "unreadable certified epoch ignored");
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
             let mut slivers = Vec::new();
             for file in fs::read_dir(&dir)? {
                 let file = file?;
@@ -178,7 +250,7 @@ impl NodeDir {
                     let _ = fs::remove_file(file.path());
                     continue;
                 }
-                if file_name == "metadata.bcs" {
+                if file_name == "metadata.bcs" || file_name == CERTIFIED_EPOCH_FILE {
                     continue;
                 }
                 let Some((pair, kind)) = parse_sliver_file(&file_name) else {
@@ -190,6 +262,7 @@ impl NodeDir {
             blobs.push(LoadedBlob {
                 blob_id,
                 metadata_with_id,
+                certified_epoch,
                 slivers,
             });
         }

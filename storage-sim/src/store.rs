@@ -20,6 +20,8 @@ pub(crate) struct StoredBlob {
     pub metadata: Arc<VerifiedMetadata>,
     /// BCS `BlobMetadataWithId`, as served by `GET …/metadata`.
     pub metadata_with_id: Bytes,
+    /// The epoch in which the blob was first stored on the network.
+    pub certified_epoch: u32,
     /// BCS `SliverData` by sliver pair index.
     pub primary: HashMap<u16, Bytes>,
     pub secondary: HashMap<u16, Bytes>,
@@ -68,6 +70,28 @@ impl NodeStore {
             .map(|b| (b.metadata.clone(), b.metadata_with_id.clone()))
     }
 
+    /// The certified epoch recorded with the blob's metadata.
+    pub(crate) fn certified_epoch(&self, blob_id: &BlobId) -> Option<u32> {
+        let blobs = self.blobs.read().expect("store lock poisoned");
+        blobs.get(blob_id).map(|b| b.certified_epoch)
+    }
+
+    /// Every blob with the slivers of the pairs `keep` selects (metadata included even when no
+    /// pair is kept), cheaply cloned; used to hand shards to their next owner.
+    pub(crate) fn export(&self, keep: impl Fn(&BlobId, u16) -> bool) -> Vec<StoredBlob> {
+        let blobs = self.blobs.read().expect("store lock poisoned");
+        blobs
+            .iter()
+            .map(|(id, blob)| StoredBlob {
+                metadata: blob.metadata.clone(),
+                metadata_with_id: blob.metadata_with_id.clone(),
+                certified_epoch: blob.certified_epoch,
+                primary: filtered(&blob.primary, |pair| keep(id, pair)),
+                secondary: filtered(&blob.secondary, |pair| keep(id, pair)),
+            })
+            .collect()
+    }
+
     pub(crate) fn sliver(&self, blob_id: &BlobId, pair: u16, kind: SliverKind) -> Option<Bytes> {
         let blobs = self.blobs.read().expect("store lock poisoned");
         blobs.get(blob_id)?.slivers(kind).get(&pair).cloned()
@@ -83,6 +107,7 @@ impl NodeStore {
         &self,
         metadata: Arc<VerifiedMetadata>,
         metadata_with_id: Bytes,
+        certified_epoch: u32,
     ) -> io::Result<bool> {
         let blob_id = metadata.blob_id();
         if self
@@ -94,7 +119,7 @@ impl NodeStore {
             return Ok(false);
         }
         if let Some(disk) = &self.disk {
-            disk.write_metadata(&blob_id, &metadata_with_id)?;
+            disk.write_metadata(&blob_id, &metadata_with_id, certified_epoch)?;
         }
         let mut blobs = self.blobs.write().expect("store lock poisoned");
         Ok(match blobs.entry(blob_id) {
@@ -103,6 +128,7 @@ impl NodeStore {
                 slot.insert(StoredBlob {
                     metadata,
                     metadata_with_id,
+                    certified_epoch,
                     primary: HashMap::new(),
                     secondary: HashMap::new(),
                 });
@@ -141,6 +167,14 @@ impl NodeStore {
         }
     }
 
+    /// Whether this sliver is stored.
+    pub(crate) fn has_sliver(&self, blob_id: &BlobId, pair: u16, kind: SliverKind) -> bool {
+        let blobs = self.blobs.read().expect("store lock poisoned");
+        blobs
+            .get(blob_id)
+            .is_some_and(|b| b.slivers(kind).contains_key(&pair))
+    }
+
     /// Insert a blob loaded from this node's own directory, without writing it back.
     pub(crate) fn restore(&self, blob: StoredBlob) {
         let blob_id = blob.metadata.blob_id();
@@ -149,4 +183,12 @@ impl NodeStore {
             .expect("store lock poisoned")
             .insert(blob_id, blob);
     }
+}
+
+fn filtered(slivers: &HashMap<u16, Bytes>, keep: impl Fn(u16) -> bool) -> HashMap<u16, Bytes> {
+    slivers
+        .iter()
+        .filter(|(pair, _)| keep(**pair))
+        .map(|(pair, bytes)| (*pair, bytes.clone()))
+        .collect()
 }

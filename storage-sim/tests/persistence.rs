@@ -107,8 +107,9 @@ async fn a_restarted_network_serves_what_it_stored() {
         .unwrap()
         .to_string_lossy()
         .starts_with(".tmp-")));
-    // Metadata on 4 nodes + 20 slivers, for 2 blobs, plus the manifest.
-    assert_eq!(files.len(), 2 * (4 + 20) + 1);
+    // Metadata and its certified epoch on 4 nodes + 20 slivers, for 2 blobs, plus the
+    // manifest and the 4 nodes' network keys.
+    assert_eq!(files.len(), 2 * (4 * 2 + 20) + 1 + 4);
 
     let net = SimNetwork::start(config(dir.path())).await.unwrap();
     assert_eq!(net.blob_count(0), 2);
@@ -168,8 +169,8 @@ async fn damaged_files_are_skipped_on_restart() {
         .await
         .assert_error(404, "NOT_FOUND", "SLIVER_NOT_FOUND");
     assert!(!blob_dir.join(".tmp-1-2-9.primary.bcs").exists());
-    let other = net
-        .committee()
+    let committee = net.committee();
+    let other = committee
         .nodes
         .iter()
         .find(|n| n.name == other_name)

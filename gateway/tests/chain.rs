@@ -1,0 +1,308 @@
+//! The real-network read path against walrus-sim standing in for the whole network: TLS
+//! storage nodes with their own P-256 keys and a simulated Sui full node serving the staking
+//! objects. The gateway finds the committee on the chain (`--walrus-config` as walrus-sim writes
+//! it), reads over HTTPS pinned to the on-chain keys, and follows epoch changes and node moves.
+
+mod harness;
+
+use bytes::Bytes;
+use chain::committee::RefreshPolicy;
+use codec::BlobId;
+use gateway::chain_reader::ChainReader;
+use gateway::committee::NodeScheme;
+use gateway::server::CommitteeSource;
+use gateway::{Gateway, RunningGateway};
+use harness::{blob, config, send, Reply};
+use http::Method;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use storage_sim::sui::SuiSim;
+use storage_sim::{ChainView, NodeFaults, SimConfig, SimNetwork};
+
+/// Refresh fast, so epoch changes and moves are seen within a test's patience.
+fn fast_policy() -> RefreshPolicy {
+    RefreshPolicy {
+        normal: Duration::from_millis(200),
+        near: Duration::from_millis(200),
+        near_window: Duration::ZERO,
+        sync: Duration::from_millis(100),
+    }
+}
+
+struct ChainScenario {
+    net: Arc<SimNetwork>,
+    sui: SuiSim,
+    gateway: Option<RunningGateway>,
+    addr: SocketAddr,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl ChainScenario {
+    async fn start(sim: SimConfig) -> Self {
+        let net = Arc::new(SimNetwork::start(sim).await.expect("sim network starts"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sui = SuiSim::start(listener, net.chain_control())
+            .await
+            .expect("the simulated full node starts");
+        // The same file `walrus-sim --walrus-config-out` writes, parsed as `serve` parses it.
+        let yaml = storage_sim::sui::walrus_client_config(
+            &sui.url(),
+            &sui.system_object(),
+            &sui.staking_object(),
+        );
+        let network = chain::network::parse_client_config(&yaml, None).unwrap();
+        let source = CommitteeSource::Chain {
+            reader: ChainReader::new(network, Duration::from_secs(5)),
+            scheme: NodeScheme::Https,
+            policy: fast_policy(),
+        };
+        let gateway = Gateway::bind_source(config(), source)
+            .await
+            .expect("gateway binds")
+            .spawn();
+        let addr = gateway.addr();
+        Self {
+            net,
+            sui,
+            gateway: Some(gateway),
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn store(&self, data: &[u8]) -> BlobId {
+        let net = self.net.clone();
+        let data = data.to_vec();
+        tokio::task::spawn_blocking(move || net.store(&data))
+            .await
+            .unwrap()
+            .expect("sim stores the blob")
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        send(&self.client, self.addr, Method::GET, path, &[]).await
+    }
+
+    async fn metrics(&self) -> String {
+        String::from_utf8(self.get("/metrics").await.bytes().to_vec()).unwrap()
+    }
+
+    /// Wait (boundedly) until the gateway's /status reports `epoch` in `state`.
+    async fn wait_for_epoch(&self, epoch: u32, state: &str) {
+        for _ in 0..300 {
+            let status = self.get("/status").await;
+            if status.header("x-walrus-epoch") == Some(&epoch.to_string())
+                && status.header("x-walrus-epoch-state") == Some(state)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the gateway never saw epoch {epoch} in {state}");
+    }
+
+    /// Per node, the primary sliver requests it has served so far.
+    fn primary_gets(&self) -> Vec<u64> {
+        (0..self.net.chain_view().nodes.len())
+            .map(|i| self.net.counters(i).primary_sliver_gets)
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await.expect("gateway stops");
+        }
+        self.sui.shutdown().await;
+        if let Ok(net) = Arc::try_unwrap(self.net) {
+            net.shutdown().await;
+        }
+    }
+}
+
+fn sim(n_shards: u16, nodes: usize) -> SimConfig {
+    SimConfig {
+        n_shards,
+        nodes,
+        tls: true,
+        epoch_sync_ms: 1_500,
+        ..SimConfig::default()
+    }
+}
+
+/// Node index owning `shard` in a committee given as shards per node.
+fn owner(committee: &[Vec<u16>], shard: u16) -> usize {
+    committee
+        .iter()
+        .position(|s| s.contains(&shard))
+        .expect("every shard has an owner")
+}
+
+/// The primary sliver requests per node that reading the systematic slivers of `id` from
+/// `committee` makes (one per systematic pair).
+fn expected_gets(view: &ChainView, committee: &[Vec<u16>], id: &BlobId) -> Vec<u64> {
+    let config = codec::EncodingConfig::new(view.n_shards).unwrap();
+    let mut gets = vec![0; view.nodes.len()];
+    for pair in 0..config.n_primary_source_symbols() {
+        gets[owner(committee, id.shard_for_pair(pair, view.n_shards))] += 1;
+    }
+    gets
+}
+
+fn diff(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_follow_the_chain_through_an_epoch_change() {
+    let s = ChainScenario::start(sim(10, 4)).await;
+    s.wait_for_epoch(1, "EpochChangeDone").await;
+    let before_data = blob(50_000, 1);
+    let before = s.store(&before_data).await;
+    // Blobs certified in epoch 1; some are first read during the change.
+    let mut unread = Vec::new();
+    for seed in 10..40 {
+        let data = blob(20_000, seed);
+        unread.push((s.store(&data).await, data));
+    }
+    let r = s.get(&format!("/v1/blobs/{before}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), &before_data[..]);
+
+    let change = s.net.advance_epoch().await.expect("the epoch advances");
+    assert_eq!(change.epoch, 2);
+    assert!(change.moved_shards >= 3, "{change:?}");
+    s.wait_for_epoch(2, "EpochChangeSync").await;
+
+    // During the change a blob certified before it is read from the previous committee: pick
+    // one whose systematic slivers sit on different nodes in the two committees, so the
+    // requests tell which committee was read.
+    let view = s.net.chain_view();
+    assert!(view.state.is_transitioning(), "{:?}", view.state);
+    let (id, data) = unread
+        .iter()
+        .find(|(id, _)| {
+            expected_gets(&view, &view.previous, id) != expected_gets(&view, &view.current, id)
+        })
+        .expect("some blob reads differently from the two committees")
+        .clone();
+    let gets = s.primary_gets();
+    let r = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), &data[..]);
+    assert_eq!(
+        diff(&s.primary_gets(), &gets),
+        expected_gets(&view, &view.previous, &id),
+        "during EpochChangeSync the blob certified in epoch 1 is read from the previous committee"
+    );
+
+    // After the change and the next refresh: the current committee only, and no node is
+    // asked for a shard it gave away.
+    s.wait_for_epoch(2, "EpochChangeDone").await;
+    let view = s.net.chain_view();
+    let (id, data) = unread
+        .iter()
+        .rev()
+        .find(|(id, _)| {
+            expected_gets(&view, &view.previous, id) != expected_gets(&view, &view.current, id)
+        })
+        .unwrap()
+        .clone();
+    let gets = s.primary_gets();
+    let r = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), &data[..]);
+    assert_eq!(
+        diff(&s.primary_gets(), &gets),
+        expected_gets(&view, &view.current, &id)
+    );
+    // And a blob stored after the change.
+    let after_data = blob(70_000, 2);
+    let after = s.store(&after_data).await;
+    let r = s.get(&format!("/v1/blobs/{after}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), &after_data[..]);
+    let metrics = s.metrics().await;
+    assert!(
+        !metrics.contains("SHARD_NOT_ASSIGNED") && !metrics.contains("reason=\"status\""),
+        "no sliver request failed: {metrics}"
+    );
+    assert!(metrics.contains("gateway_chain_epoch 2"), "{metrics}");
+    assert!(metrics.contains("gateway_chain_refreshes_total{result=\"ok\"}"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_node_is_found_again_after_a_refresh() {
+    let s = ChainScenario::start(sim(10, 4)).await;
+    let name = s.net.chain_view().nodes[1].name.clone();
+    let old = s.net.chain_view().nodes[1].address.clone();
+    let new = s.net.move_node(&name).await.expect("the node moves");
+    assert_ne!(old, new);
+    // Fresh blobs (never cached) whose systematic slivers include one on the moved node: once
+    // the gateway's refresh has the pool's new address, the node serves it there.
+    let mut served = false;
+    for seed in 100..160 {
+        let data = blob(30_000, seed);
+        let id = s.store(&data).await;
+        let view = s.net.chain_view();
+        if !(0..4).any(|pair| owner(&view.current, id.shard_for_pair(pair, 10)) == 1) {
+            continue;
+        }
+        let before = s.net.counters(1).primary_sliver_gets;
+        let r = s.get(&format!("/v1/blobs/{id}")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.bytes(), &data[..]);
+        if s.net.counters(1).primary_sliver_gets > before {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served,
+        "the moved node was never read at its new address {new}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_key_is_never_read_from() {
+    let s = ChainScenario::start(sim(10, 4)).await;
+    s.net
+        .apply_faults(
+            2,
+            NodeFaults {
+                wrong_tls_key: true,
+                ..NodeFaults::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = s.net.chain_view().nodes[2].name.clone();
+    for seed in 0..4 {
+        let data = blob(30_000, 200 + seed);
+        let id = s.store(&data).await;
+        let r = s.get(&format!("/v1/blobs/{id}")).await;
+        assert_eq!(r.status, 200, "the read succeeds from the other nodes");
+        assert_eq!(r.bytes(), &data[..]);
+    }
+    let c = s.net.counters(2);
+    assert_eq!(
+        c.metadata_gets + c.primary_sliver_gets + c.secondary_sliver_gets,
+        0,
+        "no request reached the node behind the wrong certificate"
+    );
+    let metrics = s.metrics().await;
+    let series = format!("gateway_node_tls_pin_failures_total{{node=\"{name}\"}}");
+    let count: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"));
+    assert!(count >= 1.0);
+    s.stop().await;
+}
