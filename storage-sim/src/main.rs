@@ -76,6 +76,16 @@ struct Args {
     /// How long an epoch change stays in EpochChangeSync, old owners still serving.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     epoch_sync_ms: u64,
+    /// Also run a simulated Sui full node here (loopback only): `sui.rpc.v2` LedgerService
+    /// (native gRPC and gRPC-Web) serving the Walrus System, Staking and pool objects of this
+    /// network, plus `POST /sim/epoch` and `POST /sim/nodes/{name}/address`. Prints
+    /// `sui <url> system <id> staking <id>` when ready.
+    #[arg(long, value_name = "ADDR")]
+    sui_listen: Option<std::net::SocketAddr>,
+    /// Write a Walrus client_config.yaml pointing at --sui-listen, for
+    /// `walrus-gateway serve --walrus-config PATH`.
+    #[arg(long, value_name = "PATH", requires = "sui_listen")]
+    walrus_config_out: Option<PathBuf>,
 }
 
 impl Args {
@@ -169,6 +179,30 @@ async fn main() -> anyhow::Result<()> {
         storage_sim::persist::write_atomic(path, network.certificates_pem().as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    let sui = match args.sui_listen {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!("--sui-listen {addr}: the simulated full node listens on loopback only");
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let sui = storage_sim::sui::SuiSim::start(listener, network.chain_control()).await?;
+            if let Some(path) = &args.walrus_config_out {
+                storage_sim::persist::write_atomic(path, sui.client_config().as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            writeln!(
+                stdout,
+                "sui {} system {} staking {}",
+                sui.url(),
+                sui.system_object(),
+                sui.staking_object()
+            )?;
+            Some(sui)
+        }
+        None => None,
+    };
     writeln!(stdout, "ready")?;
     stdout.flush()?;
 
@@ -177,6 +211,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(writer) = committee_writer {
         writer.abort();
         let _ = writer.await;
+    }
+    if let Some(sui) = sui {
+        sui.shutdown().await;
     }
     match std::sync::Arc::try_unwrap(network) {
         Ok(network) => network.shutdown().await,
