@@ -2,7 +2,10 @@
 //!
 //! This is the contract between the simulator and its clients (the gateway reads it with
 //! [`Committee::load`]). The JSON shape is
-//! `{"n_shards": N, "nodes": [{"name": "...", "url": "http://127.0.0.1:PORT", "shards": [..]}]}`.
+//! `{"n_shards": N, "nodes": [{"name": "...", "url": "http://127.0.0.1:PORT", "shards": [..]}]}`;
+//! a TLS network lists `"url": "https://127.0.0.1:PORT"` and each node's
+//! `"network_public_key"` (hex of the 33-byte compressed P-256 key its certificate carries).
+//! A simulated network's committee is a snapshot: it changes with epochs and node moves.
 //!
 //! Guarantee: a [`Committee`] that passed [`Committee::validate`] (which [`Committee::load`] and
 //! [`Committee::save`] both run) assigns every shard `0..n_shards` to exactly one node, and node

@@ -59,8 +59,8 @@ pub struct NodeFaults {
     pub wrong_metadata: bool,
     /// 404 for everything it has.
     pub lie_not_found: bool,
-    /// With TLS: present a certificate made from another P-256 key (same CN/SAN form), so a
-    /// client pinning the on-chain `network_public_key` must refuse the node.
+    /// With TLS: present a certificate made from another P-256 key (with the CN and SANs of the
+    /// real one), so a client pinning the on-chain `network_public_key` must refuse the node.
     pub wrong_tls_key: bool,
 }
 

@@ -15,8 +15,10 @@
 //!   the chain's `StorageNodeInfo.public_key` and `/v1/health`'s `publicKey` have a value.
 //!
 //! Guarantee: the TLS listener presents the certificate of the node's network key, unless the
-//! `wrong_tls_key` fault is set; then it presents a certificate of the same form made from
-//! another P-256 key (generated once per node, on first use).
+//! `wrong_tls_key` fault is set; then it presents a certificate made from another P-256 key
+//! (generated once per node, on first use) with the very same CN and SANs (those of the node's
+//! real key), so nothing but the key itself gives it away: only a client pinning the on-chain
+//! key refuses it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -134,8 +136,9 @@ struct Presented {
 }
 
 impl Presented {
-    fn new(key: &NetworkKey) -> Result<Presented, String> {
-        let name = server_name_from_public_key(&key.public);
+    /// A certificate of `key`, named after `named_for` (the on-chain key).
+    fn new(key: &NetworkKey, named_for: &[u8; 33]) -> Result<Presented, String> {
+        let name = server_name_from_public_key(named_for);
         let mut params = CertificateParams::new(vec![name.clone()]).map_err(|e| e.to_string())?;
         params
             .subject_alt_names
@@ -195,7 +198,7 @@ impl NodeIdentity {
             node_id: node_id(index),
             network_public_key: key.public(),
             bls_public_key: fake_bls_key(name),
-            real: Presented::new(key)?,
+            real: Presented::new(key, &key.public())?,
             wrong: OnceLock::new(),
         })
     }
@@ -214,7 +217,7 @@ impl NodeIdentity {
         if let Some(wrong) = self.wrong.get() {
             return Ok(wrong.acceptor.clone());
         }
-        let made = Presented::new(&NetworkKey::generate()?)?;
+        let made = Presented::new(&NetworkKey::generate()?, &self.network_public_key)?;
         Ok(self.wrong.get_or_init(|| made).acceptor.clone())
     }
 }

@@ -1,21 +1,34 @@
 //! A simulated Walrus storage-node committee on one machine, for the gateway's tests, demos and
 //! load tests.
 //!
-//! [`SimNetwork::start`] runs `nodes` HTTP servers on `127.0.0.1`, each a storage node owning
-//! some of the `n_shards` shards (round-robin by default) and speaking the storage-node REST API
-//! of SPEC §10 (module [`api`] lists what is simulated and how). Blobs get in either directly
-//! ([`SimNetwork::store`], no HTTP) or through the real `PUT` endpoints. Faults ([`faults`]) can
-//! be injected per node at start-up and at run time, from the library or through the loopback
-//! admin endpoint `POST /sim/faults`. With a data directory ([`persist`]) a restarted network
-//! serves what it stored.
+//! [`SimNetwork::start`] runs `nodes` HTTP servers on `127.0.0.1` (HTTPS with
+//! [`SimConfig::tls`]), each a storage node owning some of the `n_shards` shards (round-robin
+//! by default) and speaking the storage-node REST API of SPEC §10 (module [`api`] lists what
+//! is simulated and how). Blobs get in either directly ([`SimNetwork::store`], no HTTP) or
+//! through the real `PUT` endpoints. Faults ([`faults`]) can be injected per node at start-up
+//! and at run time, from the library or through the loopback admin endpoint `POST /sim/faults`.
+//! With a data directory ([`persist`]) a restarted network serves what it stored, with the same
+//! keys, in the same epoch.
+//!
+//! Like real nodes, every node has a node ID and a P-256 network key ([`identity`]); with TLS
+//! it presents a self-signed certificate of that key named as real nodes name theirs. The epoch
+//! is live ([`epoch`]): [`SimNetwork::advance_epoch`] (or a timer) moves about a third of the
+//! shards, hands their slivers over, and goes through `EpochChangeSync` to `EpochChangeDone`;
+//! [`SimNetwork::move_node`] moves a node to another port. [`chain_view`] describes all of it
+//! as the chain would ([`ChainView`]) and lets a stand-in Sui full node drive it
+//! ([`ChainControl`]).
 //!
 //! Guarantees:
 //! * bytes served for a blob are exactly its BCS metadata and sliver encodings (as
 //!   `walrus-core` produces them), unless a fault says otherwise;
 //! * a node never stores metadata that does not match its Blob ID, nor a sliver that does not
 //!   verify against the stored metadata and its path's pair index;
-//! * each sliver pair is served only by the node owning its shard (SPEC §7 rotation); others
-//!   answer `400 FAILED_PRECONDITION / SHARD_NOT_ASSIGNED`, and faults never move shards.
+//! * each sliver pair is served only by the node owning its shard (SPEC §7 rotation) in the
+//!   current epoch, and while an epoch change syncs also by the shard's previous owner (read
+//!   only); others answer `400 FAILED_PRECONDITION / SHARD_NOT_ASSIGNED`. Only epoch changes
+//!   move shards, never faults;
+//! * every node holding a blob reports the same status: certified in the epoch the blob was
+//!   first stored in.
 
 pub mod api;
 mod body;

@@ -62,9 +62,10 @@ struct Args {
     /// Add this latency to every response of every node (overrides --faults latencies).
     #[arg(long, value_name = "MS")]
     latency_ms: Option<u64>,
-    /// Serve HTTPS: each node presents a self-signed certificate of its P-256 network key
-    /// (CN <key-derived name>.network.walrus.alt, SAN IP:127.0.0.1); the committee file lists
-    /// https:// URLs and each node's network_public_key.
+    /// Serve HTTPS: each node presents a self-signed certificate of its P-256 network key,
+    /// named like a real node's (CN and SAN DNS: the key's *.network.walrus.alt server name;
+    /// SAN IP:127.0.0.1); the committee file lists https:// URLs and each node's
+    /// network_public_key.
     #[arg(long)]
     tls: bool,
     /// Write every node's certificate (PEM, concatenated) here, e.g. for NODE_EXTRA_CA_CERTS.

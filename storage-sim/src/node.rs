@@ -257,7 +257,7 @@ pub(crate) async fn run(
                     if now.offline {
                         break Stop::Offline;
                     }
-                    if now.wrong_tls_key != wrong_key {
+                    if now.wrong_tls_key != wrong_key && shared.tls {
                         // Clients holding a connection must reconnect to see the new
                         // certificate.
                         wrong_key = now.wrong_tls_key;

@@ -226,3 +226,66 @@ async fn bad_arguments_fail_before_ready() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+#[tokio::test]
+async fn tls_writes_https_committee_and_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let committee_path = dir.path().join("committee.json");
+    let certs_path = dir.path().join("certs.pem");
+    let _sim = start(vec![
+        "--tls".into(),
+        "--nodes".into(),
+        "3".into(),
+        "--committee-out".into(),
+        arg(&committee_path),
+        "--certs-out".into(),
+        arg(&certs_path),
+    ])
+    .await;
+    let c = Committee::load(&committee_path).unwrap();
+    assert_eq!(c.nodes.len(), 3);
+    let pem = std::fs::read_to_string(&certs_path).unwrap();
+    assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 3);
+    for node in &c.nodes {
+        assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+        let key = node.network_public_key.as_deref().unwrap();
+        assert!(storage_sim::committee::parse_network_key(key).is_some());
+    }
+}
+
+#[tokio::test]
+async fn epoch_timer_rewrites_the_committee_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let committee_path = dir.path().join("committee.json");
+    let _sim = start(vec![
+        "--epoch-secs".into(),
+        "1".into(),
+        "--epoch-sync-ms".into(),
+        "100".into(),
+        "--committee-out".into(),
+        arg(&committee_path),
+    ])
+    .await;
+    let first = Committee::load(&committee_path).unwrap();
+    let url = first.nodes[0].url.clone();
+    // Bounded wait for the first timed epoch change to reach the node and the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = get(&url, "/v1/health").await.success_data(200);
+        let now = Committee::load(&committee_path).unwrap();
+        if health["epoch"].as_u64().unwrap() >= 2 && now != first {
+            assert_eq!(now.nodes.len(), first.nodes.len());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epoch change within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The admin endpoint advances on request too.
+    let reply = call(Method::POST, &url, "/sim/advance-epoch", None)
+        .await
+        .unwrap();
+    assert!(reply.success_data(200)["epoch"].as_u64().unwrap() >= 3);
+}

@@ -202,3 +202,74 @@ async fn a_data_dir_for_another_shard_count_is_refused() {
     .unwrap_err();
     assert!(matches!(err, SimError::DataDir(_)), "{err}");
 }
+
+#[tokio::test]
+async fn keys_epoch_and_certified_epochs_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vectors::load();
+    let net = SimNetwork::start(SimConfig {
+        tls: true,
+        epoch_sync_ms: 50,
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    net.store(&v.blob()).unwrap();
+    net.advance_epoch().await.unwrap();
+    let later: Vec<u8> = (0..4000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let later = net.store(&later).unwrap();
+    let before = net.chain_view();
+    let keys_before: Vec<_> = net
+        .committee()
+        .nodes
+        .iter()
+        .map(|n| n.network_public_key.clone().unwrap())
+        .collect();
+    net.shutdown().await;
+
+    for node in &before.nodes {
+        let key = dir.path().join("keys").join(format!("{}.pem", node.name));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: {mode:o}", key.display());
+    }
+
+    // Restarted (in plain HTTP, so the test can read it with its plain client): same keys,
+    // same node IDs, the same epoch and committee, the same certified epochs.
+    let net = SimNetwork::start(config(dir.path())).await.unwrap();
+    let after = net.chain_view();
+    assert_eq!(after.epoch, 2);
+    assert!(matches!(after.state, chain::EpochState::ChangeDone { .. }));
+    assert_eq!(after.current, before.current);
+    assert_eq!(after.previous, after.current);
+    assert_eq!(after.first_epoch_start_ms, before.first_epoch_start_ms);
+    for (i, (a, b)) in after.nodes.iter().zip(&before.nodes).enumerate() {
+        assert_eq!(a.node_id, b.node_id);
+        assert_eq!(a.network_public_key, b.network_public_key);
+        assert_eq!(hex::encode(a.network_public_key), keys_before[i]);
+        assert_eq!(a.bls_public_key, b.bls_public_key);
+    }
+    let committee = net.committee();
+    for (id, epoch) in [(v.blob_id(), 1), (later.to_string(), 2)] {
+        for node in &committee.nodes {
+            let status = get(&node.url, &format!("/v1/blobs/{id}/status"))
+                .await
+                .success_data(200);
+            assert_eq!(status["permanent"]["initialCertifiedEpoch"], epoch, "{id}");
+        }
+        // Every sliver from its epoch-2 owner.
+        let parsed: codec::BlobId = id.parse().unwrap();
+        for pair in 0..10 {
+            let owner = committee
+                .node_for_shard(parsed.shard_for_pair(pair, 10))
+                .unwrap();
+            let reply = get(
+                &committee.nodes[owner].url,
+                &sliver_path(&id, pair, "primary"),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{id} pair {pair}");
+        }
+    }
+    net.shutdown().await;
+}
