@@ -99,7 +99,9 @@ fn main() -> anyhow::Result<()> {
     let id = plain.store(&data)?;
     anyhow::ensure!(tls.store(&data)? == id);
     let path = format!("/v1/blobs/{id}");
-    println!("cold fill: {fill_mib} MiB at n = 1000 on 100 sim nodes, {runs} runs each, alternating");
+    println!(
+        "cold fill: {fill_mib} MiB at n = 1000 on 100 sim nodes, {runs} runs each, alternating"
+    );
     let (mut http, mut https) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let a = servers.block_on(cold_fill(plain.committee().clone(), &path, data.len()))?;

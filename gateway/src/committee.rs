@@ -422,7 +422,7 @@ pub fn aggregate_status(answers: &[(BlobStatus, u16)], validity: u16) -> Option<
             None => groups.push((status.clone(), u32::from(*weight))),
         }
     }
-    groups.sort_by(|a, b| b.0.rank().cmp(&a.0.rank()));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.0.rank()));
     groups
         .into_iter()
         .find(|(_, w)| *w >= u32::from(validity))

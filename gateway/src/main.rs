@@ -760,7 +760,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(network = %net.name, rpc = ?net.rpc_urls, staking = %net.staking_object,
                 "reading the committee from Sui");
             gateway::server::CommitteeSource::Chain {
-                reader: args.source.reader(net),
+                reader: Box::new(args.source.reader(net)),
                 scheme: args.source.storage_node_scheme,
                 policy: chain::committee::RefreshPolicy::default(),
             }

@@ -71,7 +71,7 @@ pub enum CommitteeSource {
     Static(Committee),
     /// Read from Sui and kept current (`--network`, `--walrus-config`).
     Chain {
-        reader: crate::chain_reader::ChainReader,
+        reader: Box<crate::chain_reader::ChainReader>,
         scheme: crate::committee::NodeScheme,
         policy: chain::committee::RefreshPolicy,
     },
@@ -123,7 +123,7 @@ impl Gateway {
                 policy,
             } => {
                 let (handle, watcher) = crate::committee::CommitteeWatcher::start(
-                    reader,
+                    *reader,
                     scheme,
                     policy,
                     telemetry.clone(),

@@ -57,7 +57,7 @@ impl ChainScenario {
         );
         let network = chain::network::parse_client_config(&yaml, None).unwrap();
         let source = CommitteeSource::Chain {
-            reader: ChainReader::new(network, Duration::from_secs(5)),
+            reader: Box::new(ChainReader::new(network, Duration::from_secs(5))),
             scheme: NodeScheme::Https,
             policy: fast_policy(),
         };

@@ -89,10 +89,10 @@ async fn the_official_sdk_reads_what_the_gateway_serves() {
         &sui.staking_object(),
     );
     let source = CommitteeSource::Chain {
-        reader: ChainReader::new(
+        reader: Box::new(ChainReader::new(
             chain::network::parse_client_config(&yaml, None).unwrap(),
             Duration::from_secs(5),
-        ),
+        )),
         scheme: NodeScheme::Https,
         policy: RefreshPolicy {
             normal: Duration::from_millis(200),

@@ -183,7 +183,9 @@ async fn main() -> anyhow::Result<()> {
     let sui = match args.sui_listen {
         Some(addr) => {
             if !addr.ip().is_loopback() {
-                anyhow::bail!("--sui-listen {addr}: the simulated full node listens on loopback only");
+                anyhow::bail!(
+                    "--sui-listen {addr}: the simulated full node listens on loopback only"
+                );
             }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
