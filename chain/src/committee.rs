@@ -55,24 +55,13 @@ pub struct CommitteeMember {
 }
 
 fn hex_key<S: serde::Serializer>(key: &[u8; 33], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{}", HexKey(key)))
-}
-
-struct HexKey<'a>(&'a [u8; 33]);
-
-impl std::fmt::Display for HexKey<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
+    s.serialize_str(&crate::network_key::to_hex(key))
 }
 
 impl CommitteeMember {
     /// The key in hex, as committee files write it.
     pub fn key_hex(&self) -> String {
-        HexKey(&self.network_public_key).to_string()
+        crate::network_key::to_hex(&self.network_public_key)
     }
 
     pub fn url(&self) -> String {

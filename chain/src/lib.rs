@@ -22,6 +22,7 @@ pub mod committee;
 pub mod grpc;
 pub mod move_types;
 pub mod network;
+pub mod network_key;
 pub mod object_id;
 pub mod proto;
 

@@ -11,15 +11,14 @@
 //! A rejection is a [`PinError`] inside `rustls::Error::InvalidCertificate(Other(..))`, so a
 //! caller can tell it from other transport failures with [`pin_failure`].
 
+pub use chain::network_key::NetworkKey;
+use chain::network_key::{compress_p256_point, to_hex};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::error::Error as StdError;
 use std::sync::Arc;
-
-/// A node's `network_public_key` as on chain: a SEC1-compressed P-256 point (`02|03 ‖ X`).
-pub type NetworkKey = [u8; 33];
 
 /// The DER of a P-256 SubjectPublicKeyInfo up to its point, for an uncompressed point:
 /// `SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused bits) 04 ‖ X ‖ Y }`.
@@ -46,17 +45,6 @@ pub enum PinError {
     Mismatch { found: String, pinned: String },
 }
 
-/// Compress an uncompressed SEC1 P-256 point `04 ‖ X ‖ Y` to `02|03 ‖ X` (by the parity of Y).
-pub fn compress_point(point: &[u8]) -> Option<NetworkKey> {
-    if point.len() != 65 || point[0] != 0x04 {
-        return None;
-    }
-    let mut key = [0u8; 33];
-    key[0] = 0x02 | (point[64] & 1);
-    key[1..].copy_from_slice(&point[1..33]);
-    Some(key)
-}
-
 /// The compressed P-256 point of a DER SubjectPublicKeyInfo, or `None` for any other key (another
 /// curve or algorithm, explicit curve parameters, a hybrid point, trailing bytes).
 ///
@@ -65,7 +53,7 @@ pub fn compress_point(point: &[u8]) -> Option<NetworkKey> {
 /// the parity of Y name exactly one point, so equal compressed forms mean equal points.
 pub fn spki_network_key(spki: &[u8]) -> Option<NetworkKey> {
     if let Some(point) = spki.strip_prefix(&SPKI_P256_UNCOMPRESSED[..]) {
-        return compress_point(point);
+        return compress_p256_point(point);
     }
     let point = spki.strip_prefix(&SPKI_P256_COMPRESSED[..])?;
     let key: NetworkKey = point.try_into().ok()?;
@@ -86,8 +74,8 @@ pub fn check_certificate(cert: &CertificateDer<'_>, pinned: &NetworkKey) -> Resu
         Ok(())
     } else {
         Err(PinError::Mismatch {
-            found: hex(&found),
-            pinned: hex(pinned),
+            found: to_hex(&found),
+            pinned: to_hex(pinned),
         })
     }
 }
@@ -187,10 +175,6 @@ pub fn client_config(key: NetworkKey) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +203,8 @@ fTjyLRcavgtc/HSjJ+yEIrmrENYqKqnoPYrpAG9AcNTObYlTJTh99qrtPIXWG3U+
     }
 
     fn network_key(key: &KeyPair) -> NetworkKey {
-        compress_point(key.public_key_raw()).expect("a P-256 key pair has an uncompressed point")
+        compress_p256_point(key.public_key_raw())
+            .expect("a P-256 key pair has an uncompressed point")
     }
 
     /// A self-signed certificate for `key` naming `name`, as a storage node might present.
@@ -329,7 +314,7 @@ fTjyLRcavgtc/HSjJ+yEIrmrENYqKqnoPYrpAG9AcNTObYlTJTh99qrtPIXWG3U+
             .step_by(2)
             .map(|i| u8::from_str_radix(&g[i..i + 2], 16).unwrap())
             .collect();
-        let compressed = compress_point(&g).unwrap();
+        let compressed = compress_p256_point(&g).unwrap();
         assert_eq!(compressed[0], 0x03);
         assert_eq!(compressed[1..], g[1..33]);
         let spki = [&SPKI_P256_UNCOMPRESSED[..], &g].concat();

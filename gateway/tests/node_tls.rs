@@ -3,8 +3,8 @@
 //! P-256 key, like a Walrus node without a CA certificate.
 
 use bytes::Bytes;
+use chain::network_key::{compress_p256_point, NetworkKey};
 use codec::{BlobId, SliverKind};
-use gateway::node_tls::{compress_point, NetworkKey};
 use gateway::nodes::{NodeClient, NodeError, Topology};
 use gateway::{Gateway, GatewayConfig};
 use http::{Request, Response, StatusCode, Version};
@@ -109,7 +109,7 @@ fn p256() -> KeyPair {
 }
 
 fn network_key(key: &KeyPair) -> NetworkKey {
-    compress_point(key.public_key_raw()).unwrap()
+    compress_p256_point(key.public_key_raw()).unwrap()
 }
 
 /// One `https://` node holding all 10 shards, pinned to `key`.

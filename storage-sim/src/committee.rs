@@ -187,19 +187,8 @@ impl Committee {
     }
 }
 
-/// The 33 bytes of a hex `network_public_key`, if it is a compressed P-256 point's encoding
-/// (`02`/`03` ‖ 32 bytes of X); whether X is on the curve is left to the TLS handshake.
-pub fn parse_network_key(hex: &str) -> Option<[u8; 33]> {
-    let hex = hex.strip_prefix("0x").unwrap_or(hex);
-    if hex.len() != 66 || !hex.is_ascii() {
-        return None;
-    }
-    let mut key = [0u8; 33];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    matches!(key[0], 2 | 3).then_some(key)
-}
+/// The 33 bytes of a hex `network_public_key` (see [`chain::network_key::parse_hex`]).
+pub use chain::network_key::parse_hex as parse_network_key;
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,7 @@ use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::faults::FaultRng;
+use chain::network_key::{compress_p256_point, to_hex as hex};
 
 /// The TLS server name a real node derives from its network key: the first 4 bytes of the
 /// compressed key, each as Rust `{:x}` (no zero padding), then `.network.walrus.alt`.
@@ -38,17 +39,6 @@ pub fn server_name_from_public_key(key: &[u8; 33]) -> String {
         "{:x}{:x}{:x}{:x}.network.walrus.alt",
         key[0], key[1], key[2], key[3]
     )
-}
-
-/// SEC1-compress an uncompressed P-256 point (`04 ‖ X ‖ Y`): `02`/`03` by Y's parity, then X.
-pub fn compress_p256_point(uncompressed: &[u8]) -> Option<[u8; 33]> {
-    if uncompressed.len() != 65 || uncompressed[0] != 4 {
-        return None;
-    }
-    let mut out = [0u8; 33];
-    out[0] = 2 | (uncompressed[64] & 1);
-    out[1..].copy_from_slice(&uncompressed[1..33]);
-    Some(out)
 }
 
 /// The stable node ID of node `index`.
@@ -222,15 +212,6 @@ impl NodeIdentity {
     }
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,20 +224,6 @@ mod tests {
             server_name_from_public_key(&key),
             "2aff10.network.walrus.alt"
         );
-    }
-
-    #[test]
-    fn compression_keeps_x_and_y_parity() {
-        let mut point = [0u8; 65];
-        point[0] = 4;
-        point[1..33].fill(0xab);
-        point[64] = 7;
-        let c = compress_p256_point(&point).unwrap();
-        assert_eq!(c[0], 3);
-        assert_eq!(&c[1..], &[0xab; 32]);
-        point[64] = 6;
-        assert_eq!(compress_p256_point(&point).unwrap()[0], 2);
-        assert!(compress_p256_point(&point[..64]).is_none());
     }
 
     #[test]

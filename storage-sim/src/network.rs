@@ -22,7 +22,7 @@ use crate::chain_view::{ChainControl, ChainNode, ChainView, Control};
 use crate::committee::{Committee, CommitteeNode};
 use crate::epoch::{self, EpochChange, EpochInfo, DEFAULT_EPOCH_DURATION_MS};
 use crate::faults::NodeFaults;
-use crate::identity::{self, NetworkKey, NodeIdentity};
+use crate::identity::{NetworkKey, NodeIdentity};
 use crate::node::{self, ListenerState, NodeState, Relocation};
 use crate::persist::{self, EpochFile, Manifest, NodeDir};
 use crate::store::{NodeStore, StoredBlob};
@@ -192,7 +192,7 @@ impl Shared {
                     shards: shards.clone(),
                     network_public_key: self
                         .tls
-                        .then(|| identity::hex(&node.identity.network_public_key)),
+                        .then(|| chain::network_key::to_hex(&node.identity.network_public_key)),
                 })
                 .collect(),
         }

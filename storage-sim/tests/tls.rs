@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use chain::network_key::compress_p256_point;
 use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
@@ -16,7 +17,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use storage_sim::identity::compress_p256_point;
 use storage_sim::{server_name_from_public_key, Committee, NodeFaults, SimConfig, SimNetwork};
 
 // ---- a minimal DER walk: just what a certificate check needs ----
