@@ -320,50 +320,50 @@ impl NodeClient {
         pin: Option<&NetworkKey>,
     ) -> Result<Response<Incoming>, NodeError> {
         let uri = request.uri();
-        let sent = match (uri.scheme_str(), uri.authority()) {
-            (Some("https"), Some(authority)) => {
-                let Some(key) = pin else {
-                    return Err(NodeError::BadUrl(uri.to_string()));
-                };
-                let origin = (authority.as_str().to_owned(), *key);
-                if let Some(at) = self
-                    .refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&origin)
-                    .filter(|at| at.elapsed() < PIN_HOLD)
-                {
-                    return Err(NodeError::Pinning(format!(
-                        "its certificate did not carry the on-chain key {:?} ago; not asked again \
-                         until its pool object is re-read",
-                        at.elapsed()
-                    )));
-                }
-                let client = self
-                    .pinned
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry((authority.as_str().to_owned(), *key))
-                    .or_insert_with(|| Self::pinned_client(*key))
-                    .clone();
-                let sent = client.request(request).await;
-                if sent
-                    .as_ref()
-                    .is_err_and(|e| node_tls::pin_failure(e).is_some())
-                {
+        let (Some("https"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return self
+                .plain
+                .request(request)
+                .await
+                .map_err(|e| NodeError::Transport(error_chain(&e)));
+        };
+        let Some(key) = pin else {
+            return Err(NodeError::BadUrl(uri.to_string()));
+        };
+        let origin = (authority.as_str().to_owned(), *key);
+        if let Some(at) = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&origin)
+            .filter(|at| at.elapsed() < PIN_HOLD)
+        {
+            return Err(NodeError::Pinning(format!(
+                "its certificate did not carry the on-chain key {:?} ago; not asked again \
+                 until its pool object is re-read",
+                at.elapsed()
+            )));
+        }
+        let client = self
+            .pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(origin.clone())
+            .or_insert_with(|| Self::pinned_client(*key))
+            .clone();
+        client
+            .request(request)
+            .await
+            .map_err(|e| match node_tls::pin_failure(&e) {
+                Some(pin) => {
                     self.refused
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(origin, std::time::Instant::now());
+                    NodeError::Pinning(pin.to_string())
                 }
-                sent
-            }
-            _ => self.plain.request(request).await,
-        };
-        sent.map_err(|e| match node_tls::pin_failure(&e) {
-            Some(pin) => NodeError::Pinning(pin.to_string()),
-            None => NodeError::Transport(error_chain(&e)),
-        })
+                None => NodeError::Transport(error_chain(&e)),
+            })
     }
 
     /// `GET /v1/blobs/{id}/metadata` on `node`: the BCS body, at most `limit` bytes.
