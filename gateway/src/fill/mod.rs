@@ -394,6 +394,16 @@ impl Filler {
     /// Verified metadata of `id`, from the cache, the upstreams that offer it, or the nodes (one
     /// fetch for concurrent callers).
     pub async fn metadata(&self, id: BlobId) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        self.metadata_from(id, None).await
+    }
+
+    /// [`Filler::metadata`], read (on a miss) from `topology` when the caller has chosen one
+    /// already (a fill), else from the committee [`Filler::read_topology`] picks.
+    async fn metadata_from(
+        &self,
+        id: BlobId,
+        topology: Option<Arc<Topology>>,
+    ) -> Result<Arc<VerifiedMetadata>, ReadError> {
         let inner = self.inner.clone();
         let filler = self.clone();
         self.inner
@@ -408,7 +418,10 @@ impl Filler {
                     Some(Ok(meta)) => Ok(meta),
                     Some(Err(e)) if inner.committees.current().node_count() == 0 => Err(e),
                     _ => {
-                        let topology = filler.read_topology(id).await;
+                        let topology = match topology {
+                            Some(t) => t,
+                            None => filler.read_topology(id).await,
+                        };
                         let result = fetch_metadata(&inner, &topology, id).await;
                         if matches!(result, Err(ReadError::Unavailable(_))) {
                             // Possibly a committee we no longer know: look at the chain again.
@@ -567,7 +580,7 @@ impl Filler {
         } else {
             Prefetched::default()
         };
-        let meta = self.metadata(id).await?;
+        let meta = self.metadata_from(id, Some(topology.clone())).await?;
         let config = *meta.config();
         let len = meta.unencoded_length();
         let consistency = self.inner.config.consistency;
