@@ -152,10 +152,6 @@ impl SuiClient {
         }
     }
 
-    pub fn urls(&self) -> &[String] {
-        &self.urls
-    }
-
     /// One unary call, on each URL in turn until one answers.
     async fn call<Req: Message, Resp: Message + Default>(
         &self,

@@ -18,7 +18,7 @@ use crate::chain_reader::{ChainError, ChainReader};
 use crate::nodes::{NodeClient, Topology, TopologyError};
 use crate::telemetry::Telemetry;
 use chain::committee::RefreshPolicy;
-use chain::{ChainCommittee, CommitteeMember, EpochState};
+use chain::{ChainCommittee, CommitteeMember};
 use codec::BlobId;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,10 +57,6 @@ impl Committees {
     pub fn epoch(&self) -> Option<u32> {
         self.chain.as_ref().map(|c| c.committee.epoch)
     }
-
-    pub fn epoch_state(&self) -> Option<EpochState> {
-        self.chain.as_ref().map(|c| c.committee.epoch_state)
-    }
 }
 
 /// Shared access to the current [`Committees`]. Cheap to clone.
@@ -97,11 +93,6 @@ impl CommitteeHandle {
     /// Ask the watcher (if any) to read the chain again soon; it honours its grace period.
     pub fn request_refresh(&self) {
         self.refresh.notify.notify_one();
-    }
-
-    /// Resolves when a new snapshot is published.
-    pub async fn changed(&mut self) -> bool {
-        self.rx.changed().await.is_ok()
     }
 }
 
@@ -234,12 +225,6 @@ impl CommitteeWatcher {
                 telemetry,
             },
         ))
-    }
-
-    /// Shorten the grace period between requested refreshes (tests).
-    pub fn with_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
     }
 
     /// Refresh until `shutdown` resolves.

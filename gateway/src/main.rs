@@ -677,29 +677,30 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         h3_max_udp_payload: args.h3_max_udp_payload,
         ..GatewayConfig::default()
     };
-    let chain_network = args.source.network()?;
-    let (committee, network) = match &args.source.committee {
-        _ if chain_network.is_some() => {
+    use gateway::server::CommitteeSource;
+    let (source, network) = match (args.source.network()?, &args.source.committee) {
+        (Some(net), _) => {
             if !args.seed.is_empty() {
                 bail!("--seed stores files in the embedded network; it cannot be used with a chain-backed network");
             }
-            (
-                Committee {
-                    n_shards: 0,
-                    nodes: Vec::new(),
-                },
-                None,
-            )
+            tracing::info!(network = %net.name, rpc = ?net.rpc_urls, staking = %net.staking_object,
+                "reading the committee from Sui");
+            let source = CommitteeSource::Chain {
+                reader: Box::new(args.source.reader(net)),
+                scheme: args.source.storage_node_scheme,
+                policy: chain::committee::RefreshPolicy::default(),
+            };
+            (source, None)
         }
-        Some(path) => {
+        (None, Some(path)) => {
             if !args.seed.is_empty() {
                 bail!("--seed stores files in the embedded network; it cannot be used with --committee");
             }
             let committee = Committee::load(path)
                 .with_context(|| format!("cannot load the committee {}", path.display()))?;
-            (committee, None)
+            (CommitteeSource::Static(committee), None)
         }
-        None if !args.upstreams.is_empty() => {
+        (None, None) if !args.upstreams.is_empty() => {
             if !args.seed.is_empty() {
                 bail!("--seed stores files in the embedded network; it cannot be used with --upstream alone");
             }
@@ -714,9 +715,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
                 n_shards: args.n_shards,
                 nodes: Vec::new(),
             };
-            (committee, None)
+            (CommitteeSource::Static(committee), None)
         }
-        None => {
+        (None, None) => {
             let network = SimNetwork::start(SimConfig {
                 n_shards: args.sim_shards,
                 nodes: args.sim_nodes,
@@ -740,7 +741,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::info!(blob_id = %id, file = %file.display(), "seeded the embedded network");
                 println!("{id}");
             }
-            (network.committee().clone(), Some(network))
+            (CommitteeSource::Static(network.committee()), Some(network))
         }
     };
     // Created on first start, so the key a proof names is fixed before the first request.
@@ -755,18 +756,6 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
              only as long as this process"
         ),
     }
-    let source = match chain_network {
-        Some(net) => {
-            tracing::info!(network = %net.name, rpc = ?net.rpc_urls, staking = %net.staking_object,
-                "reading the committee from Sui");
-            gateway::server::CommitteeSource::Chain {
-                reader: Box::new(args.source.reader(net)),
-                scheme: args.source.storage_node_scheme,
-                policy: chain::committee::RefreshPolicy::default(),
-            }
-        }
-        None => gateway::server::CommitteeSource::Static(committee),
-    };
     let gateway = Gateway::bind_source(config, source).await?;
     if let Some(addr) = gateway.plain_addr() {
         println!("listening on http://{addr}");
