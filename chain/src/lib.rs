@@ -17,6 +17,7 @@
 //! Guarantee: decoders never panic on input and reject trailing bytes, unknown enum variants,
 //! and lengths beyond what the input holds.
 
+pub mod base58;
 pub mod bcs;
 pub mod committee;
 pub mod grpc;

@@ -571,37 +571,10 @@ fn blob_status(shared: &Shared, node: &NodeState, known: Option<&BlobId>) -> ser
     serde_json::json!({"permanent": {
         "endEpoch": certified + crate::BLOB_LIFETIME_EPOCHS,
         "isCertified": true,
-        "statusEvent": {"txDigest": base58(id.as_bytes()), "eventSeq": "0"},
+        "statusEvent": {"txDigest": chain::base58::encode(id.as_bytes()), "eventSeq": "0"},
         "deletableCounts": {"count_deletable_total": 0, "count_deletable_certified": 0},
         "initialCertifiedEpoch": certified,
     }})
-}
-
-/// Bitcoin-alphabet base58, as Sui prints transaction digests.
-fn base58(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut digits: Vec<u8> = Vec::new();
-    for &byte in bytes {
-        let mut carry = u32::from(byte);
-        for digit in digits.iter_mut() {
-            carry += u32::from(*digit) << 8;
-            *digit = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    std::iter::repeat_n('1', zeros)
-        .chain(
-            digits
-                .iter()
-                .rev()
-                .map(|&d| ALPHABET[usize::from(d)] as char),
-        )
-        .collect()
 }
 
 fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
@@ -688,14 +661,6 @@ mod tests {
         assert_eq!(Route::parse("/sim/advance-epoch"), Route::AdminAdvanceEpoch);
         assert_eq!(Route::parse("/sim/move-node"), Route::AdminMoveNode);
         assert_eq!(Route::parse("/v1/health/"), Route::Unknown);
-    }
-
-    #[test]
-    fn base58_matches_known_values() {
-        assert_eq!(base58(b""), "");
-        assert_eq!(base58(&[0, 0, 1]), "112");
-        assert_eq!(base58(b"hello world"), "StV1DL6CwTryKyV");
-        assert_eq!(base58(&[0xff; 32]).len(), 44);
     }
 
     #[test]

@@ -169,32 +169,6 @@ fn label_id(label: &str) -> ObjectId {
     ObjectId(blake2b(&[b"walrus-sim/", label.as_bytes()]))
 }
 
-fn base58(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut digits: Vec<u8> = Vec::with_capacity(bytes.len() * 138 / 100 + 1);
-    for &b in bytes {
-        let mut carry = u32::from(b);
-        for d in digits.iter_mut() {
-            carry += u32::from(*d) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    std::iter::repeat_n('1', zeros)
-        .chain(
-            digits
-                .iter()
-                .rev()
-                .map(|&d| ALPHABET[usize::from(d)] as char),
-        )
-        .collect()
-}
-
 /// Walrus's `client_config.yaml` (single-context form) for a simulated network.
 pub fn walrus_client_config(sui_url: &str, system: &ObjectId, staking: &ObjectId) -> String {
     // A JSON string is a valid YAML double-quoted scalar.
@@ -610,7 +584,7 @@ impl State {
             }),
             object_id: want("object_id").then(|| object.id.to_string()),
             version: want("version").then_some(version),
-            digest: want("digest").then(|| base58(&digest)),
+            digest: want("digest").then(|| chain::base58::encode(&digest)),
             owner: want("owner").then(|| match object.owner {
                 Owner::Shared => proto::Owner {
                     kind: Some(proto::owner_kind::SHARED),
@@ -630,7 +604,7 @@ impl State {
                 value: Some(object.contents.clone()),
             }),
             previous_transaction: want("previous_transaction")
-                .then(|| base58(&previous_transaction)),
+                .then(|| chain::base58::encode(&previous_transaction)),
             storage_rebate: want("storage_rebate").then_some(0),
         };
         (version, rendered)
@@ -1212,9 +1186,10 @@ mod tests {
         assert_eq!(PACKAGE_ID, label_id("package"));
         assert_eq!(SYSTEM_OBJECT_ID, label_id("system"));
         assert_eq!(STAKING_OBJECT_ID, label_id("staking"));
-        assert_eq!(CHAIN_ID, base58(&blake2b(&[b"walrus-sim/genesis"])));
-        assert_eq!(base58(&[0, 0, 1]), "112");
-        assert_eq!(base58(b"hello world"), "StV1DL6CwTryKyV");
+        assert_eq!(
+            CHAIN_ID,
+            chain::base58::encode(&blake2b(&[b"walrus-sim/genesis"]))
+        );
     }
 
     fn view() -> ChainView {
