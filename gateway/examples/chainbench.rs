@@ -11,44 +11,20 @@
 //! `cargo run --release -p walrus-gateway --example chainbench [-- FILL_MIB RUNS]`
 //! (defaults: 64 MiB, 5 runs of each transport).
 
+mod common;
+
 use chain::network::NetworkConfig;
+use common::{large_blob_config as config, median, pseudo_random};
 use gateway::chain_reader::ChainReader;
-use gateway::{Gateway, GatewayConfig};
+use gateway::Gateway;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use storage_sim::committee::Committee;
 use storage_sim::sui::SuiSim;
 use storage_sim::{SimConfig, SimNetwork};
-
-fn config() -> GatewayConfig {
-    GatewayConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        memory_cache_bytes: 2 << 30,
-        memory_max_object: 1 << 30,
-        ..GatewayConfig::default()
-    }
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// One cold fill through a fresh gateway: wall time of `GET /v1/blobs/{id}` to its last byte.
 async fn cold_fill(committee: Committee, path: &str, len: usize) -> anyhow::Result<Duration> {
@@ -95,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok((Arc::new(plain), Arc::new(tls)))
     })?;
     let (plain, tls) = nets;
-    let data = Arc::new(pseudo_random(fill_mib << 20));
+    let data = Arc::new(pseudo_random(fill_mib << 20, 1));
     let id = plain.store(&data)?;
     anyhow::ensure!(tls.store(&data)? == id);
     let path = format!("/v1/blobs/{id}");

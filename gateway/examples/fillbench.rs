@@ -7,8 +7,11 @@
 //! the bound is one 20 ms round trip plus the time to verify the `kp` systematic slivers (as
 //! the codec bench measures it). Hits: a 1 MiB blob, 64 HTTP/1.1 connections.
 
+mod common;
+
 use bytes::Bytes;
-use gateway::{Gateway, GatewayConfig};
+use common::{large_blob_config as config, pseudo_random};
+use gateway::Gateway;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -21,27 +24,6 @@ use storage_sim::{NodeFaults, SimConfig, SimNetwork};
 const LATENCY_MS: u64 = 20;
 const FILL_RUNS: usize = 5;
 const CONNECTIONS: usize = 64;
-
-fn config() -> GatewayConfig {
-    GatewayConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        memory_cache_bytes: 2 << 30,
-        memory_max_object: 1 << 30,
-        ..GatewayConfig::default()
-    }
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// GET `path` on a fresh connection: time to the response headers, and the body length.
 async fn get_len(addr: SocketAddr, path: &str) -> anyhow::Result<(Duration, u64)> {
@@ -95,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?,
     );
-    let data = pseudo_random(fill_mib << 20);
+    let data = pseudo_random(fill_mib << 20, 1);
     let len = data.len() as u64;
     let id = {
         let net = net.clone();
@@ -215,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
 
     // --- Hits ---
     let net = SimNetwork::start(SimConfig::default()).await?;
-    let hit_blob = pseudo_random(1 << 20);
+    let hit_blob = pseudo_random(1 << 20, 1);
     let hit_id = net.store(&hit_blob)?;
     let gateway = Gateway::bind(config(), net.committee().clone())
         .await?

@@ -6,32 +6,18 @@
 //! (defaults: 64 MiB, 5 runs). Each run publishes a different blob (the same bytes would be
 //! "already certified"). The publish answer comes when nodes holding 2f+1 shards confirmed.
 
+mod common;
+
 use bytes::Bytes;
+use common::{median, pseudo_random};
 use gateway::{Gateway, GatewayConfig};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use storage_sim::{SimConfig, SimNetwork};
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
