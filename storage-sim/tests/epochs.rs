@@ -283,18 +283,7 @@ async fn statuses_carry_the_certified_epoch_on_every_node() {
     // Blobs of the new epoch are read from the new owners, even after the sync.
     wait_for_view(&net, done).await;
     let committee = net.committee();
-    let parsed: codec::BlobId = uploaded.parse().unwrap();
-    for pair in 0..10 {
-        let owner = committee
-            .node_for_shard(parsed.shard_for_pair(pair, 10))
-            .unwrap();
-        let reply = get(
-            &committee.nodes[owner].url,
-            &sliver_path(&uploaded, pair, "secondary"),
-        )
-        .await;
-        assert_eq!(reply.status, 200);
-    }
+    assert_owners_serve(&committee, &uploaded, "secondary").await;
     net.shutdown().await;
 }
 

@@ -258,18 +258,7 @@ async fn keys_epoch_and_certified_epochs_survive_a_restart() {
             assert_eq!(status["permanent"]["initialCertifiedEpoch"], epoch, "{id}");
         }
         // Every sliver from its epoch-2 owner.
-        let parsed: codec::BlobId = id.parse().unwrap();
-        for pair in 0..10 {
-            let owner = committee
-                .node_for_shard(parsed.shard_for_pair(pair, 10))
-                .unwrap();
-            let reply = get(
-                &committee.nodes[owner].url,
-                &sliver_path(&id, pair, "primary"),
-            )
-            .await;
-            assert_eq!(reply.status, 200, "{id} pair {pair}");
-        }
+        assert_owners_serve(&committee, &id, "primary").await;
     }
     net.shutdown().await;
 }

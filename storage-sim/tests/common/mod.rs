@@ -224,6 +224,19 @@ pub fn metadata_path(id: &str) -> String {
     format!("/v1/blobs/{id}/metadata")
 }
 
+/// Every sliver pair of blob `id` (`kind`: `primary` or `secondary`) is served (200) by the
+/// node that owns its shard in `committee`.
+pub async fn assert_owners_serve(committee: &storage_sim::Committee, id: &str, kind: &str) {
+    let parsed: codec::BlobId = id.parse().unwrap();
+    for pair in 0..committee.n_shards {
+        let owner = committee
+            .node_for_shard(parsed.shard_for_pair(pair, committee.n_shards))
+            .unwrap();
+        let reply = get(&committee.nodes[owner].url, &sliver_path(id, pair, kind)).await;
+        assert_eq!(reply.status, 200, "{id} pair {pair} from its owner");
+    }
+}
+
 pub fn sliver_path(id: &str, pair: u16, kind: &str) -> String {
     format!("/v1/blobs/{id}/slivers/{pair}/{kind}")
 }
