@@ -185,80 +185,6 @@ pub fn walrus_client_config(sui_url: &str, system: &ObjectId, staking: &ObjectId
 // Objects
 // ---------------------------------------------------------------------------------------------
 
-/// A Move struct type, for the `bcs` envelope (`StructTag`) and its string form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StructTag {
-    address: ObjectId,
-    module: &'static str,
-    name: &'static str,
-    params: Vec<TypeTag>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TypeTag {
-    U64,
-    Struct(StructTag),
-}
-
-impl StructTag {
-    fn walrus(module: &'static str, name: &'static str) -> Self {
-        Self {
-            address: PACKAGE_ID,
-            module,
-            name,
-            params: Vec::new(),
-        }
-    }
-
-    /// `0x2::dynamic_field::Field<u64, value>`.
-    fn field_of(value: StructTag) -> Self {
-        let mut framework = [0u8; 32];
-        framework[31] = 2;
-        Self {
-            address: ObjectId(framework),
-            module: "dynamic_field",
-            name: "Field",
-            params: vec![TypeTag::U64, TypeTag::Struct(value)],
-        }
-    }
-
-    /// BCS of `StructTag { address, module, name, type_params }`.
-    fn write(&self, w: &mut chain::bcs::Writer) {
-        w.address(&self.address)
-            .string(self.module)
-            .string(self.name)
-            .vec(&self.params, |w, p| match p {
-                TypeTag::U64 => {
-                    w.uleb(2);
-                }
-                TypeTag::Struct(s) => {
-                    w.uleb(7);
-                    s.write(w);
-                }
-            });
-    }
-}
-
-impl std::fmt::Display for StructTag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}::{}::{}", self.address, self.module, self.name)?;
-        if !self.params.is_empty() {
-            f.write_str("<")?;
-            for (i, p) in self.params.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                match p {
-                    TypeTag::U64 => f.write_str("u64")?,
-                    TypeTag::Struct(s) => write!(f, "{s}")?,
-                }
-            }
-            f.write_str(">")?;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
     /// Shared since version 1.
@@ -271,8 +197,7 @@ enum Owner {
 #[derive(Debug, Clone)]
 struct SimObject {
     id: ObjectId,
-    tag: StructTag,
-    /// `type_of::*`, equal to `tag`'s string form.
+    /// `type_of::*`.
     type_name: String,
     contents: Vec<u8>,
     owner: Owner,
@@ -354,7 +279,7 @@ fn system_inner(view: &ChainView) -> SystemStateInnerV1 {
     }
 }
 
-fn outer(id: ObjectId, tag: StructTag, type_name: String) -> SimObject {
+fn outer(id: ObjectId, type_name: String) -> SimObject {
     let contents = VersionedObject {
         id,
         version: INNER_VERSION,
@@ -364,7 +289,6 @@ fn outer(id: ObjectId, tag: StructTag, type_name: String) -> SimObject {
     .to_bcs();
     SimObject {
         id,
-        tag,
         type_name,
         contents,
         owner: Owner::Shared,
@@ -375,18 +299,10 @@ fn outer(id: ObjectId, tag: StructTag, type_name: String) -> SimObject {
 /// The object `id` as of `view`, if the simulated chain has it.
 fn find_object(view: &ChainView, id: &ObjectId) -> Option<SimObject> {
     if *id == SYSTEM_OBJECT_ID {
-        return Some(outer(
-            *id,
-            StructTag::walrus("system", "System"),
-            type_of::system(&PACKAGE_ID),
-        ));
+        return Some(outer(*id, type_of::system(&PACKAGE_ID)));
     }
     if *id == STAKING_OBJECT_ID {
-        return Some(outer(
-            *id,
-            StructTag::walrus("staking", "Staking"),
-            type_of::staking(&PACKAGE_ID),
-        ));
+        return Some(outer(*id, type_of::staking(&PACKAGE_ID)));
     }
     if *id == SYSTEM_OBJECT_ID.versioned_field_id(INNER_VERSION) {
         let field = Field {
@@ -396,10 +312,6 @@ fn find_object(view: &ChainView, id: &ObjectId) -> Option<SimObject> {
         };
         return Some(SimObject {
             id: *id,
-            tag: StructTag::field_of(StructTag::walrus(
-                "system_state_inner",
-                "SystemStateInnerV1",
-            )),
             type_name: type_of::system_inner_field(&PACKAGE_ID),
             contents: field.to_bcs(),
             owner: Owner::Object(SYSTEM_OBJECT_ID),
@@ -414,7 +326,6 @@ fn find_object(view: &ChainView, id: &ObjectId) -> Option<SimObject> {
         };
         return Some(SimObject {
             id: *id,
-            tag: StructTag::field_of(StructTag::walrus("staking_inner", "StakingInnerV1")),
             type_name: type_of::staking_inner_field(&PACKAGE_ID),
             contents: field.to_bcs(),
             owner: Owner::Object(STAKING_OBJECT_ID),
@@ -437,30 +348,11 @@ fn find_object(view: &ChainView, id: &ObjectId) -> Option<SimObject> {
     pool.extra_fields.id = ObjectId(blake2b(&[b"walrus-sim/extra-fields/", &id.0]));
     Some(SimObject {
         id: *id,
-        tag: StructTag::walrus("staking_pool", "StakingPool"),
         type_name: type_of::staking_pool(&PACKAGE_ID),
         contents: pool.to_bcs(),
         owner: Owner::Shared,
         has_public_transfer: true,
     })
-}
-
-/// The `bcs` field: `sui_sdk_types::Object` = `ObjectData::Struct(MoveStruct { type_:
-/// MoveStructType::Other(tag), has_public_transfer, version, contents })` ‖ `Owner` ‖
-/// `previous_transaction` (32-byte digest, length-prefixed) ‖ `storage_rebate`.
-fn object_envelope(object: &SimObject, version: u64, previous_transaction: &[u8; 32]) -> Vec<u8> {
-    let mut w = chain::bcs::Writer::new();
-    w.uleb(0).uleb(0);
-    object.tag.write(&mut w);
-    w.bool(object.has_public_transfer)
-        .u64(version)
-        .bytes(&object.contents);
-    match object.owner {
-        Owner::Object(parent) => w.uleb(1).address(&parent),
-        Owner::Shared => w.uleb(2).u64(1),
-    };
-    w.bytes(previous_transaction).u64(0);
-    w.into_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,10 +470,9 @@ impl State {
         let previous_transaction = blake2b(&[b"walrus-sim/tx/", &version.to_le_bytes()]);
         let want = |field: &str| mask.selects(field);
         let rendered = proto::Object {
-            bcs: want("bcs").then(|| proto::Bcs {
-                name: Some("Object".into()),
-                value: Some(object_envelope(&object, version, &previous_transaction)),
-            }),
+            // The full `sui_sdk_types::Object` envelope is not served: no reader needs it, and
+            // bytes nobody checks against the real chain would only mislead one that did.
+            bcs: None,
             object_id: want("object_id").then(|| object.id.to_string()),
             version: want("version").then_some(version),
             digest: want("digest").then(|| chain::base58::encode(&digest)),
@@ -1213,7 +1104,7 @@ mod tests {
     }
 
     #[test]
-    fn type_strings_match_the_struct_tags_and_envelopes_hold_the_contents() {
+    fn objects_start_with_their_own_id() {
         let view = view();
         let ids = [
             SYSTEM_OBJECT_ID,
@@ -1224,24 +1115,7 @@ mod tests {
         ];
         for id in ids {
             let object = find_object(&view, &id).unwrap();
-            assert_eq!(object.tag.to_string(), object.type_name);
             assert_eq!(object.contents[..32], id.0);
-            let envelope = object_envelope(&object, 7, &[9; 32]);
-            let mut r = chain::bcs::Reader::new(&envelope);
-            assert_eq!(r.variant("ObjectData", 2).unwrap(), 0);
-            assert_eq!(r.variant("MoveStructType", 4).unwrap(), 0);
-            assert_eq!(read_tag(&mut r), object.tag);
-            assert_eq!(r.bool("public").unwrap(), object.has_public_transfer);
-            assert_eq!(r.u64("version").unwrap(), 7);
-            assert_eq!(r.bytes("contents").unwrap(), object.contents);
-            match (r.variant("Owner", 4).unwrap(), object.owner) {
-                (1, Owner::Object(parent)) => assert_eq!(r.address("parent").unwrap(), parent),
-                (2, Owner::Shared) => assert_eq!(r.u64("initial").unwrap(), 1),
-                other => panic!("{other:?}"),
-            }
-            assert_eq!(r.bytes("previous_transaction").unwrap(), [9; 32]);
-            assert_eq!(r.u64("storage_rebate").unwrap(), 0);
-            r.finish().unwrap();
         }
         assert!(find_object(&view, &ObjectId([0x21; 32])).is_none());
         // Committees: sorted by node ID, non-members left out.
@@ -1265,28 +1139,6 @@ mod tests {
         assert_eq!(system.committee.members[0].node_id, ObjectId([0x10; 32]));
         assert_eq!(system.committee.members[0].weight, 2);
         assert_eq!(system.committee.members[0].public_key, vec![2; 96]);
-    }
-
-    fn read_tag(r: &mut chain::bcs::Reader<'_>) -> StructTag {
-        let address = r.address("address").unwrap();
-        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-        let module = leak(r.string("module").unwrap());
-        let name = leak(r.string("name").unwrap());
-        let params = r
-            .vec("params", 1, |r| {
-                Ok(match r.variant("TypeTag", 11)? {
-                    2 => TypeTag::U64,
-                    7 => TypeTag::Struct(read_tag(r)),
-                    other => panic!("type tag {other}"),
-                })
-            })
-            .unwrap();
-        StructTag {
-            address,
-            module,
-            name,
-            params,
-        }
     }
 
     struct Still(ChainView, watch::Sender<u64>);
