@@ -120,15 +120,7 @@ pub struct SuiClient {
 
 impl SuiClient {
     pub fn new(urls: Vec<String>, timeout: Duration) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::web_pki_client_config();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

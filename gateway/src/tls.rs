@@ -127,6 +127,18 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client configuration that trusts the web-PKI roots (ring; TLS 1.3 and 1.2): for HTTPS
+/// upstreams, Sui full nodes and Walrus publishers. ALPN is left to the connector.
+pub fn web_pki_client_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth()
+}
+
 impl Clone for TlsIdentity {
     fn clone(&self) -> Self {
         Self {
