@@ -69,6 +69,10 @@ pub struct GatewayConfig {
     pub publish_enabled: bool,
     /// Bearer token required by `PUT /v1/blobs`; `None`: open.
     pub publish_token: Option<String>,
+    /// A Walrus publisher that chain-backed gateways forward uploads to (`--publisher`).
+    pub publisher: Option<crate::upstream::Upstream>,
+    /// Longest a forwarded upload and the publisher's answer may take.
+    pub publisher_timeout: Duration,
     /// Largest upload (413 beyond, before reading when the length is declared).
     pub max_upload: u64,
     /// Uploads above this size wait in a temporary file instead of memory.
@@ -133,6 +137,8 @@ impl Default for GatewayConfig {
             admin_token: None,
             publish_enabled: true,
             publish_token: None,
+            publisher: None,
+            publisher_timeout: Duration::from_secs(300),
             max_upload: 1 << 30,
             upload_spool_threshold: 64 << 20,
             retry_after_secs: 5,

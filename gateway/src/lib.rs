@@ -27,6 +27,7 @@ pub mod models;
 pub mod node_tls;
 pub mod nodes;
 pub mod publish;
+pub mod publisher;
 pub mod server;
 pub mod stall;
 pub mod telemetry;

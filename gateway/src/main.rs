@@ -247,6 +247,15 @@ struct ServeArgs {
     /// Bearer token required to publish (`PUT /v1/blobs`); without it anyone may publish.
     #[arg(long, env = "WALRUS_GATEWAY_PUBLISH_TOKEN")]
     publish_token: Option<String>,
+    /// A Walrus publisher (that you run) to forward uploads and stored proofs to, for a
+    /// gateway reading the committee from Sui (--network, --walrus-config): storing there needs
+    /// on-chain registration and payment, which the publisher does. Its answer is passed
+    /// through, and the bytes are cached only if it names the Blob ID they encode to.
+    #[arg(long, value_name = "URL")]
+    publisher: Option<gateway::upstream::Upstream>,
+    /// Longest a forwarded upload and the publisher's answer may take.
+    #[arg(long, default_value_t = 300_000)]
+    publisher_timeout_ms: u64,
     /// Largest upload accepted (413 beyond), e.g. `1GiB`.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     max_upload: u64,
@@ -647,6 +656,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.clone(),
         publish_enabled: !args.no_publish,
         publish_token: args.publish_token.clone(),
+        publisher: args.publisher.clone(),
+        publisher_timeout: Duration::from_millis(args.publisher_timeout_ms),
         max_upload: args.max_upload,
         upload_spool_threshold: args.upload_spool,
         max_concurrent_requests: args.max_concurrent_requests,
@@ -691,6 +702,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
                 policy: chain::committee::RefreshPolicy::default(),
             };
             (source, None)
+        }
+        (None, _) if args.publisher.is_some() => {
+            bail!("--publisher is for a gateway that reads the committee from Sui (--network or --walrus-config); with --committee or the embedded network, uploads go to the nodes directly");
         }
         (None, Some(path)) => {
             if !args.seed.is_empty() {

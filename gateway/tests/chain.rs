@@ -44,6 +44,10 @@ struct ChainScenario {
 
 impl ChainScenario {
     async fn start(sim: SimConfig) -> Self {
+        Self::start_with(sim, config()).await
+    }
+
+    async fn start_with(sim: SimConfig, gateway_config: gateway::GatewayConfig) -> Self {
         let net = Arc::new(SimNetwork::start(sim).await.expect("sim network starts"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sui = SuiSim::start(listener, net.chain_control())
@@ -61,7 +65,7 @@ impl ChainScenario {
             scheme: NodeScheme::Https,
             policy: fast_policy(),
         };
-        let gateway = Gateway::bind_source(config(), source)
+        let gateway = Gateway::bind_source(gateway_config, source)
             .await
             .expect("gateway binds")
             .spawn();
@@ -305,4 +309,143 @@ async fn a_node_with_another_key_is_never_read_from() {
         .unwrap_or_else(|| panic!("no {series} in {metrics}"));
     assert!(count >= 1.0);
     s.stop().await;
+}
+
+/// A stand-in Walrus publisher on loopback: answers `PUT /v1/blobs` as the real one does, with
+/// the Blob ID of what it received (`honest`), of something else (a liar), or a 400.
+struct FakePublisher {
+    url: String,
+    queries: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy)]
+enum Publisher {
+    Honest,
+    Liar,
+    Refuses,
+}
+
+impl FakePublisher {
+    async fn start(kind: Publisher) -> Self {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = queries.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            seen.lock()
+                                .unwrap()
+                                .push(request.uri().query().unwrap_or("").to_owned());
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let id = codec::blob_id(10, &body).unwrap();
+                            let (status, json) = match kind {
+                                Publisher::Honest => (
+                                    200,
+                                    serde_json::json!({"newlyCreated": {"blobObject": {"blobId": id.to_string(), "size": body.len()}, "cost": 42}}),
+                                ),
+                                Publisher::Liar => (
+                                    200,
+                                    serde_json::json!({"newlyCreated": {"blobObject": {"blobId": BlobId([9; 32]).to_string()}}}),
+                                ),
+                                Publisher::Refuses => (
+                                    400,
+                                    serde_json::json!({"error": {"code": 400, "message": "epochs too large"}}),
+                                ),
+                            };
+                            let response = http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(json.to_string())))
+                                .unwrap();
+                            Ok::<_, hyper::Error>(response)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        Self { url, queries, task }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_go_through_the_publisher_and_are_cached_only_under_the_id_they_encode_to() {
+    // Without --publisher: 403 naming the flag.
+    let s = ChainScenario::start(sim(10, 4)).await;
+    let r = harness::send_body(s.addr, Method::PUT, "/v1/blobs", &[], blob(1000, 1)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.reason(), "PUBLISHING_DISABLED");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--publisher"));
+    s.stop().await;
+
+    for kind in [Publisher::Honest, Publisher::Liar, Publisher::Refuses] {
+        let publisher = FakePublisher::start(kind).await;
+        let s = ChainScenario::start_with(
+            sim(10, 4),
+            gateway::GatewayConfig {
+                publisher: Some(publisher.url.parse().unwrap()),
+                ..config()
+            },
+        )
+        .await;
+        let data = blob(30_000, 5);
+        let id = codec::blob_id(10, &data).unwrap();
+        let r =
+            harness::send_body(s.addr, Method::PUT, "/v1/blobs?epochs=5", &[], data.clone()).await;
+        assert_eq!(publisher.queries.lock().unwrap().as_slice(), ["epochs=5"]);
+        let before = s.net.total_counters();
+        let read = s.get(&format!("/v1/blobs/{id}")).await;
+        match kind {
+            Publisher::Honest => {
+                assert_eq!(r.status, 200);
+                assert_eq!(
+                    r.json()["newlyCreated"]["cost"],
+                    42,
+                    "the publisher's answer, passed through"
+                );
+                assert_eq!(read.status, 200);
+                assert_eq!(read.bytes(), &data[..]);
+                assert_eq!(
+                    s.net.total_counters(),
+                    before,
+                    "served from the cache, not the nodes"
+                );
+            }
+            Publisher::Liar => {
+                assert_eq!(r.status, 502);
+                assert_eq!(r.reason(), "PUBLISHER_FAILED");
+                assert!(r.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&id.to_string()));
+                assert_eq!(
+                    read.status, 404,
+                    "nothing was cached; the nodes never had it"
+                );
+            }
+            Publisher::Refuses => {
+                assert_eq!(r.status, 400);
+                assert_eq!(r.json()["error"]["message"], "epochs too large");
+                assert_eq!(read.status, 404);
+            }
+        }
+        s.stop().await;
+        publisher.task.abort();
+    }
 }

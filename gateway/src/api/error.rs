@@ -29,6 +29,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the request body exceeds the {limit}-byte limit")]
     PayloadTooLarge { limit: u64 },
+    #[error("the Walrus publisher failed: {0}")]
+    Publisher(String),
     #[error("publishing is disabled on this gateway: {0}")]
     PublishingDisabled(&'static str),
     /// A failed publish; `true` when too few shards confirmed (504), else an internal error.
@@ -134,6 +136,7 @@ impl ApiError {
                 "DEADLINE_EXCEEDED",
                 "INSUFFICIENT_CONFIRMATIONS",
             ),
+            ApiError::Publisher(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE", "PUBLISHER_FAILED"),
             ApiError::Publish(_, false) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
             }

@@ -23,7 +23,7 @@ use super::{parse_id, Api};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError};
 use crate::models::CacheLoader;
-use crate::publish::PublishError;
+
 use ::inference::{
     Encoded, Engine, EngineConfig, EngineStats, Identity, InferenceRequest, ProofBlob, ProofMode,
     TensorEncoding,
@@ -280,15 +280,21 @@ async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
         .publish
         .as_ref()
         .ok_or(ApiError::PublishingDisabled(api.publish_off))?;
-    let published = super::upload::publish_and_cache(api, settings, bytes)
+    let stored = super::upload::store(api, settings, bytes, None)
         .await
-        .map_err(|e| {
-            ApiError::Publish(
-                format!("cannot store the proof: {e}"),
-                matches!(e, PublishError::InsufficientConfirmations { .. }),
-            )
+        .map_err(|e| match e {
+            ApiError::Publish(m, quorum) => {
+                ApiError::Publish(format!("cannot store the proof: {m}"), quorum)
+            }
+            ApiError::Publisher(m) => ApiError::Publisher(format!("cannot store the proof: {m}")),
+            other => other,
         })?;
-    Ok(published.encoded.metadata.blob_id())
+    stored.blob_id.ok_or_else(|| {
+        ApiError::Publisher(format!(
+            "cannot store the proof: the publisher answered HTTP {}: {}",
+            stored.status, stored.answer
+        ))
+    })
 }
 
 fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, ApiError> {

@@ -68,6 +68,9 @@ struct PublishSettings {
     /// Bodies above this many bytes wait in a temporary file rather than memory.
     spool_threshold: u64,
     publish: crate::publish::PublishConfig,
+    /// Chain-backed gateways forward uploads to a Walrus publisher instead of writing to the
+    /// nodes themselves.
+    forward: Option<crate::publisher::PublisherClient>,
 }
 
 /// Where the blob's bytes will come from, once its length is known.
@@ -97,21 +100,36 @@ impl Api {
             publish_off: if !config.publish_enabled {
                 "it was started with --no-publish"
             } else if filler.committees().snapshot().chain.is_some() {
-                "a chain-backed network needs on-chain registration and payment, which this \
-                 gateway does not do"
+                "storing on a chain-backed network needs on-chain registration and payment, \
+                 which this gateway does not do: start it with --publisher URL (a Walrus \
+                 publisher you run) to forward uploads there"
             } else {
                 "it reads only from upstreams and has no storage nodes to publish to"
             },
-            // An upstream-only or chain-backed gateway publishes to no node itself.
-            publish: (config.publish_enabled
-                && filler.topology().node_count() > 0
-                && filler.committees().snapshot().chain.is_none())
-            .then(|| PublishSettings {
-                token: config.publish_token.clone(),
-                max_upload: config.max_upload,
-                spool_threshold: config.upload_spool_threshold,
-                publish: crate::publish::PublishConfig::default(),
-            }),
+            // An upstream-only gateway has no nodes to publish to; a chain-backed one publishes
+            // through its publisher, if it has one.
+            publish: {
+                let chain_backed = filler.committees().snapshot().chain.is_some();
+                let forward = config
+                    .publisher
+                    .as_ref()
+                    .filter(|_| chain_backed)
+                    .map(|url| {
+                        crate::publisher::PublisherClient::new(url, config.publisher_timeout)
+                    });
+                let can = if chain_backed {
+                    forward.is_some()
+                } else {
+                    filler.topology().node_count() > 0
+                };
+                (config.publish_enabled && can).then(|| PublishSettings {
+                    token: config.publish_token.clone(),
+                    max_upload: config.max_upload,
+                    spool_threshold: config.upload_spool_threshold,
+                    publish: crate::publish::PublishConfig::default(),
+                    forward,
+                })
+            },
             inference: inference::Inference::new(&filler, config),
             filler,
             telemetry,

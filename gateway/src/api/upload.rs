@@ -63,19 +63,80 @@ where
             return Err(ApiError::PayloadTooLarge { limit });
         }
     }
+    let query = request.uri().query().map(str::to_owned);
     let blob = receive(request.into_body(), limit, settings.spool_threshold).await?;
+    let stored = store(api, settings, blob, query.as_deref()).await?;
+    Ok(super::json_response(stored.status, &stored.answer))
+}
+
+/// A stored blob: the answer for the client and, on success, its Blob ID.
+pub(super) struct Stored {
+    pub status: StatusCode,
+    pub answer: serde_json::Value,
+    pub blob_id: Option<codec::BlobId>,
+}
+
+/// Store `blob` (counted in the publish metrics) on the committee's nodes, or through the
+/// publisher of a chain-backed gateway, and, once stored, write it through to the cache: it is
+/// verified by construction, since its Blob ID was computed here from these bytes.
+pub(super) async fn store(
+    api: &Api,
+    settings: &PublishSettings,
+    blob: Bytes,
+    query: Option<&str>,
+) -> Result<Stored, ApiError> {
     let size = blob.len() as u64;
-    let published = publish_and_cache(api, settings, blob)
-        .await
-        .map_err(|e| match e {
-            PublishError::Encode(codec::CodecError::BlobTooLarge { max, .. }) => {
-                ApiError::PayloadTooLarge { limit: max }
-            }
-            other => ApiError::Publish(
-                other.to_string(),
-                matches!(other, PublishError::InsufficientConfirmations { .. }),
-            ),
-        })?;
+    let result = match &settings.forward {
+        Some(publisher) => forward(api, publisher, blob.clone(), query).await,
+        None => publish_to_nodes(api, settings, blob.clone()).await,
+    };
+    match &result {
+        Ok(Stored {
+            blob_id: Some(id), ..
+        }) => {
+            api.telemetry.publish(true, size);
+            let config = *api.filler.topology().config();
+            let symbol_size = config
+                .symbol_size(size)
+                .map_err(|e| ApiError::Publish(e.to_string(), false))?;
+            // The systematic rows, cut to the blob's length, are the blob.
+            let row_len = config.row_len(symbol_size) as usize;
+            let rows = (0..blob.len())
+                .step_by(row_len.max(1))
+                .map(|start| blob.slice(start..(start + row_len).min(blob.len())))
+                .collect();
+            api.filler
+                .cache()
+                .insert(*id, CachedBlob::from_verified_rows(rows))
+                .await;
+        }
+        _ => api.telemetry.publish(false, 0),
+    }
+    result
+}
+
+async fn publish_to_nodes(
+    api: &Api,
+    settings: &PublishSettings,
+    blob: Bytes,
+) -> Result<Stored, ApiError> {
+    let size = blob.len();
+    let published = publish::publish(
+        api.filler.topology(),
+        api.filler.node_client().clone(),
+        settings.publish.clone(),
+        blob,
+    )
+    .await
+    .map_err(|e| match e {
+        PublishError::Encode(codec::CodecError::BlobTooLarge { max, .. }) => {
+            ApiError::PayloadTooLarge { limit: max }
+        }
+        other => ApiError::Publish(
+            other.to_string(),
+            matches!(other, PublishError::InsufficientConfirmations { .. }),
+        ),
+    })?;
     let blob_id = published.encoded.metadata.blob_id();
     let answer = match published.outcome {
         Outcome::NewlyCreated => serde_json::json!({
@@ -89,49 +150,66 @@ where
             "alreadyCertified": {"blobId": blob_id, "size": size}
         }),
     };
-    Ok(super::json_response(StatusCode::OK, &answer))
+    Ok(Stored {
+        status: StatusCode::OK,
+        answer,
+        blob_id: Some(blob_id),
+    })
 }
 
-/// Publish `blob` through the publisher path (counted in the publish metrics) and, once a quorum
-/// confirmed it, write it through to the cache: it is verified by construction, since the
-/// systematic rows, cut to the blob's length, are the blob.
-pub(super) async fn publish_and_cache(
+/// Send `blob` to the publisher and pass its answer through; the bytes count as stored only if
+/// the publisher names the Blob ID they encode to. A publisher's own error (4xx/5xx with its
+/// JSON) is passed through as it is, and nothing is cached.
+async fn forward(
     api: &Api,
-    settings: &PublishSettings,
+    publisher: &crate::publisher::PublisherClient,
     blob: Bytes,
-) -> Result<publish::Published, PublishError> {
-    let size = blob.len();
-    let published = publish::publish(
-        api.filler.topology(),
-        api.filler.node_client().clone(),
-        settings.publish.clone(),
-        blob,
-    )
-    .await;
-    let published = match published {
-        Ok(published) => published,
-        Err(e) => {
-            api.telemetry.publish(false, 0);
-            return Err(e);
+    query: Option<&str>,
+) -> Result<Stored, ApiError> {
+    let config = *api.filler.topology().config();
+    let bytes = blob.clone();
+    let computed = tokio::task::spawn_blocking(move || codec::compute_metadata(&config, &bytes))
+        .await
+        .map_err(|e| ApiError::Publish(format!("encoder task failed: {e}"), false))?
+        .map_err(|e| match e {
+            codec::CodecError::BlobTooLarge { max, .. } => ApiError::PayloadTooLarge { limit: max },
+            other => ApiError::Publish(other.to_string(), false),
+        })?
+        .blob_id();
+    let answer = publisher
+        .put(query, blob)
+        .await
+        .map_err(|e| ApiError::Publisher(format!("{}: {e}", publisher.url())))?;
+    if !answer.status.is_success() {
+        tracing::info!(publisher = %publisher.url(), status = %answer.status, "the publisher refused an upload");
+        return Ok(Stored {
+            status: answer.status,
+            answer: answer.json,
+            blob_id: None,
+        });
+    }
+    match answer.blob_id() {
+        Some(id) if id == computed => Ok(Stored {
+            status: answer.status,
+            answer: answer.json,
+            blob_id: Some(id),
+        }),
+        Some(other) => {
+            tracing::warn!(publisher = %publisher.url(), answered = %other, %computed,
+                "the publisher answered another Blob ID than the bytes encode to");
+            Err(ApiError::Publisher(format!(
+                "{} answered Blob ID {other}, but the bytes encode to {computed} (for {} shards); \
+                 nothing was cached",
+                publisher.url(),
+                config.n_shards()
+            )))
         }
-    };
-    api.telemetry.publish(true, size as u64);
-    let meta = &published.encoded.metadata;
-    let kp = usize::from(meta.config().n_primary_source_symbols());
-    let mut remaining = size;
-    let rows: Vec<Bytes> = published.encoded.primary[..kp]
-        .iter()
-        .map_while(|sliver| {
-            let take = sliver.data.len().min(remaining);
-            remaining -= take;
-            (take > 0).then(|| sliver.data.slice(..take))
-        })
-        .collect();
-    api.filler
-        .cache()
-        .insert(meta.blob_id(), CachedBlob::from_verified_rows(rows))
-        .await;
-    Ok(published)
+        None => Err(ApiError::Publisher(format!(
+            "{} answered HTTP {} without a Blob ID",
+            publisher.url(),
+            answer.status
+        ))),
+    }
 }
 
 fn check_query(query: Option<&str>) -> Result<(), ApiError> {

@@ -228,12 +228,7 @@ impl Scenario {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let request = builder(self.addr, method, path, headers)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        exchange(&client, request).await
+        send_body(self.addr, method, path, headers, body).await
     }
 
     pub async fn stop(mut self) {
@@ -244,6 +239,22 @@ impl Scenario {
             net.shutdown().await;
         }
     }
+}
+
+/// A request with a body to the server at `addr`, on a new connection.
+pub async fn send_body(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = builder(addr, method, path, headers)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    exchange(&client, request).await
 }
 
 pub async fn send(
