@@ -90,6 +90,11 @@ impl CommitteeHandle {
         self.rx.borrow().current.clone()
     }
 
+    /// Resolves when a new snapshot is published; `false` once no watcher is left.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
     /// Ask the watcher (if any) to read the chain again soon; it honours its grace period.
     pub fn request_refresh(&self) {
         self.refresh.notify.notify_one();
@@ -299,6 +304,37 @@ impl CommitteeWatcher {
                 self.telemetry.chain_refresh(false, 0, e.kind());
                 tracing::warn!(error = %e, "reading the committee from the chain failed; keeping the last good one");
             }
+        }
+    }
+}
+
+/// How long a starting gateway waits for its connections to the HTTPS nodes to open.
+pub const STARTUP_WARM_LIMIT: Duration = Duration::from_secs(2);
+
+/// Keep connections to the committees' HTTPS nodes open: warm every topology of a snapshot
+/// that is not in `warmed` yet, now and whenever a snapshot brings new ones (an epoch change, a
+/// moved node), so fills do not pay the TLS handshakes (concurrent first requests to a node
+/// would each open a connection and make a handshake before HTTP/2 is known). Ends when the
+/// handle's watcher is gone (at once for a static committee).
+pub async fn keep_warm(
+    client: NodeClient,
+    mut handle: CommitteeHandle,
+    mut warmed: Vec<Arc<Topology>>,
+) {
+    loop {
+        let snapshot = handle.snapshot();
+        let topologies: Vec<Arc<Topology>> = std::iter::once(&snapshot.current)
+            .chain(&snapshot.previous)
+            .cloned()
+            .collect();
+        for topology in &topologies {
+            if !warmed.iter().any(|w| Arc::ptr_eq(w, topology)) {
+                client.warm(topology).await;
+            }
+        }
+        warmed = topologies;
+        if !handle.changed().await {
+            return;
         }
     }
 }

@@ -366,6 +366,29 @@ impl NodeClient {
             })
     }
 
+    /// Open (and keep in the pool) a connection to every `https://` node of `topology` with a
+    /// `GET /v1/health`, so the first fill does not wait for a hundred TLS handshakes. Failures
+    /// are left to the requests that follow; plain-HTTP nodes cost no handshake and are skipped.
+    pub async fn warm(&self, topology: &Topology) {
+        let mut requests = tokio::task::JoinSet::new();
+        for node in 0..topology.node_count() {
+            let base = topology.base_url(node);
+            let Some(key) = topology
+                .network_key(node)
+                .filter(|_| base.starts_with("https://"))
+            else {
+                continue;
+            };
+            let (client, url, key) = (self.clone(), format!("{base}/v1/health"), *key);
+            requests.spawn(async move {
+                let _ = client
+                    .get(&url, Some(&key), 64 << 10, CONNECT_TIMEOUT * 2)
+                    .await;
+            });
+        }
+        while requests.join_next().await.is_some() {}
+    }
+
     /// `GET /v1/blobs/{id}/metadata` on `node`: the BCS body, at most `limit` bytes.
     pub async fn metadata(
         &self,

@@ -158,6 +158,20 @@ impl Gateway {
             cache,
             telemetry.clone(),
         );
+        // Open the connections to HTTPS nodes before serving (bounded), with the fills' own
+        // client, so the first fills do not each make a handshake; later committees are warmed
+        // in the background.
+        let current = filler.topology();
+        let _ = tokio::time::timeout(
+            crate::committee::STARTUP_WARM_LIMIT,
+            filler.node_client().warm(&current),
+        )
+        .await;
+        tokio::spawn(crate::committee::keep_warm(
+            filler.node_client().clone(),
+            filler.committees().clone(),
+            vec![current],
+        ));
         let api = Arc::new(Api::new(filler, telemetry.clone(), &config));
         let needs_tls = config.https_listen.is_some() || config.h3_listen.is_some();
         let identity = match (&config.tls, needs_tls) {
