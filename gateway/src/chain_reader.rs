@@ -383,8 +383,7 @@ impl ChainReader {
     pub async fn read(&self) -> Result<(ChainCommittee, ReadCost), ChainError> {
         let mut cost = ReadCost::default();
         if self.chain_checked.get().is_none() {
-            self.check_chain().await?;
-            cost.rpcs += 1;
+            cost.rpcs += self.check_chain().await?;
         }
         let staking_id = self.network.staking_object;
         let outer = self.client.get_object(&staking_id).await?;
@@ -433,10 +432,12 @@ impl ChainReader {
         Ok((ChainCommittee::assemble(&inner, &pools)?, cost))
     }
 
-    async fn check_chain(&self) -> Result<(), ChainError> {
+    /// Check the full node's chain against the network's (when it is known); the gRPC calls
+    /// made (0 or 1).
+    async fn check_chain(&self) -> Result<u32, ChainError> {
         let Some(expected) = &self.network.chain_id else {
             let _ = self.chain_checked.set(());
-            return Ok(());
+            return Ok(0);
         };
         let (url, info) = self.client.service_info().await?;
         let got = info.chain_id.unwrap_or_default();
@@ -449,7 +450,7 @@ impl ChainReader {
             });
         }
         let _ = self.chain_checked.set(());
-        Ok(())
+        Ok(1)
     }
 
     /// The Walrus package: known, or learnt from the `Staking` object's own type.

@@ -449,3 +449,41 @@ async fn uploads_go_through_the_publisher_and_are_cached_only_under_the_id_they_
         publisher.task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_of_another_chain_or_package_is_refused() {
+    let net = SimNetwork::start(sim(10, 4)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sui = SuiSim::start(listener, net.chain_control()).await.unwrap();
+    let ours = chain::network::parse_client_config(&sui.client_config(), None).unwrap();
+    let read = |network: chain::network::NetworkConfig| async move {
+        ChainReader::new(network, Duration::from_secs(5))
+            .read()
+            .await
+    };
+    // Mainnet's IDs and chain id, pointed at the simulator: the chain check stops the read.
+    let mainnet = chain::network::NetworkConfig {
+        rpc_urls: vec![sui.url()],
+        ..chain::network::Preset::Mainnet.config()
+    };
+    match read(mainnet).await {
+        Err(gateway::chain_reader::ChainError::WrongChain { got, .. }) => {
+            assert_eq!(got, storage_sim::sui::CHAIN_ID)
+        }
+        other => panic!("expected WrongChain, got {other:?}"),
+    }
+    // The right objects under another package: refused on the first object's type.
+    let other_package = chain::network::NetworkConfig {
+        package: Some(chain::ObjectId([1; 32])),
+        ..ours.clone()
+    };
+    assert!(matches!(
+        read(other_package).await,
+        Err(gateway::chain_reader::ChainError::WrongType { .. })
+    ));
+    // As configured: one read, 3 calls.
+    let (committee, cost) = read(ours).await.unwrap();
+    assert_eq!((committee.current.len(), cost.rpcs), (4, 3));
+    sui.shutdown().await;
+    net.shutdown().await;
+}

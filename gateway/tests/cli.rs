@@ -69,3 +69,81 @@ fn errors_are_one_line_reasons() {
         "larger than",
     );
 }
+
+/// `walrus-gateway committee`: the chain's committee as `serve` reads it, and a committee file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committee_prints_what_the_chain_says() {
+    let net = storage_sim::SimNetwork::start(storage_sim::SimConfig {
+        n_shards: 10,
+        nodes: 4,
+        tls: true,
+        ..storage_sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sui = storage_sim::sui::SuiSim::start(listener, net.chain_control())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client_config.yaml");
+    std::fs::write(&config, sui.client_config()).unwrap();
+    let committee_file = dir.path().join("committee.json");
+    net.committee().save(&committee_file).unwrap();
+    let (config, committee_file) = (config.to_str().unwrap().to_owned(), committee_file);
+    let outputs = tokio::task::spawn_blocking(move || {
+        (
+            run(&["committee", "--walrus-config", &config, "--json"], b""),
+            run(&["committee", "--walrus-config", &config], b""),
+            run(
+                &["committee", "--committee", committee_file.to_str().unwrap()],
+                b"",
+            ),
+            run(&["committee"], b""),
+        )
+    })
+    .await
+    .unwrap();
+    let (json, table, file, none) = outputs;
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(view["epoch"], 1);
+    assert_eq!(view["epoch_state"], "EpochChangeDone");
+    assert_eq!(view["n_shards"], 10);
+    // Staking, its inner field, one batch of pools (no chain id to check for a config file).
+    assert_eq!(view["rpcs"], 3);
+    let committee = net.committee();
+    let nodes = view["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), committee.nodes.len());
+    for node in &committee.nodes {
+        let shown = nodes
+            .iter()
+            .find(|n| n["name"] == node.name.as_str())
+            .unwrap_or_else(|| panic!("{} missing from {view}", node.name));
+        assert_eq!(shown["url"], node.url.as_str());
+        assert_eq!(shown["shards"], node.shards.len());
+        assert_eq!(
+            shown["network_public_key"].as_str(),
+            node.network_public_key.as_deref()
+        );
+    }
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.starts_with("epoch 1 (EpochChangeDone), 10 shards, 4 nodes"),
+        "{table}"
+    );
+    assert!(file.status.success());
+    assert!(String::from_utf8(file.stdout)
+        .unwrap()
+        .starts_with("static committee file: 10 shards, 4 nodes"));
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("--network, --walrus-config or --committee")
+    );
+    sui.shutdown().await;
+    net.shutdown().await;
+}

@@ -289,3 +289,51 @@ async fn epoch_timer_rewrites_the_committee_file() {
         .unwrap();
     assert!(reply.success_data(200)["epoch"].as_u64().unwrap() >= 3);
 }
+
+#[tokio::test]
+async fn sui_listen_prints_its_objects_and_writes_a_client_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("client_config.yaml");
+    let sim = start(vec![
+        "--tls".into(),
+        "--sui-listen".into(),
+        "127.0.0.1:0".into(),
+        "--walrus-config-out".into(),
+        arg(&config_path),
+    ])
+    .await;
+    // `sui <url> system <id> staking <id>`, before `ready`.
+    let line = sim
+        .lines
+        .iter()
+        .find(|l| l.starts_with("sui "))
+        .expect("a sui line");
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words.len(), 6, "{line}");
+    assert_eq!((words[2], words[4]), ("system", "staking"));
+    let url = words[1];
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let network = chain::network::parse_client_config(&text, None).unwrap();
+    assert_eq!(network.rpc_urls, [url]);
+    assert_eq!(network.system_object.to_string(), words[3]);
+    assert_eq!(network.staking_object.to_string(), words[5]);
+    // The control route on the Sui address starts an epoch change.
+    let reply = call(Method::POST, url, "/sim/epoch", None).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let change = reply.json();
+    assert_eq!(change["epoch"], 2);
+    assert!(change["moved_shards"].as_u64().unwrap() >= 1, "{change}");
+}
+
+#[tokio::test]
+async fn sui_listen_refuses_a_non_loopback_address() {
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus-sim"))
+        .args(["--sui-listen", "0.0.0.0:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
