@@ -55,7 +55,8 @@ pub struct GatewayConfig {
     /// Longest wait for an upstream's response headers (and a whole metadata response).
     pub upstream_timeout: Duration,
     /// Request the systematic slivers together with the metadata (one round trip per fill
-    /// instead of two), at the price of those requests being wasted when the blob is unknown.
+    /// instead of two) for Blob IDs seen to exist before; an ID never seen waits for its
+    /// metadata, so a random ID costs no sliver requests.
     pub prefetch_slivers: bool,
     /// Refuse blobs longer than this (403 `BLOB_TOO_LARGE`); `None`: the committee's maximum.
     pub max_blob_size: Option<u64>,
@@ -109,6 +110,9 @@ pub struct GatewayConfig {
     /// Largest UDP payload HTTP/3 sends (path MTU discovery's upper bound); see
     /// [`crate::h3::H3Limits::max_udp_payload`].
     pub h3_max_udp_payload: u16,
+    /// How long a blob that nodes (or every upstream) said does not exist is answered 404
+    /// without asking again; zero: not remembered. Dropped when the blob is published here.
+    pub negative_cache_ttl: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -159,6 +163,7 @@ impl Default for GatewayConfig {
             lean_http1: true,
             header_read_timeout: Duration::from_secs(30),
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
+            negative_cache_ttl: Duration::from_secs(5),
         }
     }
 }

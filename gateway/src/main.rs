@@ -290,10 +290,14 @@ struct ServeArgs {
     /// answered once fully verified (so failures get a status, not an aborted body).
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     stream_from: u64,
-    /// Wait for verified metadata before requesting slivers (two round trips per fill instead
-    /// of one, but no sliver requests wasted on unknown blobs).
+    /// Wait for verified metadata before requesting slivers, even for blobs seen before (by
+    /// default only blobs never seen wait: two round trips per fill instead of one).
     #[arg(long)]
     no_prefetch_slivers: bool,
+    /// How long a "not found" (nodes holding 2f+1 shards, or every upstream, said so) is
+    /// answered without asking again; 0: not remembered. Publishing the blob here forgets it.
+    #[arg(long, default_value_t = 5_000)]
+    negative_cache_ttl_ms: u64,
     /// ed25519 key signing inference proofs, created if absent; default:
     /// `<cache-dir>/gateway-identity.key`; with neither, a key that lasts as long as the process.
     #[arg(long)]
@@ -686,6 +690,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_streams_per_connection: args.max_streams_per_connection,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         h3_max_udp_payload: args.h3_max_udp_payload,
+        negative_cache_ttl: Duration::from_millis(args.negative_cache_ttl_ms),
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;

@@ -150,6 +150,7 @@ impl Gateway {
             stream_from_bytes: config.stream_from_bytes,
             upstream_hedge: config.upstream_hedge,
             upstream_timeout: config.upstream_timeout,
+            negative_cache_ttl: config.negative_cache_ttl,
         };
         let filler = Filler::new(
             committees,

@@ -187,6 +187,31 @@ impl Telemetry {
         });
     }
 
+    /// Count a negative-cache event (issue 21, item 8): `hit` (a request answered "not found"
+    /// without asking anyone), `stored` (a believed "not found" remembered), `dropped` (a
+    /// remembered miss forgotten because the blob was published or cached here).
+    pub fn negative_cache(&self, event: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_negative_cache_total", "event" => event).increment(1)
+        });
+    }
+
+    /// A storage node became slow: fills ask it last for a while (issue 21, item 15).
+    pub fn node_marked_slow(&self, node: &str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_node_marked_slow_total", "node" => node.to_owned())
+                .increment(1)
+        });
+    }
+
+    /// How many storage nodes fills currently ask last (updated as fills start and nodes
+    /// change standing).
+    pub fn nodes_slow(&self, count: usize) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::gauge!("gateway_nodes_slow").set(count as f64)
+        });
+    }
+
     /// Count the result of asking an upstream (`served`, or an `UpstreamError::kind`). Labels
     /// are the configured upstream URLs, so the series count is bounded.
     pub fn upstream_result(&self, upstream: &str, result: &'static str) {

@@ -4,10 +4,16 @@
 //! by model Blob ID ([`inference`]: `POST /v1/inference/{id}`, `POST /v1/models/{id}/warm`).
 //!
 //! Blobs are immutable and content-addressed, so responses carry a strong `ETag` (the quoted
-//! Blob ID), `Cache-Control: public, max-age=31536000, immutable`, and `If-None-Match` answers
-//! 304 without touching the cache or the nodes. Every blob request takes a slot of a bounded
-//! semaphore for as long as its body streams; when none is free the answer is 429. Errors from
-//! every layer become responses in [`error`], and nowhere else.
+//! Blob ID), `Cache-Control: public, max-age=31536000, immutable`, and an `If-None-Match` that
+//! names the ETag answers 304 without touching the cache or the nodes (`If-None-Match: *`
+//! matches only a blob that exists, so it is looked up first); a `Range` whose `If-Range` is not
+//! this ETag (strong comparison; a date never matches, as there is no `Last-Modified`) gets the
+//! whole blob. `Content-Type` follows the aggregator's rule (echo `Accept` without a wildcard,
+//! else the request's `Content-Type`), so blob responses say `Vary: Accept, Content-Type` for
+//! shared caches, and carry `X-Content-Type-Options: nosniff` and `Content-Security-Policy:
+//! sandbox`: a blob served as a page cannot run script with this origin's privileges. Every blob
+//! request takes a slot of a bounded semaphore for as long as its body streams; when none is free
+//! the answer is 429. Errors from every layer become responses in [`error`], and nowhere else.
 
 mod admin;
 pub mod body;
@@ -292,12 +298,19 @@ impl Api {
             Want::Blob(_) => format!("\"{id}\""),
             Want::ByteRange { start, length } => format!("\"{id}-{start}-{length}\""),
         };
-        if none_match(request.headers(), &etag, &id) {
-            let mut response = Response::new(Body::empty());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            set_blob_headers(response.headers_mut(), &etag);
-            return Ok(response);
+        let none_matched = none_match(request.headers(), &etag, &id);
+        if none_matched == Some(NoneMatch::Tag) {
+            return Ok(not_modified(&etag));
         }
+        // A range for another representation than ours (RFC 9110 §13.1.5): send it all.
+        let want = match want {
+            Want::Blob(RangeRequest::Single(_))
+                if !range::if_range_holds(request.headers().get_all(header::IF_RANGE), &etag) =>
+            {
+                Want::Blob(RangeRequest::Whole)
+            }
+            other => other,
+        };
         let permit = self
             .slots
             .clone()
@@ -305,7 +318,11 @@ impl Api {
             .map_err(|_| ApiError::Overloaded)?;
         let slot = RequestSlot::new(permit, self.telemetry.clone());
         let head = request.method() == Method::HEAD;
-        let whole_get = !head && matches!(want, Want::Blob(RangeRequest::Whole));
+        // `If-None-Match: *` matches only if the blob exists (RFC 9110 §13.1.2): learn that as
+        // a HEAD would (metadata, no fill), then answer 304; a blob that does not exist gets
+        // the 404 the request would have had anyway.
+        let existence_only = none_matched == Some(NoneMatch::Any);
+        let whole_get = !head && !existence_only && matches!(want, Want::Blob(RangeRequest::Whole));
         let plan = if whole_get {
             self.whole(id).await?
         } else if let Some(hit) = Box::pin(self.filler.cache().get(&id)).await {
@@ -315,7 +332,7 @@ impl Api {
             }
         } else if let Some(mut reader) = self.filler.join(&id) {
             // A HEAD needs only the length; a range waits until the fill is sure to succeed.
-            let meta = if head {
+            let meta = if head || existence_only {
                 Box::pin(reader.metadata()).await?
             } else {
                 Box::pin(reader.ready()).await?
@@ -339,6 +356,9 @@ impl Api {
                 Err(e) => return Err(e.into()),
             }
         };
+        if existence_only {
+            return Ok(not_modified(&etag));
+        }
         let x_cache = match &plan {
             Plan::Cached(_, tier) => {
                 self.telemetry.hit(*tier);
@@ -399,9 +419,7 @@ impl Api {
                 headers.insert(header::CONTENT_RANGE, value);
             }
         }
-        if let Some(content_type) = content_type(request) {
-            headers.insert(header::CONTENT_TYPE, content_type);
-        }
+        set_content_type(headers, content_type(request));
         Ok(response)
     }
 }
@@ -450,6 +468,9 @@ impl Api {
             let mut headers = HeaderMap::new();
             set_blob_headers(&mut headers, &format!("\"{id}\""));
             set_length_and_source(&mut headers, blob.len(), Tier::Memory.header_value());
+            // No `Accept` or `Content-Type` on this lane, so no type; but one with them would
+            // get another, so shared caches must still key on them.
+            set_content_type(&mut headers, None);
             headers
         });
         let served = self.telemetry.served_from(Some(Tier::Memory));
@@ -597,23 +618,48 @@ fn truncate(text: &str) -> String {
     text.chars().take(32).collect()
 }
 
-/// `If-None-Match` names this representation (or `*`). Weak comparison, as RFC 9110 requires
-/// for this header; the aggregator's unquoted ETag form is accepted too.
-fn none_match(headers: &HeaderMap, etag: &str, id: &BlobId) -> bool {
+/// How an `If-None-Match` header matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoneMatch {
+    /// It names this representation's ETag: 304 without looking anything up (the blob is
+    /// immutable, so a client holding its ETag holds it).
+    Tag,
+    /// Only `*`: 304 if the blob exists, which must be looked up.
+    Any,
+}
+
+/// Whether `If-None-Match` names this representation, or is `*`. Weak comparison, as RFC 9110
+/// requires for this header; the aggregator's unquoted ETag form is accepted too.
+fn none_match(headers: &HeaderMap, etag: &str, id: &BlobId) -> Option<NoneMatch> {
     if !headers.contains_key(header::IF_NONE_MATCH) {
-        return false;
+        return None;
     }
     let raw = id.to_string();
-    headers
+    let mut star = false;
+    for tag in headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim())
-        .any(|tag| {
-            let tag = tag.strip_prefix("W/").unwrap_or(tag);
-            tag == "*" || tag == etag || (etag == format!("\"{raw}\"") && tag == raw)
-        })
+    {
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        if tag == etag || (etag == format!("\"{raw}\"") && tag == raw) {
+            return Some(NoneMatch::Tag);
+        }
+        star |= tag == "*";
+    }
+    star.then_some(NoneMatch::Any)
+}
+
+/// 304 for a blob request whose `If-None-Match` matched: the headers a 200 would carry that
+/// caches need (RFC 9110 §15.4.5), no body.
+fn not_modified(etag: &str) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    set_blob_headers(response.headers_mut(), etag);
+    set_content_type(response.headers_mut(), None);
+    response
 }
 
 fn set_length_and_source(headers: &mut HeaderMap, len: u64, x_cache: &'static str) {
@@ -631,10 +677,28 @@ fn set_blob_headers(headers: &mut HeaderMap, etag: &str) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Whatever type a client asked for, a blob rendered as a document runs no script and gets
+    // an opaque origin: uploaded HTML cannot act with this gateway's origin.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
+}
+
+/// The blob's `Content-Type` as [`content_type`] chose it (`None`: no type), and `Vary` on the
+/// request headers that choose it, so a shared cache does not hand one client's type to another.
+fn set_content_type(headers: &mut HeaderMap, content_type: Option<HeaderValue>) {
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("accept, content-type"),
+    );
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
 }
 
 /// The aggregator's rule: no default type; echo `Accept` if it has no wildcard, else (for
@@ -707,12 +771,15 @@ mod tests {
             headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
             none_match(&headers, &etag, &id)
         };
-        assert!(check(&etag));
-        assert!(check(&format!("W/{etag}")));
-        assert!(check(&format!("\"other\", {etag}")));
-        assert!(check("*"));
-        assert!(check(&id.to_string()));
-        assert!(!check("\"other\""));
-        assert!(!none_match(&HeaderMap::new(), &etag, &id));
+        let tag = Some(NoneMatch::Tag);
+        assert_eq!(check(&etag), tag);
+        assert_eq!(check(&format!("W/{etag}")), tag);
+        assert_eq!(check(&format!("\"other\", {etag}")), tag);
+        assert_eq!(check(&format!("*, {etag}")), tag);
+        assert_eq!(check(&id.to_string()), tag);
+        assert_eq!(check("*"), Some(NoneMatch::Any));
+        assert_eq!(check("\"other\", *"), Some(NoneMatch::Any));
+        assert_eq!(check("\"other\""), None);
+        assert_eq!(none_match(&HeaderMap::new(), &etag, &id), None);
     }
 }

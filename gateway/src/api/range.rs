@@ -4,6 +4,11 @@
 //! satisfiable-looking header that selects nothing is 416; several ranges, other units or a
 //! malformed header are ignored (RFC 9110 allows it), and the whole blob is sent with 200.
 //! Parsing is pure and total: any byte string yields a [`RangeRequest`], never a panic.
+//!
+//! `If-Range` (RFC 9110 §13.1.5) makes the range conditional: it is honoured only if the
+//! header is exactly this representation's strong ETag (the aggregator's unquoted form of the
+//! Blob ID too); a weak tag, another tag, a date (blobs have no `Last-Modified`, so a date never
+//! matches) or several values mean the whole blob.
 
 /// One byte-range spec, before the blob length is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,26 @@ fn number(text: &str) -> Option<u64> {
         return None;
     }
     text.parse().ok()
+}
+
+/// Whether a `Range` may be honoured given the request's `If-Range` values: true without the
+/// header, else only for a strong match with `etag` (a quoted entity tag).
+pub fn if_range_holds<'a>(
+    values: impl IntoIterator<Item = &'a http::HeaderValue>,
+    etag: &str,
+) -> bool {
+    let mut values = values.into_iter();
+    let Some(value) = values.next() else {
+        return true;
+    };
+    if values.next().is_some() {
+        // A single-valued field given twice: no sound reading, so no range.
+        return false;
+    }
+    let value = value.as_bytes().trim_ascii();
+    // Strong comparison: `W/"…"` never matches. An unquoted tag (the aggregator's ETag form) is
+    // not a date either, so it can only be meant as the Blob ID.
+    value == etag.as_bytes() || value == etag.trim_matches('"').as_bytes()
 }
 
 impl RangeSpec {
@@ -139,6 +164,32 @@ mod tests {
         assert_eq!(RangeSpec::Suffix(3).resolve(0), None);
         assert_eq!(RangeSpec::From(0).resolve(0), None);
         assert_eq!(RangeSpec::FromTo(0, u64::MAX).resolve(7), Some((0, 7)));
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_match() {
+        use http::HeaderValue;
+        let etag = "\"abc\"";
+        let holds = |values: &[&str]| {
+            let values: Vec<HeaderValue> = values
+                .iter()
+                .map(|v| HeaderValue::from_str(v).unwrap())
+                .collect();
+            if_range_holds(&values, etag)
+        };
+        assert!(holds(&[]));
+        assert!(holds(&["\"abc\""]));
+        assert!(holds(&[" \"abc\" "]));
+        assert!(holds(&["abc"]), "the aggregator's unquoted form");
+        assert!(!holds(&["W/\"abc\""]), "weak tags never match strongly");
+        assert!(!holds(&["\"abd\""]));
+        assert!(!holds(&["\"abc\", \"abc\""]));
+        assert!(!holds(&["\"abc\"", "\"abc\""]));
+        assert!(
+            !holds(&["Sun, 06 Nov 1994 08:49:37 GMT"]),
+            "no Last-Modified to compare"
+        );
+        assert!(!holds(&[""]));
     }
 
     fn spec() -> impl Strategy<Value = RangeSpec> {

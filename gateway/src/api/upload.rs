@@ -109,6 +109,8 @@ pub(super) async fn store(
                 .cache()
                 .insert(*id, CachedBlob::from_verified_rows(rows))
                 .await;
+            // A remembered "not found" must not outlive the publish (issue 21, item 8).
+            api.filler.blob_exists(*id).await;
         }
         _ => api.telemetry.publish(false, 0),
     }

@@ -1,6 +1,8 @@
 //! Fetching a blob's metadata: a fan-out to a few nodes at a time, the first reply that verifies
 //! against the Blob ID wins, and "not found" only on a `2f+1`-shard quorum (SPEC §9 step 2).
+//! Nodes that have been slow or failing lately are asked after all the others.
 
+use super::health::Outcome;
 use super::{Inner, ReadError};
 use crate::nodes::{NodeError, Topology};
 use codec::{BlobId, VerifiedMetadata};
@@ -21,9 +23,14 @@ pub(super) async fn fetch_metadata(
 ) -> Result<Arc<VerifiedMetadata>, ReadError> {
     let config = *topology.config();
     let nodes = topology.node_count();
-    // Start at a node chosen by the ID, so different blobs spread over the committee.
+    // Start at a node chosen by the ID, so different blobs spread over the committee; nodes
+    // that have been slow or failing lately come after every other one.
     let first = usize::from(id.rotation_offset(u16::try_from(nodes).unwrap_or(u16::MAX).max(1)));
-    let mut order = (0..nodes).map(|i| (first + i) % nodes);
+    let slow = inner.slow_nodes(topology);
+    let rotated = || (0..nodes).map(|i| (first + i) % nodes);
+    let mut order = rotated()
+        .filter(|&node| !slow[node])
+        .chain(rotated().filter(|&node| slow[node]));
     let limit = metadata_limit(&config) as usize;
     let timeout = inner.config.metadata_timeout;
     let mut requests = JoinSet::new();
@@ -52,6 +59,8 @@ pub(super) async fn fetch_metadata(
         let body = match reply {
             Ok(body) => body,
             Err(NodeError::NotFound) => {
+                // An answer in time: "not found" says nothing bad about the node.
+                inner.node_outcome(topology, node, Outcome::Good);
                 not_found += topology.weight(node);
                 if not_found >= config.quorum() {
                     return Err(ReadError::NotFound {
@@ -63,6 +72,7 @@ pub(super) async fn fetch_metadata(
             }
             Err(e @ NodeError::Pinning(_)) => {
                 failed += 1;
+                inner.node_outcome(topology, node, Outcome::Failed);
                 inner.telemetry.node_failure(name, e.kind());
                 inner.telemetry.node_tls_pin_failure(name);
                 // The node may have a new key or address on chain: re-read its pool object.
@@ -73,6 +83,7 @@ pub(super) async fn fetch_metadata(
             }
             Err(e) => {
                 failed += 1;
+                inner.node_outcome(topology, node, Outcome::Failed);
                 inner.telemetry.node_failure(name, e.kind());
                 tracing::info!(node = %name, blob_id = %id, error = %e, "metadata request failed");
                 continue;
@@ -89,6 +100,7 @@ pub(super) async fn fetch_metadata(
             });
         match verified {
             Ok(meta) => {
+                inner.node_outcome(topology, node, Outcome::Good);
                 let len = meta.unencoded_length();
                 if let Some(max) = inner.config.max_blob_size {
                     if len > max {
@@ -99,6 +111,7 @@ pub(super) async fn fetch_metadata(
             }
             Err(reason) => {
                 failed += 1;
+                inner.node_outcome(topology, node, Outcome::Failed);
                 inner.telemetry.node_failure(name, "invalid_metadata");
                 tracing::warn!(
                     node = %name, blob_id = %id, %reason,

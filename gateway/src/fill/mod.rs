@@ -4,13 +4,19 @@
 //!   subscribe to its progress ([`FillReader`]) and stream the same verified rows. The fill runs
 //!   in its own task, so a client that disconnects cancels nothing but its own stream; the blob
 //!   still lands in the cache for the others.
-//! * **Metadata.** Asked of `metadata_fanout` nodes at once; the first reply that verifies
-//!   against the Blob ID wins. "Not found" is believed only when nodes holding at least `2f+1`
-//!   shards say so; anything short of that is "unavailable".
+//! * **Metadata.** Asked of `metadata_fanout` nodes at once (one lookup for concurrent callers);
+//!   the first reply that verifies against the Blob ID wins. "Not found" is believed only when
+//!   nodes holding at least `2f+1` shards say so; anything short of that is "unavailable". A
+//!   believed "not found" is remembered for `negative_cache_ttl` ([`misses`]), so repeated
+//!   requests for a blob that does not exist cost the nodes nothing more.
 //! * **Slivers.** The `kp` systematic primary slivers first (their bytes *are* the blob's rows,
 //!   no decoding needed), at most `max_slivers_in_flight` at a time, each with a timeout. A
 //!   failed, invalid or slow (past `hedge_after`) request makes room for another sliver:
 //!   recovery primaries, then secondaries, until `kp` primaries (or `ks` secondaries) verify.
+//!   They are requested together with the metadata only for Blob IDs seen to exist before
+//!   (so a random ID never costs sliver requests).
+//! * **Node health** ([`health`]) outlives fills: a node that failed, timed out or had to be
+//!   hedged recently is asked after the others, for metadata and slivers alike.
 //! * **Verification** of every sliver and any decoding run on the blocking pool, never on the
 //!   reactor. Invalid replies are logged (`warn`) with the node that sent them.
 //! * **Streaming.** Verified systematic rows are published in blob order as soon as the prefix
@@ -22,13 +28,16 @@
 //!   first verified row; a fill that fails after that aborts the body (never ends it cleanly).
 //!
 //! This module owns single-flight and the fill's lifecycle; `metadata` fetches and verifies
-//! metadata, `slivers` schedules, hedges and verifies sliver requests.
+//! metadata, `slivers` schedules, hedges and verifies sliver requests, `misses` remembers which
+//! IDs do and do not exist, `health` how each node has been answering.
 //!
 //! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
 //! sliver that verified against metadata that verified against the requested Blob ID.
 
 mod gate;
+mod health;
 mod metadata;
+mod misses;
 mod slivers;
 mod upstream;
 
@@ -97,6 +106,8 @@ pub struct FillConfig {
     pub upstream_hedge: Duration,
     /// Longest wait for an upstream's response headers (and for a whole metadata response).
     pub upstream_timeout: Duration,
+    /// How long a "not found" is remembered (zero: not at all).
+    pub negative_cache_ttl: Duration,
 }
 
 /// Progress of one fill, shared with every request reading it.
@@ -223,6 +234,35 @@ struct Inner {
     /// together are verified in the order the response needs them instead of all finishing
     /// late by sharing the cores, so the first rows are ready (and stream) early.
     verify_gate: gate::Gate,
+    /// Blob IDs remembered as missing (briefly) or existing.
+    memory: misses::Memory,
+    /// How each storage node has been answering, across fills.
+    health: health::NodeHealth,
+}
+
+impl Inner {
+    /// Record how `node` of `topology` answered a request; count and log changes of standing.
+    fn node_outcome(&self, topology: &Topology, node: usize, outcome: health::Outcome) {
+        let change = self.health.record(topology.base_url(node), outcome);
+        if change == health::Change::None {
+            return;
+        }
+        let name = &topology.node(node).name;
+        if change == health::Change::MarkedSlow {
+            self.telemetry.node_marked_slow(name);
+            tracing::info!(node = %name, ?outcome, "storage node marked slow: fills ask it last for a while");
+        } else {
+            tracing::info!(node = %name, "storage node answers well again: no longer asked last");
+        }
+        self.telemetry.nodes_slow(self.health.slow_count());
+    }
+
+    /// Which nodes of `topology` (by index) fills should ask last, now.
+    fn slow_nodes(&self, topology: &Topology) -> Vec<bool> {
+        let slow = self.health.slow_nodes(topology);
+        self.telemetry.nodes_slow(self.health.slow_count());
+        slow
+    }
 }
 
 /// Verified metadata kept for ranges and `HEAD`s (about 66 bytes per shard per blob).
@@ -237,6 +277,7 @@ impl Filler {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let fill_permits = Arc::new(Semaphore::new(config.max_concurrent_fills));
+        let negative_cache_ttl = config.negative_cache_ttl;
         Self {
             inner: Arc::new(Inner {
                 committees,
@@ -256,6 +297,8 @@ impl Filler {
                 verify_gate: gate::Gate::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 ),
+                memory: misses::Memory::new(negative_cache_ttl),
+                health: health::NodeHealth::default(),
             }),
         }
     }
@@ -365,6 +408,9 @@ impl Filler {
         if let Some(hit) = self.inner.cache.get(&id).await {
             return Ok(hit.into());
         }
+        if let Some(miss) = self.remembered_miss(&id).await {
+            return Err(miss);
+        }
         let mut inflight = self.lock_inflight();
         if let Some(tx) = inflight.get(&id) {
             return Ok(Source::Filling(FillReader {
@@ -404,9 +450,13 @@ impl Filler {
         id: BlobId,
         topology: Option<Arc<Topology>>,
     ) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        if let Some(miss) = self.remembered_miss(&id).await {
+            return Err(miss);
+        }
         let inner = self.inner.clone();
         let filler = self.clone();
-        self.inner
+        let result = self
+            .inner
             .metadata
             .get_or_load(id, async move {
                 let from_upstreams = if inner.upstreams.is_empty() {
@@ -414,7 +464,7 @@ impl Filler {
                 } else {
                     Some(upstream::metadata(&inner, id).await)
                 };
-                match from_upstreams {
+                let loaded = match from_upstreams {
                     Some(Ok(meta)) => Ok(meta),
                     Some(Err(e)) if inner.committees.current().node_count() == 0 => Err(e),
                     _ => {
@@ -429,9 +479,41 @@ impl Filler {
                         }
                         result
                     }
+                };
+                if loaded.is_ok() {
+                    inner.memory.exists(id).await;
                 }
+                loaded
             })
-            .await
+            .await;
+        if let Err(e) = &result {
+            self.remember_miss(id, e).await;
+        }
+        result
+    }
+
+    /// A fresh remembered "not found" for `id` (counted).
+    async fn remembered_miss(&self, id: &BlobId) -> Option<ReadError> {
+        let miss = self.inner.memory.miss(id).await?;
+        self.inner.telemetry.negative_cache("hit");
+        tracing::debug!(blob_id = %id, "answered from the negative cache");
+        Some(miss)
+    }
+
+    /// Remember `error` for a while if it says that `id` does not exist.
+    async fn remember_miss(&self, id: BlobId, error: &ReadError) {
+        if self.inner.memory.record_miss(id, error).await {
+            self.inner.telemetry.negative_cache("stored");
+        }
+    }
+
+    /// `id` exists (published, or cached, here): forget any remembered "not found", so it
+    /// cannot outlive the blob's publish, and let its later fills request slivers early.
+    pub async fn blob_exists(&self, id: BlobId) {
+        if self.inner.memory.exists(id).await {
+            self.inner.telemetry.negative_cache("dropped");
+            tracing::debug!(blob_id = %id, "dropped a remembered miss: the blob exists");
+        }
     }
 
     /// Read systematic rows `rows` of a blob (a byte range on a miss), each verified, in order
@@ -545,7 +627,18 @@ impl Filler {
             }
             Err(e) => {
                 telemetry.fill_failed(e.kind());
-                tracing::warn!(blob_id = %id, error = %e, "fill failed");
+                if matches!(
+                    e,
+                    ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }
+                ) {
+                    // A client's question, not the gateway's failure: not worth a warning.
+                    tracing::debug!(blob_id = %id, error = %e, "fill found no blob");
+                } else {
+                    tracing::warn!(blob_id = %id, error = %e, "fill failed");
+                }
+                // Before leaving the map, so a request that sees this outcome and retries
+                // finds the miss rather than starting another lookup.
+                self.remember_miss(id, e).await;
             }
         }
         // Leave the map before announcing the outcome, so a request that sees this fill's
@@ -572,14 +665,17 @@ impl Filler {
         }
         // Sliver requests need only the ID and pair index, so the systematic ones go out with
         // the metadata request: a fill takes one round trip, not two. Their bytes wait,
-        // unverified and unused, until the metadata has verified.
+        // unverified and unused, until the metadata has verified. Only for IDs seen to exist
+        // before: for an ID nobody has seen (perhaps a random one) they would be `kp` requests
+        // wasted, so its first fill takes the second round trip instead.
         // One committee for the whole fill, even if a newer one is published meanwhile.
         let topology = self.read_topology(id).await;
-        let mut prefetched = if self.inner.config.prefetch_slivers {
-            slivers::prefetch_systematic(&self.inner, &topology, id)
-        } else {
-            Prefetched::default()
-        };
+        let mut prefetched =
+            if self.inner.config.prefetch_slivers && self.inner.memory.is_known(&id) {
+                slivers::prefetch_systematic(&self.inner, &topology, id)
+            } else {
+                Prefetched::default()
+            };
         let meta = self.metadata_from(id, Some(topology.clone())).await?;
         let config = *meta.config();
         let len = meta.unencoded_length();
@@ -641,6 +737,7 @@ impl Filler {
             .cache
             .insert(id, CachedBlob::from_verified_rows(rows))
             .await;
+        self.blob_exists(id).await;
         tx.send_modify(|s| s.committed = true);
         Ok(())
     }

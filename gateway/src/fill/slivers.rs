@@ -2,10 +2,13 @@
 //! many at once, when to hedge, and verifying each reply (on the blocking pool) before use.
 //!
 //! Order: systematic primaries (their bytes are the blob's rows), then recovery primaries, then
-//! secondaries. A request that fails, lies or is slower than `hedge_after` makes room for the
-//! next candidate; the goal is `kp` verified primaries or `ks` verified secondaries (whole
-//! blob), or exactly the systematic rows of a range.
+//! secondaries; within each kind, slivers held by nodes that have been slow or failing lately
+//! ([`super::health`]) come last, so a stalled node costs one fill a hedge delay, not every
+//! fill. A request that fails, lies or is slower than `hedge_after` makes room for the next
+//! candidate (and counts against its node's health); the goal is `kp` verified primaries or
+//! `ks` verified secondaries (whole blob), or exactly the systematic rows of a range.
 
+use super::health::Outcome;
 use super::{Inner, ReadError};
 use crate::nodes::{NodeError, Topology};
 use bytes::Bytes;
@@ -98,20 +101,29 @@ pub(super) async fn collect_slivers(
     let row_len = config.row_len(meta.symbol_size());
     // Rows holding blob bytes; later systematic rows are padding only.
     let data_rows = len.div_ceil(row_len).min(u64::from(kp)) as u16;
+    let id = meta.blob_id();
     let (mut queue, emit_end): (VecDeque<Want>, u16) = match &goal {
-        Goal::Blob => (
-            (0..n)
-                .map(|pair| Want {
-                    kind: SliverKind::Primary,
-                    pair,
-                })
-                .chain((0..n).map(|index| Want {
-                    kind: SliverKind::Secondary,
-                    pair: SliverKind::Secondary.pair_index(index, n),
-                }))
-                .collect(),
-            data_rows,
-        ),
+        Goal::Blob => {
+            let slow = inner.slow_nodes(topology);
+            let any_slow = slow.contains(&true);
+            let on_slow = |want: &Want| any_slow && slow[topology.node_for_pair(&id, want.pair)];
+            let primaries = (0..n).map(|pair| Want {
+                kind: SliverKind::Primary,
+                pair,
+            });
+            let secondaries = (0..n).map(|index| Want {
+                kind: SliverKind::Secondary,
+                pair: SliverKind::Secondary.pair_index(index, n),
+            });
+            let queue = primaries
+                .clone()
+                .filter(|w| !on_slow(w))
+                .chain(primaries.filter(|w| on_slow(w)))
+                .chain(secondaries.clone().filter(|w| !on_slow(w)))
+                .chain(secondaries.filter(|w| on_slow(w)))
+                .collect();
+            (queue, data_rows)
+        }
         Goal::Rows(rows) => (
             rows.clone()
                 .map(|pair| Want {
@@ -122,7 +134,6 @@ pub(super) async fn collect_slivers(
             rows.end.min(data_rows),
         ),
     };
-    let id = meta.blob_id();
     let mut next_row = emit.as_ref().map_or(0, |(first, _)| *first);
     let mut primary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
     let mut secondary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
@@ -215,6 +226,8 @@ pub(super) async fn collect_slivers(
                 for flight in flights.values_mut() {
                     if !flight.slow && flight.started + hedge_after <= now {
                         flight.slow = true;
+                        let node = topology.node_for_pair(&id, flight.want.pair);
+                        inner.node_outcome(topology, node, Outcome::Hedged);
                         tracing::debug!(blob_id = %id, pair = flight.want.pair,
                             kind = flight.want.kind.as_str(), "sliver request is slow; hedging");
                     }
@@ -229,6 +242,13 @@ pub(super) async fn collect_slivers(
             continue;
         };
         let want = flight.want;
+        let node = topology.node_for_pair(&id, want.pair);
+        match &result {
+            Ok(_) => inner.node_outcome(topology, node, Outcome::Good),
+            // Our own task failing says nothing about the node.
+            Err(SliverFailure::Internal(_)) => {}
+            Err(_) => inner.node_outcome(topology, node, Outcome::Failed),
+        }
         match result {
             Ok(sliver) => match sliver.kind {
                 SliverKind::Primary => {
@@ -241,7 +261,6 @@ pub(super) async fn collect_slivers(
             Err(failure) => {
                 failures += 1;
                 let exact = matches!(goal, Goal::Rows(_));
-                let node = topology.node_for_pair(&id, want.pair);
                 let name = &topology.node(node).name;
                 inner.telemetry.node_failure(name, failure.kind());
                 if let SliverFailure::Node(NodeError::Pinning(_)) = failure {
@@ -357,7 +376,8 @@ async fn fetch_sliver(
 }
 
 /// Request the systematic primary slivers of `id` before its metadata is known, with a
-/// body limit from the largest sliver the committee (or `max_blob_size`) allows.
+/// body limit from the largest sliver the committee (or `max_blob_size`) allows. Slivers on
+/// nodes that have been slow lately are left to the collection, which asks them last.
 pub(super) fn prefetch_systematic(
     inner: &Arc<Inner>,
     topology: &Arc<Topology>,
@@ -373,7 +393,10 @@ pub(super) fn prefetch_systematic(
     let count = config
         .n_primary_source_symbols()
         .min(u16::try_from(inner.config.max_slivers_in_flight.max(1)).unwrap_or(u16::MAX));
+    let slow = inner.slow_nodes(topology);
+    let any_slow = slow.contains(&true);
     let handles = (0..count)
+        .filter(|&pair| !(any_slow && slow[topology.node_for_pair(&id, pair)]))
         .map(|pair| {
             inner.telemetry.primary_sliver_requests.increment(1);
             let inner = inner.clone();

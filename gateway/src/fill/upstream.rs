@@ -164,6 +164,7 @@ async fn adopt(inner: &Arc<Inner>, tx: &watch::Sender<FillState>, meta: &Arc<Ver
         s.streaming = streaming;
     });
     inner.metadata.insert(meta.blob_id(), meta.clone()).await;
+    inner.memory.exists(meta.blob_id()).await;
 }
 
 /// One upstream's try at the whole blob, reporting through `events`.
