@@ -51,7 +51,7 @@ impl Memory {
     }
 
     /// Remember `error` if it says the blob does not exist and the blob is not known to exist.
-    /// True if it was recorded.
+    /// True if it was recorded now (not already remembered).
     pub(super) async fn record_miss(&self, id: BlobId, error: &ReadError) -> bool {
         let Some(misses) = &self.misses else {
             return false;
@@ -65,13 +65,14 @@ impl Memory {
         if self.known.contains_key(&id) {
             return false;
         }
-        misses.insert(id, error.clone()).await;
+        // A fill and the lookup it made both report the same miss: count it once.
+        let fresh = misses.entry(id).or_insert(error.clone()).await.is_fresh();
         // [`Memory::exists`] may have run between the check and the insert: undo it then.
         if self.known.contains_key(&id) {
             misses.invalidate(&id).await;
             return false;
         }
-        true
+        fresh
     }
 
     /// `id` exists (its metadata verified, or it was published or cached here): forget any
@@ -107,6 +108,7 @@ mod tests {
         let memory = Memory::new(Duration::from_secs(60));
         let id = BlobId([1; 32]);
         assert!(memory.record_miss(id, &not_found()).await);
+        assert!(!memory.record_miss(id, &not_found()).await, "once");
         assert_eq!(memory.miss(&id).await, Some(not_found()));
         assert!(!memory.is_known(&id));
         assert!(memory.exists(id).await, "the miss was dropped");
