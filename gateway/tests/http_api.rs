@@ -78,7 +78,8 @@ async fn if_none_match_answers_304_without_reading() {
     let id = s.store(&blob(LEN, 3)).await;
     s.net.reset_counters();
     let path = format!("/v1/blobs/{id}");
-    for tag in [format!("\"{id}\""), format!("W/\"{id}\""), "*".to_owned()] {
+    // (`*` matches only a blob that exists, so it is looked up: tests/hostile_reads.rs.)
+    for tag in [format!("\"{id}\""), format!("W/\"{id}\"")] {
         let reply = s
             .request(Method::GET, &path, &[("if-none-match", &tag)])
             .await;

@@ -13,7 +13,7 @@ use super::{Inner, ReadError};
 use crate::nodes::{NodeError, Topology};
 use bytes::Bytes;
 use codec::{BcsError, BlobId, CodecError, SliverKind, VerifiedMetadata, VerifiedSliver};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -141,6 +141,9 @@ pub(super) async fn collect_slivers(
     let mut requests = JoinSet::new();
     let mut seq = 0u64;
     let mut failures = 0usize;
+    // Nodes that had a request hedged or failed in this fill: their remaining slivers wait
+    // behind every other sliver of the same kind, so one stall is not paid twice per fill.
+    let mut troubled: HashSet<usize> = HashSet::new();
     let max_in_flight = inner.config.max_slivers_in_flight.max(1);
     let hedge_after = inner.config.hedge_after;
     loop {
@@ -168,7 +171,11 @@ pub(super) async fn collect_slivers(
             if !need_more {
                 break;
             }
-            let Some(want) = queue.pop_front() else { break };
+            let Some(want) = next_want(&mut queue, |w| {
+                !troubled.is_empty() && troubled.contains(&topology.node_for_pair(&id, w.pair))
+            }) else {
+                break;
+            };
             seq += 1;
             flights.insert(
                 seq,
@@ -228,6 +235,7 @@ pub(super) async fn collect_slivers(
                         flight.slow = true;
                         let node = topology.node_for_pair(&id, flight.want.pair);
                         inner.node_outcome(topology, node, Outcome::Hedged);
+                        troubled.insert(node);
                         tracing::debug!(blob_id = %id, pair = flight.want.pair,
                             kind = flight.want.kind.as_str(), "sliver request is slow; hedging");
                     }
@@ -247,7 +255,10 @@ pub(super) async fn collect_slivers(
             Ok(_) => inner.node_outcome(topology, node, Outcome::Good),
             // Our own task failing says nothing about the node.
             Err(SliverFailure::Internal(_)) => {}
-            Err(_) => inner.node_outcome(topology, node, Outcome::Failed),
+            Err(_) => {
+                inner.node_outcome(topology, node, Outcome::Failed);
+                troubled.insert(node);
+            }
         }
         match result {
             Ok(sliver) => match sliver.kind {
@@ -305,6 +316,21 @@ pub(super) async fn collect_slivers(
         secondary,
         next_row,
     })
+}
+
+/// The next sliver to ask for: the queue's head, unless `troubled` says its node misbehaved,
+/// then the first later sliver of the same kind on another node (the head keeps its place).
+fn next_want(queue: &mut VecDeque<Want>, troubled: impl Fn(&Want) -> bool) -> Option<Want> {
+    let head = *queue.front()?;
+    if troubled(&head) {
+        if let Some(i) = queue
+            .iter()
+            .position(|w| w.kind == head.kind && !troubled(w))
+        {
+            return queue.remove(i);
+        }
+    }
+    queue.pop_front()
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -440,5 +466,31 @@ impl Drop for AbortOnDrop {
         if let Some(handle) = &self.0 {
             handle.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slivers_on_troubled_nodes_wait_behind_others_of_their_kind() {
+        let want = |kind, pair| Want { kind, pair };
+        let (p, s) = (SliverKind::Primary, SliverKind::Secondary);
+        let mut queue: VecDeque<Want> =
+            [want(p, 0), want(p, 1), want(p, 2), want(s, 3), want(s, 4)]
+                .into_iter()
+                .collect();
+        // Pairs 0 and 2 (and secondary 3) sit on a node that stalled.
+        let troubled = |w: &Want| matches!(w.pair, 0 | 2 | 3);
+        let mut order = Vec::new();
+        while let Some(w) = next_want(&mut queue, troubled) {
+            order.push((w.kind == p, w.pair));
+        }
+        // Primary 1 jumps ahead; the troubled primaries still come before any secondary.
+        assert_eq!(
+            order,
+            vec![(true, 1), (true, 0), (true, 2), (false, 4), (false, 3)]
+        );
     }
 }
