@@ -184,6 +184,9 @@ async fn a_stalled_node_is_asked_last_by_later_fills() {
     s.stop().await;
 }
 
+/// Request headers of a case.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 fn assert_safe_blob_headers(reply: &Reply, what: &str) {
     let vary = reply
         .header("vary")
@@ -213,7 +216,7 @@ async fn client_chosen_content_types_vary_and_are_sandboxed() {
     let path = format!("/v1/blobs/{id}");
     // The aggregator's rule stays: Accept without a wildcard is echoed, else (GET) the
     // request's Content-Type; nothing otherwise.
-    let cases: [(&[(&str, &str)], Option<&str>); 4] = [
+    let cases: [(Headers, Option<&str>); 4] = [
         (&[("accept", "text/html")], Some("text/html")),
         (
             &[("accept", "*/*"), ("content-type", "text/html")],
