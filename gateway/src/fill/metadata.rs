@@ -6,7 +6,9 @@ use super::health::Outcome;
 use super::{Inner, ReadError};
 use crate::nodes::{NodeError, Topology};
 use codec::{BlobId, VerifiedMetadata};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::task::JoinSet;
 
 /// Largest BCS metadata for `config`: 32 (ID) + 2 (enum tags) + 8 (length) + up to 3 (ULEB128
@@ -36,6 +38,11 @@ pub(super) async fn fetch_metadata(
     let mut requests = JoinSet::new();
     let mut not_found = 0u16;
     let mut failed = 0usize;
+    let mut laggards = Laggards {
+        inner,
+        topology,
+        pending: HashMap::new(),
+    };
     inner.telemetry.metadata_fills.increment(1);
     loop {
         while requests.len() < inner.config.metadata_fanout.max(1) {
@@ -43,6 +50,7 @@ pub(super) async fn fetch_metadata(
             let client = inner.client.clone();
             let topology = topology.clone();
             inner.telemetry.metadata_requests.increment(1);
+            laggards.pending.insert(node, Instant::now());
             requests.spawn(async move {
                 let reply = client.metadata(&topology, node, &id, limit, timeout).await;
                 (node, reply)
@@ -55,6 +63,7 @@ pub(super) async fn fetch_metadata(
             )));
         };
         let (node, reply) = joined.map_err(|e| ReadError::Internal(e.to_string()))?;
+        laggards.pending.remove(&node);
         let name = &topology.node(node).name;
         let body = match reply {
             Ok(body) => body,
@@ -117,6 +126,27 @@ pub(super) async fn fetch_metadata(
                     node = %name, blob_id = %id, %reason,
                     "storage node served metadata that does not verify against the Blob ID"
                 );
+            }
+        }
+    }
+}
+
+/// Metadata requests still unanswered when the fan-out ends (another node answered first):
+/// those older than `hedge_after` count against their node's health, as a hedged sliver
+/// request does, so a node that stalls only on metadata is still asked last next time.
+struct Laggards<'a> {
+    inner: &'a Inner,
+    topology: &'a Topology,
+    pending: HashMap<usize, Instant>,
+}
+
+impl Drop for Laggards<'_> {
+    fn drop(&mut self) {
+        let hedge_after = self.inner.config.hedge_after;
+        for (&node, started) in &self.pending {
+            if started.elapsed() >= hedge_after {
+                self.inner
+                    .node_outcome(self.topology, node, Outcome::Hedged);
             }
         }
     }
