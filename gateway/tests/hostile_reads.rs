@@ -75,6 +75,44 @@ async fn twenty_gets_of_a_missing_blob_cost_one_lookup_and_no_slivers() {
     s.stop().await;
 }
 
+/// An edge gateway reading only through a parent: a missing ID asked of the edge twenty times
+/// reaches the parent once (its metadata and blob requests, sent together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_asks_its_parent_about_a_missing_blob_once() {
+    let parent = Scenario::start(10, 4).await;
+    let edge_config = gateway::GatewayConfig {
+        upstreams: vec![format!("http://{}", parent.addr).parse().unwrap()],
+        ..config()
+    };
+    let edge = gateway::Gateway::bind(
+        edge_config,
+        storage_sim::committee::Committee {
+            n_shards: 10,
+            nodes: Vec::new(),
+        },
+    )
+    .await
+    .expect("edge binds")
+    .spawn();
+    let client = parent.h2_client();
+    let path = format!("/v1/blobs/{}", missing_id());
+    for _ in 0..20 {
+        let reply = harness::send(&client, edge.addr(), Method::GET, &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+    // (Without the edge's negative cache: 40, two per request.)
+    let parent_404s = parent
+        .metric("gateway_responses_total{status=\"404\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        (1.0..=2.0).contains(&parent_404s),
+        "the parent answered {parent_404s} requests for the missing blob"
+    );
+    edge.shutdown().await.expect("edge stops");
+    parent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remembered_miss_expires_after_its_ttl() {
     let mut cfg = config();
