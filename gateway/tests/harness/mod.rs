@@ -371,3 +371,13 @@ pub fn blob(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+impl Scenario {
+    /// The `/metrics`-only listener's address (`metrics_listen`), when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.gateway
+            .as_ref()
+            .expect("gateway running")
+            .metrics_addr()
+    }
+}
