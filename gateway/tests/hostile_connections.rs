@@ -493,3 +493,99 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     assert_eq!(h1_get(s.addr, "/status").await.status, StatusCode::OK);
     s.stop().await;
 }
+
+/// A QUIC connection to the gateway's HTTP/3 port, trusting `cert`.
+async fn quic_connect(
+    addr: SocketAddr,
+    cert: &rustls_pki_types::CertificateDer<'static>,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(gateway::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let connection = tokio::time::timeout(SERVED_WITHIN, async {
+        endpoint.connect(addr, "localhost").unwrap().await
+    })
+    .await
+    .expect("handshake in time")
+    .expect("QUIC handshake");
+    (endpoint, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_bodies_must_match_their_content_length_and_idle_connections_close() {
+    let generated = gateway::tls::TlsIdentity::self_signed(&["localhost".into()]).unwrap();
+    let cert = generated.identity.certificate().clone();
+    let s = scenario(|c| {
+        c.h3_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.tls = Some(generated.identity);
+        c.header_read_timeout = Duration::from_millis(600);
+        c.idle_timeout = Duration::from_millis(900);
+    })
+    .await;
+    let h3_addr = s.h3_addr().unwrap();
+    let (endpoint, connection) = quic_connect(h3_addr, &cert).await;
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
+        .await
+        .expect("HTTP/3 connection");
+    let driving = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let put = |declared: Option<&'static str>, body: &'static [u8]| {
+        let mut send = send.clone();
+        async move {
+            let mut request = Request::put(format!("https://localhost:{}/v1/blobs", h3_addr.port()));
+            if let Some(declared) = declared {
+                request = request.header("content-length", declared);
+            }
+            let mut stream = send.send_request(request.body(()).unwrap()).await.unwrap();
+            stream.send_data(Bytes::from_static(body)).await.unwrap();
+            stream.finish().await.unwrap();
+            let response = tokio::time::timeout(SERVED_WITHIN, stream.recv_response())
+                .await
+                .expect("answered in time");
+            response.map(|r| r.status()).map_err(|e| e.to_string())
+        }
+    };
+    // Fewer bytes than declared, more than declared: malformed (RFC 9114 §4.1.2), 400.
+    assert_eq!(put(Some("100"), b"hello").await, Ok(StatusCode::BAD_REQUEST));
+    assert_eq!(put(Some("3"), b"hello").await, Ok(StatusCode::BAD_REQUEST));
+    assert_eq!(
+        metric(&s, "gateway_publishes_total{outcome=\"stored\"}").await,
+        0.0,
+        "a malformed body was stored"
+    );
+    // Exact, or undeclared: stored.
+    assert_eq!(put(Some("5"), b"hello").await, Ok(StatusCode::OK));
+    assert_eq!(put(None, b"world").await, Ok(StatusCode::OK));
+    assert_eq!(
+        metric(&s, "gateway_publishes_total{outcome=\"stored\"}").await,
+        2.0
+    );
+
+    // Idle after its requests, the connection is closed (a GOAWAY, then the close)...
+    tokio::time::timeout(Duration::from_secs(5), connection.closed())
+        .await
+        .expect("an idle HTTP/3 connection stays open");
+    driving.abort();
+    // ...and one that never sends a request is closed after the header timeout.
+    let (silent_endpoint, silent) = quic_connect(h3_addr, &cert).await;
+    tokio::time::timeout(Duration::from_secs(5), silent.closed())
+        .await
+        .expect("a silent HTTP/3 connection stays open");
+    assert_eq!(
+        metric(&s, "gateway_deadlines_total{kind=\"first_request\"}").await,
+        1.0
+    );
+    assert!(metric(&s, "gateway_deadlines_total{kind=\"idle\"}").await >= 1.0);
+    endpoint.close(0u32.into(), b"done");
+    silent_endpoint.close(0u32.into(), b"done");
+    s.stop().await;
+}
