@@ -202,7 +202,9 @@ impl Activity {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let at = Instant::now().saturating_duration_since(self.0.opened);
-        self.0.last_ms.store(at.as_millis() as u64, Ordering::Release);
+        self.0
+            .last_ms
+            .store(at.as_millis() as u64, Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -293,10 +295,7 @@ mod tests {
         type Data = Bytes;
         type Error = std::io::Error;
 
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Chunk>> {
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
             self.0.poll_recv(cx)
         }
     }

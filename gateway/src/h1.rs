@@ -16,7 +16,9 @@
 //! What it hands over: the HTTP/2 preface (h2c), requests with a body or `Expect`/`Upgrade`,
 //! HTTP/1.0, and heads it cannot parse or that exceed [`MAX_HEAD`] go to hyper, on the same
 //! connection, with the bytes already read replayed ([`Rewind`]). Hyper then serves the
-//! connection to its end and answers malformed input exactly as before (400, 431, ...).
+//! connection to its end and answers malformed input exactly as before (400, 431, ...). The
+//! preface switches to HTTP/2 only as a connection's first bytes: after a request, the
+//! connection goes to hyper's HTTP/1.1 alone ([`Rewind::after_request`]), which refuses it.
 
 use crate::api::body::{Body, FileRange};
 use crate::api::{whole_blob_id, Api, MemoryHit, WHOLE_GET_VARIES};

@@ -7,8 +7,12 @@
 //!
 //! Bounds: connections share the gateway's connection semaphore (a connection beyond it is
 //! refused at once rather than queued), each connection may open at most
-//! `max_streams_per_connection` requests, headers must arrive within the header timeout, and a
-//! silent connection closes after `idle_timeout`. Shutdown refuses new connections, sends GOAWAY
+//! `max_streams_per_connection` requests and hold its share of the request slots
+//! ([`crate::fairness`]), headers must arrive within the header timeout, a connection with no
+//! request in flight closes after `idle_timeout` (the header timeout before its first request)
+//! and a silent one after QUIC's idle timeout. Request bodies get the body deadlines
+//! ([`crate::deadline`]) and must match their `content-length` (RFC 9114 §4.1.2: else the body
+//! fails and the request answers 400). Shutdown refuses new connections, sends GOAWAY
 //! on each open one, lets its requests finish within the grace period, then closes the endpoint.
 
 use crate::api::Api;

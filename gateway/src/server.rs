@@ -1,10 +1,18 @@
 //! Accepting connections on every listener the configuration enables, all answered by the same
 //! [`Api`]: the plain TCP port (HTTP/1.1 and h2c, HTTP/2 with prior knowledge), the HTTPS port
 //! (HTTP/1.1 and HTTP/2 over TLS, chosen by ALPN) and the HTTP/3 port (QUIC, in [`crate::h3`]).
-//! At most `max_connections` connections are open at once across all of them; headers (and TLS
-//! handshakes) must arrive within a timeout; when HTTP/3 is on, TCP responses advertise it with
-//! `Alt-Svc`. Shutdown stops accepting everywhere, lets in-flight responses finish for
-//! `shutdown_grace`, then closes the rest.
+//! At most `max_connections` connections are open at once across all of them; when HTTP/3 is on,
+//! TCP responses advertise it with `Alt-Svc`. Shutdown stops accepting everywhere, lets
+//! in-flight responses finish for `shutdown_grace`, then closes the rest.
+//!
+//! Against hostile clients, each connection gets a share of the request slots
+//! ([`crate::fairness`]); every request body it sends is bounded in time
+//! ([`crate::deadline::TimedBody`]); every response body hyper sends on it is watched for
+//! progress ([`crate::stall::Responses`]) by a periodic sweep that also closes the connection
+//! when it sent no first request within the header timeout, sat idle past the idle timeout (a
+//! graceful close: GOAWAY on HTTP/2), or has nothing but stalled responses. TLS handshakes have
+//! their own timeout; HTTP/2 connections are PINGed. With `metrics_listen`, `/metrics` is
+//! served on a listener of its own and the public listeners answer 404 there.
 
 use crate::api::body::Body;
 use crate::api::error::ApiError;
@@ -565,7 +573,6 @@ impl ConnTemplate {
 }
 
 impl Conn {
-
     /// Answer one request: the connection's share goes into its extensions, its body gets the
     /// body deadlines, and the response body is watched for send progress.
     async fn answer(&self, request: Request<Incoming>) -> Response<WatchedBody> {
@@ -786,8 +793,10 @@ impl TcpServing<'_> {
                     let stream = StallGuard::new(stream, stall);
                     let template = self.template();
                     tokio::spawn(async move {
-                        let handshake =
-                            tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
+                        let handshake = tokio::time::timeout(
+                            limits.tls_handshake_timeout,
+                            acceptor.accept(stream),
+                        );
                         let stream = match handshake.await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {

@@ -5,7 +5,7 @@
 //! [`StallGuard`] wraps a TCP stream (below TLS, so it sees the real socket). A write or flush
 //! that stays pending for [`WRITE_STALL_TIMEOUT`] fails with `TimedOut`, which ends the
 //! connection; every write that makes progress resets the clock. Reads pass through untouched
-//! (idle keep-alive connections are bounded by the connection limit and header timeouts).
+//! (silent and idle connections are closed by their deadlines, [`crate::deadline`]).
 //! HTTP/3 applies the same bound (`GatewayConfig::write_stall_timeout`) per stream.
 //!
 //! HTTP/2 needs more: a client that grants a stream no flow-control window never blocks the

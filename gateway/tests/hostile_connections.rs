@@ -181,7 +181,11 @@ async fn zero_window_h2_connections_cannot_take_every_slot() {
     let reply = h1_get(s.addr, &path).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.bytes().len(), data.len());
-    let ranged = h1_get(s.addr, &format!("/v1/blobs/{id}/byte-range?start=5&length=10")).await;
+    let ranged = h1_get(
+        s.addr,
+        &format!("/v1/blobs/{id}/byte-range?start=5&length=10"),
+    )
+    .await;
     assert_eq!(ranged.status, StatusCode::OK);
     assert_eq!(
         tokio::time::timeout(SERVED_WITHIN, h2_get(s.addr, &path))
@@ -209,7 +213,10 @@ async fn stalled_h2_streams_are_revoked_within_the_stall_bound() {
     let mut attacker = ZeroWindow::connect(s.addr).await;
     let opened = Instant::now();
     let statuses = attacker.open(&path, 8).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     assert_eq!(metric(&s, "gateway_requests_in_flight").await, 8.0);
     // Every stream is stalled: the slots are freed and the connection closed within the bound
     // (plus the sweep period, a quarter of it, and scheduling slack).
@@ -268,7 +275,10 @@ async fn silent_connections_are_closed_by_their_deadlines() {
     }
     // A request head that never ends.
     let mut partial = TcpStream::connect(s.addr).await.unwrap();
-    partial.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    partial
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     assert!(read_until_closed(&mut partial, limit).await.is_some());
 
     // h2c: the preface and SETTINGS, then nothing.
@@ -350,7 +360,8 @@ async fn request_bodies_that_stall_or_trickle_are_cut() {
     })
     .await;
     let limit = Duration::from_secs(6);
-    let status_of = |answer: &[u8]| String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
+    let status_of =
+        |answer: &[u8]| String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
 
     // Declares a body and sends none.
     let started = Instant::now();
@@ -459,7 +470,11 @@ async fn the_lean_server_refuses_the_h2_preface_after_a_request() {
     // The rest of the first response, then at most an HTTP/1.1 error: never an HTTP/2 SETTINGS
     // frame (type 4 on stream 0).
     let text = String::from_utf8_lossy(&rest);
-    let after_first = text.split("\r\n\r\n").skip(1).collect::<Vec<_>>().join("\r\n\r\n");
+    let after_first = text
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n");
     let after_first = after_first.trim_start_matches("OK");
     assert!(
         after_first.is_empty() || after_first.starts_with("HTTP/1.1 "),
@@ -473,7 +488,10 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     let s = scenario(|c| c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)))).await;
     let private = s.metrics_addr().expect("the metrics listener is on");
     // The public port: 404 on the lean server, on hyper's HTTP/1.1 path and on HTTP/2.
-    assert_eq!(h1_get(s.addr, "/metrics").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h1_get(s.addr, "/metrics").await.status,
+        StatusCode::NOT_FOUND
+    );
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<Bytes>>();
     let request = Request::get(format!("http://{}/metrics", s.addr))
@@ -488,8 +506,14 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     let metrics = h1_get(private, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = String::from_utf8(metrics.bytes().to_vec()).unwrap();
-    assert!(text.contains("gateway_responses_total{status=\"404\"} 3"), "{text}");
-    assert_eq!(h1_get(private, "/status").await.status, StatusCode::NOT_FOUND);
+    assert!(
+        text.contains("gateway_responses_total{status=\"404\"} 3"),
+        "{text}"
+    );
+    assert_eq!(
+        h1_get(private, "/status").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(h1_get(s.addr, "/status").await.status, StatusCode::OK);
     s.stop().await;
 }
@@ -541,7 +565,8 @@ async fn h3_bodies_must_match_their_content_length_and_idle_connections_close() 
     let put = |declared: Option<&'static str>, body: &'static [u8]| {
         let mut send = send.clone();
         async move {
-            let mut request = Request::put(format!("https://localhost:{}/v1/blobs", h3_addr.port()));
+            let mut request =
+                Request::put(format!("https://localhost:{}/v1/blobs", h3_addr.port()));
             if let Some(declared) = declared {
                 request = request.header("content-length", declared);
             }
@@ -555,7 +580,10 @@ async fn h3_bodies_must_match_their_content_length_and_idle_connections_close() 
         }
     };
     // Fewer bytes than declared, more than declared: malformed (RFC 9114 §4.1.2), 400.
-    assert_eq!(put(Some("100"), b"hello").await, Ok(StatusCode::BAD_REQUEST));
+    assert_eq!(
+        put(Some("100"), b"hello").await,
+        Ok(StatusCode::BAD_REQUEST)
+    );
     assert_eq!(put(Some("3"), b"hello").await, Ok(StatusCode::BAD_REQUEST));
     assert_eq!(
         metric(&s, "gateway_publishes_total{outcome=\"stored\"}").await,

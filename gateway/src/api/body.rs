@@ -5,7 +5,9 @@
 //! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
 //! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
 
+use super::error::ApiError;
 use crate::cache::CachedBlob;
+use crate::fairness::{Share, SharePermits};
 use crate::fill::ReadError;
 use crate::memfile::MemFile;
 use crate::telemetry::Telemetry;
@@ -15,8 +17,6 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use super::error::ApiError;
-use crate::fairness::{Share, SharePermits};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// A blob stream ended early.

@@ -298,8 +298,7 @@ impl Api {
             set_blob_headers(response.headers_mut(), &etag);
             return Ok(response);
         }
-        let slot =
-            RequestSlot::acquire(&self.slots, request.extensions().get(), &self.telemetry)?;
+        let slot = RequestSlot::acquire(&self.slots, request.extensions().get(), &self.telemetry)?;
         let head = request.method() == Method::HEAD;
         let whole_get = !head && matches!(want, Want::Blob(RangeRequest::Whole));
         let plan = if whole_get {
