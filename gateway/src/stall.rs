@@ -136,15 +136,27 @@ pub struct Sweep {
     pub live: usize,
 }
 
+/// Largest piece of a body frame handed to hyper at once. hyper polls a body again only once it
+/// has sent what it was given, so a frame is one unit of progress: a 1 MiB frame to a client
+/// reading 10 kB/s would look stalled for 100 s. In pieces of this size, a client is stalled
+/// only while it reads less than 64 KiB per bound.
+const PROGRESS_PIECE: usize = 64 << 10;
+
 struct Watched {
     /// `None` once revoked.
-    body: Mutex<Option<Body>>,
+    body: Mutex<Option<Sending>>,
     /// Milliseconds after [`Responses::origin`] of the last frame handed out (or of the
     /// response, before the first).
     progress_ms: AtomicU64,
     /// The last poll found the body waiting for its source (a fill): not the client's stall.
     source_pending: AtomicBool,
     revoked: AtomicBool,
+}
+
+/// A body and the rest of the frame it is handing out in pieces.
+struct Sending {
+    body: Body,
+    rest: Bytes,
 }
 
 /// A response body registered with [`Responses`].
@@ -182,7 +194,10 @@ impl Responses {
     /// Register `body`; `in_flight` is released with it.
     pub fn watch(&self, body: Body, in_flight: Option<InFlight>) -> WatchedBody {
         let shared = Arc::new(Watched {
-            body: Mutex::new(Some(body)),
+            body: Mutex::new(Some(Sending {
+                body,
+                rest: Bytes::new(),
+            })),
             progress_ms: AtomicU64::new(self.now_ms(Instant::now())),
             source_pending: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
@@ -248,36 +263,63 @@ impl HttpBody for WatchedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
         let this = self.get_mut();
         let mut guard = this.shared.body.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(body) = guard.as_mut() else {
+        let Some(sending) = guard.as_mut() else {
             drop(guard);
             return Poll::Ready(Some(Err(ResponseError::Stalled(this.bound))));
         };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Pending => {
-                this.shared.source_pending.store(true, Ordering::Release);
-                Poll::Pending
+        let frame = if !sending.rest.is_empty() {
+            Some(Ok(Frame::data(Bytes::new())))
+        } else {
+            match Pin::new(&mut sending.body).poll_frame(cx) {
+                Poll::Pending => {
+                    this.shared.source_pending.store(true, Ordering::Release);
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
             }
-            Poll::Ready(frame) => {
-                let now = Instant::now()
-                    .saturating_duration_since(this.origin)
-                    .as_millis() as u64;
-                this.shared.progress_ms.store(now, Ordering::Release);
-                this.shared.source_pending.store(false, Ordering::Release);
-                Poll::Ready(frame.map(|f| f.map_err(ResponseError::from)))
+        };
+        let now = Instant::now()
+            .saturating_duration_since(this.origin)
+            .as_millis() as u64;
+        this.shared.progress_ms.store(now, Ordering::Release);
+        this.shared.source_pending.store(false, Ordering::Release);
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other.map(|f| f.map_err(ResponseError::from))),
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                if !data.is_empty() {
+                    sending.rest = data;
+                }
+                let piece = sending.rest.len().min(PROGRESS_PIECE);
+                Frame::data(sending.rest.split_to(piece))
             }
-        }
+            Err(frame) => frame,
+        };
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
         let guard = self.shared.body.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().is_some_and(|body| body.is_end_stream())
+        guard
+            .as_ref()
+            .is_some_and(|sending| sending.rest.is_empty() && sending.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
         let guard = self.shared.body.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .map_or_else(SizeHint::default, |body| body.size_hint())
+        let Some(sending) = guard.as_ref() else {
+            return SizeHint::default();
+        };
+        let rest = sending.rest.len() as u64;
+        let inner = sending.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }
 
@@ -323,6 +365,25 @@ mod tests {
         drop(idle);
         drop(filling);
         assert_eq!(responses.sweep(Instant::now()), Sweep::default());
+    }
+
+    #[tokio::test]
+    async fn large_frames_go_out_in_pieces_with_their_length() {
+        let responses = Responses::new(Duration::from_secs(10));
+        let data = Bytes::from(vec![7u8; 3 * PROGRESS_PIECE + 5]);
+        let mut body = responses.watch(Body::full(data.clone()), None);
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let mut pieces = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            assert!(piece.len() <= PROGRESS_PIECE);
+            pieces.push(piece);
+            let sent: usize = pieces.iter().map(Bytes::len).sum();
+            assert_eq!(body.size_hint().exact(), Some((data.len() - sent) as u64));
+        }
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces.concat(), data.to_vec());
+        assert!(body.is_end_stream());
     }
 
     fn futures_poll(body: &mut WatchedBody) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {

@@ -617,3 +617,46 @@ async fn h3_bodies_must_match_their_content_length_and_idle_connections_close() 
     silent_endpoint.close(0u32.into(), b"done");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_of_one_client_share_its_bound_when_asked() {
+    let s = scenario(|c| {
+        c.max_requests_per_connection = 2;
+        c.max_requests_per_client = 3;
+        // Loopback is exempt by default (load generators, a local proxy); not here.
+        c.client_share_loopback = true;
+        c.write_stall_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let id = s.store(&blob(64 << 10, 4)).await;
+    let path = format!("/v1/blobs/{id}");
+    assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
+    let mut one = ZeroWindow::connect(s.addr).await;
+    let mut two = ZeroWindow::connect(s.addr).await;
+    assert_eq!(
+        one.open(&path, 3).await,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(
+        two.open(&path, 2).await,
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]
+    );
+    assert_eq!(
+        metric(&s, "gateway_share_refused_total{scope=\"connection\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&s, "gateway_share_refused_total{scope=\"client\"}").await,
+        1.0
+    );
+    // The client's slots come back when its connections go.
+    drop(one);
+    drop(two);
+    assert!(s.wait_for_metric("gateway_requests_in_flight", 0.0).await);
+    assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
+    s.stop().await;
+}
