@@ -12,14 +12,15 @@ pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// Open the plain HTTP/1.1 + h2c listener at `bind`; off, only the TLS listeners serve.
     pub plain_listener: bool,
-    /// A request head (and, on HTTPS, the TLS handshake before it) must arrive within this long;
-    /// on the lean HTTP/1.1 server this also bounds an idle kept-alive connection.
+    /// A request head must arrive within this long (a connection's first one counted from its
+    /// start, after the TLS handshake); on the lean HTTP/1.1 server this also bounds an idle
+    /// kept-alive connection.
     pub header_read_timeout: Duration,
     /// Answer the plain listener's HTTP/1.1 `GET`/`HEAD` with the lean server ([`crate::h1`]:
     /// `sendfile` from memory files, one `writev` per small response); off, hyper serves them.
     pub lean_http1: bool,
-    /// A TCP connection (HTTP/3: a stream) whose writes make no progress this long (the client
-    /// stopped reading) is closed (reset).
+    /// A TCP connection (HTTP/2 and HTTP/3: a stream) whose writes make no progress this long
+    /// (the client stopped reading) is closed (reset), and its request slot freed.
     pub write_stall_timeout: Duration,
     /// Whole-blob check after decoding (`Default` re-hashes reconstructed rows, `Strict`
     /// re-encodes the blob and compares Blob IDs, and then nothing streams before the check).

@@ -405,16 +405,24 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context
                     return;
                 }
             };
-            match tokio::time::timeout(limits.write_stall_timeout, send.send_data(data)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("HTTP/3 client stopped reading; resetting the stream");
-                    send.stop_stream(Code::H3_REQUEST_CANCELLED);
-                    return;
+            // In pieces, each bounded by the stall timeout: a client reading slowly but steadily
+            // makes progress on every piece, however large the frame.
+            let mut data = data;
+            while !data.is_empty() {
+                let piece = data.split_to(data.len().min(crate::stall::PROGRESS_PIECE));
+                match tokio::time::timeout(limits.write_stall_timeout, send.send_data(piece)).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("HTTP/3 client stopped reading; resetting the stream");
+                        context.telemetry.deadline("response_stall");
+                        send.stop_stream(Code::H3_REQUEST_CANCELLED);
+                        return;
+                    }
                 }
             }
         }

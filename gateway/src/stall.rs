@@ -140,7 +140,7 @@ pub struct Sweep {
 /// has sent what it was given, so a frame is one unit of progress: a 1 MiB frame to a client
 /// reading 10 kB/s would look stalled for 100 s. In pieces of this size, a client is stalled
 /// only while it reads less than 64 KiB per bound.
-const PROGRESS_PIECE: usize = 64 << 10;
+pub(crate) const PROGRESS_PIECE: usize = 64 << 10;
 
 struct Watched {
     /// `None` once revoked.

@@ -660,3 +660,55 @@ async fn connections_of_one_client_share_its_bound_when_asked() {
     assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_h2_reader_that_makes_progress_is_not_cut() {
+    let stall = Duration::from_millis(800);
+    let s = scenario(|c| c.write_stall_timeout = stall).await;
+    let data = blob(512 << 10, 5);
+    let id = s.store(&data).await;
+    let path = format!("/v1/blobs/{id}");
+    assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
+
+    // 16 KiB every 100 ms: the whole blob takes about four stall bounds, but some of it moves
+    // in every one.
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let (mut client, connection) = h2::client::Builder::new()
+        .initial_window_size(16 << 10)
+        .initial_connection_window_size(16 << 10)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = Request::get(format!("http://gateway{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("the slow stream is not reset");
+            received.extend_from_slice(&chunk);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the slow read did not finish");
+    assert_eq!(received.len(), data.len());
+    assert!(received == data);
+    assert!(
+        started.elapsed() > stall * 2,
+        "not slow enough to show anything"
+    );
+    assert_eq!(
+        metric(&s, "gateway_deadlines_total{kind=\"response_stall\"}").await,
+        0.0
+    );
+    driver.abort();
+    s.stop().await;
+}
