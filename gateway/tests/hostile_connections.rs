@@ -712,3 +712,72 @@ async fn a_slow_h2_reader_that_makes_progress_is_not_cut() {
     driver.abort();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_stream_that_is_not_read_is_reset_within_the_stall_bound() {
+    let generated = gateway::tls::TlsIdentity::self_signed(&["localhost".into()]).unwrap();
+    let cert = generated.identity.certificate().clone();
+    let stall = Duration::from_millis(800);
+    let config = GatewayConfig {
+        h3_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        tls: Some(generated.identity),
+        write_stall_timeout: stall,
+        ..harness::config()
+    };
+    let sim = SimConfig {
+        n_shards: 100,
+        nodes: 4,
+        ..SimConfig::default()
+    };
+    let s = Scenario::with(sim, config).await;
+    // Far more than the client's stream receive window.
+    let id = s.store(&blob(8 << 20, 6)).await;
+    let path = format!("/v1/blobs/{id}");
+    assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
+    let h3_addr = s.h3_addr().unwrap();
+    let (endpoint, connection) = quic_connect(h3_addr, &cert).await;
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .expect("HTTP/3 connection");
+    let driving = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let request = Request::get(format!("https://localhost:{}{path}", h3_addr.port()))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(request).await.unwrap();
+    stream.finish().await.unwrap();
+    let response = stream.recv_response().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let started = Instant::now();
+    // Read nothing: the stream is reset and its slot freed.
+    assert!(
+        s.wait_for_metric("gateway_requests_in_flight", 0.0).await,
+        "the unread stream still holds its slot"
+    );
+    assert!(started.elapsed() < stall * 4);
+    assert_eq!(
+        metric(&s, "gateway_deadlines_total{kind=\"response_stall\"}").await,
+        1.0
+    );
+    let mut read = 0usize;
+    let outcome = tokio::time::timeout(SERVED_WITHIN, async {
+        loop {
+            match stream.recv_data().await {
+                Ok(Some(chunk)) => read += bytes::Buf::remaining(&chunk),
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert!(
+        outcome.is_err(),
+        "a reset stream ended cleanly after {read} bytes"
+    );
+    assert!(read < 8 << 20);
+    driving.abort();
+    endpoint.close(0u32.into(), b"done");
+    s.stop().await;
+}
