@@ -329,23 +329,22 @@ impl Gateway {
         let alt_svc = h3.as_ref().and_then(|h3| {
             HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", h3.local_addr().port())).ok()
         });
+        // One set of per-client shares for every listener: a client's bound covers its TCP and
+        // QUIC connections together.
+        let clients = Arc::new(Clients::new(
+            config.max_requests_per_client,
+            !config.client_share_loopback,
+        ));
         let h3_task = h3.map(|h3| {
             tokio::spawn(h3.serve(
                 api.clone(),
                 connections.clone(),
-                Arc::new(Clients::new(
-                    config.max_requests_per_client,
-                    !config.client_share_loopback,
-                )),
+                clients.clone(),
                 telemetry.clone(),
                 stopped.clone(),
                 config.shutdown_grace,
             ))
         });
-        let clients = Arc::new(Clients::new(
-            config.max_requests_per_client,
-            !config.client_share_loopback,
-        ));
         let tcp = TcpServing {
             api: &api,
             builder: &builder,
