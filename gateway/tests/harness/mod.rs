@@ -381,3 +381,10 @@ impl Scenario {
             .metrics_addr()
     }
 }
+
+impl Served {
+    /// The process ID of the `serve` process (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
