@@ -122,7 +122,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
 pub struct Responses {
     bound: Duration,
     origin: Instant,
-    bodies: Mutex<Vec<Weak<Watched>>>,
+    bodies: Mutex<Bodies>,
+}
+
+/// The registered bodies, some perhaps already dropped by hyper.
+#[derive(Default)]
+struct Bodies {
+    list: Vec<Weak<Watched>>,
+    /// Length at which a registration first forgets dropped bodies: a busy connection may
+    /// answer many requests between two sweeps, and each dead entry keeps its allocation.
+    prune_at: usize,
 }
 
 /// What a sweep found.
@@ -183,7 +192,7 @@ impl Responses {
         Self {
             bound,
             origin: Instant::now(),
-            bodies: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Bodies::default()),
         }
     }
 
@@ -202,10 +211,13 @@ impl Responses {
             source_pending: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
         });
-        self.bodies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&shared));
+        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        bodies.list.push(Arc::downgrade(&shared));
+        if bodies.list.len() >= bodies.prune_at {
+            bodies.list.retain(|weak| weak.strong_count() > 0);
+            bodies.prune_at = (2 * bodies.list.len()).max(64);
+        }
+        drop(bodies);
         WatchedBody {
             shared,
             origin: self.origin,
@@ -222,7 +234,7 @@ impl Responses {
         let mut revoked = Vec::new();
         {
             let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
-            bodies.retain(|weak| {
+            bodies.list.retain(|weak| {
                 let Some(watched) = weak.upgrade() else {
                     return false;
                 };
@@ -384,6 +396,25 @@ mod tests {
         assert_eq!(pieces.len(), 4);
         assert_eq!(pieces.concat(), data.to_vec());
         assert!(body.is_end_stream());
+    }
+
+    #[test]
+    fn a_busy_connection_forgets_finished_responses_between_sweeps() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let responses = Responses::new(Duration::from_secs(10));
+        let live: Vec<_> = (0..10)
+            .map(|_| responses.watch(Body::empty(), None))
+            .collect();
+        for _ in 0..10_000 {
+            drop(responses.watch(Body::empty(), None));
+        }
+        let len = responses.bodies.lock().unwrap().list.len();
+        assert!(len <= 128, "{len} entries kept");
+        drop(live);
     }
 
     fn futures_poll(body: &mut WatchedBody) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
