@@ -781,3 +781,57 @@ async fn an_h3_stream_that_is_not_read_is_reset_within_the_stall_bound() {
     endpoint.close(0u32.into(), b"done");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_window_h2_over_tls_is_held_to_its_share_and_cut_at_the_stall_bound() {
+    let generated = gateway::tls::TlsIdentity::self_signed(&["localhost".into()]).unwrap();
+    let cert = generated.identity.certificate().clone();
+    let stall = Duration::from_millis(800);
+    let s = scenario(|c| {
+        c.https_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.tls = Some(generated.identity);
+        c.max_requests_per_connection = 4;
+        c.write_stall_timeout = stall;
+    })
+    .await;
+    let id = s.store(&blob(128 << 10, 7)).await;
+    let path = format!("/v1/blobs/{id}");
+    assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(gateway::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = TcpStream::connect(s.https_addr().unwrap()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let secure = connector.connect(name, tcp).await.expect("TLS handshake");
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(secure)
+        .await
+        .expect("h2 over TLS");
+    let mut attacker = ZeroWindow {
+        client,
+        driver: tokio::spawn(connection),
+        held: Vec::new(),
+    };
+    let statuses = attacker.open(&path, 10).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        4,
+        "{statuses:?}"
+    );
+    // A legitimate client is served meanwhile, and the stalled connection is cut.
+    assert_eq!(h1_get(s.addr, &path).await.status, StatusCode::OK);
+    assert!(
+        attacker.closed_within(stall * 8).await,
+        "the stalled TLS connection stays open"
+    );
+    assert!(s.wait_for_metric("gateway_requests_in_flight", 0.0).await);
+    s.stop().await;
+}
