@@ -12,14 +12,15 @@ pub struct GatewayConfig {
     pub bind: SocketAddr,
     /// Open the plain HTTP/1.1 + h2c listener at `bind`; off, only the TLS listeners serve.
     pub plain_listener: bool,
-    /// A request head (and, on HTTPS, the TLS handshake before it) must arrive within this long;
-    /// on the lean HTTP/1.1 server this also bounds an idle kept-alive connection.
+    /// A request head must arrive within this long (a connection's first one counted from its
+    /// start, after the TLS handshake); on the lean HTTP/1.1 server this also bounds an idle
+    /// kept-alive connection.
     pub header_read_timeout: Duration,
     /// Answer the plain listener's HTTP/1.1 `GET`/`HEAD` with the lean server ([`crate::h1`]:
     /// `sendfile` from memory files, one `writev` per small response); off, hyper serves them.
     pub lean_http1: bool,
-    /// A TCP connection (HTTP/3: a stream) whose writes make no progress this long (the client
-    /// stopped reading) is closed (reset).
+    /// A TCP connection (HTTP/2 and HTTP/3: a stream) whose writes make no progress this long
+    /// (the client stopped reading) is closed (reset), and its request slot freed.
     pub write_stall_timeout: Duration,
     /// Whole-blob check after decoding (`Default` re-hashes reconstructed rows, `Strict`
     /// re-encodes the blob and compares Blob IDs, and then nothing streams before the check).
@@ -105,7 +106,9 @@ pub struct GatewayConfig {
     /// Requests open at once on one HTTP/2 or HTTP/3 connection; the peer is told not to
     /// open more.
     pub max_streams_per_connection: u32,
-    /// An HTTP/3 connection silent this long is closed.
+    /// A connection with no request in flight this long is closed (HTTP/2 and HTTP/3 with a
+    /// GOAWAY; HTTP/1.1 keep-alive on hyper; the lean HTTP/1.1 server bounds the wait for the
+    /// next request with `header_read_timeout`); QUIC also closes a connection silent this long.
     pub idle_timeout: Duration,
     /// Largest UDP payload HTTP/3 sends (path MTU discovery's upper bound); see
     /// [`crate::h3::H3Limits::max_udp_payload`].
@@ -113,6 +116,28 @@ pub struct GatewayConfig {
     /// How long a blob that nodes (or every upstream) said does not exist is answered 404
     /// without asking again; zero: not remembered. Dropped when the blob is published here.
     pub negative_cache_ttl: Duration,
+    /// Blob requests one connection may hold slots for at once (HTTP/2 and HTTP/3 multiplex
+    /// many); one more answers 429 without touching the global pool. 0: only the global bound.
+    pub max_requests_per_connection: usize,
+    /// Blob requests all connections from one client address may hold at once; 0 (default):
+    /// off, since clients behind one NAT or proxy share an address.
+    pub max_requests_per_client: usize,
+    /// Apply `max_requests_per_client` to loopback clients too (off by default: load generators
+    /// and a local proxy or sidecar all come from loopback).
+    pub client_share_loopback: bool,
+    /// A TLS handshake (HTTPS) must complete within this long.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2 PINGs a connection this often (`None`: never); no answer within
+    /// `h2_keepalive_timeout` closes it.
+    pub h2_keepalive_interval: Option<Duration>,
+    pub h2_keepalive_timeout: Duration,
+    /// A request body that delivers no byte for this long fails (the request answers 400).
+    pub body_timeout: Duration,
+    /// A request body not complete this long after it was first read fails.
+    pub body_total_timeout: Duration,
+    /// Serve `GET /metrics` on a listener of its own here; the public listeners then answer 404
+    /// there.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -164,6 +189,15 @@ impl Default for GatewayConfig {
             header_read_timeout: Duration::from_secs(30),
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
             negative_cache_ttl: Duration::from_secs(5),
+            max_requests_per_connection: 64,
+            max_requests_per_client: 0,
+            client_share_loopback: false,
+            tls_handshake_timeout: Duration::from_secs(10),
+            h2_keepalive_interval: Some(Duration::from_secs(20)),
+            h2_keepalive_timeout: Duration::from_secs(20),
+            body_timeout: Duration::from_secs(15),
+            body_total_timeout: Duration::from_secs(600),
+            metrics_listen: None,
         }
     }
 }

@@ -16,10 +16,14 @@
 //! What it hands over: the HTTP/2 preface (h2c), requests with a body or `Expect`/`Upgrade`,
 //! HTTP/1.0, and heads it cannot parse or that exceed [`MAX_HEAD`] go to hyper, on the same
 //! connection, with the bytes already read replayed ([`Rewind`]). Hyper then serves the
-//! connection to its end and answers malformed input exactly as before (400, 431, ...).
+//! connection to its end and answers malformed input exactly as before (400, 431, ...). The
+//! preface switches to HTTP/2 only as a connection's first bytes: after a request, the
+//! connection goes to hyper's HTTP/1.1 alone ([`Rewind::after_request`]), which refuses it.
 
 use crate::api::body::{Body, FileRange};
 use crate::api::{whole_blob_id, Api, MemoryHit, WHOLE_GET_VARIES};
+use crate::fairness::Share;
+use crate::telemetry::Telemetry;
 use bytes::{Buf, Bytes, BytesMut};
 use codec::BlobId;
 use http::header::{self, HeaderName, HeaderValue};
@@ -30,6 +34,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
@@ -61,6 +66,11 @@ pub struct Settings {
     pub write_stall_timeout: Duration,
     /// `Alt-Svc` to add to every response (HTTP/3 advertisement).
     pub alt_svc: Option<HeaderValue>,
+    /// `/metrics` is served on its own listener: answer 404 here.
+    pub hide_metrics: bool,
+    pub retry_after_secs: u32,
+    /// Counts the connections the header timeout closes.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// How a connection left this server.
@@ -73,12 +83,14 @@ pub enum Outcome {
 }
 
 /// Serve `stream` until it closes or needs hyper. Checks `stop` between requests: once it is
-/// true, the connection closes after the response in progress.
+/// true, the connection closes after the response in progress. `share` is the connection's
+/// share of the request slots ([`crate::fairness`]).
 pub async fn serve(
     stream: TcpStream,
     api: &Api,
     settings: &Settings,
     stop: &watch::Receiver<bool>,
+    share: &Share,
 ) -> Outcome {
     let mut conn = Connection {
         stream,
@@ -90,16 +102,16 @@ pub async fn serve(
                 let _ = stop.wait_for(|stop| *stop).await;
             }
         }),
+        served: false,
     };
-    let mut first = true;
     loop {
-        let head = conn.next_head(settings.header_read_timeout, first).await;
-        first = false;
+        let head = conn.next_head(settings).await;
         let (request, close) = match head {
             Next::Request(request, close) => (request, close),
-            Next::WholeGet(id, close, len) => match api.memory_hit(&id).await {
+            Next::WholeGet(id, close, len) => match api.memory_hit(&id, Some(share)).await {
                 Some(hit) => {
                     conn.buf.advance(len);
+                    conn.served = true;
                     let keep_alive = !close && !*stop.borrow();
                     let written = conn.write_memory_hit(hit, settings, keep_alive).await;
                     if !conn.carry_on(written, keep_alive).await {
@@ -115,9 +127,17 @@ pub async fn serve(
             Next::Closed => return Outcome::Closed,
             Next::HandOff => return Outcome::HandOff(conn.into_rewind()),
         };
+        conn.served = true;
         let head_only = request.method() == Method::HEAD;
-        // Every request the memory-hit lane could answer was offered to it above.
-        let Ok(mut response) = api.dispatch(request).await;
+        let mut request = request;
+        request.extensions_mut().insert(share.clone());
+        let mut response = if settings.hide_metrics && request.uri().path() == "/metrics" {
+            crate::server::metrics_elsewhere(&settings.telemetry, settings.retry_after_secs)
+        } else {
+            // Every request the memory-hit lane could answer was offered to it above.
+            let Ok(response) = api.dispatch(request).await;
+            response
+        };
         if let Some(alt_svc) = &settings.alt_svc {
             response
                 .headers_mut()
@@ -156,11 +176,15 @@ struct Connection {
     timer: Pin<Box<tokio::time::Sleep>>,
     /// Resolves once the server shuts down.
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// A request was answered on this connection (the HTTP/2 preface is no longer valid).
+    served: bool,
 }
 
 impl Connection {
     /// Read until a whole request head is buffered, then parse it.
-    async fn next_head(&mut self, timeout: Duration, first: bool) -> Next {
+    async fn next_head(&mut self, settings: &Settings) -> Next {
+        let timeout = settings.header_read_timeout;
+        let first = !self.served;
         // One timer and one shutdown watch per connection, polled by every wait, instead of a
         // timer entry and a watch registration per request: the clock is read per request,
         // the timer wheel touched about once per `timeout`.
@@ -194,6 +218,12 @@ impl Connection {
                 },
                 () = self.timer.as_mut() => {
                     if started.elapsed() >= timeout {
+                        tracing::debug!("no request head within the header timeout; closing");
+                        settings.telemetry.deadline(if self.buf.is_empty() {
+                            if first { "first_request" } else { "idle" }
+                        } else {
+                            "request_head"
+                        });
                         return Next::Closed;
                     }
                     self.timer.as_mut().reset((started + timeout).into());
@@ -257,6 +287,7 @@ impl Connection {
         Rewind {
             prefix: self.buf.freeze(),
             stream: self.stream,
+            after_request: self.served,
         }
     }
 
@@ -650,6 +681,16 @@ fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 pub struct Rewind {
     prefix: Bytes,
     stream: TcpStream,
+    after_request: bool,
+}
+
+impl Rewind {
+    /// Whether this server answered a request on the connection before handing it over: hyper
+    /// must then serve it as HTTP/1.1 only (an HTTP/2 preface is valid only as a connection's
+    /// first bytes, and is refused after a request, as hyper's own HTTP/1.1 server does).
+    pub fn after_request(&self) -> bool {
+        self.after_request
+    }
 }
 
 impl AsyncRead for Rewind {

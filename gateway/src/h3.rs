@@ -7,11 +7,18 @@
 //!
 //! Bounds: connections share the gateway's connection semaphore (a connection beyond it is
 //! refused at once rather than queued), each connection may open at most
-//! `max_streams_per_connection` requests, headers must arrive within the header timeout, and a
-//! silent connection closes after `idle_timeout`. Shutdown refuses new connections, sends GOAWAY
+//! `max_streams_per_connection` requests and hold its share of the request slots
+//! ([`crate::fairness`]), headers must arrive within the header timeout, a connection with no
+//! request in flight closes after `idle_timeout` (the header timeout before its first request)
+//! and a silent one after QUIC's idle timeout. Request bodies get the body deadlines
+//! ([`crate::deadline`]) and must match their `content-length` (RFC 9114 §4.1.2: else the body
+//! fails and the request answers 400). Shutdown refuses new connections, sends GOAWAY
 //! on each open one, lets its requests finish within the grace period, then closes the endpoint.
 
 use crate::api::Api;
+use crate::deadline::{BodyDeadlines, TimedBody};
+use crate::fairness::{Clients, Share};
+use crate::telemetry::Telemetry;
 use crate::tls::{TlsError, TlsIdentity};
 use ::h3::error::Code;
 use ::h3::server::{RequestResolver, RequestStream};
@@ -83,6 +90,13 @@ pub struct H3Limits {
     /// raise it above [`DEFAULT_MAX_UDP_PAYLOAD`] only where the path carries them (loopback,
     /// jumbo frames): probing a smaller path just costs a few lost probes.
     pub max_udp_payload: u16,
+    /// Blob requests one connection may hold slots for ([`crate::fairness`]).
+    pub max_requests_per_connection: usize,
+    /// Deadlines of request bodies ([`crate::deadline`]).
+    pub body: BodyDeadlines,
+    /// `/metrics` is served on its own listener: answer 404 here.
+    pub hide_metrics: bool,
+    pub retry_after_secs: u32,
 }
 
 /// A bound, not yet serving, HTTP/3 endpoint.
@@ -141,11 +155,14 @@ impl H3Listener {
         self.addr
     }
 
-    /// Serve until `shutdown` turns true, then drain for at most `grace`.
+    /// Serve until `shutdown` turns true, then drain for at most `grace`. Each connection gets
+    /// a share of the request slots, within its client's share from `clients`.
     pub async fn serve(
         self,
         api: Arc<Api>,
         connections: Arc<Semaphore>,
+        clients: Arc<Clients>,
+        telemetry: Arc<Telemetry>,
         mut shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) {
@@ -162,13 +179,17 @@ impl H3Listener {
                     let Some(incoming) = incoming else { break };
                     match connections.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            tasks.spawn(connection(
-                                incoming,
-                                api.clone(),
-                                slot,
-                                shutdown.clone(),
+                            let share = clients.share(
+                                incoming.remote_address().ip(),
+                                limits.max_requests_per_connection,
+                            );
+                            let context = Arc::new(Context3 {
+                                api: api.clone(),
+                                telemetry: telemetry.clone(),
+                                share,
                                 limits,
-                            ));
+                            });
+                            tasks.spawn(connection(incoming, context, slot, shutdown.clone()));
                         }
                         // Refusing now tells the client to go elsewhere; queueing would only
                         // let its handshake time out.
@@ -219,14 +240,23 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// One QUIC connection: accept requests until the client leaves or shutdown drains it.
+/// What the requests of one connection share.
+struct Context3 {
+    api: Arc<Api>,
+    telemetry: Arc<Telemetry>,
+    share: Share,
+    limits: H3Limits,
+}
+
+/// One QUIC connection: accept requests until the client leaves, it stays idle (or sends no
+/// first request) too long, or shutdown drains it.
 async fn connection(
     incoming: quinn::Incoming,
-    api: Arc<Api>,
+    context: Arc<Context3>,
     _slot: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
-    limits: H3Limits,
 ) {
+    let limits = context.limits;
     let peer = incoming.remote_address();
     let quic = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(quic)) => quic,
@@ -252,6 +282,12 @@ async fn connection(
     };
     let mut requests = JoinSet::new();
     let mut draining = false;
+    // Fires when the connection has had no request in flight for the idle timeout (the header
+    // timeout before its first request); reset whenever a request starts or ends. QUIC's own
+    // idle timeout does not see a client that keeps the connection alive with PINGs.
+    let mut served = false;
+    let idle = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(idle);
     loop {
         if draining && requests.is_empty() {
             break;
@@ -259,7 +295,9 @@ async fn connection(
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(resolver, api.clone(), limits));
+                    served = true;
+                    requests.spawn(request(resolver, context.clone()));
+                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -269,7 +307,15 @@ async fn connection(
                     break;
                 }
             },
-            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+            }
+            () = idle.as_mut(), if requests.is_empty() && !draining => {
+                tracing::debug!(%peer, "HTTP/3 connection idle; closing it");
+                context.telemetry.deadline(if served { "idle" } else { "first_request" });
+                draining = true;
+                let _ = h3.shutdown(0).await;
+            }
             () = stopped(&mut shutdown), if !draining => {
                 draining = true;
                 // GOAWAY: requests already accepted finish; the client opens no more here.
@@ -282,11 +328,8 @@ async fn connection(
 }
 
 /// Read one request's headers, answer it through [`Api::handle`], stream the body back.
-async fn request(
-    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
-    api: Arc<Api>,
-    limits: H3Limits,
-) {
+async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context: Arc<Context3>) {
+    let limits = context.limits;
     let (request, stream) =
         match tokio::time::timeout(limits.header_read_timeout, resolver.resolve_request()).await {
             Ok(Ok(resolved)) => resolved,
@@ -296,16 +339,39 @@ async fn request(
             }
             Err(_) => {
                 tracing::debug!("HTTP/3 request headers timed out");
+                context.telemetry.deadline("request_head");
                 return;
             }
         };
     let (mut send, recv) = stream.split();
     let head = request.method() == Method::HEAD;
-    let request: Request<RequestBody> = request.map(|()| RequestBody {
-        stream: recv,
-        done: false,
+    let declared = match declared_length(request.headers()) {
+        Ok(declared) => declared,
+        Err(()) => {
+            // RFC 9114 §4.1.2: a content-length that is not one number is malformed.
+            send.stop_stream(Code::H3_MESSAGE_ERROR);
+            return;
+        }
+    };
+    let mut request: Request<TimedBody<RequestBody>> = request.map(|()| {
+        TimedBody::new(
+            RequestBody {
+                stream: recv,
+                done: false,
+                declared,
+                received: 0,
+            },
+            limits.body,
+            Some(context.telemetry.clone()),
+        )
     });
-    let Ok(response) = api.handle(request).await;
+    request.extensions_mut().insert(context.share.clone());
+    let response = if limits.hide_metrics && request.uri().path() == "/metrics" {
+        crate::server::metrics_elsewhere(&context.telemetry, limits.retry_after_secs)
+    } else {
+        let Ok(response) = context.api.handle(request).await;
+        response
+    };
     let (mut parts, mut body) = response.into_parts();
     // hyper derives Content-Length from an exact body size; do the same so every protocol
     // sends the same headers.
@@ -339,16 +405,24 @@ async fn request(
                     return;
                 }
             };
-            match tokio::time::timeout(limits.write_stall_timeout, send.send_data(data)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("HTTP/3 client stopped reading; resetting the stream");
-                    send.stop_stream(Code::H3_REQUEST_CANCELLED);
-                    return;
+            // In pieces, each bounded by the stall timeout: a client reading slowly but steadily
+            // makes progress on every piece, however large the frame.
+            let mut data = data;
+            while !data.is_empty() {
+                let piece = data.split_to(data.len().min(crate::stall::PROGRESS_PIECE));
+                match tokio::time::timeout(limits.write_stall_timeout, send.send_data(piece)).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("HTTP/3 client stopped reading; resetting the stream");
+                        context.telemetry.deadline("response_stall");
+                        send.stop_stream(Code::H3_REQUEST_CANCELLED);
+                        return;
+                    }
                 }
             }
         }
@@ -359,15 +433,50 @@ async fn request(
     }
 }
 
-/// A request body read from an h3 stream, as the hyper `Body` that [`Api::handle`] takes.
+/// The request's `content-length`: `Ok(None)` when absent, `Err` when not one decimal number
+/// (repeated values must agree).
+fn declared_length(headers: &http::HeaderMap) -> Result<Option<u64>, ()> {
+    let mut declared = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| ())?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            let n: u64 = part.parse().map_err(|_| ())?;
+            if declared.is_some_and(|d| d != n) {
+                return Err(());
+            }
+            declared = Some(n);
+        }
+    }
+    Ok(declared)
+}
+
+/// A request body read from an h3 stream, as the hyper `Body` that [`Api::handle`] takes. A
+/// body longer or shorter than its `content-length` is malformed (RFC 9114 §4.1.2) and fails,
+/// so the request is refused (400) rather than taken for a whole one.
 pub struct RequestBody {
     stream: RequestStream<h3_quinn::RecvStream, Bytes>,
     done: bool,
+    /// The declared `content-length`, if any.
+    declared: Option<u64>,
+    received: u64,
+}
+
+/// Why an HTTP/3 request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error(transparent)]
+    Stream(#[from] ::h3::error::StreamError),
+    #[error("the request body has {received} bytes where content-length declared {declared}")]
+    LengthMismatch { declared: u64, received: u64 },
 }
 
 impl HttpBody for RequestBody {
     type Data = Bytes;
-    type Error = ::h3::error::StreamError;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -380,21 +489,46 @@ impl HttpBody for RequestBody {
         match ready!(this.stream.poll_recv_data(cx)) {
             Ok(Some(mut buf)) => {
                 let bytes = buf.copy_to_bytes(buf.remaining());
+                this.received += bytes.len() as u64;
+                if let Some(declared) = this.declared.filter(|&d| this.received > d) {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(RequestBodyError::LengthMismatch {
+                        declared,
+                        received: this.received,
+                    })));
+                }
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
             Ok(None) => {
                 this.done = true;
-                Poll::Ready(None)
+                match this.declared {
+                    Some(declared) if declared != this.received => {
+                        Poll::Ready(Some(Err(RequestBodyError::LengthMismatch {
+                            declared,
+                            received: this.received,
+                        })))
+                    }
+                    _ => Poll::Ready(None),
+                }
             }
             Err(e) => {
                 this.done = true;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(e.into())))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.declared {
+            Some(declared) => {
+                hyper::body::SizeHint::with_exact(declared.saturating_sub(self.received))
+            }
+            None => hyper::body::SizeHint::default(),
+        }
     }
 }
 
@@ -409,6 +543,13 @@ mod tests {
             header_read_timeout: Duration::from_secs(5),
             write_stall_timeout: Duration::from_secs(5),
             max_udp_payload,
+            max_requests_per_connection: 10,
+            body: BodyDeadlines {
+                idle: Duration::from_secs(5),
+                total: Duration::from_secs(5),
+            },
+            hide_metrics: false,
+            retry_after_secs: 1,
         }
     }
 

@@ -189,7 +189,8 @@ struct ServeArgs {
     /// Requests open at once on one HTTP/2 or HTTP/3 connection.
     #[arg(long, default_value_t = 200)]
     max_streams_per_connection: u32,
-    /// Close an HTTP/3 connection silent for this long.
+    /// Close a connection with no request in flight for this long (HTTP/1.1 keep-alive on
+    /// hyper, HTTP/2 and HTTP/3 with a GOAWAY; QUIC also closes a silent connection).
     #[arg(long, default_value_t = 30_000)]
     idle_timeout_ms: u64,
     /// Largest UDP payload HTTP/3 may send (upper bound of path MTU discovery), 1200-65527.
@@ -199,6 +200,47 @@ struct ServeArgs {
     #[arg(long, default_value_t = gateway::h3::DEFAULT_MAX_UDP_PAYLOAD,
           value_parser = clap::value_parser!(u16).range(1200..=65527))]
     h3_max_udp_payload: u16,
+    /// Blob requests one connection may hold slots for at once (HTTP/2 and HTTP/3 multiplex
+    /// many); beyond it 429, without touching the global --max-concurrent-requests pool.
+    /// 0: only the global bound.
+    #[arg(long, default_value_t = 64)]
+    max_requests_per_connection: usize,
+    /// Blob requests all connections from one client address may hold at once. 0 (default):
+    /// off, because clients behind one NAT or proxy share an address; loopback clients are
+    /// exempt unless --client-share-loopback.
+    #[arg(long, default_value_t = 0)]
+    max_requests_per_client: usize,
+    /// Apply --max-requests-per-client to loopback clients too.
+    #[arg(long)]
+    client_share_loopback: bool,
+    /// A request head must arrive within this long: the first one from the connection's
+    /// start (after the TLS handshake), later ones on the lean HTTP/1.1 server from the end of
+    /// the previous response.
+    #[arg(long, default_value_t = 30_000)]
+    header_read_timeout_ms: u64,
+    /// A TLS handshake must complete within this long.
+    #[arg(long, default_value_t = 10_000)]
+    tls_handshake_timeout_ms: u64,
+    /// A response (HTTP/2, HTTP/3: a stream) the client takes no bytes of for this long is
+    /// reset and its request slot freed; a TCP connection whose writes stall this long closes.
+    #[arg(long, default_value_t = 60_000)]
+    write_stall_timeout_ms: u64,
+    /// Send an HTTP/2 PING this often; 0: never.
+    #[arg(long, default_value_t = 20_000)]
+    h2_keepalive_interval_ms: u64,
+    /// Close an HTTP/2 connection whose PING is not answered within this long.
+    #[arg(long, default_value_t = 20_000)]
+    h2_keepalive_timeout_ms: u64,
+    /// A request body that sends nothing for this long fails (400).
+    #[arg(long, default_value_t = 15_000)]
+    body_timeout_ms: u64,
+    /// A request body not complete this long after it was first read fails (400).
+    #[arg(long, default_value_t = 600_000)]
+    body_total_timeout_ms: u64,
+    /// Serve GET /metrics on a plain listener of its own at this address; the public
+    /// listeners then answer 404 at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
@@ -691,6 +733,18 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         h3_max_udp_payload: args.h3_max_udp_payload,
         negative_cache_ttl: Duration::from_millis(args.negative_cache_ttl_ms),
+        max_requests_per_connection: args.max_requests_per_connection,
+        max_requests_per_client: args.max_requests_per_client,
+        client_share_loopback: args.client_share_loopback,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        tls_handshake_timeout: Duration::from_millis(args.tls_handshake_timeout_ms),
+        write_stall_timeout: Duration::from_millis(args.write_stall_timeout_ms),
+        h2_keepalive_interval: (args.h2_keepalive_interval_ms > 0)
+            .then(|| Duration::from_millis(args.h2_keepalive_interval_ms)),
+        h2_keepalive_timeout: Duration::from_millis(args.h2_keepalive_timeout_ms),
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        body_total_timeout: Duration::from_millis(args.body_total_timeout_ms),
+        metrics_listen: args.metrics_listen,
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;
@@ -784,6 +838,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = gateway.h3_addr() {
         println!("listening on HTTP/3 (UDP) {addr}");
+    }
+    if let Some(addr) = gateway.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
     }
     gateway.serve(shutdown_signal()).await;
     if let Some(network) = network {

@@ -1,27 +1,41 @@
 //! Accepting connections on every listener the configuration enables, all answered by the same
 //! [`Api`]: the plain TCP port (HTTP/1.1 and h2c, HTTP/2 with prior knowledge), the HTTPS port
 //! (HTTP/1.1 and HTTP/2 over TLS, chosen by ALPN) and the HTTP/3 port (QUIC, in [`crate::h3`]).
-//! At most `max_connections` connections are open at once across all of them; headers (and TLS
-//! handshakes) must arrive within a timeout; when HTTP/3 is on, TCP responses advertise it with
-//! `Alt-Svc`. Shutdown stops accepting everywhere, lets in-flight responses finish for
-//! `shutdown_grace`, then closes the rest.
+//! At most `max_connections` connections are open at once across all of them; when HTTP/3 is on,
+//! TCP responses advertise it with `Alt-Svc`. Shutdown stops accepting everywhere, lets
+//! in-flight responses finish for `shutdown_grace`, then closes the rest.
+//!
+//! Against hostile clients, each connection gets a share of the request slots
+//! ([`crate::fairness`]); every request body it sends is bounded in time
+//! ([`crate::deadline::TimedBody`]); every response body hyper sends on it is watched for
+//! progress ([`crate::stall::Responses`]) by a periodic sweep that also closes the connection
+//! when it sent no first request within the header timeout, sat idle past the idle timeout (a
+//! graceful close: GOAWAY on HTTP/2), or has nothing but stalled responses. TLS handshakes have
+//! their own timeout; HTTP/2 connections are PINGed. With `metrics_listen`, `/metrics` is
+//! served on a listener of its own and the public listeners answer 404 there.
 
+use crate::api::body::Body;
+use crate::api::error::ApiError;
 use crate::api::Api;
 use crate::cache::BlobCache;
 use crate::config::GatewayConfig;
+use crate::deadline::{Activity, BodyDeadlines, Idle, TimedBody};
 use crate::disk::DiskCache;
+use crate::fairness::{Clients, Share};
 use crate::fill::{FillConfig, Filler};
 use crate::h1;
 use crate::h3::{H3Error, H3Limits, H3Listener};
 use crate::nodes::{Topology, TopologyError};
-use crate::stall::StallGuard;
+use crate::stall::{Responses, StallGuard, WatchedBody};
 use crate::telemetry::Telemetry;
 use crate::tls::TlsError;
 use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -86,6 +100,8 @@ pub struct Gateway {
     plain: Option<(TcpListener, SocketAddr)>,
     https: Option<HttpsListener>,
     h3: Option<H3Listener>,
+    /// The `/metrics`-only listener (`--metrics-listen`), when on.
+    metrics: Option<(TcpListener, SocketAddr)>,
     telemetry: Arc<Telemetry>,
     config: GatewayConfig,
 }
@@ -210,9 +226,20 @@ impl Gateway {
                     header_read_timeout: config.header_read_timeout,
                     write_stall_timeout: config.write_stall_timeout,
                     max_udp_payload: config.h3_max_udp_payload,
+                    max_requests_per_connection: config.max_requests_per_connection,
+                    body: BodyDeadlines {
+                        idle: config.body_timeout,
+                        total: config.body_total_timeout,
+                    },
+                    hide_metrics: config.metrics_listen.is_some(),
+                    retry_after_secs: config.retry_after_secs,
                 },
             )?),
             _ => None,
+        };
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(bind_tcp(addr).await?),
+            None => None,
         };
         Ok(Self {
             api,
@@ -220,6 +247,7 @@ impl Gateway {
             plain,
             https,
             h3,
+            metrics,
             telemetry,
             config,
         })
@@ -248,6 +276,11 @@ impl Gateway {
         self.h3.as_ref().map(H3Listener::local_addr)
     }
 
+    /// The `/metrics` listener's address (`--metrics-listen`), when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
     pub fn api(&self) -> &Arc<Api> {
         &self.api
     }
@@ -260,6 +293,7 @@ impl Gateway {
             plain,
             https,
             h3,
+            metrics,
             telemetry,
             config,
         } = self;
@@ -286,17 +320,28 @@ impl Gateway {
             .header_read_timeout(config.header_read_timeout);
         builder
             .http2()
-            .max_concurrent_streams(config.max_streams_per_connection);
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_streams_per_connection)
+            .keep_alive_interval(config.h2_keepalive_interval)
+            .keep_alive_timeout(config.h2_keepalive_timeout);
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let (stop, stopped) = watch::channel(false);
         let alt_svc = h3.as_ref().and_then(|h3| {
             HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", h3.local_addr().port())).ok()
         });
+        // One set of per-client shares for every listener: a client's bound covers its TCP and
+        // QUIC connections together.
+        let clients = Arc::new(Clients::new(
+            config.max_requests_per_client,
+            !config.client_share_loopback,
+        ));
         let h3_task = h3.map(|h3| {
             tokio::spawn(h3.serve(
                 api.clone(),
                 connections.clone(),
+                clients.clone(),
+                telemetry.clone(),
                 stopped.clone(),
                 config.shutdown_grace,
             ))
@@ -306,11 +351,33 @@ impl Gateway {
             builder: &builder,
             graceful: &graceful,
             connections: &connections,
+            telemetry: &telemetry,
+            clients: &clients,
             alt_svc,
-            write_stall_timeout: config.write_stall_timeout,
-            header_read_timeout: config.header_read_timeout,
+            limits: ConnLimits {
+                write_stall_timeout: config.write_stall_timeout,
+                header_read_timeout: config.header_read_timeout,
+                idle_timeout: config.idle_timeout,
+                tls_handshake_timeout: config.tls_handshake_timeout,
+                per_connection: config.max_requests_per_connection,
+                body: BodyDeadlines {
+                    idle: config.body_timeout,
+                    total: config.body_total_timeout,
+                },
+                hide_metrics: metrics.is_some(),
+                retry_after_secs: config.retry_after_secs,
+            },
             lean_http1: config.lean_http1,
         };
+        let metrics_task = metrics.map(|(listener, addr)| {
+            tracing::info!(%addr, "metrics listening (GET /metrics only)");
+            tokio::spawn(serve_metrics(
+                listener,
+                telemetry.clone(),
+                config.header_read_timeout,
+                stopped.clone(),
+            ))
+        });
         let plain = async {
             if let Some((listener, addr)) = plain {
                 tracing::info!(%addr, "gateway listening (HTTP/1.1 and h2c)");
@@ -341,6 +408,9 @@ impl Gateway {
                 tracing::warn!(error = %e, "the HTTP/3 task failed");
             }
         }
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         upkeep.abort();
         let _ = watcher_stop.send(());
         if let Some(task) = watcher {
@@ -353,6 +423,7 @@ impl Gateway {
         let addr = self.local_addr();
         let https_addr = self.https_addr();
         let h3_addr = self.h3_addr();
+        let metrics_addr = self.metrics_addr();
         let api = self.api.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.serve(async move {
@@ -362,6 +433,7 @@ impl Gateway {
             addr,
             https_addr,
             h3_addr,
+            metrics_addr,
             api,
             shutdown: Some(tx),
             task,
@@ -374,6 +446,7 @@ pub struct RunningGateway {
     addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     h3_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     api: Arc<Api>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -391,6 +464,11 @@ impl RunningGateway {
 
     pub fn h3_addr(&self) -> Option<SocketAddr> {
         self.h3_addr
+    }
+
+    /// The `/metrics` listener's address (`--metrics-listen`), when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn api(&self) -> &Arc<Api> {
@@ -422,15 +500,220 @@ struct TcpServing<'a> {
     builder: &'a auto::Builder<TokioExecutor>,
     graceful: &'a GracefulShutdown,
     connections: &'a Arc<Semaphore>,
+    telemetry: &'a Arc<Telemetry>,
+    /// Per-client-address shares of the request slots.
+    clients: &'a Arc<Clients>,
     /// `Alt-Svc` advertising HTTP/3, when it is on.
     alt_svc: Option<HeaderValue>,
-    write_stall_timeout: Duration,
-    header_read_timeout: Duration,
+    limits: ConnLimits,
     /// Plain HTTP/1.1 GET and HEAD go to [`h1`] (with `sendfile`) before hyper.
     lean_http1: bool,
 }
 
+/// The deadlines and shares of one TCP connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    write_stall_timeout: Duration,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    tls_handshake_timeout: Duration,
+    per_connection: usize,
+    body: BodyDeadlines,
+    /// `/metrics` is served on its own listener: the public one answers 404 there.
+    hide_metrics: bool,
+    retry_after_secs: u32,
+}
+
+impl ConnLimits {
+    /// How often a connection checks its responses and idle time: a fraction of the shortest
+    /// bound, so each fires at most a quarter late, and at most once a second.
+    fn sweep_period(&self) -> Duration {
+        (self
+            .write_stall_timeout
+            .min(self.idle_timeout)
+            .min(self.header_read_timeout)
+            / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// One hyper connection's state, shared by its requests.
+struct Conn {
+    api: Arc<Api>,
+    telemetry: Arc<Telemetry>,
+    share: Share,
+    activity: Arc<Activity>,
+    responses: Responses,
+    alt_svc: Option<HeaderValue>,
+    limits: ConnLimits,
+}
+
+/// What every hyper connection starts from.
+#[derive(Clone)]
+struct ConnTemplate {
+    api: Arc<Api>,
+    telemetry: Arc<Telemetry>,
+    alt_svc: Option<HeaderValue>,
+    limits: ConnLimits,
+}
+
+impl ConnTemplate {
+    /// A connection hyper starts serving now (its first-request deadline counts from here).
+    fn open(&self, share: Share) -> Arc<Conn> {
+        Arc::new(Conn {
+            api: self.api.clone(),
+            telemetry: self.telemetry.clone(),
+            share,
+            activity: Activity::new(),
+            responses: Responses::new(self.limits.write_stall_timeout),
+            alt_svc: self.alt_svc.clone(),
+            limits: self.limits,
+        })
+    }
+}
+
+impl Conn {
+    /// Answer one request: the connection's share goes into its extensions, its body gets the
+    /// body deadlines, and the response body is watched for send progress.
+    async fn answer(&self, request: Request<Incoming>) -> Response<WatchedBody> {
+        let in_flight = self.activity.begin();
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(self.share.clone());
+        let body = TimedBody::new(body, self.limits.body, Some(self.telemetry.clone()));
+        let request = Request::from_parts(parts, body);
+        let mut response = if self.limits.hide_metrics && request.uri().path() == "/metrics" {
+            metrics_elsewhere(&self.telemetry, self.limits.retry_after_secs)
+        } else {
+            let Ok(response) = self.api.handle(request).await;
+            response
+        };
+        if let Some(alt_svc) = &self.alt_svc {
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, alt_svc.clone());
+        }
+        response.map(|body| self.responses.watch(body, Some(in_flight)))
+    }
+
+    /// Serve `io` with hyper until the connection ends, a deadline closes it, or shutdown
+    /// drains it.
+    async fn serve<I>(
+        self: Arc<Self>,
+        builder: &auto::Builder<TokioExecutor>,
+        io: I,
+        mut stop: watch::Receiver<bool>,
+        peer: SocketAddr,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let conn = self.clone();
+        let service = service_fn(move |request| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(conn.answer(request).await) }
+        });
+        let connection = builder.serve_connection(io, service).into_owned();
+        self.drive(connection, &mut stop, peer).await;
+    }
+
+    /// Poll `connection`, checking its responses and idle time every sweep period.
+    async fn drive<C>(&self, connection: C, stop: &mut watch::Receiver<bool>, peer: SocketAddr)
+    where
+        C: GracefulConnection,
+        C::Error: std::fmt::Display + 'static,
+    {
+        let limits = self.limits;
+        let mut connection = std::pin::pin!(connection);
+        let mut tick = tokio::time::interval(limits.sweep_period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
+        // When an idle connection was asked to close (a GOAWAY, or the end of keep-alive).
+        let mut closing: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        if is_head_timeout(&e) {
+                            self.telemetry.deadline("request_head");
+                        }
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = stopped(stop), if !stopping => {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                now = tick.tick() => {
+                    let sweep = self.responses.sweep(now);
+                    if sweep.revoked > 0 {
+                        tracing::debug!(%peer, revoked = sweep.revoked,
+                            "responses made no progress for the write-stall bound; slots freed");
+                        for _ in 0..sweep.revoked {
+                            self.telemetry.deadline("response_stall");
+                        }
+                    }
+                    if sweep.stalled > 0
+                        && sweep.live == 0
+                        && self.activity.in_flight() <= sweep.stalled
+                    {
+                        tracing::debug!(%peer, stalled = sweep.stalled,
+                            "every response of the connection is stalled; closing it");
+                        self.telemetry.deadline("stalled_connection");
+                        return;
+                    }
+                    if let Some(since) = closing {
+                        // A client that ignores the GOAWAY gets the head timeout to finish.
+                        if now.duration_since(since) >= limits.header_read_timeout {
+                            return;
+                        }
+                        continue;
+                    }
+                    match self.activity.idle(now) {
+                        Idle::NoRequestYet(open) if open >= limits.header_read_timeout => {
+                            tracing::debug!(%peer, "no request within the header timeout; closing");
+                            self.telemetry.deadline("first_request");
+                            return;
+                        }
+                        Idle::Since(idle) if idle >= limits.idle_timeout => {
+                            tracing::debug!(%peer, "connection idle; closing it");
+                            self.telemetry.deadline("idle");
+                            connection.as_mut().graceful_shutdown();
+                            closing = Some(now);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a connection ended because a request head did not arrive in time (hyper's
+/// HTTP/1.1 header timeout).
+fn is_head_timeout<E: std::fmt::Display + 'static>(e: &E) -> bool {
+    let any: &dyn std::any::Any = e;
+    any.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>()
+        .and_then(|e| e.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_timeout)
+}
+
+/// The public listeners' answer to `/metrics` when it is served on `--metrics-listen`: the
+/// route does not exist here.
+pub(crate) fn metrics_elsewhere(telemetry: &Telemetry, retry_after_secs: u32) -> Response<Body> {
+    telemetry.response(404);
+    ApiError::RouteNotFound.into_response(retry_after_secs)
+}
+
 impl TcpServing<'_> {
+    fn template(&self) -> ConnTemplate {
+        ConnTemplate {
+            api: self.api.clone(),
+            telemetry: self.telemetry.clone(),
+            alt_svc: self.alt_svc.clone(),
+            limits: self.limits,
+        }
+    }
+
     /// Accept on `listener` (TLS first when `tls` is set) until `stop` turns true.
     async fn accept_loop(
         &self,
@@ -458,65 +741,62 @@ impl TcpServing<'_> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let api = self.api.clone();
-            let alt_svc = self.alt_svc.clone();
-            let stall = self.write_stall_timeout;
-            let service = service_fn(move |request| {
-                let api = api.clone();
-                let alt_svc = alt_svc.clone();
-                async move {
-                    let Ok(mut response) = api.handle(request).await;
-                    if let Some(alt_svc) = alt_svc {
-                        response.headers_mut().insert(header::ALT_SVC, alt_svc);
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            });
+            let limits = self.limits;
+            let stall = limits.write_stall_timeout;
+            let share = self.clients.share(peer.ip(), limits.per_connection);
             let builder = self.builder.clone();
             // Held for the connection's life, so the graceful shutdown waits for it whichever
-            // server answers it.
+            // server answers it (each connection drains itself on `stop`).
             let watcher = self.graceful.watcher();
+            let stop = stop.clone();
             match tls.clone() {
                 None if self.lean_http1 => {
                     let api = self.api.clone();
                     let settings = h1::Settings {
-                        header_read_timeout: self.header_read_timeout,
+                        header_read_timeout: limits.header_read_timeout,
                         write_stall_timeout: stall,
                         alt_svc: self.alt_svc.clone(),
+                        hide_metrics: limits.hide_metrics,
+                        retry_after_secs: limits.retry_after_secs,
+                        telemetry: self.telemetry.clone(),
                     };
-                    let stop = stop.clone();
+                    let template = self.template();
                     tokio::spawn(async move {
                         if let h1::Outcome::HandOff(rewind) =
-                            h1::serve(stream, &api, &settings, &stop).await
+                            h1::serve(stream, &api, &settings, &stop, &share).await
                         {
+                            // After a request the connection stays HTTP/1.1: the HTTP/2 preface
+                            // is only honoured as a connection's first bytes (as hyper does).
+                            let builder = if rewind.after_request() {
+                                builder.http1_only()
+                            } else {
+                                builder
+                            };
                             let io = TokioIo::new(StallGuard::new(rewind, stall));
-                            let connection = builder.serve_connection(io, service).into_owned();
-                            if let Err(e) = watcher.watch(connection).await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
+                            let conn = template.open(share);
+                            conn.serve(&builder, io, stop, peer).await;
                         }
+                        drop(watcher);
                         drop(slot);
                     });
                 }
                 None => {
-                    let stream = StallGuard::new(stream, stall);
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = watcher.watch(connection);
+                    let conn = self.template().open(share);
+                    let io = TokioIo::new(StallGuard::new(stream, stall));
                     tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
+                        conn.serve(&builder, io, stop, peer).await;
+                        drop(watcher);
                         drop(slot);
                     });
                 }
                 Some(acceptor) => {
                     let stream = StallGuard::new(stream, stall);
-                    let header_read_timeout = self.header_read_timeout;
+                    let template = self.template();
                     tokio::spawn(async move {
-                        let handshake =
-                            tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
+                        let handshake = tokio::time::timeout(
+                            limits.tls_handshake_timeout,
+                            acceptor.accept(stream),
+                        );
                         let stream = match handshake.await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
@@ -525,15 +805,14 @@ impl TcpServing<'_> {
                             }
                             Err(_) => {
                                 tracing::debug!(%peer, "TLS handshake timed out");
+                                template.telemetry.deadline("tls_handshake");
                                 return;
                             }
                         };
-                        let connection = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .into_owned();
-                        if let Err(e) = watcher.watch(connection).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
+                        // The first request's deadline counts from the end of the handshake.
+                        let conn = template.open(share);
+                        conn.serve(&builder, TokioIo::new(stream), stop, peer).await;
+                        drop(watcher);
                         drop(slot);
                     });
                 }
@@ -545,4 +824,69 @@ impl TcpServing<'_> {
 /// Resolves once the stop flag is set (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Connections the `/metrics` listener serves at once (scrapers); more wait in the backlog.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serve `GET /metrics` (and nothing else) on `listener` until `stop`, with HTTP/1.1.
+async fn serve_metrics(
+    listener: TcpListener,
+    telemetry: Arc<Telemetry>,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = stopped(&mut stop) => break,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let telemetry = telemetry.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let telemetry = telemetry.clone();
+            async move {
+                let get = matches!(*request.method(), Method::GET | Method::HEAD);
+                let response = if request.uri().path() == "/metrics" && get {
+                    let mut response = Response::new(Body::full(telemetry.render().into()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    response
+                } else if request.uri().path() == "/metrics" {
+                    ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response(0)
+                } else {
+                    ApiError::RouteNotFound.into_response(0)
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        connections.spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            // A scrape is one small response: a connection still open after a few header
+            // timeouts is a client that does not read.
+            let _ = tokio::time::timeout(header_read_timeout * 4, connection).await;
+            drop(slot);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
 }

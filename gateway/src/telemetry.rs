@@ -302,6 +302,25 @@ impl Telemetry {
 
     /// How often [`Telemetry::upkeep`] should run.
     pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+    /// Count a connection, request body or response cut by a deadline
+    /// (`gateway_deadlines_total{kind}`; `kind` is one of our fixed words: `tls_handshake`,
+    /// `first_request`, `request_head`, `idle`, `body_idle`, `body_total`, `response_stall`,
+    /// `stalled_connection`).
+    pub fn deadline(&self, kind: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_deadlines_total", "kind" => kind).increment(1)
+        });
+    }
+
+    /// Count a blob request refused because its connection's or client's share of the request
+    /// slots was taken (`gateway_share_refused_total{scope}`, `connection` or `client`; also
+    /// counted in `gateway_overloaded_total`).
+    pub fn share_refused(&self, scope: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_share_refused_total", "scope" => scope).increment(1)
+        });
+    }
 }
 
 /// Other components (the inference engine) record into the gateway's registry through this, so

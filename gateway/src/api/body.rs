@@ -5,7 +5,9 @@
 //! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
 //! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
 
+use super::error::ApiError;
 use crate::cache::CachedBlob;
+use crate::fairness::{Share, SharePermits};
 use crate::fill::ReadError;
 use crate::memfile::MemFile;
 use crate::telemetry::Telemetry;
@@ -15,16 +17,18 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// A blob stream ended early.
 #[derive(Debug, thiserror::Error)]
 #[error("blob stream aborted: {0}")]
 pub struct BodyError(pub ReadError);
 
-/// A slot in the concurrent-request bound, held until the response body is dropped.
+/// A slot in the concurrent-request bound (and the connection's [`Share`] of it), held until
+/// the response body is dropped.
 pub struct RequestSlot {
     _permit: OwnedSemaphorePermit,
+    _share: Option<SharePermits>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -33,8 +37,55 @@ impl RequestSlot {
         telemetry.requests_in_flight.increment(1.0);
         Self {
             _permit: permit,
+            _share: None,
             telemetry,
         }
+    }
+
+    /// A slot of `global`, within the connection's `share` when the transport gave one: the
+    /// share is taken first, so a connection past it is refused without touching the global
+    /// pool. Never waits; a refusal is [`ApiError::Overloaded`] (429).
+    pub fn acquire(
+        global: &Arc<Semaphore>,
+        share: Option<&Share>,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Self, ApiError> {
+        Self::take(global, share, telemetry, true)
+    }
+
+    /// [`RequestSlot::acquire`] for a fast path whose refusal sends the request down the
+    /// general path (which then refuses and counts it): not counted here.
+    pub fn try_acquire(
+        global: &Arc<Semaphore>,
+        share: Option<&Share>,
+        telemetry: &Arc<Telemetry>,
+    ) -> Option<Self> {
+        Self::take(global, share, telemetry, false).ok()
+    }
+
+    fn take(
+        global: &Arc<Semaphore>,
+        share: Option<&Share>,
+        telemetry: &Arc<Telemetry>,
+        count: bool,
+    ) -> Result<Self, ApiError> {
+        let share = match share.map(Share::try_take).transpose() {
+            Ok(share) => share,
+            Err(refused) => {
+                if count {
+                    tracing::debug!(scope = refused.scope(), "request share exhausted");
+                    telemetry.share_refused(refused.scope());
+                }
+                return Err(ApiError::Overloaded);
+            }
+        };
+        let permit = global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)?;
+        let mut slot = Self::new(permit, telemetry.clone());
+        slot._share = share;
+        Ok(slot)
     }
 }
 

@@ -161,7 +161,7 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         if let Some(id) = whole_get_target(&request) {
-            if let Some(hit) = self.memory_hit(&id).await {
+            if let Some(hit) = self.memory_hit(&id, request.extensions().get()).await {
                 return Ok(hit.into_response());
             }
         }
@@ -311,12 +311,7 @@ impl Api {
             }
             other => other,
         };
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded)?;
-        let slot = RequestSlot::new(permit, self.telemetry.clone());
+        let slot = RequestSlot::acquire(&self.slots, request.extensions().get(), &self.telemetry)?;
         let head = request.method() == Method::HEAD;
         // `If-None-Match: *` matches only if the blob exists (RFC 9110 §13.1.2): learn that as
         // a HEAD would (metadata, no fill), then answer 304; a blob that does not exist gets
@@ -458,10 +453,14 @@ impl Api {
     /// The answer to a plain `GET /v1/blobs/{id}` (none of [`WHOLE_GET_VARIES`]) when the blob
     /// is in memory; `None` sends the request down the general path (a miss, a disk hit, or no
     /// free request slot: that path answers 429).
-    pub async fn memory_hit(&self, id: &BlobId) -> Option<MemoryHit> {
+    /// `share` is the connection's share of the request slots ([`crate::fairness`]).
+    pub async fn memory_hit(
+        &self,
+        id: &BlobId,
+        share: Option<&crate::fairness::Share>,
+    ) -> Option<MemoryHit> {
         let blob = self.filler.cache().memory_get(id).await?;
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
-        let slot = RequestSlot::new(permit, self.telemetry.clone());
+        let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         self.telemetry.hit(Tier::Memory);
         self.telemetry.response(200);
         blob.response_head().get_or_init(|| {

@@ -371,3 +371,20 @@ pub fn blob(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+impl Scenario {
+    /// The `/metrics`-only listener's address (`metrics_listen`), when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.gateway
+            .as_ref()
+            .expect("gateway running")
+            .metrics_addr()
+    }
+}
+
+impl Served {
+    /// The process ID of the `serve` process (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
