@@ -213,7 +213,10 @@ pub async fn publish(
         let node = topology.node_for_pair(&blob_id, pair);
         let p = usize::from(pair);
         let s = usize::from(n - 1 - pair);
-        for sliver in [primary[p].take(), secondary[s].take()].into_iter().flatten() {
+        for sliver in [primary[p].take(), secondary[s].take()]
+            .into_iter()
+            .flatten()
+        {
             slivers_of[node].push((pair, sliver));
         }
     }
@@ -433,5 +436,46 @@ pub fn release_freed_memory(len: u64) {
         tokio::task::spawn_blocking(|| unsafe {
             malloc_trim(0);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_costs_eight_to_nine_times_the_blob_at_every_committee_size() {
+        for n in [10u16, 100, 1000] {
+            let config = EncodingConfig::new(n).unwrap();
+            let len = config.max_blob_size().min(64 << 20);
+            let ratio = memory_cost(&config, len) as f64 / len as f64;
+            assert!((7.5..9.5).contains(&ratio), "n = {n}: {ratio}");
+        }
+        let config = EncodingConfig::new(10).unwrap();
+        assert_eq!(memory_cost(&config, config.max_blob_size() + 1), 0);
+        assert!(
+            memory_cost(&config, 0) > 0,
+            "even an empty blob has a matrix"
+        );
+    }
+
+    #[test]
+    fn the_gate_refuses_past_its_slots_and_its_memory_and_frees_both_on_drop() {
+        let gate = PublishGate::new(2, 100);
+        let a = gate.try_admit(60).unwrap();
+        assert_eq!(gate.try_admit(50).err(), Some(Refusal::Memory));
+        let b = gate.try_admit(40).unwrap();
+        assert_eq!(gate.try_admit(0).err(), Some(Refusal::Slots));
+        drop(a);
+        assert_eq!(gate.memory_in_use(), 40);
+        let c = gate.try_admit(1_000).err();
+        assert_eq!(
+            c,
+            Some(Refusal::Memory),
+            "60 left, and 1000 is capped at 100"
+        );
+        drop(b);
+        let alone = gate.try_admit(1_000).unwrap();
+        assert_eq!(alone.memory.bytes(), 100);
     }
 }

@@ -25,8 +25,8 @@
 
 use super::body::Body;
 use super::error::ApiError;
-use crate::budget::{Budget, Reservation};
 use super::{parse_id, Api};
+use crate::budget::{Budget, Reservation};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError};
 use crate::models::CacheLoader;

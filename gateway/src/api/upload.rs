@@ -18,10 +18,10 @@
 use super::body::Body;
 use super::error::ApiError;
 use super::{Api, PublishSettings};
+use crate::budget::Reservation;
 use crate::cache::CachedBlob;
 use crate::fill::ReadError;
 use crate::publish::{self, Outcome, PublishError};
-use crate::budget::Reservation;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -66,10 +66,21 @@ where
             return Err(ApiError::PayloadTooLarge { limit });
         }
     }
-    let mut admission = admit(api, settings, declared.unwrap_or(UNDECLARED_FIRST.min(limit)))?;
+    let mut admission = admit(
+        api,
+        settings,
+        declared.unwrap_or(UNDECLARED_FIRST.min(limit)),
+    )?;
     let query = request.uri().query().map(str::to_owned);
     let growth = (declared.is_none()).then_some(&mut admission.memory);
-    let blob = receive(api, request.into_body(), limit, settings.spool_threshold, growth).await?;
+    let blob = receive(
+        api,
+        request.into_body(),
+        limit,
+        settings.spool_threshold,
+        growth,
+    )
+    .await?;
     // The real size is known now: give back what a shorter body did not need.
     let cost = cost_of(api, blob.len() as u64);
     admission.memory.shrink_to(cost);
@@ -106,19 +117,22 @@ pub(super) fn admit(
     settings: &PublishSettings,
     len: u64,
 ) -> Result<crate::publish::Admission, ApiError> {
-    settings.gate.try_admit(cost_of(api, len)).map_err(|refusal| {
-        tracing::debug!(
-            reason = refusal.as_str(),
-            len,
-            in_use = settings.gate.memory_in_use(),
-            "publish refused at admission"
-        );
-        api.telemetry.admission_refused(refusal.as_str());
-        ApiError::AtCapacity(match refusal {
-            crate::publish::Refusal::Slots => "concurrent publishes",
-            crate::publish::Refusal::Memory => "publish memory",
+    settings
+        .gate
+        .try_admit(cost_of(api, len))
+        .map_err(|refusal| {
+            tracing::debug!(
+                reason = refusal.as_str(),
+                len,
+                in_use = settings.gate.memory_in_use(),
+                "publish refused at admission"
+            );
+            api.telemetry.admission_refused(refusal.as_str());
+            ApiError::AtCapacity(match refusal {
+                crate::publish::Refusal::Slots => "concurrent publishes",
+                crate::publish::Refusal::Memory => "publish memory",
+            })
         })
-    })
 }
 
 /// A stored blob: the answer for the client and, on success, its Blob ID.
