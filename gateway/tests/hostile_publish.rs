@@ -250,8 +250,9 @@ fn exchange_expecting(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
 
 /// Items 4 and 5 (High): eight concurrent 16 MiB uploads against two publish slots and a
 /// 320 MiB publish budget. Beyond the bound they get 503 with `Retry-After` before their bodies
-/// are read; the gateway's peak RSS stays within the budget plus a margin (unbounded, the same
-/// uploads take about 8 x 9 x 16 MiB = 1.1 GiB); a small read is served meanwhile.
+/// are read; the gateway's peak RSS stays within the budget plus a margin (unbounded, each
+/// upload peaks at 6 to 10 times its size, so eight of them at 0.8 to 1.3 GiB); a small read is
+/// served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_large_uploads_beyond_the_bound_get_503_while_memory_stays_bounded() {
     let (net, dir) = committee(100, 4).await;
