@@ -23,6 +23,7 @@ pub mod disk;
 pub mod fill;
 pub mod h1;
 pub mod h3;
+pub mod heap;
 pub mod memfile;
 pub mod models;
 pub mod node_tls;

@@ -16,9 +16,11 @@
 //! nodes that failed) and encodes a sliver's request body only when it is about to send it.
 //! What a publish may hold at its peak is [`memory_cost`]; admission ([`PublishGate`]) reserves
 //! it from the publish memory budget before the upload's body is read, and each node's task
-//! carries its share of that reservation for as long as it holds its slivers.
+//! carries its share of that reservation for as long as it holds its slivers. When the last of
+//! them is done, the freed heap goes back to the kernel ([`crate::heap`]).
 
 use crate::budget::{Budget, Reservation};
+use crate::heap::TrimWhenDone;
 use crate::nodes::{NodeClient, Topology};
 use bytes::Bytes;
 use codec::{bcs, CodecError, EncodingConfig, Sliver, VerifiedMetadata};
@@ -108,6 +110,7 @@ pub struct Admission {
 
 impl PublishGate {
     pub fn new(max_concurrent: usize, memory_bytes: u64) -> Self {
+        crate::heap::configure();
         Self {
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
             memory: Budget::new(memory_bytes),
@@ -171,13 +174,14 @@ pub enum PublishError {
 }
 
 /// Encode `blob` and store it on the committee. `memory` is the publish's admission; each
-/// node's task takes the part of it that covers the slivers it holds.
+/// node's task takes the part of it that covers the slivers it holds, and a clone of `trim`.
 pub async fn publish(
     topology: Arc<Topology>,
     client: NodeClient,
     config: PublishConfig,
     blob: Bytes,
     memory: &mut Reservation,
+    trim: &Arc<TrimWhenDone>,
 ) -> Result<Published, PublishError> {
     let codec_config: EncodingConfig = *topology.config();
     // The input is dropped inside the task, as soon as it is encoded.
@@ -245,6 +249,7 @@ pub async fn publish(
             client: client.clone(),
             config: config.clone(),
             _memory: memory.split(held as u64),
+            _trim: trim.clone(),
         };
         let report = report_tx.clone();
         let decided = decided_rx.clone();
@@ -307,6 +312,7 @@ struct NodeJob {
     /// The part of the publish's memory reservation that covers these slivers and their
     /// request bodies, given back when the job ends.
     _memory: Reservation,
+    _trim: Arc<TrimWhenDone>,
 }
 
 impl NodeJob {
@@ -410,32 +416,6 @@ where
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
             }
         }
-    }
-}
-
-/// Publishes at least this long hand the heap's free pages back to the kernel when they end.
-const TRIM_FROM: u64 = 8 << 20;
-
-/// After a publish of `len` bytes, give the allocator's free memory back to the kernel. A
-/// publish frees several times its size in large buffers at once; glibc keeps much of that
-/// in the arenas of the encoder's threads (measured in issue 21: RSS rose from 159 to 314 MiB
-/// over four identical 24 MiB publishes while live heap bytes did not), so without this, RSS
-/// after publishes reflects the largest burst ever seen rather than what is in use.
-pub fn release_freed_memory(len: u64) {
-    if len < TRIM_FROM {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // Walks every arena: a few milliseconds for a large heap, so off the reactor.
-        // SAFETY: malloc_trim only returns free pages to the kernel; it takes glibc's own
-        // locks and touches no memory that is in use.
-        tokio::task::spawn_blocking(|| unsafe {
-            malloc_trim(0);
-        });
     }
 }
 

@@ -157,6 +157,8 @@ pub(super) async fn store(
 ) -> Result<Stored, ApiError> {
     let size = blob.len() as u64;
     let config = *api.filler.topology().config();
+    // Dropped last by this function or by the last node task still holding slivers.
+    let trim = crate::heap::TrimWhenDone::new(size);
     // The blob's systematic rows, cut to its length, are the blob: what the cache keeps.
     let (result, rows) = match &settings.forward {
         Some(publisher) => {
@@ -172,7 +174,7 @@ pub(super) async fn store(
             };
             (forward(api, publisher, blob, query).await, rows)
         }
-        None => match publish_to_nodes(api, settings, blob, memory).await {
+        None => match publish_to_nodes(api, settings, blob, memory, &trim).await {
             Ok((stored, rows)) => (Ok(stored), rows),
             Err(e) => (Err(e), Vec::new()),
         },
@@ -199,7 +201,6 @@ pub(super) async fn store(
         }
         _ => api.telemetry.publish(false, 0),
     }
-    crate::publish::release_freed_memory(size);
     result
 }
 
@@ -209,6 +210,7 @@ async fn publish_to_nodes(
     settings: &PublishSettings,
     blob: Bytes,
     memory: &mut Reservation,
+    trim: &std::sync::Arc<crate::heap::TrimWhenDone>,
 ) -> Result<(Stored, Vec<Bytes>), ApiError> {
     let size = blob.len();
     let published = publish::publish(
@@ -217,6 +219,7 @@ async fn publish_to_nodes(
         settings.publish.clone(),
         blob,
         memory,
+        trim,
     )
     .await
     .map_err(|e| match e {
