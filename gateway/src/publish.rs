@@ -56,10 +56,10 @@ impl Default for PublishConfig {
 /// (until it is encoded), the source matrix and its re-laid-out copy, the primary code's
 /// recovery rows (twice while they are computed), the secondary slivers and the source rows'
 /// secondary extensions. Later, while slivers are sent, less is held: the slivers and at most
-/// the request bodies in flight. About 8-9 times the blob for 10 to 1000 shards; measured in
-/// issue 21 on the embedded simulator at n = 100: a 24 MiB publish peaked at 9.05 times its
-/// size in RSS (164 MiB of heap by heaptrack, plus the mapped upload), against 8.86 here. A
-/// length the committee cannot store costs nothing here: it is refused before any work.
+/// the request bodies in flight. About 8-9 times the blob for 10 to 1000 shards, 8.86 at
+/// n = 100, where a 24 MiB publish measured (issue 21) 164 MiB of peak heap by heaptrack plus
+/// the mapped upload, and a peak RSS of 6.8-9.8 times its size. A length the committee cannot
+/// store costs nothing here: it is refused before any work.
 pub fn memory_cost(config: &EncodingConfig, len: u64) -> u64 {
     let Ok(symbol_size) = config.symbol_size(len.max(1)) else {
         return 0;
