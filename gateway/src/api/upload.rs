@@ -12,8 +12,9 @@
 //! budget cannot cover what has arrived. Bodies larger than `--upload-spool` go to an unnamed
 //! temporary file instead of memory while they arrive, and are then encoded from a read-only
 //! mapping of that file, never read back into the heap. An interrupted or refused upload leaves
-//! nothing: the file is deleted on drop and nothing is published or cached. Walrus's chain-side query parameters (`epochs`, `permanent`, ...) are
-//! accepted so existing clients work, and have no effect: there is no chain here.
+//! nothing: the file is deleted on drop and nothing is published or cached. Walrus's chain-side
+//! query parameters (`epochs`, `permanent`, ...) are accepted so existing clients work, and
+//! have no effect: there is no chain here.
 
 use super::body::Body;
 use super::error::ApiError;
