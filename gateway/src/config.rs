@@ -81,6 +81,16 @@ pub struct GatewayConfig {
     pub upload_spool_threshold: u64,
     /// Seconds clients are told to wait after a 503 or 429.
     pub retry_after_secs: u32,
+    /// Publishes (uploads and stored proofs) received, encoded or sent at once; beyond, 503
+    /// with `Retry-After` before the body is read.
+    pub max_concurrent_publishes: usize,
+    /// Memory all publishes together may hold, each counted at its
+    /// [`crate::publish::memory_cost`] (about 8-9 times the upload) from before its body is
+    /// read; beyond, 503. One publish alone is always admitted (its share is capped here).
+    pub publish_memory: u64,
+    /// Memory inference request bodies and their parsed inputs may hold together (each
+    /// counted at twice its body), reserved before the body is read; beyond, 503.
+    pub inference_memory: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
     /// The gateway's ed25519 key signing inference proofs (`--identity-key`), created on first
@@ -171,6 +181,9 @@ impl Default for GatewayConfig {
             max_upload: 1 << 30,
             upload_spool_threshold: 64 << 20,
             retry_after_secs: 5,
+            max_concurrent_publishes: 4,
+            publish_memory: 2 << 30,
+            inference_memory: 512 << 20,
             shutdown_grace: Duration::from_secs(10),
             identity_key: None,
             store_proofs: false,

@@ -13,6 +13,7 @@
 //! has a timeout and every queue a bound, and hitting a bound answers 429 rather than waiting.
 
 pub mod api;
+pub mod budget;
 pub mod cache;
 pub mod chain_reader;
 pub mod client;
@@ -24,6 +25,7 @@ pub mod fairness;
 pub mod fill;
 pub mod h1;
 pub mod h3;
+pub mod heap;
 pub mod memfile;
 pub mod models;
 pub mod node_tls;

@@ -304,6 +304,19 @@ struct ServeArgs {
     /// Uploads larger than this wait in an unnamed temporary file instead of memory.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     upload_spool: u64,
+    /// Publishes (uploads and stored inference proofs) at once; beyond, 503 with Retry-After,
+    /// before the body is read.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_publishes: usize,
+    /// Memory all publishes together may hold, each counted at its estimated peak (8-9 times
+    /// the upload, reserved before its body is read); beyond, 503 with Retry-After. One
+    /// publish alone is always admitted.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    publish_memory: u64,
+    /// Memory inference request bodies and their parsed inputs may hold together (each
+    /// counted at twice its body, reserved before it is read); beyond, 503 with Retry-After.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    inference_memory: u64,
     /// Refuse blobs above this size (403); default: the committee's maximum.
     #[arg(long, value_parser = parse_size)]
     max_blob_size: Option<u64>,
@@ -706,6 +719,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         publisher_timeout: Duration::from_millis(args.publisher_timeout_ms),
         max_upload: args.max_upload,
         upload_spool_threshold: args.upload_spool,
+        max_concurrent_publishes: args.max_concurrent_publishes,
+        publish_memory: args.publish_memory,
+        inference_memory: args.inference_memory,
         max_concurrent_requests: args.max_concurrent_requests,
         max_concurrent_fills: args.max_concurrent_fills,
         max_connections: args.max_connections,

@@ -170,6 +170,14 @@ impl Telemetry {
         });
     }
 
+    /// Count a request refused at admission, before its body was read (`bound`:
+    /// `publish_slots`, `publish_memory`, `inference_memory`).
+    pub fn admission_refused(&self, bound: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("gateway_admission_refused_total", "bound" => bound).increment(1)
+        });
+    }
+
     /// Count a storage node's failure to deliver (`reason` is one of our fixed words).
     pub fn node_failure(&self, node: &str, reason: &'static str) {
         metrics::with_local_recorder(&self.recorder, || {

@@ -2,7 +2,7 @@
 //!
 //! It exists only when `--admin-token` is set; without it every `/admin/...` path is a plain 404,
 //! so nothing reveals that an admin API could exist. With it, each request must carry
-//! `Authorization: Bearer <token>` (compared in constant time) or gets 401.
+//! `Authorization: Bearer <token>` (scheme in any case, compared in constant time) or gets 401.
 //!
 //! | route | what |
 //! |---|---|
@@ -106,16 +106,29 @@ pub(super) fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
     authorized(headers, token)
 }
 
+/// The scheme is matched case-insensitively and may be followed by one or more spaces
+/// (RFC 9110 §11.4: `auth-scheme 1*SP token68`, auth-scheme case-insensitive); the token is
+/// compared in constant time for its length.
 fn authorized(headers: &http::HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
     else {
         return false;
     };
     let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of a `Bearer` credential, if `value` is one.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ').trim_end_matches([' ', '\t']);
+    (!token.is_empty()).then_some(token)
 }
 
 /// Read a request body of at most `limit` bytes.
@@ -175,5 +188,48 @@ fn fetch_state(opened: Result<Source, ReadError>) -> String {
         Ok(Source::Cached(..)) | Ok(Source::Disk(_)) => "cached".into(),
         Ok(Source::Filling(_)) => "filling".into(),
         Err(e) => format!("error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_may_be_followed_by_several_spaces() {
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR s3cret",
+            "Bearer   s3cret",
+        ] {
+            assert!(authorized(&with(value), "s3cret"), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for value in [
+            "Bearer s3cre",
+            "Bearer s3cretX",
+            "Bearer S3CRET",
+            "Basic s3cret",
+            "Bearers3cret",
+            "Bearer",
+            "Bearer ",
+            "s3cret",
+            "Token s3cret",
+            "Bearer s3 cret",
+        ] {
+            assert!(!authorized(&with(value), "s3cret"), "{value:?}");
+        }
+        assert!(!authorized(&http::HeaderMap::new(), "s3cret"));
     }
 }

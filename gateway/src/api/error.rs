@@ -23,6 +23,10 @@ pub enum ApiError {
     InvalidByteRange(String),
     #[error("the gateway is at its limit of concurrent requests")]
     Overloaded,
+    /// A request refused at admission, before its body was read: the named bound (publish
+    /// slots, publish or inference memory) is in use by others. 503 with `Retry-After`.
+    #[error("the gateway is at its limit of {0}; retry later")]
+    AtCapacity(&'static str),
     #[error("no such route")]
     RouteNotFound,
     #[error("missing or wrong bearer token")]
@@ -116,6 +120,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "RESOURCE_EXHAUSTED",
                 "TOO_MANY_REQUESTS",
+            ),
+            ApiError::AtCapacity(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "AT_CAPACITY",
             ),
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "ROUTE_NOT_FOUND"),
             ApiError::Unauthorized => {
@@ -254,6 +263,7 @@ mod tests {
             (ApiError::InvalidByteRange("x".into()), 416),
             (ApiError::Overloaded, 429),
             (ApiError::Read(ReadError::Overloaded), 429),
+            (ApiError::AtCapacity("publish memory"), 503),
             (ApiError::RouteNotFound, 404),
             (ApiError::MethodNotAllowed { allow: "GET" }, 405),
             (ApiError::Read(ReadError::Unavailable("x".into())), 503),

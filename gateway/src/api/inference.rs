@@ -4,14 +4,20 @@
 //!
 //! * Model bytes come from the cache and verified fill ([`crate::models::CacheLoader`]), once
 //!   per single flight: concurrent first requests for a model share one fill and one plan build.
-//! * The body is bounded ([`MAX_BODY`], 413 beyond) and parsed under the engine's limits; large
-//!   bodies are parsed on the blocking pool. Runs are bounded by `--inference-concurrency`, and
-//!   `--inference-timeout` (inside the engine).
+//! * Admission comes before the body: a request first reserves twice its declared length from
+//!   `--inference-memory` (the body and its parsed inputs; a body of undeclared length grows its
+//!   reservation as it arrives), 503 with `Retry-After` when that does not fit, and the model
+//!   must be known (its spec loaded, 404 for a Blob ID that does not exist) before a byte of the
+//!   body is read. The body is bounded ([`MAX_BODY`], 413 beyond) and parsed under the engine's
+//!   limits; large bodies are parsed on the blocking pool. Runs are bounded by
+//!   `--inference-concurrency`, and `--inference-timeout` (inside the engine).
 //! * Each answer carries a proof record signed with the gateway's key (`--identity-key`, loaded
 //!   or created on the first inference). With `"proof": "store"` (or `--store-proofs`) the
 //!   [`ProofBlob`] is published through [`crate::publish`] and its Blob ID returned as
-//!   `proof.blob_id`, next to the record. A proof is a signed commitment by this gateway, not a
-//!   proof that the computation was correct.
+//!   `proof.blob_id`, next to the record: that is a publish, so it needs what `PUT /v1/blobs`
+//!   needs (publishing on, the publish token, a publish admission), checked before the model
+//!   runs; refused, nothing is run or stored. A proof is a signed commitment by this gateway,
+//!   not a proof that the computation was correct.
 //! * Tensors travel as JSON numbers (`data`) or base64 of their little-endian bytes
 //!   (`data_b64`, per input); `"output_encoding": "base64"` writes every output as `data_b64`.
 //!   The proof hashes the tensors, not their text, so it is the same whichever form was used.
@@ -20,6 +26,7 @@
 use super::body::Body;
 use super::error::ApiError;
 use super::{parse_id, Api};
+use crate::budget::{Budget, Reservation};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError};
 use crate::models::CacheLoader;
@@ -28,10 +35,11 @@ use ::inference::{
     Encoded, Engine, EngineConfig, EngineStats, Identity, InferenceRequest, ProofBlob, ProofMode,
     TensorEncoding,
 };
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use codec::BlobId;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +47,11 @@ use tokio::sync::OnceCell;
 
 /// Largest inference request body (a 4 M-element f32 tensor as JSON fits); 413 beyond.
 pub const MAX_BODY: usize = 64 << 20;
+/// What an inference body costs its admission, per byte: the body and its parsed inputs.
+const COST_PER_BODY_BYTE: u64 = 2;
+/// A body of undeclared length first reserves the cost of this many bytes, then twice what it
+/// has reached each time it outgrows its reservation.
+const UNDECLARED_FIRST: u64 = 64 << 10;
 /// Bodies above this are parsed on the blocking pool rather than the reactor.
 const PARSE_INLINE_MAX: usize = 64 << 10;
 /// Answers with more output elements than this are encoded on the blocking pool when written as
@@ -57,6 +70,8 @@ pub(super) struct Inference {
     identity: OnceCell<Result<Arc<Identity>, String>>,
     /// Publish every proof (`--store-proofs`), not only those a request asks to store.
     store_proofs: bool,
+    /// `--inference-memory`: what request bodies and their parsed inputs may hold at once.
+    memory: std::sync::Arc<Budget>,
 }
 
 impl Inference {
@@ -83,6 +98,7 @@ impl Inference {
             identity_path: config.identity_key_path(),
             identity: OnceCell::new(),
             store_proofs: config.store_proofs,
+            memory: Budget::new(config.inference_memory),
         }
     }
 
@@ -184,15 +200,40 @@ where
         });
     }
     let inference = &api.inference;
-    let body = super::admin::read_body(request.into_body(), MAX_BODY).await?;
+    // Admission before a byte of the body is read: memory first (refusing costs nothing),
+    // then the model (an unknown one is a 404 without reading what was sent for it).
+    let first = declared.unwrap_or(UNDECLARED_FIRST);
+    let Some(mut memory) = inference
+        .memory
+        .try_reserve(first.saturating_mul(COST_PER_BODY_BYTE))
+    else {
+        tracing::debug!(
+            declared = first,
+            in_use = inference.memory.used(),
+            "inference refused at admission"
+        );
+        api.telemetry.admission_refused("inference_memory");
+        return Err(ApiError::AtCapacity("inference memory"));
+    };
+    inference.engine.spec(model).await?;
+    // Whether the request could publish its proof, read before the body is consumed.
+    let may_publish = super::upload::authorized_settings(api, request.headers()).map(|_| ());
+    let grow = declared.is_none();
+    let body = read_admitted(api, request.into_body(), &mut memory, grow).await?;
     let parsed = inference.parse(body).await?;
     let encoding = parsed.output_encoding;
     let store = match parsed.proof {
         Some(mode) => mode == ProofMode::Store,
         None => inference.store_proofs,
     };
+    // Storing the proof publishes a blob: refused before the model runs, so nothing is stored.
+    if store {
+        may_publish?;
+    }
     let identity = inference.identity().await?;
     let response = inference.engine.infer(model, parsed, &identity).await?;
+    // The inputs are gone; what is left (the outputs) is not this budget's to bound.
+    drop(memory);
     let blob = ProofBlob {
         outputs: response.outputs,
         proof: response.proof,
@@ -273,14 +314,16 @@ fn encode_answer(
     Ok(Bytes::from(out))
 }
 
-/// Publish a proof blob as `PUT /v1/blobs` would (and cache it, so `verify-proof` against this
-/// gateway reads it without a fill).
+/// Publish a proof blob as `PUT /v1/blobs` would, under the same admission (and cache it, so
+/// `verify-proof` against this gateway reads it without a fill). The caller has checked the
+/// publish token.
 async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
     let settings = api
         .publish
         .as_ref()
         .ok_or(ApiError::PublishingDisabled(api.publish_off))?;
-    let stored = super::upload::store(api, settings, bytes, None)
+    let mut admission = super::upload::admit(api, settings, bytes.len() as u64)?;
+    let stored = super::upload::store(api, settings, bytes, None, &mut admission.memory)
         .await
         .map_err(|e| match e {
             ApiError::Publish(m, quorum) => {
@@ -295,6 +338,61 @@ async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
             stored.status, stored.answer
         ))
     })
+}
+
+/// Read an inference body of at most [`MAX_BODY`] bytes under its admission: with `grow` (no
+/// declared length) the reservation grows with what arrives, and the body is cut off with 503
+/// when the budget cannot cover it.
+async fn read_admitted<B>(
+    api: &Api,
+    body: B,
+    memory: &mut Reservation,
+    grow: bool,
+) -> Result<Bytes, ApiError>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if !grow {
+        // A declared length is enforced by the server; the limit stops anything beyond it.
+        return super::admin::read_body(body, MAX_BODY).await;
+    }
+    let mut body = std::pin::pin!(body);
+    let mut out = BytesMut::new();
+    let mut covered = UNDECLARED_FIRST;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::BadRequest(format!("cannot read the request body: {}", e.into()))
+        })?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        if out.len() + data.remaining() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_BODY as u64,
+            });
+        }
+        let reached = (out.len() + data.remaining()) as u64;
+        if reached > covered {
+            covered = reached.max(covered * 2).min(MAX_BODY as u64);
+            if !memory.try_grow(covered * COST_PER_BODY_BYTE) {
+                tracing::debug!(
+                    received = reached,
+                    "an inference body of undeclared length outgrew the inference memory budget"
+                );
+                api.telemetry.admission_refused("inference_memory");
+                return Err(ApiError::AtCapacity("inference memory"));
+            }
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            let n = chunk.len();
+            out.extend_from_slice(chunk);
+            data.advance(n);
+        }
+    }
+    Ok(out.freeze())
 }
 
 fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, ApiError> {

@@ -77,6 +77,8 @@ struct PublishSettings {
     /// Chain-backed gateways forward uploads to a Walrus publisher instead of writing to the
     /// nodes themselves.
     forward: Option<crate::publisher::PublisherClient>,
+    /// Admission of every publish (uploads and stored proofs): slots and memory.
+    gate: crate::publish::PublishGate,
 }
 
 /// Where the blob's bytes will come from, once its length is known.
@@ -134,6 +136,10 @@ impl Api {
                     spool_threshold: config.upload_spool_threshold,
                     publish: crate::publish::PublishConfig::default(),
                     forward,
+                    gate: crate::publish::PublishGate::new(
+                        config.max_concurrent_publishes,
+                        config.publish_memory,
+                    ),
                 })
             },
             inference: inference::Inference::new(&filler, config),

@@ -3,24 +3,36 @@
 //!
 //! Limits come first: publishing may be off (403) or need a bearer token (401); a declared
 //! `Content-Length` over `--max-upload` (or over the committee's largest blob) is refused (413)
-//! before a byte is read, and a body that grows past it is cut off the same way. Bodies larger
-//! than `--upload-spool` go to an unnamed temporary file instead of memory while they arrive; an
-//! interrupted or refused upload leaves nothing: the file is deleted on drop and nothing is
-//! published or cached. Walrus's chain-side query parameters (`epochs`, `permanent`, ...) are
-//! accepted so existing clients work, and have no effect: there is no chain here.
+//! before a byte is read, and a body that grows past it is cut off the same way. Then the
+//! publish is admitted ([`crate::publish::PublishGate`]): a slot of `--max-concurrent-publishes`
+//! and the publish's [`crate::publish::memory_cost`] from `--publish-memory`, for the declared
+//! length, before a byte of the body is read; a publish that does not fit gets 503 with
+//! `Retry-After`. A body without a declared length (chunked) starts with the cost of a small
+//! upload and grows its reservation as it arrives, and is cut off with the same 503 when the
+//! budget cannot cover what has arrived. Bodies larger than `--upload-spool` go to an unnamed
+//! temporary file instead of memory while they arrive, and are then encoded from a read-only
+//! mapping of that file, never read back into the heap. An interrupted or refused upload leaves
+//! nothing: the file is deleted on drop and nothing is published or cached. Walrus's chain-side
+//! query parameters (`epochs`, `permanent`, ...) are accepted so existing clients work, and
+//! have no effect: there is no chain here.
 
 use super::body::Body;
 use super::error::ApiError;
 use super::{Api, PublishSettings};
+use crate::budget::Reservation;
 use crate::cache::CachedBlob;
 use crate::fill::ReadError;
 use crate::publish::{self, Outcome, PublishError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+/// A body of unknown length first reserves the cost of this many bytes, then twice what it
+/// has reached each time it outgrows its reservation.
+const UNDECLARED_FIRST: u64 = 1 << 20;
 
 /// Query parameters of Walrus's publisher that clients may send; chain-only, so ignored here.
 const ACCEPTED_PARAMS: &[&str] = &[
@@ -40,33 +52,88 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let settings = authorized_settings(api, request.headers())?;
+    check_query(request.uri().query())?;
+    let limit = settings
+        .max_upload
+        .min(api.filler.topology().config().max_blob_size());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared {
+        if declared > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+    }
+    let mut admission = admit(
+        api,
+        settings,
+        declared.unwrap_or(UNDECLARED_FIRST.min(limit)),
+    )?;
+    let query = request.uri().query().map(str::to_owned);
+    let growth = (declared.is_none()).then_some(&mut admission.memory);
+    let blob = receive(
+        api,
+        request.into_body(),
+        limit,
+        settings.spool_threshold,
+        growth,
+    )
+    .await?;
+    // The real size is known now: give back what a shorter body did not need.
+    let cost = cost_of(api, blob.len() as u64);
+    admission.memory.shrink_to(cost);
+    let stored = store(api, settings, blob, query.as_deref(), &mut admission.memory).await?;
+    Ok(super::json_response(stored.status, &stored.answer))
+}
+
+/// The publish settings, if publishing is on and `headers` carry the publish token (when one
+/// is set): what every route that publishes checks first.
+pub(super) fn authorized_settings<'a>(
+    api: &'a Api,
+    headers: &HeaderMap,
+) -> Result<&'a PublishSettings, ApiError> {
     let settings = api
         .publish
         .as_ref()
         .ok_or(ApiError::PublishingDisabled(api.publish_off))?;
     if let Some(token) = &settings.token {
-        if !super::admin::bearer_matches(request.headers(), token) {
+        if !super::admin::bearer_matches(headers, token) {
             return Err(ApiError::Unauthorized);
         }
     }
-    check_query(request.uri().query())?;
-    let limit = settings
-        .max_upload
-        .min(api.filler.topology().config().max_blob_size());
-    if let Some(declared) = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if declared > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-    }
-    let query = request.uri().query().map(str::to_owned);
-    let blob = receive(request.into_body(), limit, settings.spool_threshold).await?;
-    let stored = store(api, settings, blob, query.as_deref()).await?;
-    Ok(super::json_response(stored.status, &stored.answer))
+    Ok(settings)
+}
+
+/// What publishing `len` bytes may hold in memory, for this gateway's committee.
+fn cost_of(api: &Api, len: u64) -> u64 {
+    crate::publish::memory_cost(api.filler.topology().config(), len)
+}
+
+/// Admit a publish of `len` bytes (a slot and its memory cost), or refuse it with 503.
+pub(super) fn admit(
+    api: &Api,
+    settings: &PublishSettings,
+    len: u64,
+) -> Result<crate::publish::Admission, ApiError> {
+    settings
+        .gate
+        .try_admit(cost_of(api, len))
+        .map_err(|refusal| {
+            tracing::debug!(
+                reason = refusal.as_str(),
+                len,
+                in_use = settings.gate.memory_in_use(),
+                "publish refused at admission"
+            );
+            api.telemetry.admission_refused(refusal.as_str());
+            ApiError::AtCapacity(match refusal {
+                crate::publish::Refusal::Slots => "concurrent publishes",
+                crate::publish::Refusal::Memory => "publish memory",
+            })
+        })
 }
 
 /// A stored blob: the answer for the client and, on success, its Blob ID.
@@ -79,31 +146,54 @@ pub(super) struct Stored {
 /// Store `blob` (counted in the publish metrics) on the committee's nodes, or through the
 /// publisher of a chain-backed gateway, and, once stored, write it through to the cache: it is
 /// verified by construction, since its Blob ID was computed here from these bytes.
+///
+/// `memory` is the publish's admission: the blob (and, for the nodes, its encoding) is held
+/// against it.
 pub(super) async fn store(
     api: &Api,
     settings: &PublishSettings,
     blob: Bytes,
     query: Option<&str>,
+    memory: &mut Reservation,
 ) -> Result<Stored, ApiError> {
     let size = blob.len() as u64;
-    let result = match &settings.forward {
-        Some(publisher) => forward(api, publisher, blob.clone(), query).await,
-        None => publish_to_nodes(api, settings, blob.clone()).await,
+    let config = *api.filler.topology().config();
+    // Dropped last by this function or by the last node task still holding slivers.
+    let trim = crate::heap::TrimWhenDone::new(size);
+    // The blob's systematic rows, cut to its length, are the blob: what the cache keeps.
+    let (result, rows) = match &settings.forward {
+        Some(publisher) => {
+            let rows = match config.symbol_size(size) {
+                Ok(symbol_size) => {
+                    let row_len = config.row_len(symbol_size) as usize;
+                    (0..blob.len())
+                        .step_by(row_len.max(1))
+                        .map(|start| blob.slice(start..(start + row_len).min(blob.len())))
+                        .collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            (forward(api, publisher, blob, query).await, rows)
+        }
+        None => match publish_to_nodes(api, settings, blob, memory, &trim).await {
+            Ok((stored, rows)) => (Ok(stored), rows),
+            Err(e) => (Err(e), Vec::new()),
+        },
     };
     match &result {
         Ok(Stored {
             blob_id: Some(id), ..
         }) => {
             api.telemetry.publish(true, size);
-            let config = *api.filler.topology().config();
-            let symbol_size = config
-                .symbol_size(size)
-                .map_err(|e| ApiError::Publish(e.to_string(), false))?;
-            // The systematic rows, cut to the blob's length, are the blob.
-            let row_len = config.row_len(symbol_size) as usize;
-            let rows = (0..blob.len())
-                .step_by(row_len.max(1))
-                .map(|start| blob.slice(start..(start + row_len).min(blob.len())))
+            let mut left = size as usize;
+            let rows = rows
+                .into_iter()
+                .map(|row| {
+                    let take = row.len().min(left);
+                    left -= take;
+                    row.slice(..take)
+                })
+                .filter(|row| !row.is_empty())
                 .collect();
             api.filler
                 .cache()
@@ -117,17 +207,22 @@ pub(super) async fn store(
     result
 }
 
+/// Publish to the committee's nodes; the answer and the blob's systematic rows (padded).
 async fn publish_to_nodes(
     api: &Api,
     settings: &PublishSettings,
     blob: Bytes,
-) -> Result<Stored, ApiError> {
+    memory: &mut Reservation,
+    trim: &std::sync::Arc<crate::heap::TrimWhenDone>,
+) -> Result<(Stored, Vec<Bytes>), ApiError> {
     let size = blob.len();
     let published = publish::publish(
         api.filler.topology(),
         api.filler.node_client().clone(),
         settings.publish.clone(),
         blob,
+        memory,
+        trim,
     )
     .await
     .map_err(|e| match e {
@@ -139,7 +234,7 @@ async fn publish_to_nodes(
             matches!(other, PublishError::InsufficientConfirmations { .. }),
         ),
     })?;
-    let blob_id = published.encoded.metadata.blob_id();
+    let blob_id = published.metadata.blob_id();
     let answer = match published.outcome {
         Outcome::NewlyCreated => serde_json::json!({
             "newlyCreated": {
@@ -152,11 +247,14 @@ async fn publish_to_nodes(
             "alreadyCertified": {"blobId": blob_id, "size": size}
         }),
     };
-    Ok(Stored {
-        status: StatusCode::OK,
-        answer,
-        blob_id: Some(blob_id),
-    })
+    Ok((
+        Stored {
+            status: StatusCode::OK,
+            answer,
+            blob_id: Some(blob_id),
+        },
+        published.rows,
+    ))
 }
 
 /// Send `blob` to the publisher and pass its answer through; the bytes count as stored only if
@@ -236,8 +334,16 @@ fn check_query(query: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The whole body, at most `limit` bytes; above `spool` bytes it waits in a temporary file.
-async fn receive<B>(mut body: B, limit: u64, spool: u64) -> Result<Bytes, ApiError>
+/// The whole body, at most `limit` bytes; above `spool` bytes it waits in a temporary file and
+/// comes back as a read-only mapping of it. With `growth` (a body of undeclared length), the
+/// admission grows to cover what has arrived, or the upload is cut off with 503.
+async fn receive<B>(
+    api: &Api,
+    mut body: B,
+    limit: u64,
+    spool: u64,
+    mut growth: Option<&mut Reservation>,
+) -> Result<Bytes, ApiError>
 where
     B: HttpBody + Send + Unpin + 'static,
     B::Data: Send,
@@ -246,6 +352,7 @@ where
     let mut memory = BytesMut::new();
     let mut file: Option<tokio::fs::File> = None;
     let mut total = 0u64;
+    let mut covered = UNDECLARED_FIRST.min(limit);
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {}", e.into())))?;
@@ -256,6 +363,19 @@ where
         total += chunk.len() as u64;
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if let Some(reservation) = growth.as_deref_mut() {
+            if total > covered {
+                covered = total.max(covered.saturating_mul(2)).min(limit);
+                if !reservation.try_grow(cost_of(api, covered)) {
+                    tracing::debug!(
+                        received = total,
+                        "an upload of undeclared length outgrew the publish memory budget"
+                    );
+                    api.telemetry.admission_refused("publish_memory");
+                    return Err(ApiError::AtCapacity("publish memory"));
+                }
+            }
         }
         match &mut file {
             Some(f) => f.write_all(&chunk).await.map_err(spool_error)?,
@@ -277,10 +397,18 @@ where
     match file {
         None => Ok(memory.freeze()),
         Some(mut f) => {
-            f.rewind().await.map_err(spool_error)?;
-            let mut out = Vec::with_capacity(total as usize);
-            f.read_to_end(&mut out).await.map_err(spool_error)?;
-            Ok(Bytes::from(out))
+            f.flush().await.map_err(spool_error)?;
+            let f = f.into_std().await;
+            let map = tokio::task::spawn_blocking(move || {
+                // SAFETY: the file is unnamed and only this descriptor reaches it: nothing
+                // can change or truncate it while the mapping lives. The mapping keeps the
+                // pages (and the file) alive after the descriptor closes.
+                unsafe { memmap2::MmapOptions::new().len(total as usize).map(&f) }
+            })
+            .await
+            .map_err(|e| spool_error(std::io::Error::other(e)))?
+            .map_err(spool_error)?;
+            Ok(Bytes::from_owner(map))
         }
     }
 }
