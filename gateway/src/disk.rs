@@ -1702,7 +1702,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("cache");
         let cache = open(&root, 1 << 30);
-        cache.insert(id(1), &[Bytes::from(content(3000, 1))]).unwrap();
+        cache
+            .insert(id(1), &[Bytes::from(content(3000, 1))])
+            .unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         let data = content(5000, 2);
         cache.insert(id(2), &[Bytes::from(data.clone())]).unwrap();

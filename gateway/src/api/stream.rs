@@ -134,7 +134,9 @@ async fn feed_from_disk(mut reader: DiskReader, tx: mpsc::Sender<Result<Bytes, R
                 chunk
             }
             Err(e) => {
-                room.send(Err(ReadError::Internal(format!("disk read task failed: {e}"))));
+                room.send(Err(ReadError::Internal(format!(
+                    "disk read task failed: {e}"
+                ))));
                 return;
             }
         };
