@@ -86,10 +86,88 @@ async fn non_reading_client(addr: std::net::SocketAddr, path: &str) -> tokio::ne
     stream
 }
 
+/// How the attackers in [`non_reading_clients_leave_the_blocking_pool_free`] stop reading.
+#[derive(Debug, Clone, Copy)]
+enum Stall {
+    /// 64 HTTP/1.1 connections with a tiny receive buffer, on the lean server or hyper.
+    Http1 { lean: bool },
+    /// 3 h2c connections of 30 streams each, all with a zero stream window.
+    H2ZeroWindow,
+}
+
+/// Held open until dropped: the connections (and, for h2c, the unread responses).
+struct Attackers {
+    _tcp: Vec<tokio::net::TcpStream>,
+    _h2: Vec<(
+        hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        Vec<http::Response<hyper::body::Incoming>>,
+    )>,
+    connections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Attackers {
+    fn drop(&mut self) {
+        for connection in &self.connections {
+            connection.abort();
+        }
+    }
+}
+
+impl Stall {
+    /// Streams this attack stalls.
+    fn streams(self) -> u64 {
+        match self {
+            Stall::Http1 { .. } => 64,
+            Stall::H2ZeroWindow => 90,
+        }
+    }
+
+    async fn attack(self, addr: std::net::SocketAddr, path: &str) -> Attackers {
+        let mut attackers = Attackers {
+            _tcp: Vec::new(),
+            _h2: Vec::new(),
+            connections: Vec::new(),
+        };
+        match self {
+            Stall::Http1 { .. } => {
+                for _ in 0..self.streams() {
+                    attackers._tcp.push(non_reading_client(addr, path).await);
+                }
+            }
+            Stall::H2ZeroWindow => {
+                for _ in 0..3 {
+                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .initial_stream_window_size(0)
+                    .handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                    attackers.connections.push(tokio::spawn(async move {
+                        let _ = connection.await;
+                    }));
+                    let mut responses = Vec::new();
+                    for _ in 0..30 {
+                        let request = http::Request::get(format!("http://{addr}{path}"))
+                            .body(http_body_util::Empty::new())
+                            .unwrap();
+                        let response = sender.send_request(request).await.unwrap();
+                        assert_eq!(response.status(), StatusCode::OK);
+                        responses.push(response);
+                    }
+                    attackers._h2.push((sender, responses));
+                }
+            }
+        }
+        attackers
+    }
+}
+
 /// Clients that stop reading a disk-streamed blob must not take the blocking pool (item 3).
-/// The runtime here has 8 blocking threads and 64 such clients: when each parked a thread (the
-/// old feeder), a cold miss, which verifies slivers on the blocking pool, never got one.
-fn non_reading_clients_leave_the_blocking_pool_free(lean_http1: bool) {
+/// The runtime here has 8 blocking threads and 64 or 90 such streams: when each parked a thread
+/// (the old feeder), a cold miss, which verifies slivers on the blocking pool, never got one.
+fn non_reading_clients_leave_the_blocking_pool_free(stall: Stall) {
     let _serial = SERIAL.blocking_lock();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -108,7 +186,7 @@ fn non_reading_clients_leave_the_blocking_pool_free(lean_http1: bool) {
                 ..sim()
             },
             GatewayConfig {
-                lean_http1,
+                lean_http1: matches!(stall, Stall::Http1 { lean: true }),
                 ..disk_streaming(dir.path())
             },
         )
@@ -126,10 +204,7 @@ fn non_reading_clients_leave_the_blocking_pool_free(lean_http1: bool) {
         assert_eq!(hit.bytes().as_ref(), &big[..]);
 
         let before = rss();
-        let mut attackers = Vec::new();
-        for _ in 0..64 {
-            attackers.push(non_reading_client(s.addr, &path).await);
-        }
+        let attackers = stall.attack(s.addr, &path).await;
         // Let every stream start and stall.
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -140,7 +215,7 @@ fn non_reading_clients_leave_the_blocking_pool_free(lean_http1: bool) {
             s.get(&format!("/v1/blobs/{cold_id}")),
         )
         .await
-        .expect("a cold miss is served within 15 s while 64 clients stall disk streams");
+        .expect("a cold miss is served within 15 s while disk streams stall");
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.bytes().as_ref(), &cold[..]);
         // So is a reader of the same disk-streamed blob.
@@ -152,17 +227,18 @@ fn non_reading_clients_leave_the_blocking_pool_free(lean_http1: bool) {
         let took = started.elapsed();
 
         // Each stalled stream holds at most the chunk its connection is writing and the next
-        // one (1 MiB each): 64 clients, 128 MiB, plus a margin for the two fills above.
+        // one (1 MiB each), plus a margin for the two fills above.
         let grown = rss().saturating_sub(before);
         assert!(
-            grown < 64 * (2 << 20) + (96 << 20),
-            "64 stalled disk streams grew the resident set by {} MiB",
+            grown < stall.streams() * (2 << 20) + (96 << 20),
+            "{} stalled disk streams grew the resident set by {} MiB",
+            stall.streams(),
             grown >> 20
         );
         drop(attackers);
         s.stop().await;
         eprintln!(
-            "lean_http1={lean_http1}: legitimate requests took {took:?}, RSS grew {} MiB",
+            "{stall:?}: legitimate requests took {took:?}, RSS grew {} MiB",
             grown >> 20
         );
     });
@@ -170,12 +246,17 @@ fn non_reading_clients_leave_the_blocking_pool_free(lean_http1: bool) {
 
 #[test]
 fn non_reading_clients_leave_the_blocking_pool_free_lean_http1() {
-    non_reading_clients_leave_the_blocking_pool_free(true);
+    non_reading_clients_leave_the_blocking_pool_free(Stall::Http1 { lean: true });
 }
 
 #[test]
 fn non_reading_clients_leave_the_blocking_pool_free_hyper_http1() {
-    non_reading_clients_leave_the_blocking_pool_free(false);
+    non_reading_clients_leave_the_blocking_pool_free(Stall::Http1 { lean: false });
+}
+
+#[test]
+fn zero_window_h2_streams_leave_the_blocking_pool_free() {
+    non_reading_clients_leave_the_blocking_pool_free(Stall::H2ZeroWindow);
 }
 
 /// A cached file cut short under the gateway's kept handle is a clean miss and a refill with
