@@ -329,6 +329,16 @@ impl DiskCache {
             indexed_at_start: AtomicU64::new(0),
             metrics,
         });
+        if let Ok(stat) = rustix::fs::statvfs(root) {
+            let device = stat.f_blocks.saturating_mul(stat.f_frsize);
+            if device < capacity {
+                tracing::info!(
+                    capacity,
+                    device,
+                    "the disk tier's bound exceeds its device; the first write that finds the device full lowers the bound in force"
+                );
+            }
+        }
         if salvaged {
             // The unreadable file was moved aside: write what was kept, or the next start
             // would find no pins at all.

@@ -95,13 +95,12 @@ enum Stall {
     H2ZeroWindow,
 }
 
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
 /// Held open until dropped: the connections (and, for h2c, the unread responses).
 struct Attackers {
     _tcp: Vec<tokio::net::TcpStream>,
-    _h2: Vec<(
-        hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-        Vec<http::Response<hyper::body::Incoming>>,
-    )>,
+    _h2: Vec<(H2Sender, Vec<http::Response<hyper::body::Incoming>>)>,
     connections: Vec<tokio::task::JoinHandle<()>>,
 }
 

@@ -3,7 +3,9 @@
 //! Rows arrive in blob order (row `r` starts at byte `r * row_len`); each task forwards the part
 //! of each row inside the requested range `[start, end)`, as zero-copy slices, through a small
 //! bounded channel to the response [`Body`]. A client that goes away closes the channel and
-//! ends its task; the fill it read from runs on for the others.
+//! ends its task; the fill it read from runs on for the others. A disk hit streams the same way
+//! from its file, one checked chunk per short call to the blocking pool ([`from_disk`]), so a
+//! client that stops reading holds a parked task and at most two chunks, never a thread.
 
 use super::body::Body;
 use crate::cache::DiskBlob;
