@@ -880,9 +880,17 @@ impl DiskCache {
         let body =
             serde_json::to_vec_pretty(&ids).map_err(|e| DiskError::Io(io::Error::other(e)))?;
         let (path, tmp) = (self.root.join("pins.json"), self.root.join("tmp"));
-        match write_atomically(&path, &tmp, &body) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs()? => {
-                Ok(write_atomically(&path, &tmp, &body)?)
+        let write = || {
+            #[cfg(test)]
+            self.simulated_space(body.len() as u64)?;
+            write_atomically(&path, &tmp, &body)
+        };
+        match write() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs()? => Ok(write()?),
+            // A full device: make room as a blob write would, then try once more.
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                self.out_of_space(body.len() as u64);
+                Ok(write()?)
             }
             other => Ok(other?),
         }
@@ -1762,6 +1770,15 @@ mod tests {
             .unwrap();
         assert_eq!(cache.effective_capacity(), per_file * 100);
         assert_eq!(cache.stats(0).entries, 6);
+
+        // A pin that finds the device full evicts an unpinned blob to be saved.
+        cache
+            .device_size
+            .store(cache.stats(0).bytes, Ordering::Relaxed);
+        assert!(cache.set_pinned(id(21), true).unwrap());
+        assert!(cache.is_pinned(&id(21)));
+        assert_eq!(cache.stats(0).entries, 5);
+        assert!(cache.contains(&id(21)));
     }
 
     #[test]
