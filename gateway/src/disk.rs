@@ -370,12 +370,32 @@ impl DiskCache {
         let mut recreated = false;
         for dir in DIRS {
             let path = self.root.join(dir);
-            if !path.is_dir() {
-                fs::create_dir_all(&path)?;
-                recreated = true;
+            if path.is_dir() {
+                continue;
             }
+            {
+                // What was in it is gone: stop counting it against the bound (open handles
+                // still read their checked files; each goes with its entry).
+                let mut index = self.lock();
+                match dir {
+                    "blobs" => {
+                        let ids: Vec<BlobId> = index.entries.keys().copied().collect();
+                        for id in ids {
+                            index.remove(&id);
+                        }
+                    }
+                    "quarantine" => {
+                        index.quarantined.clear();
+                        index.quarantine_total = 0;
+                    }
+                    _ => {}
+                }
+            }
+            fs::create_dir_all(&path)?;
+            recreated = true;
         }
         if recreated {
+            self.publish_gauges();
             self.metrics.dirs_recreated.increment(1);
             tracing::info!(root = %self.root.display(), "disk cache directories were missing; recreated them");
         }
@@ -1038,6 +1058,9 @@ impl DiskWriter {
         drop(file);
         let target = self.cache.path_of(&self.id);
         let dir = target.parent().expect("blob paths have a parent");
+        // `blobs/` deleted under us: recreate it through `recreate_dirs`, which also forgets
+        // the blobs that went with it.
+        self.cache.recreate_dirs()?;
         fs::create_dir_all(dir)?;
         {
             // Rename and index under the lock, so a purge is either before (and cancels this
@@ -1727,8 +1750,18 @@ mod tests {
         let data = content(5000, 2);
         cache.insert(id(2), &[Bytes::from(data.clone())]).unwrap();
         assert_eq!(read(&cache, &id(2), 0..5000).unwrap().unwrap(), data);
+        // Only what is on the device now counts against the bound.
+        let stats = cache.stats(0);
+        assert_eq!((stats.entries, stats.bytes), (1, file_size_for(5000)));
         // The deleted blob is forgotten at its next read, not served.
         assert!(read(&cache, &id(1), 0..1).unwrap().is_none());
+        // Only blobs/ deleted: the commit recreates it and forgets what went with it.
+        std::fs::remove_dir_all(root.join("blobs")).unwrap();
+        cache.insert(id(4), &[Bytes::from(data.clone())]).unwrap();
+        let stats = cache.stats(0);
+        assert_eq!((stats.entries, stats.bytes), (1, file_size_for(5000)));
+        assert!(cache.contains(&id(4)));
+        cache.insert(id(2), &[Bytes::from(data.clone())]).unwrap();
         cache.set_pinned(id(2), true).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         cache.set_pinned(id(3), true).unwrap();
