@@ -324,9 +324,9 @@ impl BlobCache {
         });
     }
 
-    /// Drop `id` from both tiers; true if either held it.
+    /// Drop `id` from both tiers; true if either held it. Disk first: if the device refuses,
+    /// the error comes back with both tiers as they were.
     pub async fn purge(&self, id: &BlobId) -> Result<bool, DiskError> {
-        let in_memory = self.memory.remove(id).await.is_some();
         let on_disk = match &self.disk {
             Some(disk) => {
                 let (disk, id) = (disk.clone(), *id);
@@ -336,6 +336,7 @@ impl BlobCache {
             }
             None => false,
         };
+        let in_memory = self.memory.remove(id).await.is_some();
         Ok(in_memory || on_disk)
     }
 

@@ -10,7 +10,15 @@
 //!   and each chunk before handing it out, so a stream stops *before* a bad chunk. A file that
 //!   fails any check is moved to `<cache-dir>/quarantine/` and dropped from the index.
 //! * **Bounded.** The index tracks file sizes; committing a blob evicts least-recently-used
-//!   unpinned blobs until the total fits. Pins are persisted in `<cache-dir>/pins.json`.
+//!   unpinned blobs until the total fits. Quarantined files count against the same bound (they
+//!   are the first to go). A device that fills before the bound does (`ENOSPC`) lowers the bound
+//!   in force to what fits there, evicts, and the write is retried once.
+//! * **Pins are durable.** Pin changes are serialised and persisted in `<cache-dir>/pins.json`
+//!   (unique temporary file, fsync, rename) before they take effect; a failed write changes
+//!   nothing. An unreadable `pins.json` at start is kept aside and the IDs it still holds are
+//!   kept, with an error logged.
+//! * **Recovers.** A cache directory deleted under a running gateway is recreated by the next
+//!   write; a purge that the device refuses (read-only) changes nothing.
 //! * **Restart.** `open` returns at once; a background thread rebuilds the index from the
 //!   directory (oldest files first, so the LRU order survives), and entries become hits as they are
 //!   indexed.
@@ -34,7 +42,7 @@
 
 use bytes::Bytes;
 use codec::BlobId;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -47,8 +55,11 @@ const MAGIC: [u8; 8] = *b"WGBLOB\x00\x01";
 const HEADER_LEN: u64 = 128;
 /// Content is checked in chunks of this size: the unit a stream may send after checking it.
 pub const CHUNK_SIZE: u32 = 1 << 20;
-/// Quarantined files kept for inspection; older ones are deleted.
+/// Quarantined files kept for inspection; older ones are deleted (and all of them count against
+/// the byte bound).
 const QUARANTINE_KEEP: usize = 32;
+/// The directories under the cache root.
+const DIRS: [&str; 3] = ["blobs", "tmp", "quarantine"];
 /// Files kept open between reads (each holds a descriptor).
 const OPEN_HANDLES: usize = 1024;
 /// Blobs up to this long may be read on the caller's thread when their bytes are in the page
@@ -62,6 +73,8 @@ pub enum DiskError {
     TooLarge { needed: u64, capacity: u64 },
     #[error("no space left on the cache device")]
     NoSpace,
+    #[error("the cache device is read-only")]
+    ReadOnly,
     #[error("cached file for {blob_id} is corrupt: {reason}")]
     Corrupt { blob_id: BlobId, reason: String },
     #[error("blob {blob_id}: wrote {written} bytes, expected {expected}")]
@@ -76,10 +89,10 @@ pub enum DiskError {
 
 impl From<io::Error> for DiskError {
     fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::StorageFull {
-            DiskError::NoSpace
-        } else {
-            DiskError::Io(e)
+        match e.kind() {
+            io::ErrorKind::StorageFull => DiskError::NoSpace,
+            io::ErrorKind::ReadOnlyFilesystem => DiskError::ReadOnly,
+            _ => DiskError::Io(e),
         }
     }
 }
@@ -109,8 +122,12 @@ struct Index {
     /// quarantined blob is never read through a stale handle.
     handles: HashMap<BlobId, Arc<OpenBlob>>,
     /// The ids in `handles`, in the order they were opened; the oldest is closed first.
-    handle_order: std::collections::VecDeque<BlobId>,
+    handle_order: VecDeque<BlobId>,
     total: u64,
+    /// Quarantined files kept for inspection (oldest first) with their sizes, and their sum:
+    /// they count against the bound and are deleted first to make room.
+    quarantined: VecDeque<(PathBuf, u64)>,
+    quarantine_total: u64,
     clock: u64,
 }
 
@@ -167,6 +184,25 @@ impl Index {
         }
     }
 
+    /// Bytes the tier holds on the device: indexed files and quarantined ones.
+    fn held(&self) -> u64 {
+        self.total + self.quarantine_total
+    }
+
+    /// Delete the oldest quarantined file; false if there is none.
+    fn drop_oldest_quarantined(&mut self) -> bool {
+        let Some((path, size)) = self.quarantined.pop_front() else {
+            return false;
+        };
+        self.quarantine_total -= size;
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(path = %path.display(), error = %e, "could not delete a quarantined file");
+            }
+        }
+        true
+    }
+
     fn touch(&mut self, id: &BlobId) {
         let tick = self.next_tick();
         if let Some(entry) = self.entries.get_mut(id) {
@@ -195,6 +231,14 @@ pub struct DiskMetrics {
     pub bytes: metrics::Gauge,
     pub entries: metrics::Gauge,
     pub indexed_at_start: metrics::Gauge,
+    /// Writes that found the device full (each lowers the bound in force and evicts).
+    pub no_space: metrics::Counter,
+    /// Times the cache's directories were found missing and recreated.
+    pub dirs_recreated: metrics::Counter,
+    /// Bytes of quarantined files (counted in the bound).
+    pub quarantine_bytes: metrics::Gauge,
+    /// The bound in force: the configured one, or less after the device filled first.
+    pub effective_bytes: metrics::Gauge,
 }
 
 impl Default for DiskMetrics {
@@ -206,6 +250,10 @@ impl Default for DiskMetrics {
             bytes: metrics::Gauge::noop(),
             entries: metrics::Gauge::noop(),
             indexed_at_start: metrics::Gauge::noop(),
+            no_space: metrics::Counter::noop(),
+            dirs_recreated: metrics::Counter::noop(),
+            quarantine_bytes: metrics::Gauge::noop(),
+            effective_bytes: metrics::Gauge::noop(),
         }
     }
 }
@@ -216,6 +264,10 @@ pub struct DiskStats {
     pub entries: usize,
     pub bytes: u64,
     pub capacity: u64,
+    /// The bound in force (below `capacity` after the device filled first).
+    pub effective_capacity: u64,
+    /// Bytes of quarantined files (part of `bytes`' bound, not of `bytes`).
+    pub quarantine_bytes: u64,
     pub pinned: usize,
     pub index_ready: bool,
     pub indexed_at_start: u64,
@@ -227,7 +279,17 @@ pub struct DiskStats {
 pub struct DiskCache {
     root: PathBuf,
     capacity: u64,
+    /// The bound eviction works to: `capacity`, or, once the device has run out of space first,
+    /// what the tier holds plus what the device has free (recomputed before each write).
+    effective: AtomicU64,
     index: Mutex<Index>,
+    /// Held across computing, persisting and applying a pin change, so concurrent changes are
+    /// persisted one at a time and in the order they apply.
+    pins_lock: Mutex<()>,
+    /// Tests only: pretend the device holds this many bytes (0: off), to make `ENOSPC`
+    /// deterministic.
+    #[cfg(test)]
+    device_size: AtomicU64,
     index_ready: AtomicBool,
     indexed_at_start: AtomicU64,
     metrics: DiskMetrics,
@@ -237,7 +299,7 @@ impl DiskCache {
     /// Open (creating) the cache under `root`, bounded to `capacity` bytes. Removes leftover
     /// temporary files, loads pins, and starts rebuilding the index in the background.
     pub fn open(root: &Path, capacity: u64, metrics: DiskMetrics) -> Result<Arc<Self>, DiskError> {
-        for dir in ["blobs", "tmp", "quarantine"] {
+        for dir in DIRS {
             fs::create_dir_all(root.join(dir))?;
         }
         for leftover in fs::read_dir(root.join("tmp"))? {
@@ -245,18 +307,46 @@ impl DiskCache {
             tracing::info!(path = %path.display(), "removing a partial blob left by an earlier run");
             let _ = fs::remove_file(&path);
         }
-        let index = Index {
-            pins: load_pins(&root.join("pins.json")),
+        let (pins, salvaged) = load_pins(&root.join("pins.json"));
+        let mut index = Index {
+            pins,
             ..Index::default()
         };
+        index.quarantined = list_quarantine(&root.join("quarantine"));
+        index.quarantine_total = index.quarantined.iter().map(|(_, size)| size).sum();
+        while index.quarantined.len() > QUARANTINE_KEEP {
+            index.drop_oldest_quarantined();
+        }
         let cache = Arc::new(Self {
             root: root.to_path_buf(),
             capacity,
+            effective: AtomicU64::new(capacity),
             index: Mutex::new(index),
+            pins_lock: Mutex::new(()),
+            #[cfg(test)]
+            device_size: AtomicU64::new(0),
             index_ready: AtomicBool::new(false),
             indexed_at_start: AtomicU64::new(0),
             metrics,
         });
+        if let Ok(stat) = rustix::fs::statvfs(root) {
+            let device = stat.f_blocks.saturating_mul(stat.f_frsize);
+            if device < capacity {
+                tracing::info!(
+                    capacity,
+                    device,
+                    "the disk tier's bound exceeds its device; the first write that finds the device full lowers the bound in force"
+                );
+            }
+        }
+        if salvaged {
+            // The unreadable file was moved aside: write what was kept, or the next start
+            // would find no pins at all.
+            let pins = cache.lock().pins.clone();
+            if let Err(e) = cache.save_pins(&pins) {
+                tracing::error!(error = %e, "cannot rewrite the pins file with the pins kept");
+            }
+        }
         let background = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("disk-cache-index".into())
@@ -268,6 +358,113 @@ impl DiskCache {
         // A panic while holding the lock cannot leave the index half-updated in a way that
         // matters more than losing the cache, so keep serving.
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pins_guard(&self) -> MutexGuard<'_, ()> {
+        self.pins_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Recreate the cache's directories if something deleted them under us; true if any was
+    /// missing.
+    fn recreate_dirs(&self) -> io::Result<bool> {
+        let mut recreated = false;
+        for dir in DIRS {
+            let path = self.root.join(dir);
+            if path.is_dir() {
+                continue;
+            }
+            {
+                // What was in it is gone: stop counting it against the bound (open handles
+                // still read their checked files; each goes with its entry).
+                let mut index = self.lock();
+                match dir {
+                    "blobs" => {
+                        let ids: Vec<BlobId> = index.entries.keys().copied().collect();
+                        for id in ids {
+                            index.remove(&id);
+                        }
+                    }
+                    "quarantine" => {
+                        index.quarantined.clear();
+                        index.quarantine_total = 0;
+                    }
+                    _ => {}
+                }
+            }
+            fs::create_dir_all(&path)?;
+            recreated = true;
+        }
+        if recreated {
+            self.publish_gauges();
+            self.metrics.dirs_recreated.increment(1);
+            tracing::info!(root = %self.root.display(), "disk cache directories were missing; recreated them");
+        }
+        Ok(recreated)
+    }
+
+    /// The bound in force (see the `effective` field).
+    pub fn effective_capacity(&self) -> u64 {
+        self.effective.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the device has free for us.
+    fn free_space(&self) -> u64 {
+        #[cfg(test)]
+        {
+            let size = self.device_size.load(Ordering::Relaxed);
+            if size > 0 {
+                return size.saturating_sub(self.lock().held());
+            }
+        }
+        match rustix::fs::statvfs(&self.root) {
+            Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
+            Err(_) => 0,
+        }
+    }
+
+    /// Tests only: fail a write as a full device would, when `extra` more bytes would not fit
+    /// the simulated device.
+    #[cfg(test)]
+    fn simulated_space(&self, extra: u64) -> io::Result<()> {
+        let size = self.device_size.load(Ordering::Relaxed);
+        if size > 0 && self.lock().held() + extra > size {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
+
+    /// Recompute the bound in force as what we hold plus what the device has free, capped at
+    /// the configured bound. Only needed once the device has filled first: until then the
+    /// configured bound stands.
+    fn refresh_effective(&self) {
+        if self.effective_capacity() >= self.capacity {
+            return;
+        }
+        let free = self.free_space();
+        let held = self.lock().held();
+        let bound = held.saturating_add(free).min(self.capacity);
+        self.effective.store(bound, Ordering::Relaxed);
+        self.metrics.effective_bytes.set(bound as f64);
+    }
+
+    /// The device ran out of space before the bound did: lower the bound to what fits there
+    /// and evict until `needed` more bytes fit under it.
+    fn out_of_space(&self, needed: u64) {
+        let free = self.free_space();
+        let mut index = self.lock();
+        let bound = index.held().saturating_add(free).min(self.capacity);
+        self.effective.store(bound, Ordering::Relaxed);
+        self.metrics.no_space.increment(1);
+        self.metrics.effective_bytes.set(bound as f64);
+        tracing::info!(
+            configured = self.capacity,
+            effective = bound,
+            held = index.held(),
+            "the cache device is full before the disk tier's bound; lowering the bound and evicting"
+        );
+        self.make_room(&mut index, needed, None);
+        drop(index);
+        self.publish_gauges();
     }
 
     fn path_of(&self, id: &BlobId) -> PathBuf {
@@ -381,6 +578,12 @@ impl DiskCache {
         let index = self.lock();
         self.metrics.bytes.set(index.total as f64);
         self.metrics.entries.set(index.entries.len() as f64);
+        self.metrics
+            .quarantine_bytes
+            .set(index.quarantine_total as f64);
+        self.metrics
+            .effective_bytes
+            .set(self.effective_capacity() as f64);
     }
 
     /// The length of a cached blob, if it is indexed.
@@ -395,25 +598,24 @@ impl DiskCache {
     /// Start writing `id` (of `len` bytes) to a temporary file.
     pub fn writer(self: &Arc<Self>, id: BlobId, len: u64) -> Result<DiskWriter, DiskError> {
         let needed = file_size_for(len);
-        if needed > self.capacity {
-            return Err(DiskError::TooLarge {
-                needed,
-                capacity: self.capacity,
-            });
+        self.refresh_effective();
+        let capacity = self.effective_capacity();
+        if needed > capacity {
+            return Err(DiskError::TooLarge { needed, capacity });
         }
-        let unique = format!(
-            "{id}.{}.{}.tmp",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        let unique = format!("{id}.{}.tmp", unique_stamp());
         let temp_path = self.root.join("tmp").join(unique);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp_path)
+        };
+        let mut file = match create() {
+            // The directory was deleted under us: recreate it rather than fail until restart.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs()? => create()?,
+            other => other?,
+        };
         let result = file.write_all(&[0u8; HEADER_LEN as usize]);
         let ticket = {
             let mut index = self.lock();
@@ -439,15 +641,30 @@ impl DiskCache {
     }
 
     /// Write a whole blob (already verified) in one call; failures are counted.
+    /// A full device lowers the bound in force, evicts and retries once; so does a directory
+    /// deleted mid-write (after recreating it).
     pub fn insert(self: &Arc<Self>, id: BlobId, chunks: &[Bytes]) -> Result<(), DiskError> {
-        let result = (|| {
-            let len = chunks.iter().map(|c| c.len() as u64).sum();
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let write = || {
             let mut writer = self.writer(id, len)?;
             for chunk in chunks {
                 writer.write(chunk)?;
             }
             writer.commit()
-        })();
+        };
+        // The failed writer is dropped (its temporary file deleted) before the retry.
+        let result = match write() {
+            Err(DiskError::NoSpace) => {
+                self.out_of_space(file_size_for(len));
+                write()
+            }
+            Err(DiskError::Io(e))
+                if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs().unwrap_or(false) =>
+            {
+                write()
+            }
+            other => other,
+        };
         if result.is_err() {
             self.metrics.write_errors.increment(1);
         }
@@ -486,6 +703,19 @@ impl DiskCache {
             };
             if handle.len != len {
                 return Err(corrupt(id, "length differs from the index"));
+            }
+            // The file may have been cut short since it was opened and checked (the handle is
+            // kept between reads): check its size now, so a short file is a miss and a refill
+            // before any response starts, not a body that aborts.
+            let on_disk = handle.file.metadata()?.len();
+            if on_disk != file_size_for(len) {
+                return Err(corrupt(
+                    id,
+                    &format!(
+                        "file is {on_disk} bytes, its header implies {}",
+                        file_size_for(len)
+                    ),
+                ));
             }
             if range.start > range.end || range.end > len {
                 return Err(DiskError::Io(io::Error::new(
@@ -592,54 +822,98 @@ impl DiskCache {
         tracing::error!(blob_id = %id, reason, "disk cache file failed its integrity check; quarantined");
         self.metrics.integrity_failures.increment(1);
         self.lock().remove(id);
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let target = self.root.join("quarantine").join(format!("{id}.{stamp}"));
-        if fs::rename(self.path_of(id), &target).is_err() {
-            let _ = fs::remove_file(self.path_of(id));
+        let source = self.path_of(id);
+        let size = fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
+        let target = self
+            .root
+            .join("quarantine")
+            .join(format!("{id}.{}", unique_stamp()));
+        let mut moved = fs::rename(&source, &target);
+        if matches!(&moved, Err(e) if e.kind() == io::ErrorKind::NotFound)
+            && source.exists()
+            && self.recreate_dirs().unwrap_or(false)
+        {
+            moved = fs::rename(&source, &target);
         }
-        prune_oldest(&self.root.join("quarantine"), QUARANTINE_KEEP);
+        match moved {
+            Ok(()) => {
+                let mut index = self.lock();
+                index.quarantined.push_back((target, size));
+                index.quarantine_total += size;
+                while index.quarantined.len() > QUARANTINE_KEEP {
+                    index.drop_oldest_quarantined();
+                }
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&source);
+            }
+        }
         self.publish_gauges();
     }
 
     /// Remove a blob from the disk tier (admin purge). Returns whether it was cached.
+    /// The file goes first: a device that refuses (read-only) leaves the blob indexed and any
+    /// write in progress untouched, so an error means nothing changed.
     pub fn purge(&self, id: &BlobId) -> Result<bool, DiskError> {
         let was = {
+            // Under the lock, so a writer's commit (which renames under it) is either before
+            // this (and its file is deleted here) or after (and sees its ticket gone).
             let mut index = self.lock();
+            match fs::remove_file(self.path_of(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
             let writing = index.writing.remove(id).is_some();
             index.remove(id).is_some() || writing
         };
-        match fs::remove_file(self.path_of(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
         self.publish_gauges();
         Ok(was)
     }
 
     /// Pin or unpin a blob: pinned blobs are never evicted. Persisted across restarts.
+    /// The change takes effect only once `pins.json` holds it: an error (a full or read-only
+    /// device) leaves the pins as they were, in memory and on disk. Changes are serialised.
     pub fn set_pinned(&self, id: BlobId, pinned: bool) -> Result<bool, DiskError> {
-        let (changed, pins) = {
-            let mut index = self.lock();
-            let changed = if pinned {
-                index.pins.insert(id)
-            } else {
-                index.pins.remove(&id)
-            };
-            (
-                changed,
-                index.pins.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            )
+        let _serial = self.pins_guard();
+        let mut pins = self.lock().pins.clone();
+        let changed = if pinned {
+            pins.insert(id)
+        } else {
+            pins.remove(&id)
         };
-        if changed {
-            let body =
-                serde_json::to_vec_pretty(&pins).map_err(|e| DiskError::Io(io::Error::other(e)))?;
-            write_atomically(&self.root.join("pins.json"), &self.root.join("tmp"), &body)?;
+        if !changed {
+            return Ok(false);
         }
-        Ok(changed)
+        self.save_pins(&pins)?;
+        // Only pin changes write this set, and they hold `pins_lock`: `pins` is the current
+        // set plus this change.
+        self.lock().pins = pins;
+        Ok(true)
+    }
+
+    /// Persist `pins` as `pins.json` (sorted, so the file is stable), recreating the cache's
+    /// directories if they were deleted.
+    fn save_pins(&self, pins: &HashSet<BlobId>) -> Result<(), DiskError> {
+        let mut ids: Vec<String> = pins.iter().map(|p| p.to_string()).collect();
+        ids.sort();
+        let body =
+            serde_json::to_vec_pretty(&ids).map_err(|e| DiskError::Io(io::Error::other(e)))?;
+        let (path, tmp) = (self.root.join("pins.json"), self.root.join("tmp"));
+        let write = || {
+            #[cfg(test)]
+            self.simulated_space(body.len() as u64)?;
+            write_atomically(&path, &tmp, &body)
+        };
+        match write() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs()? => Ok(write()?),
+            // A full device: make room as a blob write would, then try once more.
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                self.out_of_space(body.len() as u64);
+                Ok(write()?)
+            }
+            other => Ok(other?),
+        }
     }
 
     pub fn is_pinned(&self, id: &BlobId) -> bool {
@@ -659,6 +933,8 @@ impl DiskCache {
             entries: index.entries.len(),
             bytes: index.total,
             capacity: self.capacity,
+            effective_capacity: self.effective_capacity(),
+            quarantine_bytes: index.quarantine_total,
             pinned: index.pins.len(),
             index_ready: self.index_ready(),
             indexed_at_start: self.indexed_at_start(),
@@ -678,11 +954,16 @@ impl DiskCache {
     /// bound. Runs under the index lock, so no one sees the tier over its bound.
     fn make_room(&self, index: &mut Index, needed: u64, keep: Option<&BlobId>) {
         let keep = keep.copied().unwrap_or(BlobId([0; 32]));
-        while index.total + needed > self.capacity {
+        let capacity = self.effective_capacity();
+        while index.held() + needed > capacity {
+            // Quarantined files are kept only for inspection: they go before any cached blob.
+            if index.drop_oldest_quarantined() {
+                continue;
+            }
             let Some(victim) = index.victim(&keep) else {
                 tracing::warn!(
                     total = index.total,
-                    capacity = self.capacity,
+                    capacity,
                     "disk cache over its bound, but everything left is pinned"
                 );
                 return;
@@ -724,6 +1005,9 @@ impl DiskWriter {
                 expected: self.len,
             });
         }
+        #[cfg(test)]
+        self.cache
+            .simulated_space(self.written + data.len() as u64)?;
         let file = self.file.as_mut().expect("file is open until commit");
         file.write_all(data)?;
         self.content_hash.update(data);
@@ -774,6 +1058,9 @@ impl DiskWriter {
         drop(file);
         let target = self.cache.path_of(&self.id);
         let dir = target.parent().expect("blob paths have a parent");
+        // `blobs/` deleted under us: recreate it through `recreate_dirs`, which also forgets
+        // the blobs that went with it.
+        self.cache.recreate_dirs()?;
         fs::create_dir_all(dir)?;
         {
             // Rename and index under the lock, so a purge is either before (and cancels this
@@ -971,48 +1258,121 @@ fn read_header(path: &Path, id: &BlobId) -> Result<(Header, u64), DiskError> {
     Ok((Header { len, table, file }, file_size))
 }
 
-fn load_pins(path: &Path) -> HashSet<BlobId> {
-    let Ok(bytes) = fs::read(path) else {
-        return HashSet::new();
+/// The pins in `path`, and whether the file was unreadable (then it has been moved aside to
+/// `pins.json.corrupt-<stamp>`, and the returned pins are the Blob IDs that could still be read
+/// from it, which the caller writes back). Never a silent loss: every dropped entry is logged.
+fn load_pins(path: &Path) -> (HashSet<BlobId>, bool) {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return (HashSet::new(), false),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "cannot read the pins file; starting with no pins (the file is left as it is until the next pin change)");
+            return (HashSet::new(), false);
+        }
     };
     match serde_json::from_slice::<Vec<String>>(&bytes) {
-        Ok(ids) => ids.iter().filter_map(|s| s.parse().ok()).collect(),
+        Ok(ids) => {
+            let mut pins = HashSet::new();
+            for text in &ids {
+                match text.parse() {
+                    Ok(id) => {
+                        pins.insert(id);
+                    }
+                    Err(e) => {
+                        tracing::error!(entry = %text, error = %e, path = %path.display(), "pins file holds an entry that is not a Blob ID; dropping it")
+                    }
+                }
+            }
+            (pins, false)
+        }
         Err(e) => {
-            tracing::error!(error = %e, path = %path.display(), "pins file is unreadable; starting with no pins");
-            HashSet::new()
+            let pins = salvage_pins(&bytes);
+            let aside = path.with_file_name(format!("pins.json.corrupt-{}", unique_stamp()));
+            match fs::rename(path, &aside) {
+                Ok(()) => tracing::error!(
+                    error = %e,
+                    path = %path.display(),
+                    kept = pins.len(),
+                    moved_to = %aside.display(),
+                    "pins file is not valid JSON; keeping the Blob IDs still readable in it, and the file itself aside"
+                ),
+                Err(move_error) => tracing::error!(
+                    error = %e,
+                    path = %path.display(),
+                    kept = pins.len(),
+                    %move_error,
+                    "pins file is not valid JSON and cannot be moved aside; keeping the Blob IDs still readable in it"
+                ),
+            }
+            (pins, true)
         }
     }
 }
 
-/// Write `body` to `path` via a fsynced temporary file in `tmp_dir` and a rename.
+/// Every Blob ID written out in `bytes` (a damaged pins file: truncated, interleaved, ...).
+fn salvage_pins(bytes: &[u8]) -> HashSet<BlobId> {
+    String::from_utf8_lossy(bytes)
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter_map(|token| token.parse().ok())
+        .collect()
+}
+
+/// Quarantined files under `dir`, oldest first, with their sizes.
+fn list_quarantine(dir: &Path) -> VecDeque<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return VecDeque::new();
+    };
+    let mut files: Vec<(SystemTime, PathBuf, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, e.path(), meta.len()))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|(_, path, size)| (path, size))
+        .collect()
+}
+
+/// A suffix no other call in this process (or an earlier one) produces: pid, time, counter.
+fn unique_stamp() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}.{nanos}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Write `body` to `path` via a fsynced temporary file in `tmp_dir` and a rename. The temporary
+/// name is unique, so concurrent calls never write into each other's file; the temporary file
+/// is removed if anything fails.
 pub fn write_atomically(path: &Path, tmp_dir: &Path, body: &[u8]) -> io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = tmp_dir.join(format!("{name}.{}.tmp", std::process::id()));
-    let mut file = File::create(&temp)?;
-    file.write_all(body)?;
-    file.sync_all()?;
-    fs::rename(&temp, path)?;
+    let temp = tmp_dir.join(format!("{name}.{}.tmp", unique_stamp()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(body)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-fn prune_oldest(dir: &Path, keep: usize) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut files: Vec<(SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    if files.len() <= keep {
-        return;
-    }
-    files.sort();
-    for (_, path) in &files[..files.len() - keep] {
-        let _ = fs::remove_file(path);
-    }
 }
 
 #[cfg(test)]
@@ -1229,14 +1589,271 @@ mod tests {
         cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
         assert_eq!(read(&cache, &id(1), 0..10).unwrap().unwrap(), &data[..10]);
         let path = file_of(dir.path(), &id(1));
+        // Cut short under a reader already open: its next chunk is caught.
+        let mut reader = cache.reader(&id(1), 0..len as u64).unwrap().unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(HEADER_LEN + CHUNK_SIZE as u64 / 2).unwrap();
-        let mut reader = cache.reader(&id(1), 0..len as u64).unwrap().unwrap();
         assert!(matches!(
             reader.next_chunk(),
             Err(DiskError::Corrupt { .. })
         ));
         assert!(!cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn a_file_cut_short_under_a_kept_handle_fails_the_open_not_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let len = 2 * CHUNK_SIZE as usize;
+        let data = content(len, 4);
+        cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+        // Opened once: the checked handle is kept for later reads.
+        assert_eq!(read(&cache, &id(1), 0..10).unwrap().unwrap(), &data[..10]);
+        let path = file_of(dir.path(), &id(1));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // The next open sees the short file before handing out a reader: a miss, quarantined.
+        assert!(matches!(
+            cache.reader(&id(1), 0..len as u64),
+            Err(DiskError::Corrupt { .. })
+        ));
+        assert!(!cache.contains(&id(1)));
+        assert!(!path.exists());
+        assert!(cache.reader(&id(1), 0..1).unwrap().is_none());
+        // And a refill brings it back whole.
+        cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+        assert_eq!(read(&cache, &id(1), 0..len as u64).unwrap().unwrap(), data);
+    }
+
+    #[test]
+    fn concurrent_pin_changes_are_all_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let ids: Vec<BlobId> = (0..100u8).map(id).collect();
+        std::thread::scope(|scope| {
+            for chunk in ids.chunks(10) {
+                let cache = &cache;
+                scope.spawn(move || {
+                    for id in chunk {
+                        assert!(cache.set_pinned(*id, true).unwrap());
+                    }
+                });
+            }
+        });
+        let file: Vec<String> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("pins.json")).unwrap())
+                .expect("pins.json is valid JSON");
+        assert_eq!(file.len(), 100);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+        drop(cache);
+        let cache = open(dir.path(), 1 << 30);
+        for id in &ids {
+            assert!(cache.is_pinned(id), "{id} lost across the restart");
+        }
+        assert!(!cache.set_pinned(id(5), true).unwrap(), "already pinned");
+        assert!(cache.set_pinned(id(5), false).unwrap());
+        assert_eq!(cache.stats(0).pinned, 99);
+    }
+
+    #[test]
+    fn a_corrupt_pins_file_keeps_what_it_can_and_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = open(dir.path(), 1 << 30);
+            for n in 1..=3 {
+                cache.set_pinned(id(n), true).unwrap();
+            }
+        }
+        // Cut off in the middle of the last ID written: the other two are still readable.
+        let path = dir.path().join("pins.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (cut, last) = (1..=3u8)
+            .map(|n| (text.find(&id(n).to_string()).unwrap(), n))
+            .max()
+            .unwrap();
+        std::fs::write(&path, &text[..cut + 10]).unwrap();
+        let kept: Vec<BlobId> = (1..=3u8).filter(|n| *n != last).map(id).collect();
+        let cache = open(dir.path(), 1 << 30);
+        assert!(kept.iter().all(|id| cache.is_pinned(id)));
+        assert_eq!(cache.stats(0).pinned, 2);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("pins.json.corrupt-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged file is kept for the operator");
+        // What was kept is written back, so it survives the next restart too.
+        drop(cache);
+        let cache = open(dir.path(), 1 << 30);
+        assert!(kept.iter().all(|id| cache.is_pinned(id)));
+        assert_eq!(cache.stats(0).pinned, 2);
+    }
+
+    #[test]
+    fn a_pin_change_that_cannot_be_saved_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        cache.set_pinned(id(1), true).unwrap();
+        let before = std::fs::read(dir.path().join("pins.json")).unwrap();
+        // tmp/ is now a file: every save fails, as on a read-only device.
+        std::fs::remove_dir(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp"), b"not a directory").unwrap();
+        assert!(cache.set_pinned(id(2), true).is_err());
+        assert!(cache.set_pinned(id(1), false).is_err());
+        assert!(!cache.is_pinned(&id(2)));
+        assert!(cache.is_pinned(&id(1)));
+        assert_eq!(std::fs::read(dir.path().join("pins.json")).unwrap(), before);
+    }
+
+    #[test]
+    fn a_purge_the_device_refuses_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 30);
+        let data = content(3000, 1);
+        cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+        // Unlinking a directory fails (EISDIR): stand-in for a read-only remount, which
+        // needs root privileges to stage and does not stop root anyway.
+        let path = file_of(dir.path(), &id(1));
+        let saved = dir.path().join("saved");
+        std::fs::rename(&path, &saved).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(cache.purge(&id(1)).is_err());
+        assert!(cache.contains(&id(1)), "a failed purge leaves the entry");
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::rename(&saved, &path).unwrap();
+        assert_eq!(read(&cache, &id(1), 0..3000).unwrap().unwrap(), data);
+        assert!(cache.purge(&id(1)).unwrap());
+        assert!(!cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn a_deleted_cache_directory_is_recreated_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let cache = open(&root, 1 << 30);
+        cache
+            .insert(id(1), &[Bytes::from(content(3000, 1))])
+            .unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let data = content(5000, 2);
+        cache.insert(id(2), &[Bytes::from(data.clone())]).unwrap();
+        assert_eq!(read(&cache, &id(2), 0..5000).unwrap().unwrap(), data);
+        // Only what is on the device now counts against the bound.
+        let stats = cache.stats(0);
+        assert_eq!((stats.entries, stats.bytes), (1, file_size_for(5000)));
+        // The deleted blob is forgotten at its next read, not served.
+        assert!(read(&cache, &id(1), 0..1).unwrap().is_none());
+        // Only blobs/ deleted: the commit recreates it and forgets what went with it.
+        std::fs::remove_dir_all(root.join("blobs")).unwrap();
+        cache.insert(id(4), &[Bytes::from(data.clone())]).unwrap();
+        let stats = cache.stats(0);
+        assert_eq!((stats.entries, stats.bytes), (1, file_size_for(5000)));
+        assert!(cache.contains(&id(4)));
+        cache.insert(id(2), &[Bytes::from(data.clone())]).unwrap();
+        cache.set_pinned(id(2), true).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        cache.set_pinned(id(3), true).unwrap();
+        drop(cache);
+        let cache = open(&root, 1 << 30);
+        assert!(cache.is_pinned(&id(2)) && cache.is_pinned(&id(3)));
+    }
+
+    #[test]
+    fn a_full_device_evicts_lowers_the_bound_and_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = 100_000usize;
+        let per_file = file_size_for(blob as u64);
+        // Configured for 100 files, but the device only holds 5 and a half.
+        let cache = open(dir.path(), per_file * 100);
+        cache
+            .device_size
+            .store(per_file * 11 / 2, Ordering::Relaxed);
+        for n in 1..=20u8 {
+            cache
+                .insert(id(n), &[Bytes::from(content(blob, n))])
+                .unwrap_or_else(|e| panic!("insert {n}: {e}"));
+            assert!(cache.contains(&id(n)));
+        }
+        let stats = cache.stats(0);
+        assert_eq!(stats.entries, 5);
+        assert!(stats.effective_capacity < per_file * 6);
+        assert!(stats.effective_capacity >= per_file * 5);
+        assert!(cache.contains(&id(20)) && !cache.contains(&id(1)));
+        assert_eq!(walk_files(&dir.path().join("blobs")), 5);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        // Space freed on the device raises the bound again (never above the configured one).
+        cache.device_size.store(per_file * 1000, Ordering::Relaxed);
+        cache
+            .insert(id(21), &[Bytes::from(content(blob, 21))])
+            .unwrap();
+        assert_eq!(cache.effective_capacity(), per_file * 100);
+        assert_eq!(cache.stats(0).entries, 6);
+
+        // A pin that finds the device full evicts an unpinned blob to be saved.
+        cache
+            .device_size
+            .store(cache.stats(0).bytes, Ordering::Relaxed);
+        assert!(cache.set_pinned(id(21), true).unwrap());
+        assert!(cache.is_pinned(&id(21)));
+        assert_eq!(cache.stats(0).entries, 5);
+        assert!(cache.contains(&id(21)));
+    }
+
+    #[test]
+    fn quarantined_files_count_against_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = 100_000usize;
+        let per_file = file_size_for(blob as u64);
+        let cache = open(dir.path(), per_file * 4);
+        for n in 1..=4u8 {
+            cache
+                .insert(id(n), &[Bytes::from(content(blob, n))])
+                .unwrap();
+        }
+        // Corrupt two: their files move to quarantine, still on the device.
+        for n in [1u8, 2] {
+            let path = file_of(dir.path(), &id(n));
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[60] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+            assert!(cache.reader(&id(n), 0..1).is_err());
+        }
+        let stats = cache.stats(0);
+        assert_eq!(stats.quarantine_bytes, 2 * per_file);
+        assert_eq!(stats.bytes + stats.quarantine_bytes, 4 * per_file);
+        // A new blob makes room by deleting quarantined files first, not cached blobs.
+        cache
+            .insert(id(5), &[Bytes::from(content(blob, 5))])
+            .unwrap();
+        let stats = cache.stats(0);
+        assert!(stats.bytes + stats.quarantine_bytes <= 4 * per_file);
+        assert_eq!(stats.entries, 3);
+        assert!(cache.contains(&id(3)) && cache.contains(&id(4)));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("quarantine"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // Counted again after a restart.
+        drop(cache);
+        let cache = open(dir.path(), per_file * 4);
+        assert_eq!(cache.stats(0).quarantine_bytes, per_file);
     }
 
     #[test]

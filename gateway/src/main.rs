@@ -277,7 +277,8 @@ struct ServeArgs {
     /// Directory of the disk tier (survives restarts); without it, memory only.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Disk tier size, e.g. `50GiB`.
+    /// Disk tier size, e.g. `50GiB` (quarantined files included). If the device fills first, the
+    /// bound in force drops to what fits there and the tier evicts.
     #[arg(long, default_value = "50GiB", value_parser = parse_size)]
     disk_cache: u64,
     /// Bearer token for the admin API (/admin/...); without it there is no admin API.

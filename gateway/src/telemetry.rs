@@ -107,6 +107,12 @@ impl Telemetry {
                         bytes: metrics::gauge!("gateway_disk_cache_bytes"),
                         entries: metrics::gauge!("gateway_disk_cache_entries"),
                         indexed_at_start: metrics::gauge!("gateway_disk_cache_indexed_at_start"),
+                        no_space: metrics::counter!("gateway_disk_cache_no_space_total"),
+                        dirs_recreated: metrics::counter!(
+                            "gateway_disk_cache_dirs_recreated_total"
+                        ),
+                        quarantine_bytes: metrics::gauge!("gateway_disk_cache_quarantine_bytes"),
+                        effective_bytes: metrics::gauge!("gateway_disk_cache_effective_bytes"),
                     },
                 )
             });

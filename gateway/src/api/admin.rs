@@ -10,6 +10,9 @@
 //! | `PUT /admin/pins/{id}` | pin on the disk tier (never evicted; kept across restarts) and fetch it if it is not cached |
 //! | `DELETE /admin/pins/{id}` | unpin |
 //! | `DELETE /admin/cache/{id}` | purge from memory and disk |
+//!
+//! Pin and purge change nothing unless the disk tier persisted the change: a full or read-only
+//! device answers 507 `DISK_TIER_UNWRITABLE` with the pins and the cache as they were.
 //! | `GET /admin/cache` | sizes, counts and the most used disk entries |
 
 use super::body::Body;
@@ -60,7 +63,7 @@ where
             let changed = tokio::task::spawn_blocking(move || disk.set_pinned(id, pin))
                 .await
                 .map_err(|e| ReadError::Internal(e.to_string()))?
-                .map_err(|e| ReadError::Internal(format!("cannot save pins: {e}")))?;
+                .map_err(|e| ApiError::DiskUnwritable(format!("cannot save pins: {e}")))?;
             let mut state = serde_json::json!({"blobId": id, "pinned": pin, "changed": changed});
             if pin {
                 state["fetch"] = fetch_state(api.filler.open(id).await).into();
@@ -77,7 +80,7 @@ where
                 .cache()
                 .purge(&id)
                 .await
-                .map_err(|e| ReadError::Internal(format!("cannot purge: {e}")))?;
+                .map_err(|e| ApiError::DiskUnwritable(format!("cannot purge: {e}")))?;
             Ok(super::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"blobId": id, "purged": purged}),

@@ -42,6 +42,10 @@ pub enum ApiError {
     Publish(String, bool),
     #[error("this gateway has no disk tier (start it with --cache-dir)")]
     NoDiskTier,
+    /// The disk tier could not persist an admin change (full or read-only device, I/O error);
+    /// nothing changed.
+    #[error("the disk tier cannot persist the change, nothing was changed: {0}")]
+    DiskUnwritable(String),
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
     #[error(transparent)]
@@ -150,6 +154,11 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
             }
             ApiError::NoDiskTier => (StatusCode::CONFLICT, "FAILED_PRECONDITION", "NO_DISK_TIER"),
+            ApiError::DiskUnwritable(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "UNAVAILABLE",
+                "DISK_TIER_UNWRITABLE",
+            ),
             ApiError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "INVALID_ARGUMENT",
@@ -266,6 +275,7 @@ mod tests {
             (ApiError::AtCapacity("publish memory"), 503),
             (ApiError::RouteNotFound, 404),
             (ApiError::MethodNotAllowed { allow: "GET" }, 405),
+            (ApiError::DiskUnwritable("read-only".into()), 507),
             (ApiError::Read(ReadError::Unavailable("x".into())), 503),
             (ApiError::Read(ReadError::TooLarge { len: 2, max: 1 }), 403),
             (ApiError::Read(ReadError::Inconsistent("x".into())), 500),

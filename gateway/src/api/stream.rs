@@ -3,10 +3,13 @@
 //! Rows arrive in blob order (row `r` starts at byte `r * row_len`); each task forwards the part
 //! of each row inside the requested range `[start, end)`, as zero-copy slices, through a small
 //! bounded channel to the response [`Body`]. A client that goes away closes the channel and
-//! ends its task; the fill it read from runs on for the others.
+//! ends its task; the fill it read from runs on for the others. A disk hit streams the same way
+//! from its file, one checked chunk per short call to the blocking pool ([`from_disk`]), so a
+//! client that stops reading holds a parked task and at most two chunks, never a thread.
 
 use super::body::Body;
 use crate::cache::DiskBlob;
+use crate::disk::DiskReader;
 use crate::fill::{FillReader, ReadError};
 use bytes::Bytes;
 use codec::VerifiedMetadata;
@@ -86,27 +89,67 @@ pub fn from_fill(reader: FillReader, meta: &VerifiedMetadata, start: u64, end: u
     body
 }
 
-/// Bytes `[start, end)` of a blob on the disk tier, read on the blocking pool one checked chunk
-/// at a time. A chunk that fails its checksum is never sent: the body ends with an error there
-/// (the file is already quarantined, so the next request refills the blob).
+/// Bytes `[start, end)` of a blob on the disk tier, one checked chunk at a time. A chunk that
+/// fails its checksum is never sent: the body ends with an error there (the file is already
+/// quarantined, so the next request refills the blob).
+///
+/// The feeding task is async and asks the blocking pool for one chunk at a time, and only once
+/// the channel has room for it ([`DISK_FRAMES`]): a client that stops reading parks a task (no
+/// thread), holding the chunk its connection is writing and at most one more.
 pub fn from_disk(blob: DiskBlob, start: u64, end: u64) -> Result<Body, ReadError> {
-    let mut reader = blob
+    let reader = blob
         .into_reader(start, end)
         .map_err(|e| ReadError::Internal(format!("disk cache: {e}")))?;
-    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    tokio::task::spawn_blocking(move || loop {
-        match reader.next_chunk() {
-            Ok(Some(chunk)) => {
-                if tx.blocking_send(Ok(chunk)).is_err() {
-                    return;
-                }
+    let (tx, rx) = mpsc::channel(DISK_FRAMES);
+    tokio::spawn(feed_from_disk(reader, tx));
+    Ok(Body::stream(rx, end - start))
+}
+
+/// Chunks read from disk and not yet taken by the response body, per stream.
+const DISK_FRAMES: usize = 1;
+
+/// Chunk reads on the blocking pool at once, across all disk streams: each is short (one
+/// `pread` of a chunk and its BLAKE3), and bounding them keeps the pool free for fills and
+/// writes however many disk streams run.
+static DISK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+
+async fn feed_from_disk(mut reader: DiskReader, tx: mpsc::Sender<Result<Bytes, ReadError>>) {
+    loop {
+        // Room first, read second: a stalled client leaves this task waiting here, with no
+        // read in flight. A client that goes away closes the channel and ends the task.
+        let Ok(room) = tx.reserve().await else {
+            return;
+        };
+        let read = {
+            let Ok(_permit) = DISK_READS.acquire().await else {
+                return;
+            };
+            tokio::task::spawn_blocking(move || {
+                let chunk = reader.next_chunk();
+                (reader, chunk)
+            })
+            .await
+        };
+        let chunk = match read {
+            Ok((back, chunk)) => {
+                reader = back;
+                chunk
             }
+            Err(e) => {
+                room.send(Err(ReadError::Internal(format!(
+                    "disk read task failed: {e}"
+                ))));
+                return;
+            }
+        };
+        match chunk {
+            // Sent as read: every chunk was checked against its BLAKE3 by `next_chunk`.
+            Ok(Some(chunk)) => room.send(Ok(chunk)),
             Ok(None) => return,
             Err(e) => {
-                let _ = tx.blocking_send(Err(ReadError::Internal(format!("disk cache: {e}"))));
+                room.send(Err(ReadError::Internal(format!("disk cache: {e}"))));
                 return;
             }
         }
-    });
-    Ok(Body::stream(rx, end - start))
+    }
 }
