@@ -746,8 +746,12 @@ fn decode_base64(
     count: usize,
 ) -> Result<TensorValues, String> {
     let size = dtype.size_of();
-    // `count` is within the element limit, so this cannot overflow.
-    let expected = count * size;
+    // Tensors read without request limits (a proof blob's outputs) may declare any shape: a
+    // byte count past `usize` is refused here, not wrapped (a wrapped count once let an empty
+    // string pass as 2^62 elements).
+    let expected = count.checked_mul(size).ok_or_else(|| {
+        format!("shape {shape:?} of {dtype} is more bytes than this machine can address")
+    })?;
     if !text.len().is_multiple_of(4) {
         return Err(format!(
             "data_b64 is not valid base64: its length {} is not a multiple of 4 (standard \
