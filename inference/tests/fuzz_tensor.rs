@@ -12,8 +12,8 @@
 
 use codec::BlobId;
 use inference::{
-    DType, EngineTag, Identity, InferenceRequest, ProofBlob, ProofMode, ProofRecord,
-    RequestInputs, RequestLimits, TensorData, TensorEncoding, TensorValues, Tensors,
+    DType, EngineTag, Identity, InferenceRequest, ProofBlob, ProofMode, ProofRecord, RequestInputs,
+    RequestLimits, TensorData, TensorEncoding, TensorValues, Tensors,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -261,7 +261,14 @@ fn hostile_value() -> impl Strategy<Value = Value> {
 
 /// Replace one field of one tensor (or of the envelope) of `body` with `value`.
 fn edit(mut body: Value, which: &prop::sample::Index, field: usize, value: Value) -> Value {
-    const FIELDS: [&str; 6] = ["shape", "dtype", "data", "data_b64", "proof", "output_encoding"];
+    const FIELDS: [&str; 6] = [
+        "shape",
+        "dtype",
+        "data",
+        "data_b64",
+        "proof",
+        "output_encoding",
+    ];
     let field = FIELDS[field % FIELDS.len()];
     if field == "proof" || field == "output_encoding" {
         body[field] = value;
@@ -274,7 +281,9 @@ fn edit(mut body: Value, which: &prop::sample::Index, field: usize, value: Value
     } else {
         inputs.as_object_mut().and_then(|m| {
             let n = m.len();
-            (n > 0).then(|| m.values_mut().nth(which.index(n))).flatten()
+            (n > 0)
+                .then(|| m.values_mut().nth(which.index(n)))
+                .flatten()
         })
     };
     if let Some(Value::Object(t)) = target {
@@ -361,7 +370,10 @@ fn check_proof_blob(bytes: &[u8]) -> Result<(), TestCaseError> {
     prop_assert!(largest <= allocation_bound(bytes.len()), "{largest} bytes");
     if let Ok(blob) = parsed {
         for t in blob.outputs.values() {
-            let count = t.shape().iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
+            let count = t
+                .shape()
+                .iter()
+                .try_fold(1usize, |acc, d| acc.checked_mul(*d));
             prop_assert_eq!(count, Some(t.len()), "shape {:?}", t.shape());
         }
         let _ = blob.proof.verify_signature();
@@ -439,10 +451,15 @@ fn a_proof_blob_shape_that_overflows_the_byte_count_is_refused() {
 /// the proof committed to an input the client never sent.
 #[test]
 fn json_numbers_parse_to_the_exact_float() {
-    for x in [5.966871283657502e-184f64, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1] {
+    for x in [
+        5.966871283657502e-184f64,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        0.1,
+    ] {
         let body = format!(r#"{{"inputs":{{"shape":[1],"dtype":"f64","data":[{x:e}]}}}}"#);
-        let request = InferenceRequest::from_json(body.as_bytes(), &RequestLimits::default())
-            .unwrap();
+        let request =
+            InferenceRequest::from_json(body.as_bytes(), &RequestLimits::default()).unwrap();
         let RequestInputs::Unnamed(t) = request.inputs else {
             panic!("one unnamed input")
         };
@@ -452,7 +469,14 @@ fn json_numbers_parse_to_the_exact_float() {
 
 #[test]
 fn every_dtype_name_parses() {
-    for d in [DType::F32, DType::F64, DType::I64, DType::I32, DType::U8, DType::Bool] {
+    for d in [
+        DType::F32,
+        DType::F64,
+        DType::I64,
+        DType::I32,
+        DType::U8,
+        DType::Bool,
+    ] {
         assert_eq!(DType::parse(d.as_str()), Some(d));
     }
 }
