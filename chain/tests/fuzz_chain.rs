@@ -186,8 +186,19 @@ fn epoch_state() -> impl Strategy<Value = EpochState> {
 
 fn staking_inner() -> impl Strategy<Value = StakingInnerV1> {
     (
-        (any::<u16>(), any::<u64>(), any::<u64>(), table(), any::<u32>()),
-        (object_id(), prop::option::of(committee()), committee(), committee()),
+        (
+            any::<u16>(),
+            any::<u64>(),
+            any::<u64>(),
+            table(),
+            any::<u32>(),
+        ),
+        (
+            object_id(),
+            prop::option::of(committee()),
+            committee(),
+            committee(),
+        ),
         (
             prop::option::of(any::<(u64, u64, u64)>()),
             epoch_state(),
@@ -366,11 +377,13 @@ fn system_state() -> impl Strategy<Value = SystemStateInnerV1> {
                     future_accounting_length: l,
                     future_accounting: fa
                         .into_iter()
-                        .map(|(epoch, used_capacity, rewards_to_distribute)| FutureAccounting {
-                            epoch,
-                            used_capacity,
-                            rewards_to_distribute,
-                        })
+                        .map(
+                            |(epoch, used_capacity, rewards_to_distribute)| FutureAccounting {
+                                epoch,
+                                used_capacity,
+                                rewards_to_distribute,
+                            },
+                        )
                         .collect(),
                     latest_certified_event_blob: latest,
                     aggregate_weight_per_blob: agg,
@@ -387,12 +400,14 @@ fn versioned() -> impl Strategy<Value = VersionedObject> {
         object_id(),
         prop::option::of(object_id()),
     )
-        .prop_map(|(id, version, package_id, new_package_id)| VersionedObject {
-            id,
-            version,
-            package_id,
-            new_package_id,
-        })
+        .prop_map(
+            |(id, version, package_id, new_package_id)| VersionedObject {
+                id,
+                version,
+                package_id,
+                new_package_id,
+            },
+        )
 }
 
 /// Decode `bytes` as `T`: never a panic, allocation bounded by the input, and accepted bytes
@@ -406,7 +421,12 @@ fn check_decoder<T: MoveValue + std::fmt::Debug>(bytes: &[u8]) -> Result<(), Tes
         bytes.len()
     );
     if let Ok(value) = decoded {
-        prop_assert_eq!(value.to_bcs(), bytes, "accepted non-canonical bytes as {:?}", value);
+        prop_assert_eq!(
+            value.to_bcs(),
+            bytes,
+            "accepted non-canonical bytes as {:?}",
+            value
+        );
     }
     Ok(())
 }
@@ -643,7 +663,11 @@ fn bcs_field() -> impl Strategy<Value = Option<proto::Bcs>> {
 
 fn object() -> impl Strategy<Value = proto::Object> {
     (
-        (bcs_field(), prop::option::of("0x[0-9a-f]{1,64}"), prop::option::of(any::<u64>())),
+        (
+            bcs_field(),
+            prop::option::of("0x[0-9a-f]{1,64}"),
+            prop::option::of(any::<u64>()),
+        ),
         (
             prop::option::of("\\PC{0,20}"),
             prop::option::of(
@@ -660,7 +684,11 @@ fn object() -> impl Strategy<Value = proto::Object> {
             ),
             prop::option::of("\\PC{0,40}"),
         ),
-        (prop::option::of(any::<bool>()), bcs_field(), prop::option::of(any::<u64>())),
+        (
+            prop::option::of(any::<bool>()),
+            bcs_field(),
+            prop::option::of(any::<u64>()),
+        ),
     )
         .prop_map(
             |((bcs, object_id, version), (digest, owner, object_type), (hpt, contents, rebate))| {
@@ -715,8 +743,8 @@ fn service_info() -> impl Strategy<Value = proto::GetServiceInfoResponse> {
         prop::option::of(any::<(i64, i32)>()),
         prop::option::of("\\PC{0,10}"),
     )
-        .prop_map(
-            |(chain_id, chain, epoch, height, ts, server)| proto::GetServiceInfoResponse {
+        .prop_map(|(chain_id, chain, epoch, height, ts, server)| {
+            proto::GetServiceInfoResponse {
                 chain_id,
                 chain,
                 epoch,
@@ -725,8 +753,8 @@ fn service_info() -> impl Strategy<Value = proto::GetServiceInfoResponse> {
                 lowest_available_checkpoint: None,
                 lowest_available_checkpoint_objects: None,
                 server,
-            },
-        )
+            }
+        })
 }
 
 fn check_proto(bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -768,7 +796,8 @@ proptest! {
 
 // ---- text from the chain and from files ----
 
-const SINGLE: &str = "system_object: 0xa2637d13d171b278eadfa8a3fbe8379b5e471e1f3739092e5243da17fc8090eb
+const SINGLE: &str =
+    "system_object: 0xa2637d13d171b278eadfa8a3fbe8379b5e471e1f3739092e5243da17fc8090eb
 staking_object: 0xca7cf321e47a1fc9bfd032abc31b253f5063521fd5b4c431f2cdd3fee1b4ec00
 rpc_urls:
 - http://127.0.0.1:9000
@@ -884,7 +913,14 @@ fn forged_huge_lengths_allocate_nothing() {
         assert!(largest <= 4096, "declared {declared}: {largest} bytes");
         // A committee claiming that many members, at its position in `StakingInnerV1`.
         let mut inner = Writer::new();
-        inner.u16(10).u64(1).u64(2).raw(&[0; 40]).u32(1).raw(&[0; 32]).u8(0);
+        inner
+            .u16(10)
+            .u64(1)
+            .u64(2)
+            .raw(&[0; 40])
+            .u32(1)
+            .raw(&[0; 32])
+            .u8(0);
         inner.raw(&uleb128(declared)).raw(&[1; 64]);
         let bytes = inner.into_bytes();
         let (result, largest) = largest_allocation(|| StakingInnerV1::from_bcs(&bytes));
@@ -904,8 +940,7 @@ fn yaml_alias_bombs_are_refused() {
         ));
     }
     text.push_str("system_object: *a9\n");
-    let (result, largest) =
-        largest_allocation(|| chain::network::parse_client_config(&text, None));
+    let (result, largest) = largest_allocation(|| chain::network::parse_client_config(&text, None));
     assert!(result.is_err());
     assert!(largest <= 16 << 20, "{largest} bytes");
 }

@@ -162,18 +162,16 @@ fn node() -> impl Strategy<Value = [u8; 32]> {
 
 /// Metadata as a (possibly lying) storage node could send it: any length, any hash count.
 fn metadata() -> impl Strategy<Value = BlobMetadata> {
-    (
-        any::<u64>(),
-        prop::collection::vec((node(), node()), 0..24),
-    )
-        .prop_map(|(unencoded_length, hashes)| BlobMetadata {
+    (any::<u64>(), prop::collection::vec((node(), node()), 0..24)).prop_map(
+        |(unencoded_length, hashes)| BlobMetadata {
             encoding_type: codec::RS2,
             unencoded_length,
             hashes: hashes
                 .into_iter()
                 .map(|(primary, secondary)| SliverPairHashes { primary, secondary })
                 .collect(),
-        })
+        },
+    )
 }
 
 fn sliver_body() -> impl Strategy<Value = Vec<u8>> {
