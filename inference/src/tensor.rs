@@ -32,7 +32,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -516,6 +516,80 @@ struct RawTensor<'a> {
     data_b64: Option<Base64Text<'a>>,
 }
 
+/// A request tensor before its elements are read: `data` stays raw JSON until the shape has
+/// passed the limits, then is read against the count the shape needs ([`ScalarsUpTo`]), so an
+/// array longer than that is refused as it is read instead of after it has been allocated.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestTensor<'a> {
+    shape: Vec<u64>,
+    dtype: String,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data_b64: Option<Base64Text<'a>>,
+}
+
+impl RequestTensor<'_> {
+    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
+        let data = match self.data {
+            None => None,
+            Some(raw) => {
+                // The checks `RawTensor::into_tensor` makes, first: they bound `count`.
+                parse_dtype(&self.dtype)?;
+                let (_, count) = checked_shape(&self.shape, limits)?;
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                Some(
+                    ScalarsUpTo(count)
+                        .deserialize(&mut de)
+                        .map_err(|e| format!("data: {e}"))?,
+                )
+            }
+        };
+        RawTensor {
+            shape: self.shape,
+            dtype: self.dtype,
+            data,
+            data_b64: self.data_b64,
+        }
+        .into_tensor(limits)
+    }
+}
+
+/// Reads a JSON array of at most `.0` scalars, refusing the first one past it.
+struct ScalarsUpTo(usize);
+
+impl<'de> DeserializeSeed<'de> for ScalarsUpTo {
+    type Value = Vec<Scalar>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Scalar>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarsUpTo {
+    type Value = Vec<Scalar>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array of {} numbers, bools or nulls", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Scalar>, A::Error> {
+        // No reservation from the shape: a short body must not reserve what its shape claims.
+        let mut out = Vec::new();
+        while let Some(scalar) = seq.next_element::<Scalar>()? {
+            if out.len() == self.0 {
+                return Err(de::Error::custom(format!(
+                    "more than the {} elements the shape needs",
+                    self.0
+                )));
+            }
+            out.push(scalar);
+        }
+        Ok(out)
+    }
+}
+
 /// The text of `data_b64`, borrowed from the body when it has no JSON escapes.
 #[derive(Deserialize)]
 struct Base64Text<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -626,37 +700,43 @@ impl RequestLimits {
     }
 }
 
-impl RawTensor<'_> {
-    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
-        let dtype = DType::parse(&self.dtype).ok_or_else(|| {
+fn parse_dtype(text: &str) -> Result<DType, String> {
+    DType::parse(text)
+        .ok_or_else(|| format!("unknown dtype {text:?} (expected f32, f64, i64, i32, u8 or bool)"))
+}
+
+/// The shape and element count, if within `limits` (zero-length axes counted as 1, see
+/// [`RequestLimits::max_elements`]).
+fn checked_shape(shape: &[u64], limits: &RequestLimits) -> Result<(Vec<usize>, usize), String> {
+    if shape.len() > limits.max_rank {
+        return Err(format!(
+            "rank {} is above the limit of {}",
+            shape.len(),
+            limits.max_rank
+        ));
+    }
+    let shape = shape
+        .iter()
+        .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is too large")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let span = shape
+        .iter()
+        .try_fold(1usize, |acc, d| acc.checked_mul((*d).max(1)));
+    let count = element_count(&shape)
+        .filter(|_| span.is_some_and(|n| n <= limits.max_elements))
+        .ok_or_else(|| {
             format!(
-                "unknown dtype {:?} (expected f32, f64, i64, i32, u8 or bool)",
-                self.dtype
+                "shape {shape:?} is above the limit of {} elements",
+                limits.max_elements
             )
         })?;
-        if self.shape.len() > limits.max_rank {
-            return Err(format!(
-                "rank {} is above the limit of {}",
-                self.shape.len(),
-                limits.max_rank
-            ));
-        }
-        let shape = self
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is too large")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let span = shape
-            .iter()
-            .try_fold(1usize, |acc, d| acc.checked_mul((*d).max(1)));
-        let count = element_count(&shape)
-            .filter(|_| span.is_some_and(|n| n <= limits.max_elements))
-            .ok_or_else(|| {
-                format!(
-                    "shape {shape:?} is above the limit of {} elements",
-                    limits.max_elements
-                )
-            })?;
+    Ok((shape, count))
+}
+
+impl RawTensor<'_> {
+    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
+        let dtype = parse_dtype(&self.dtype)?;
+        let (shape, count) = checked_shape(&self.shape, limits)?;
         let data = match (self.data, self.data_b64) {
             (Some(data), None) => data,
             (None, Some(Base64Text(text))) => {
@@ -942,7 +1022,7 @@ fn parse_tensor(
     json: &str,
     limits: &RequestLimits,
 ) -> Result<TensorData, InferenceError> {
-    let raw: RawTensor = serde_json::from_str(json).map_err(|e| {
+    let raw: RequestTensor = serde_json::from_str(json).map_err(|e| {
         InferenceError::bad_input(
             name,
             format!("expected {{\"shape\", \"dtype\", \"data\" or \"data_b64\"}}: {e}"),
