@@ -467,6 +467,33 @@ fn json_numbers_parse_to_the_exact_float() {
     }
 }
 
+/// Regression: `RequestLimits` promise that network input never allocates past them, but a
+/// `data` array was read whole (16 bytes per element, doubling) before its length was compared
+/// with the shape: a 2 MB body of `0,0,...` reserved 16 MiB for a tensor of 10 elements, and a
+/// 64 MiB body a gigabyte. The array is now read against the shape's count and refused as soon
+/// as it runs past it.
+#[test]
+fn a_data_array_past_its_shape_is_refused_while_it_is_read() {
+    let limits = RequestLimits {
+        max_inputs: 4,
+        max_rank: 4,
+        max_elements: 1000,
+    };
+    for (shape, key_order_data_first) in [(10, false), (1000, false), (10, true)] {
+        let data = vec!["0"; 1_000_000].join(",");
+        let body = if key_order_data_first {
+            format!(r#"{{"inputs":{{"a":{{"data":[{data}],"dtype":"f32","shape":[{shape}]}}}}}}"#)
+        } else {
+            format!(r#"{{"inputs":{{"a":{{"shape":[{shape}],"dtype":"f32","data":[{data}]}}}}}}"#)
+        };
+        let (result, largest) =
+            largest_allocation(|| InferenceRequest::from_json(body.as_bytes(), &limits));
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+        assert!(largest <= 256 << 10, "shape [{shape}]: {largest} bytes");
+    }
+}
+
 #[test]
 fn every_dtype_name_parses() {
     for d in [
