@@ -29,6 +29,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -516,13 +517,15 @@ struct RawTensor<'a> {
     data_b64: Option<Base64Text<'a>>,
 }
 
-/// A request tensor before its elements are read: `data` stays raw JSON until the shape has
-/// passed the limits, then is read against the count the shape needs ([`ScalarsUpTo`]), so an
-/// array longer than that is refused as it is read instead of after it has been allocated.
+/// A request tensor before its elements are read: `shape` is read up to the rank limit, and
+/// `data` stays raw JSON until the dtype and shape have passed the limits, then is read up to the
+/// count the shape needs ([`UpTo`]). An array longer than allowed is refused as it is read,
+/// not after it has been allocated.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestTensor<'a> {
-    shape: Vec<u64>,
+    #[serde(borrow)]
+    shape: &'a RawValue,
     dtype: String,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
@@ -532,22 +535,25 @@ struct RequestTensor<'a> {
 
 impl RequestTensor<'_> {
     fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
+        let shape: Vec<u64> = read_up_to(self.shape, limits.max_rank, |max| {
+            format!("rank is above the limit of {max}")
+        })
+        .map_err(|e| format!("shape: {e}"))?;
         let data = match self.data {
             None => None,
             Some(raw) => {
                 // The checks `RawTensor::into_tensor` makes, first: they bound `count`.
                 parse_dtype(&self.dtype)?;
-                let (_, count) = checked_shape(&self.shape, limits)?;
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                Some(
-                    ScalarsUpTo(count)
-                        .deserialize(&mut de)
-                        .map_err(|e| format!("data: {e}"))?,
-                )
+                let (_, count) = checked_shape(&shape, limits)?;
+                let data = read_up_to(raw, count, |count| {
+                    format!("more than the {count} elements the shape needs")
+                })
+                .map_err(|e| format!("data: {e}"))?;
+                Some(data)
             }
         };
         RawTensor {
-            shape: self.shape,
+            shape,
             dtype: self.dtype,
             data,
             data_b64: self.data_b64,
@@ -556,35 +562,51 @@ impl RequestTensor<'_> {
     }
 }
 
-/// Reads a JSON array of at most `.0` scalars, refusing the first one past it.
-struct ScalarsUpTo(usize);
+/// A JSON array of at most `max` elements; `past(max)` names the refusal.
+fn read_up_to<T: for<'de> Deserialize<'de>>(
+    raw: &RawValue,
+    max: usize,
+    past: fn(usize) -> String,
+) -> Result<Vec<T>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    UpTo {
+        max,
+        past,
+        element: PhantomData,
+    }
+    .deserialize(&mut de)
+}
 
-impl<'de> DeserializeSeed<'de> for ScalarsUpTo {
-    type Value = Vec<Scalar>;
+/// Reads a JSON array of at most `max` elements, refusing the first one past it.
+struct UpTo<T> {
+    max: usize,
+    past: fn(usize) -> String,
+    element: PhantomData<T>,
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Scalar>, D::Error> {
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for UpTo<T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for ScalarsUpTo {
-    type Value = Vec<Scalar>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for UpTo<T> {
+    type Value = Vec<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "an array of {} numbers, bools or nulls", self.0)
+        write!(f, "an array of at most {} elements", self.max)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Scalar>, A::Error> {
-        // No reservation from the shape: a short body must not reserve what its shape claims.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        // No reservation from the bound: a short body must not reserve what its shape claims.
         let mut out = Vec::new();
-        while let Some(scalar) = seq.next_element::<Scalar>()? {
-            if out.len() == self.0 {
-                return Err(de::Error::custom(format!(
-                    "more than the {} elements the shape needs",
-                    self.0
-                )));
+        while let Some(element) = seq.next_element::<T>()? {
+            if out.len() == self.max {
+                return Err(de::Error::custom((self.past)(self.max)));
             }
-            out.push(scalar);
+            out.push(element);
         }
         Ok(out)
     }

@@ -473,7 +473,7 @@ fn json_numbers_parse_to_the_exact_float() {
 /// 64 MiB body a gigabyte. The array is now read against the shape's count and refused as soon
 /// as it runs past it.
 #[test]
-fn a_data_array_past_its_shape_is_refused_while_it_is_read() {
+fn arrays_past_their_limits_are_refused_while_they_are_read() {
     let limits = RequestLimits {
         max_inputs: 4,
         max_rank: 4,
@@ -492,6 +492,17 @@ fn a_data_array_past_its_shape_is_refused_while_it_is_read() {
         assert!(err.contains("more than"), "{err}");
         assert!(largest <= 256 << 10, "shape [{shape}]: {largest} bytes");
     }
+    // The same for a shape with more axes than the rank limit allows.
+    let axes = vec!["1"; 1_000_000].join(",");
+    let body = format!(r#"{{"inputs":{{"a":{{"shape":[{axes}],"dtype":"f32","data":[]}}}}}}"#);
+    let (result, largest) =
+        largest_allocation(|| InferenceRequest::from_json(body.as_bytes(), &limits));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, inference::InferenceError::TooLarge(_)),
+        "{err}"
+    );
+    assert!(largest <= 256 << 10, "a long shape: {largest} bytes");
 }
 
 #[test]
