@@ -562,6 +562,40 @@ impl RequestTensor<'_> {
     }
 }
 
+const TOO_MANY_INPUTS: &str = "more inputs than the limit";
+
+/// Reads a JSON object of at most `.0` entries (values left raw), refusing the first one past it.
+struct EntriesUpTo(usize);
+
+impl<'de> DeserializeSeed<'de> for EntriesUpTo {
+    type Value = BTreeMap<String, &'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesUpTo {
+    type Value = BTreeMap<String, &'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object of at most {} entries", self.0)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        let mut read = 0usize;
+        while let Some((name, value)) = map.next_entry::<String, &'de RawValue>()? {
+            read += 1;
+            if read > self.0 {
+                return Err(de::Error::custom(TOO_MANY_INPUTS));
+            }
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+}
+
 /// A JSON array of at most `max` elements; `past(max)` names the refusal.
 fn read_up_to<T: for<'de> Deserialize<'de>>(
     raw: &RawValue,
@@ -999,8 +1033,19 @@ impl InferenceRequest {
         let raw: RawRequest<'_> =
             serde_json::from_slice(body).map_err(|e| InferenceError::BadRequest(e.to_string()))?;
         let inputs_json = raw.inputs.get();
-        let map: BTreeMap<String, &RawValue> = serde_json::from_str(inputs_json).map_err(|_| {
-            InferenceError::BadRequest("`inputs` must be an object of named tensors".into())
+        // Read no more entries than a request may have (a single tensor has up to four keys),
+        // so a body of a million names is refused as it is read.
+        let cap = limits.max_inputs.max(4);
+        let mut de = serde_json::Deserializer::from_str(inputs_json);
+        let map = EntriesUpTo(cap).deserialize(&mut de).map_err(|e| {
+            if e.to_string().contains(TOO_MANY_INPUTS) {
+                InferenceError::TooLarge(format!(
+                    "more than {cap} inputs, above the limit of {}",
+                    limits.max_inputs
+                ))
+            } else {
+                InferenceError::BadRequest("`inputs` must be an object of named tensors".into())
+            }
         })?;
         // A single tensor object has a string `dtype`; a map of named tensors has objects as values.
         let single = map

@@ -20,15 +20,18 @@ use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-/// Records the largest single allocation made on the current thread.
+/// Records the largest single allocation made on the current thread, and the bytes allocated in
+/// all (frees not subtracted).
 struct LargestAllocation;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static TOTAL: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note(size: usize) {
     let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    let _ = TOTAL.try_with(|t| t.set(t.get().saturating_add(size)));
 }
 
 unsafe impl GlobalAlloc for LargestAllocation {
@@ -51,6 +54,13 @@ unsafe impl GlobalAlloc for LargestAllocation {
 
 #[global_allocator]
 static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+/// Run `f`, returning its result and the bytes it allocated in all on this thread.
+fn total_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    TOTAL.with(|t| t.set(0));
+    let out = f();
+    (out, TOTAL.with(Cell::get))
+}
 
 fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
     LARGEST.with(|l| l.set(0));
@@ -503,6 +513,20 @@ fn arrays_past_their_limits_are_refused_while_they_are_read() {
         "{err}"
     );
     assert!(largest <= 256 << 10, "a long shape: {largest} bytes");
+    // And for a million input names: refused before the map of names is built.
+    let names: Vec<String> = (0..1_000_000).map(|i| format!(r#""i{i}":0"#)).collect();
+    let body = format!(r#"{{"inputs":{{{}}}}}"#, names.join(","));
+    let (result, total) =
+        total_allocation(|| InferenceRequest::from_json(body.as_bytes(), &limits));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, inference::InferenceError::TooLarge(_)),
+        "{err}"
+    );
+    assert!(
+        total <= 256 << 10,
+        "a million names: {total} bytes allocated"
+    );
 }
 
 #[test]
