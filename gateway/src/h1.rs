@@ -846,3 +846,332 @@ mod tests {
         assert!(!starts_like(b"GET", H2_PREFACE));
     }
 }
+
+/// Fuzz-style property tests of [`parse`], the lean server's reading of untrusted request heads:
+/// random bytes and heads built from a grammar of the requests clients send (and the shapes that
+/// smuggle or confuse), then mutated. What a head parses to must be something hyper would read
+/// the same way, or a hand-off to hyper; never a panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn method() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            8 => prop::sample::select(vec!["GET", "GET", "GET", "HEAD"]),
+            1 => prop::sample::select(vec!["POST", "PUT", "get", "OPTIONS", "PRI", "G ET", ""]),
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let id = any::<[u8; 32]>().prop_map(|b| BlobId(b).to_string());
+        prop_oneof![
+            4 => id.clone().prop_map(|id| format!("/v1/blobs/{id}")),
+            1 => id.clone().prop_map(|id| format!("/v1/blobs/{id}?x=1")),
+            1 => id.clone().prop_map(|id| format!("/v1/blobs/{id}#f")),
+            1 => id.clone().prop_map(|id| format!("/v1/blobs/{id}/metadata")),
+            1 => id.clone().prop_map(|id| format!("/v1/blobs/{id}/byte-range?start=0&length=1")),
+            1 => id.clone().prop_map(|id| format!("/v1/blobs//{id}")),
+            1 => id.prop_map(|id| format!("http://h/v1/blobs/{id}")),
+            1 => Just("*".to_owned()),
+            1 => Just("/".to_owned()),
+            1 => "/[ -~]{0,30}",
+            1 => "/[\\x00-\\xff]{0,10}",
+        ]
+    }
+
+    fn version() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            8 => Just("HTTP/1.1"),
+            1 => prop::sample::select(vec!["HTTP/1.0", "HTTP/2.0", "http/1.1", "HTTP/1.1 "]),
+        ]
+    }
+
+    fn header() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec![
+            "Host",
+            "Connection",
+            "connection",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Expect",
+            "Upgrade",
+            "Range",
+            "If-None-Match",
+            "Accept",
+            "Content-Type",
+            "Authorization",
+            "X-Forwarded-For",
+            "Content-Length ",
+            " Host",
+            "Bad Header",
+            "",
+        ]);
+        let value = prop::sample::select(vec![
+            "",
+            "0",
+            " 0 ",
+            "00",
+            "5",
+            "-1",
+            "0, 0",
+            "close",
+            "Close",
+            "keep-alive, close",
+            "Upgrade",
+            "upgrade, close",
+            "chunked",
+            "100-continue",
+            "h2c",
+            "bytes=0-1",
+            "\"x\"",
+            "*",
+            "text/html",
+            "a\x01b",
+            "a\x7fb",
+            "caf\u{e9}",
+            "\t v \t",
+        ]);
+        (name, value).prop_map(|(n, v)| format!("{n}:{v}"))
+    }
+
+    fn line_end() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            16 => Just("\r\n"),
+            1 => prop::sample::select(vec!["\n", "\r", "\r\n "]),
+        ]
+    }
+
+    /// A request head from the grammar above, with its line endings varied.
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        (
+            method(),
+            path(),
+            version(),
+            prop::collection::vec((header(), line_end()), 0..6),
+            line_end(),
+            line_end(),
+        )
+            .prop_map(|(m, p, v, headers, first, last)| {
+                let mut out = format!("{m} {p} {v}{first}").into_bytes();
+                for (h, end) in headers {
+                    out.extend_from_slice(h.as_bytes());
+                    out.extend_from_slice(end.as_bytes());
+                }
+                out.extend_from_slice(last.as_bytes());
+                out
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Truncate(prop::sample::Index),
+        Flip(prop::sample::Index, u8),
+        Insert(prop::sample::Index, Vec<u8>),
+        Remove(prop::sample::Index, usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+            (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
+            (
+                any::<prop::sample::Index>(),
+                prop::collection::vec(
+                    prop_oneof![
+                        any::<u8>(),
+                        prop::sample::select(b"\r\n :\t\0/?#%".to_vec())
+                    ],
+                    1..4
+                )
+            )
+                .prop_map(|(i, b)| Mutation::Insert(i, b)),
+            (any::<prop::sample::Index>(), 1usize..4).prop_map(|(i, n)| Mutation::Remove(i, n)),
+        ]
+    }
+
+    fn mutated(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+        let at = |i: &prop::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len) };
+        for m in mutations {
+            match m {
+                Mutation::Truncate(i) => {
+                    let cut = at(i, bytes.len());
+                    bytes.truncate(cut);
+                }
+                Mutation::Flip(i, mask) => {
+                    if !bytes.is_empty() {
+                        let p = at(i, bytes.len());
+                        bytes[p] ^= mask;
+                    }
+                }
+                Mutation::Insert(i, b) => {
+                    let p = at(i, bytes.len() + 1);
+                    bytes.splice(p..p, b.iter().copied());
+                }
+                Mutation::Remove(i, n) => {
+                    let p = at(i, bytes.len());
+                    let end = (p + n).min(bytes.len());
+                    bytes.drain(p..end);
+                }
+            }
+        }
+        bytes
+    }
+
+    /// The headers of the complete head at the front of `buf`, as `httparse` reads them.
+    fn headers_of(buf: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(matches!(req.parse(buf), Ok(httparse::Status::Complete(_))));
+        req.headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+            .collect()
+    }
+
+    fn asks_to_close(headers: &[(String, Vec<u8>)]) -> bool {
+        headers.iter().any(|(name, value)| {
+            name == "connection"
+                && value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
+    }
+
+    /// Everything a head the lean server keeps must satisfy; a hand-off or a partial head has
+    /// nothing to check (hyper reads it from the replayed bytes).
+    fn check(buf: &[u8]) -> Result<(), TestCaseError> {
+        match parse(buf) {
+            Parsed::Partial | Parsed::HandOff => {}
+            Parsed::Request(request, close, len) => {
+                prop_assert!(len <= buf.len());
+                prop_assert!(
+                    request.method() == Method::GET || request.method() == Method::HEAD,
+                    "{:?}",
+                    request.method()
+                );
+                let headers = headers_of(&buf[..len]);
+                // Nothing that gives the request a body or changes the protocol stays here.
+                for (name, value) in &headers {
+                    prop_assert!(
+                        !matches!(name.as_str(), "transfer-encoding" | "expect" | "upgrade"),
+                        "{name} kept"
+                    );
+                    if name == "content-length" {
+                        prop_assert_eq!(value.trim_ascii(), b"0");
+                    }
+                }
+                prop_assert_eq!(close, asks_to_close(&headers));
+                // Every header reaches the handler, in order and unchanged.
+                let got: Vec<(String, Vec<u8>)> = request
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                    .collect();
+                prop_assert_eq!(got.len(), headers.len());
+                check_pipelined(buf, len)?;
+            }
+            Parsed::WholeGet(id, close, len) => {
+                prop_assert!(len <= buf.len());
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                prop_assert!(matches!(
+                    req.parse(&buf[..len]),
+                    Ok(httparse::Status::Complete(n)) if n == len
+                ));
+                prop_assert_eq!(req.method, Some("GET"));
+                let want = format!("/v1/blobs/{id}");
+                prop_assert_eq!(req.path, Some(want.as_str()));
+                let owned = headers_of(&buf[..len]);
+                for (name, _) in &owned {
+                    prop_assert!(
+                        !WHOLE_GET_VARIES.contains(&name.as_str()),
+                        "{name} changes a whole-blob answer"
+                    );
+                }
+                prop_assert_eq!(close, asks_to_close(&owned));
+                // On a miss the same head is read in full (`take_request`): it must build, or
+                // a memory hit would answer a request the general path refuses.
+                prop_assert!(
+                    build(Method::GET, req.path.unwrap_or_default(), req.headers).is_some(),
+                    "a memory-lane head that does not build: {:?}",
+                    String::from_utf8_lossy(&buf[..len])
+                );
+                check_pipelined(buf, len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A kept head reads the same whatever follows it (the next pipelined request), and no
+    /// prefix of it is taken for a complete request.
+    fn check_pipelined(buf: &[u8], len: usize) -> Result<(), TestCaseError> {
+        let alone = &buf[..len];
+        let mut followed = alone.to_vec();
+        followed.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+        let same = match (parse(alone), parse(&followed)) {
+            (Parsed::Request(a, c1, l1), Parsed::Request(b, c2, l2)) => {
+                a.uri() == b.uri() && c1 == c2 && l1 == l2 && l1 == len
+            }
+            (Parsed::WholeGet(a, c1, l1), Parsed::WholeGet(b, c2, l2)) => {
+                a == b && c1 == c2 && l1 == l2 && l1 == len
+            }
+            _ => false,
+        };
+        prop_assert!(same, "{:?}", String::from_utf8_lossy(alone));
+        for cut in 0..len {
+            prop_assert!(
+                matches!(parse(&alone[..cut]), Parsed::Partial | Parsed::HandOff),
+                "a {cut}-byte prefix of {:?} parsed as complete",
+                String::from_utf8_lossy(alone)
+            );
+        }
+        Ok(())
+    }
+
+    /// The grammar reaches every outcome often enough for the properties above to bite.
+    #[test]
+    fn the_grammar_reaches_every_outcome() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut kept, mut whole, mut handed) = (0, 0, 0);
+        for _ in 0..1000 {
+            let head = head().new_tree(&mut runner).unwrap().current();
+            match parse(&head) {
+                Parsed::Request(..) => kept += 1,
+                Parsed::WholeGet(..) => whole += 1,
+                // Partial heads come from the prefixes `check_pipelined` tries.
+                Parsed::HandOff | Parsed::Partial => handed += 1,
+            }
+        }
+        for (what, n) in [
+            ("request", kept),
+            ("whole get", whole),
+            ("hand-off", handed),
+        ] {
+            assert!(n >= 30, "{what}: {n} of 1000");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn grammar_heads_are_kept_only_when_safe(head in head()) {
+            check(&head)?;
+        }
+
+        #[test]
+        fn mutated_heads_are_kept_only_when_safe(
+            head in head(),
+            mutations in prop::collection::vec(mutation(), 1..4),
+        ) {
+            check(&mutated(head, &mutations))?;
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            check(&bytes)?;
+        }
+    }
+}

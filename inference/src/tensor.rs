@@ -29,10 +29,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -516,6 +517,135 @@ struct RawTensor<'a> {
     data_b64: Option<Base64Text<'a>>,
 }
 
+/// A request tensor before its elements are read: `shape` is read up to the rank limit, and
+/// `data` stays raw JSON until the dtype and shape have passed the limits, then is read up to the
+/// count the shape needs ([`UpTo`]). An array longer than allowed is refused as it is read,
+/// not after it has been allocated.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestTensor<'a> {
+    #[serde(borrow)]
+    shape: &'a RawValue,
+    dtype: String,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data_b64: Option<Base64Text<'a>>,
+}
+
+impl RequestTensor<'_> {
+    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
+        let shape: Vec<u64> = read_up_to(self.shape, limits.max_rank, |max| {
+            format!("rank is above the limit of {max}")
+        })
+        .map_err(|e| format!("shape: {e}"))?;
+        let data = match self.data {
+            None => None,
+            Some(raw) => {
+                // The checks `RawTensor::into_tensor` makes, first: they bound `count`.
+                parse_dtype(&self.dtype)?;
+                let (_, count) = checked_shape(&shape, limits)?;
+                let data = read_up_to(raw, count, |count| {
+                    format!("more than the {count} elements the shape needs")
+                })
+                .map_err(|e| format!("data: {e}"))?;
+                Some(data)
+            }
+        };
+        RawTensor {
+            shape,
+            dtype: self.dtype,
+            data,
+            data_b64: self.data_b64,
+        }
+        .into_tensor(limits)
+    }
+}
+
+const TOO_MANY_INPUTS: &str = "more inputs than the limit";
+
+/// Reads a JSON object of at most `.0` entries (values left raw), refusing the first one past it.
+struct EntriesUpTo(usize);
+
+impl<'de> DeserializeSeed<'de> for EntriesUpTo {
+    type Value = BTreeMap<String, &'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesUpTo {
+    type Value = BTreeMap<String, &'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object of at most {} entries", self.0)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        let mut read = 0usize;
+        while let Some((name, value)) = map.next_entry::<String, &'de RawValue>()? {
+            read += 1;
+            if read > self.0 {
+                return Err(de::Error::custom(TOO_MANY_INPUTS));
+            }
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+}
+
+/// A JSON array of at most `max` elements; `past(max)` names the refusal.
+fn read_up_to<T: for<'de> Deserialize<'de>>(
+    raw: &RawValue,
+    max: usize,
+    past: fn(usize) -> String,
+) -> Result<Vec<T>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    UpTo {
+        max,
+        past,
+        element: PhantomData,
+    }
+    .deserialize(&mut de)
+}
+
+/// Reads a JSON array of at most `max` elements, refusing the first one past it.
+struct UpTo<T> {
+    max: usize,
+    past: fn(usize) -> String,
+    element: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for UpTo<T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for UpTo<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array of at most {} elements", self.max)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        // No reservation from the bound: a short body must not reserve what its shape claims.
+        let mut out = Vec::new();
+        while let Some(element) = seq.next_element::<T>()? {
+            if out.len() == self.max {
+                return Err(de::Error::custom((self.past)(self.max)));
+            }
+            out.push(element);
+        }
+        Ok(out)
+    }
+}
+
 /// The text of `data_b64`, borrowed from the body when it has no JSON escapes.
 #[derive(Deserialize)]
 struct Base64Text<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -626,37 +756,43 @@ impl RequestLimits {
     }
 }
 
-impl RawTensor<'_> {
-    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
-        let dtype = DType::parse(&self.dtype).ok_or_else(|| {
+fn parse_dtype(text: &str) -> Result<DType, String> {
+    DType::parse(text)
+        .ok_or_else(|| format!("unknown dtype {text:?} (expected f32, f64, i64, i32, u8 or bool)"))
+}
+
+/// The shape and element count, if within `limits` (zero-length axes counted as 1, see
+/// [`RequestLimits::max_elements`]).
+fn checked_shape(shape: &[u64], limits: &RequestLimits) -> Result<(Vec<usize>, usize), String> {
+    if shape.len() > limits.max_rank {
+        return Err(format!(
+            "rank {} is above the limit of {}",
+            shape.len(),
+            limits.max_rank
+        ));
+    }
+    let shape = shape
+        .iter()
+        .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is too large")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let span = shape
+        .iter()
+        .try_fold(1usize, |acc, d| acc.checked_mul((*d).max(1)));
+    let count = element_count(&shape)
+        .filter(|_| span.is_some_and(|n| n <= limits.max_elements))
+        .ok_or_else(|| {
             format!(
-                "unknown dtype {:?} (expected f32, f64, i64, i32, u8 or bool)",
-                self.dtype
+                "shape {shape:?} is above the limit of {} elements",
+                limits.max_elements
             )
         })?;
-        if self.shape.len() > limits.max_rank {
-            return Err(format!(
-                "rank {} is above the limit of {}",
-                self.shape.len(),
-                limits.max_rank
-            ));
-        }
-        let shape = self
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is too large")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let span = shape
-            .iter()
-            .try_fold(1usize, |acc, d| acc.checked_mul((*d).max(1)));
-        let count = element_count(&shape)
-            .filter(|_| span.is_some_and(|n| n <= limits.max_elements))
-            .ok_or_else(|| {
-                format!(
-                    "shape {shape:?} is above the limit of {} elements",
-                    limits.max_elements
-                )
-            })?;
+    Ok((shape, count))
+}
+
+impl RawTensor<'_> {
+    fn into_tensor(self, limits: &RequestLimits) -> Result<TensorData, String> {
+        let dtype = parse_dtype(&self.dtype)?;
+        let (shape, count) = checked_shape(&self.shape, limits)?;
         let data = match (self.data, self.data_b64) {
             (Some(data), None) => data,
             (None, Some(Base64Text(text))) => {
@@ -746,8 +882,12 @@ fn decode_base64(
     count: usize,
 ) -> Result<TensorValues, String> {
     let size = dtype.size_of();
-    // `count` is within the element limit, so this cannot overflow.
-    let expected = count * size;
+    // Tensors read without request limits (a proof blob's outputs) may declare any shape: a
+    // byte count past `usize` is refused here, not wrapped (a wrapped count once let an empty
+    // string pass as 2^62 elements).
+    let expected = count.checked_mul(size).ok_or_else(|| {
+        format!("shape {shape:?} of {dtype} is more bytes than this machine can address")
+    })?;
     if !text.len().is_multiple_of(4) {
         return Err(format!(
             "data_b64 is not valid base64: its length {} is not a multiple of 4 (standard \
@@ -893,8 +1033,19 @@ impl InferenceRequest {
         let raw: RawRequest<'_> =
             serde_json::from_slice(body).map_err(|e| InferenceError::BadRequest(e.to_string()))?;
         let inputs_json = raw.inputs.get();
-        let map: BTreeMap<String, &RawValue> = serde_json::from_str(inputs_json).map_err(|_| {
-            InferenceError::BadRequest("`inputs` must be an object of named tensors".into())
+        // Read no more entries than a request may have (a single tensor has up to four keys),
+        // so a body of a million names is refused as it is read.
+        let cap = limits.max_inputs.max(4);
+        let mut de = serde_json::Deserializer::from_str(inputs_json);
+        let map = EntriesUpTo(cap).deserialize(&mut de).map_err(|e| {
+            if e.to_string().contains(TOO_MANY_INPUTS) {
+                InferenceError::TooLarge(format!(
+                    "more than {cap} inputs, above the limit of {}",
+                    limits.max_inputs
+                ))
+            } else {
+                InferenceError::BadRequest("`inputs` must be an object of named tensors".into())
+            }
         })?;
         // A single tensor object has a string `dtype`; a map of named tensors has objects as values.
         let single = map
@@ -938,7 +1089,7 @@ fn parse_tensor(
     json: &str,
     limits: &RequestLimits,
 ) -> Result<TensorData, InferenceError> {
-    let raw: RawTensor = serde_json::from_str(json).map_err(|e| {
+    let raw: RequestTensor = serde_json::from_str(json).map_err(|e| {
         InferenceError::bad_input(
             name,
             format!("expected {{\"shape\", \"dtype\", \"data\" or \"data_b64\"}}: {e}"),
