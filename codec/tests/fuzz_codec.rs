@@ -16,49 +16,11 @@ use bytes::Bytes;
 use codec::{
     bcs, BlobId, BlobMetadata, EncodingConfig, SliverKind, SliverPairHashes, VerifiedMetadata,
 };
+use fuzzkit::{largest_allocation, mutated, uleb128, Edits, Mutation};
 use proptest::prelude::*;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-/// Records the largest single allocation made on the current thread, so a case can assert that
-/// a decoder never reserved more than its input could hold.
-struct LargestAllocation;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for LargestAllocation {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
 
 #[global_allocator]
-static ALLOCATOR: LargestAllocation = LargestAllocation;
-
-/// Run `f`, returning its result and the largest single allocation it made on this thread.
-fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.with(|l| l.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get))
-}
+static ALLOCATOR: fuzzkit::AllocationProbe = fuzzkit::AllocationProbe;
 
 /// What a decoder may reserve for an `n`-byte input: a small constant factor of it (decoded
 /// structs are wider than their wire form) plus slack for error messages.
@@ -67,93 +29,13 @@ fn allocation_bound(n: usize) -> usize {
 }
 
 /// One edit of a valid encoding.
-#[derive(Debug, Clone)]
-enum Mutation {
-    Truncate(prop::sample::Index),
-    Extend(Vec<u8>),
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-    Remove(prop::sample::Index, usize),
-    /// Overwrite at a position with a ULEB128 of a huge length (a forged length prefix).
-    HugeLength(prop::sample::Index, u64),
-}
-
+/// Edits of BCS bodies, forged length prefixes included.
 fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        any::<prop::sample::Index>().prop_map(Mutation::Truncate),
-        prop::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
-        (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
-        (
-            any::<prop::sample::Index>(),
-            prop::collection::vec(any::<u8>(), 1..8)
-        )
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
-        (any::<prop::sample::Index>(), 1usize..8).prop_map(|(i, n)| Mutation::Remove(i, n)),
-        (
-            any::<prop::sample::Index>(),
-            prop_oneof![
-                Just(1u64 << 60),
-                Just(u64::MAX),
-                Just((1u64 << 31) - 1),
-                Just(1u64 << 32),
-                Just(65_536u64),
-                any::<u64>()
-            ]
-        )
-            .prop_map(|(i, v)| Mutation::HugeLength(i, v)),
-    ]
-}
-
-fn uleb128(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
+    Edits {
+        huge_lengths: &[1 << 60, u64::MAX, (1 << 31) - 1, 1 << 32, 65_536],
+        ..Edits::default()
     }
-}
-
-fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
-    let at = |i: &prop::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len) };
-    match m {
-        Mutation::Truncate(i) => {
-            let cut = at(i, bytes.len());
-            bytes.truncate(cut);
-        }
-        Mutation::Extend(tail) => bytes.extend_from_slice(tail),
-        Mutation::Flip(i, mask) => {
-            if !bytes.is_empty() {
-                let p = at(i, bytes.len());
-                bytes[p] ^= mask;
-            }
-        }
-        Mutation::Insert(i, b) => {
-            let p = at(i, bytes.len() + 1);
-            bytes.splice(p..p, b.iter().copied());
-        }
-        Mutation::Remove(i, n) => {
-            let p = at(i, bytes.len());
-            let end = (p + n).min(bytes.len());
-            bytes.drain(p..end);
-        }
-        Mutation::HugeLength(i, v) => {
-            let p = at(i, bytes.len());
-            let forged = uleb128(*v);
-            let end = (p + forged.len()).min(bytes.len());
-            bytes.splice(p..end, forged);
-        }
-    }
-}
-
-fn mutated(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        apply(&mut bytes, m);
-    }
-    bytes
+    .strategy()
 }
 
 fn node() -> impl Strategy<Value = [u8; 32]> {

@@ -854,6 +854,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
+    use fuzzkit::{mutated, Edits, Mutation};
     use proptest::prelude::*;
 
     fn method() -> impl Strategy<Value = &'static str> {
@@ -963,59 +964,15 @@ mod fuzz {
             })
     }
 
-    #[derive(Debug, Clone)]
-    enum Mutation {
-        Truncate(prop::sample::Index),
-        Flip(prop::sample::Index, u8),
-        Insert(prop::sample::Index, Vec<u8>),
-        Remove(prop::sample::Index, usize),
-    }
-
+    /// Edits of a head: inserted bytes are random or HTTP's own delimiters.
     fn mutation() -> impl Strategy<Value = Mutation> {
-        prop_oneof![
-            any::<prop::sample::Index>().prop_map(Mutation::Truncate),
-            (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
-            (
-                any::<prop::sample::Index>(),
-                prop::collection::vec(
-                    prop_oneof![
-                        any::<u8>(),
-                        prop::sample::select(b"\r\n :\t\0/?#%".to_vec())
-                    ],
-                    1..4
-                )
-            )
-                .prop_map(|(i, b)| Mutation::Insert(i, b)),
-            (any::<prop::sample::Index>(), 1usize..4).prop_map(|(i, n)| Mutation::Remove(i, n)),
-        ]
-    }
-
-    fn mutated(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-        let at = |i: &prop::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len) };
-        for m in mutations {
-            match m {
-                Mutation::Truncate(i) => {
-                    let cut = at(i, bytes.len());
-                    bytes.truncate(cut);
-                }
-                Mutation::Flip(i, mask) => {
-                    if !bytes.is_empty() {
-                        let p = at(i, bytes.len());
-                        bytes[p] ^= mask;
-                    }
-                }
-                Mutation::Insert(i, b) => {
-                    let p = at(i, bytes.len() + 1);
-                    bytes.splice(p..p, b.iter().copied());
-                }
-                Mutation::Remove(i, n) => {
-                    let p = at(i, bytes.len());
-                    let end = (p + n).min(bytes.len());
-                    bytes.drain(p..end);
-                }
-            }
+        Edits {
+            extend: false,
+            tokens: b"\r\n :\t\0/?#%",
+            max_run: 4,
+            ..Edits::default()
         }
-        bytes
+        .strategy()
     }
 
     /// The headers of the complete head at the front of `buf`, as `httparse` reads them.

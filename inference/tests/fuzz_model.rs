@@ -8,52 +8,21 @@
 mod common;
 
 use codec::BlobId;
+use fuzzkit::{mutated, Edits, Mutation};
 use inference::{EngineConfig, Identity, InferenceRequest, RequestInputs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Truncate(prop::sample::Index),
-    Extend(Vec<u8>),
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-}
-
+/// Edits of a model file: truncations, appended junk, flipped and inserted bytes.
 fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        1 => any::<prop::sample::Index>().prop_map(Mutation::Truncate),
-        1 => prop::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
-        4 => (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
-        2 => (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..6))
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
-    ]
-}
-
-fn mutated(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    let at = |i: &prop::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len) };
-    for m in mutations {
-        match m {
-            Mutation::Truncate(i) => {
-                let cut = at(i, bytes.len());
-                bytes.truncate(cut);
-            }
-            Mutation::Extend(tail) => bytes.extend_from_slice(tail),
-            Mutation::Flip(i, mask) => {
-                if !bytes.is_empty() {
-                    let p = at(i, bytes.len());
-                    bytes[p] ^= mask;
-                }
-            }
-            Mutation::Insert(i, b) => {
-                let p = at(i, bytes.len() + 1);
-                bytes.splice(p..p, b.iter().copied());
-            }
-        }
+    Edits {
+        max_run: 6,
+        remove: false,
+        ..Edits::default()
     }
-    bytes
+    .strategy()
 }
 
 #[test]

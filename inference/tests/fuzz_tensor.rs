@@ -11,62 +11,18 @@
 //! encodings. Case counts keep the file to seconds in the dev profile.
 
 use codec::BlobId;
+use fuzzkit::{largest_allocation, mutated, total_allocation, Edits, Mutation};
 use inference::{
     DType, EngineTag, Identity, InferenceRequest, ProofBlob, ProofMode, ProofRecord, RequestInputs,
     RequestLimits, TensorData, TensorEncoding, TensorValues, Tensors,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 /// Records the largest single allocation made on the current thread, and the bytes allocated in
-/// all (frees not subtracted).
-struct LargestAllocation;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-    static TOTAL: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-    let _ = TOTAL.try_with(|t| t.set(t.get().saturating_add(size)));
-}
-
-unsafe impl GlobalAlloc for LargestAllocation {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
+/// all (frees not subtracted), for `largest_allocation` and `total_allocation`.
 #[global_allocator]
-static ALLOCATOR: LargestAllocation = LargestAllocation;
-
-/// Run `f`, returning its result and the bytes it allocated in all on this thread.
-fn total_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    TOTAL.with(|t| t.set(0));
-    let out = f();
-    (out, TOTAL.with(Cell::get))
-}
-
-fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.with(|l| l.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get))
-}
+static ALLOCATOR: fuzzkit::AllocationProbe = fuzzkit::AllocationProbe;
 
 /// What parsing may reserve for an `n`-byte body: JSON numbers become 16-byte scalars in a
 /// vector that grows by doubling, then 8-byte elements; slack for messages.
@@ -74,62 +30,13 @@ fn allocation_bound(n: usize) -> usize {
     64 * n + 65_536
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Truncate(prop::sample::Index),
-    Extend(Vec<u8>),
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-    Remove(prop::sample::Index, usize),
-}
-
+/// Edits of JSON bodies: inserted bytes are random or JSON's own punctuation and digits.
 fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        any::<prop::sample::Index>().prop_map(Mutation::Truncate),
-        prop::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
-        (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
-        (
-            any::<prop::sample::Index>(),
-            prop::collection::vec(
-                prop_oneof![
-                    any::<u8>(),
-                    prop::sample::select(b"{}[],:\"0123456789-e.".to_vec())
-                ],
-                1..8
-            )
-        )
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
-        (any::<prop::sample::Index>(), 1usize..8).prop_map(|(i, n)| Mutation::Remove(i, n)),
-    ]
-}
-
-fn mutated(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    let at = |i: &prop::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len) };
-    for m in mutations {
-        match m {
-            Mutation::Truncate(i) => {
-                let cut = at(i, bytes.len());
-                bytes.truncate(cut);
-            }
-            Mutation::Extend(tail) => bytes.extend_from_slice(tail),
-            Mutation::Flip(i, mask) => {
-                if !bytes.is_empty() {
-                    let p = at(i, bytes.len());
-                    bytes[p] ^= mask;
-                }
-            }
-            Mutation::Insert(i, b) => {
-                let p = at(i, bytes.len() + 1);
-                bytes.splice(p..p, b.iter().copied());
-            }
-            Mutation::Remove(i, n) => {
-                let p = at(i, bytes.len());
-                let end = (p + n).min(bytes.len());
-                bytes.drain(p..end);
-            }
-        }
+    Edits {
+        tokens: b"{}[],:\"0123456789-e.",
+        ..Edits::default()
     }
-    bytes
+    .strategy()
 }
 
 /// A tensor of any dtype and a small shape; floats finite when `finite` (JSON numbers cannot
