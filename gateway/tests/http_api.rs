@@ -455,7 +455,12 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
     let mut stream = socket.connect(s.addr).await.unwrap();
     let request = format!("GET /v1/blobs/{id} HTTP/1.1\r\nhost: gateway\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    // Read nothing: the response stalls, and the gateway gives up on the connection.
+    // Wait for the response to start (so its slot is taken: on a loaded machine the request may
+    // not even have been read yet), then read nothing more: the response stalls, and the
+    // gateway gives up on the connection.
+    let mut start = [0u8; 12];
+    stream.read_exact(&mut start).await.unwrap();
+    assert_eq!(&start, b"HTTP/1.1 200");
     assert!(
         s.wait_for_metric("gateway_requests_in_flight", 0.0).await,
         "the stalled response still holds its request slot"
