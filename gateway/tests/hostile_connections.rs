@@ -835,3 +835,88 @@ async fn zero_window_h2_over_tls_is_held_to_its_share_and_cut_at_the_stall_bound
     assert!(s.wait_for_metric("gateway_requests_in_flight", 0.0).await);
     s.stop().await;
 }
+
+/// One HTTP/2 frame read off a raw connection: (type, flags, stream, payload); `None` when the
+/// peer closed.
+async fn read_frame(stream: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], id, payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connections_that_stop_answering_pings_are_closed() {
+    const PING: u8 = 0x6;
+    const ACK: u8 = 0x1;
+    // Every other bound far away, so only the keep-alive can close the connection.
+    let s = scenario(|c| {
+        c.header_read_timeout = Duration::from_secs(60);
+        c.idle_timeout = Duration::from_secs(60);
+        c.write_stall_timeout = Duration::from_secs(60);
+        c.h2_keepalive_interval = Some(Duration::from_millis(200));
+        c.h2_keepalive_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // h2c by prior knowledge: the preface, empty SETTINGS, then `GET /status` (HPACK: :method
+    // GET, :scheme http, :path as a literal) on stream 1.
+    let open = || async {
+        let mut conn = TcpStream::connect(s.addr).await.unwrap();
+        let mut hello =
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+        let block = [&[0x82u8, 0x86, 0x44, 7][..], b"/status"].concat();
+        hello.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+        hello.extend_from_slice(&[0x1, 0x5, 0, 0, 0, 1]);
+        hello.extend_from_slice(&block);
+        conn.write_all(&hello).await.unwrap();
+        conn
+    };
+
+    // A client that reads but never answers a PING: closed after interval + timeout.
+    let mut mute = open().await;
+    let started = Instant::now();
+    let mut pinged = false;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some((kind, flags, _, _)) = read_frame(&mut mute).await {
+            pinged |= kind == PING && flags & ACK == 0;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client that ignores PINGs stays connected"
+    );
+    assert!(
+        pinged,
+        "the gateway closed the connection without sending a PING"
+    );
+
+    // A client that answers them stays connected well past the same time.
+    let mut alive = open().await;
+    let mut pings = 0;
+    let kept = tokio::time::timeout((started.elapsed() * 3).max(Duration::from_secs(2)), async {
+        while let Some((kind, flags, _, payload)) = read_frame(&mut alive).await {
+            if kind == PING && flags & ACK == 0 {
+                pings += 1;
+                let mut pong = vec![0, 0, 8, PING, ACK, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                if alive.write_all(&pong).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        kept.is_err(),
+        "the gateway closed a connection that answered its PINGs"
+    );
+    assert!(
+        pings >= 2,
+        "only {pings} PINGs in the time the mute client was closed in"
+    );
+    s.stop().await;
+}
