@@ -106,6 +106,40 @@ impl Reservation {
     }
 }
 
+/// How much of a body of undeclared length its [`Reservation`] covers: doubled each time the
+/// bytes received pass it (up to `limit`), so a body of `n` bytes grows its reservation
+/// `O(log n)` times and never holds more than twice what arrived.
+#[derive(Debug)]
+pub struct Cover {
+    bytes: u64,
+    limit: u64,
+}
+
+impl Cover {
+    /// Covering `first` bytes (what the reservation was taken for) of at most `limit`.
+    pub fn new(first: u64, limit: u64) -> Self {
+        Self {
+            bytes: first.min(limit),
+            limit,
+        }
+    }
+
+    /// `received` bytes have arrived: grow `reservation` to `cost` of the new cover when they
+    /// pass the old one; `false` if the budget cannot hold it (the body must then be refused).
+    pub fn received(
+        &mut self,
+        received: u64,
+        reservation: &mut Reservation,
+        cost: impl FnOnce(u64) -> u64,
+    ) -> bool {
+        if received <= self.bytes {
+            return true;
+        }
+        self.bytes = received.max(self.bytes.saturating_mul(2)).min(self.limit);
+        reservation.try_grow(cost(self.bytes))
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.give_back(self.bytes);
@@ -158,5 +192,23 @@ mod tests {
         drop(part);
         drop(other);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_cover_doubles_as_bytes_arrive_and_fails_when_the_budget_is_out() {
+        let budget = Budget::new(100);
+        let mut r = budget.try_reserve(4).unwrap();
+        let mut cover = Cover::new(4, 60);
+        assert!(cover.received(4, &mut r, |b| b));
+        assert_eq!(r.bytes(), 4, "nothing past the first cover yet");
+        assert!(cover.received(5, &mut r, |b| b));
+        assert_eq!(r.bytes(), 8, "doubled, not grown to the byte");
+        assert!(cover.received(40, &mut r, |b| b));
+        assert_eq!(r.bytes(), 40);
+        assert!(cover.received(41, &mut r, |b| b));
+        assert_eq!(r.bytes(), 60, "capped at the limit");
+        let _rest = budget.try_reserve(40).unwrap();
+        let mut other = budget.try_reserve(0).unwrap();
+        assert!(!Cover::new(0, 100).received(1, &mut other, |b| b));
     }
 }

@@ -26,7 +26,7 @@
 use super::body::Body;
 use super::error::ApiError;
 use super::{parse_id, Api};
-use crate::budget::{Budget, Reservation};
+use crate::budget::{Budget, Cover, Reservation};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError};
 use crate::models::CacheLoader;
@@ -218,8 +218,7 @@ where
     inference.engine.spec(model).await?;
     // Whether the request could publish its proof, read before the body is consumed.
     let may_publish = super::upload::authorized_settings(api, request.headers()).map(|_| ());
-    let grow = declared.is_none();
-    let body = read_admitted(api, request.into_body(), &mut memory, grow).await?;
+    let body = read_admitted(api, request.into_body(), &mut memory, first).await?;
     let parsed = inference.parse(body).await?;
     let encoding = parsed.output_encoding;
     let store = match parsed.proof {
@@ -340,27 +339,24 @@ async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
     })
 }
 
-/// Read an inference body of at most [`MAX_BODY`] bytes under its admission: with `grow` (no
-/// declared length) the reservation grows with what arrives, and the body is cut off with 503
-/// when the budget cannot cover it.
+/// Read an inference body of at most [`MAX_BODY`] bytes under its admission, which covers its
+/// `first` bytes (the declared length, which the transports enforce, or a first guess): past
+/// them the reservation grows with what arrives, and the body is cut off with 503 when the
+/// budget cannot cover it.
 async fn read_admitted<B>(
     api: &Api,
     body: B,
     memory: &mut Reservation,
-    grow: bool,
+    first: u64,
 ) -> Result<Bytes, ApiError>
 where
     B: HttpBody + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if !grow {
-        // A declared length is enforced by the server; the limit stops anything beyond it.
-        return super::admin::read_body(body, MAX_BODY).await;
-    }
     let mut body = std::pin::pin!(body);
     let mut out = BytesMut::new();
-    let mut covered = UNDECLARED_FIRST;
+    let mut cover = Cover::new(first, MAX_BODY as u64);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::BadRequest(format!("cannot read the request body: {}", e.into()))
@@ -368,22 +364,19 @@ where
         let Ok(mut data) = frame.into_data() else {
             continue;
         };
-        if out.len() + data.remaining() > MAX_BODY {
+        let reached = (out.len() + data.remaining()) as u64;
+        if reached > MAX_BODY as u64 {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_BODY as u64,
             });
         }
-        let reached = (out.len() + data.remaining()) as u64;
-        if reached > covered {
-            covered = reached.max(covered * 2).min(MAX_BODY as u64);
-            if !memory.try_grow(covered * COST_PER_BODY_BYTE) {
-                tracing::debug!(
-                    received = reached,
-                    "an inference body of undeclared length outgrew the inference memory budget"
-                );
-                api.telemetry.admission_refused("inference_memory");
-                return Err(ApiError::AtCapacity("inference memory"));
-            }
+        if !cover.received(reached, memory, |bytes| bytes * COST_PER_BODY_BYTE) {
+            tracing::debug!(
+                received = reached,
+                "an inference body outgrew the inference memory budget"
+            );
+            api.telemetry.admission_refused("inference_memory");
+            return Err(ApiError::AtCapacity("inference memory"));
         }
         while data.has_remaining() {
             let chunk = data.chunk();

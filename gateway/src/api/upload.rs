@@ -352,7 +352,7 @@ where
     let mut memory = BytesMut::new();
     let mut file: Option<tokio::fs::File> = None;
     let mut total = 0u64;
-    let mut covered = UNDECLARED_FIRST.min(limit);
+    let mut cover = crate::budget::Cover::new(UNDECLARED_FIRST, limit);
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {}", e.into())))?;
@@ -365,16 +365,13 @@ where
             return Err(ApiError::PayloadTooLarge { limit });
         }
         if let Some(reservation) = growth.as_deref_mut() {
-            if total > covered {
-                covered = total.max(covered.saturating_mul(2)).min(limit);
-                if !reservation.try_grow(cost_of(api, covered)) {
-                    tracing::debug!(
-                        received = total,
-                        "an upload of undeclared length outgrew the publish memory budget"
-                    );
-                    api.telemetry.admission_refused("publish_memory");
-                    return Err(ApiError::AtCapacity("publish memory"));
-                }
+            if !cover.received(total, reservation, |bytes| cost_of(api, bytes)) {
+                tracing::debug!(
+                    received = total,
+                    "an upload of undeclared length outgrew the publish memory budget"
+                );
+                api.telemetry.admission_refused("publish_memory");
+                return Err(ApiError::AtCapacity("publish memory"));
             }
         }
         match &mut file {
