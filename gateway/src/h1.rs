@@ -66,9 +66,6 @@ pub struct Settings {
     pub write_stall_timeout: Duration,
     /// `Alt-Svc` to add to every response (HTTP/3 advertisement).
     pub alt_svc: Option<HeaderValue>,
-    /// `/metrics` is served on its own listener: answer 404 here.
-    pub hide_metrics: bool,
-    pub retry_after_secs: u32,
     /// Counts the connections the header timeout closes.
     pub telemetry: Arc<Telemetry>,
 }
@@ -131,13 +128,8 @@ pub async fn serve(
         let head_only = request.method() == Method::HEAD;
         let mut request = request;
         request.extensions_mut().insert(share.clone());
-        let mut response = if settings.hide_metrics && request.uri().path() == "/metrics" {
-            crate::server::metrics_elsewhere(&settings.telemetry, settings.retry_after_secs)
-        } else {
-            // Every request the memory-hit lane could answer was offered to it above.
-            let Ok(response) = api.dispatch(request).await;
-            response
-        };
+        // Every request the memory-hit lane could answer was offered to it above.
+        let Ok(mut response) = api.dispatch(request).await;
         if let Some(alt_svc) = &settings.alt_svc {
             response
                 .headers_mut()

@@ -94,9 +94,6 @@ pub struct H3Limits {
     pub max_requests_per_connection: usize,
     /// Deadlines of request bodies ([`crate::deadline`]).
     pub body: BodyDeadlines,
-    /// `/metrics` is served on its own listener: answer 404 here.
-    pub hide_metrics: bool,
-    pub retry_after_secs: u32,
 }
 
 /// A bound, not yet serving, HTTP/3 endpoint.
@@ -366,12 +363,7 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context
         )
     });
     request.extensions_mut().insert(context.share.clone());
-    let response = if limits.hide_metrics && request.uri().path() == "/metrics" {
-        crate::server::metrics_elsewhere(&context.telemetry, limits.retry_after_secs)
-    } else {
-        let Ok(response) = context.api.handle(request).await;
-        response
-    };
+    let Ok(response) = context.api.handle(request).await;
     let (mut parts, mut body) = response.into_parts();
     // hyper derives Content-Length from an exact body size; do the same so every protocol
     // sends the same headers.
@@ -548,8 +540,6 @@ mod tests {
                 idle: Duration::from_secs(5),
                 total: Duration::from_secs(5),
             },
-            hide_metrics: false,
-            retry_after_secs: 1,
         }
     }
 

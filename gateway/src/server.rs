@@ -14,7 +14,6 @@
 //! their own timeout; HTTP/2 connections are PINGed. With `metrics_listen`, `/metrics` is
 //! served on a listener of its own and the public listeners answer 404 there.
 
-use crate::api::body::Body;
 use crate::api::error::ApiError;
 use crate::api::Api;
 use crate::cache::BlobCache;
@@ -231,8 +230,6 @@ impl Gateway {
                         idle: config.body_timeout,
                         total: config.body_total_timeout,
                     },
-                    hide_metrics: config.metrics_listen.is_some(),
-                    retry_after_secs: config.retry_after_secs,
                 },
             )?),
             _ => None,
@@ -364,8 +361,6 @@ impl Gateway {
                     idle: config.body_timeout,
                     total: config.body_total_timeout,
                 },
-                hide_metrics: metrics.is_some(),
-                retry_after_secs: config.retry_after_secs,
             },
             lean_http1: config.lean_http1,
         };
@@ -519,9 +514,6 @@ struct ConnLimits {
     tls_handshake_timeout: Duration,
     per_connection: usize,
     body: BodyDeadlines,
-    /// `/metrics` is served on its own listener: the public one answers 404 there.
-    hide_metrics: bool,
-    retry_after_secs: u32,
 }
 
 impl ConnLimits {
@@ -581,12 +573,7 @@ impl Conn {
         parts.extensions.insert(self.share.clone());
         let body = TimedBody::new(body, self.limits.body, Some(self.telemetry.clone()));
         let request = Request::from_parts(parts, body);
-        let mut response = if self.limits.hide_metrics && request.uri().path() == "/metrics" {
-            metrics_elsewhere(&self.telemetry, self.limits.retry_after_secs)
-        } else {
-            let Ok(response) = self.api.handle(request).await;
-            response
-        };
+        let Ok(mut response) = self.api.handle(request).await;
         if let Some(alt_svc) = &self.alt_svc {
             response
                 .headers_mut()
@@ -697,13 +684,6 @@ fn is_head_timeout<E: std::fmt::Display + 'static>(e: &E) -> bool {
         .is_some_and(hyper::Error::is_timeout)
 }
 
-/// The public listeners' answer to `/metrics` when it is served on `--metrics-listen`: the
-/// route does not exist here.
-pub(crate) fn metrics_elsewhere(telemetry: &Telemetry, retry_after_secs: u32) -> Response<Body> {
-    telemetry.response(404);
-    ApiError::RouteNotFound.into_response(retry_after_secs)
-}
-
 impl TcpServing<'_> {
     fn template(&self) -> ConnTemplate {
         ConnTemplate {
@@ -756,8 +736,6 @@ impl TcpServing<'_> {
                         header_read_timeout: limits.header_read_timeout,
                         write_stall_timeout: stall,
                         alt_svc: self.alt_svc.clone(),
-                        hide_metrics: limits.hide_metrics,
-                        retry_after_secs: limits.retry_after_secs,
                         telemetry: self.telemetry.clone(),
                     };
                     let template = self.template();
@@ -861,12 +839,7 @@ async fn serve_metrics(
             async move {
                 let get = matches!(*request.method(), Method::GET | Method::HEAD);
                 let response = if request.uri().path() == "/metrics" && get {
-                    let mut response = Response::new(Body::full(telemetry.render().into()));
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                    );
-                    response
+                    crate::api::metrics_response(&telemetry)
                 } else if request.uri().path() == "/metrics" {
                     ApiError::MethodNotAllowed { allow: "GET, HEAD" }.into_response(0)
                 } else {

@@ -55,6 +55,8 @@ pub struct Api {
     /// `POST /v1/inference/{id}` and `POST /v1/models/{id}/warm`.
     inference: inference::Inference,
     retry_after_secs: u32,
+    /// `/metrics` is served here (not on a listener of its own, `--metrics-listen`).
+    metrics_public: bool,
 }
 
 /// What part of a blob a request wants.
@@ -147,6 +149,7 @@ impl Api {
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             retry_after_secs: config.retry_after_secs,
+            metrics_public: config.metrics_listen.is_none(),
         }
     }
 
@@ -245,12 +248,11 @@ impl Api {
                 }
                 Ok(response)
             }
-            ["metrics"] => {
+            // With `--metrics-listen` the metrics are served there alone, and the route does
+            // not exist on the public listeners.
+            ["metrics"] if self.metrics_public => {
                 read_only(request.method())?;
-                Ok(text(
-                    self.telemetry.render().into(),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                ))
+                Ok(metrics_response(&self.telemetry))
             }
             ["v1", "blobs", id] => {
                 read_only(request.method())?;
@@ -719,6 +721,14 @@ fn content_type<B>(request: &Request<B>) -> Option<HeaderValue> {
         return headers.get(header::CONTENT_TYPE).cloned();
     }
     None
+}
+
+/// The Prometheus text of `telemetry` (`GET /metrics`, here or on `--metrics-listen`).
+pub fn metrics_response(telemetry: &Telemetry) -> Response<Body> {
+    text(
+        telemetry.render().into(),
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
 }
 
 /// An uncacheable JSON answer (admin, publish and inference routes).
