@@ -198,6 +198,16 @@ impl BlobCache {
         self.disk.as_ref()
     }
 
+    /// Whether a blob of `len` bytes can be kept by any tier (memory's per-object limit, or
+    /// the disk tier's bound): a fill of a longer one is served but never cached.
+    pub fn can_hold(&self, len: u64) -> bool {
+        len <= self.max_object
+            || self
+                .disk
+                .as_ref()
+                .is_some_and(|disk| len <= disk.effective_capacity())
+    }
+
     /// Look `id` up in the memory tier only.
     pub async fn memory_get(&self, id: &BlobId) -> Option<CachedBlob> {
         self.memory.get(id).await

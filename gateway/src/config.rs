@@ -201,7 +201,7 @@ impl Default for GatewayConfig {
             lean_http1: true,
             header_read_timeout: Duration::from_secs(30),
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
-            negative_cache_ttl: Duration::from_secs(5),
+            negative_cache_ttl: Duration::from_secs(30),
             max_requests_per_connection: 64,
             max_requests_per_client: 0,
             client_share_loopback: false,
@@ -270,9 +270,59 @@ pub fn parse_size(text: &str) -> Result<u64, SizeParseError> {
         .ok_or_else(|| SizeParseError::Overflow(text.to_owned()))
 }
 
+/// Why a duration did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurationParseError {
+    #[error("{0:?} is not a duration: a whole number and a unit (ms, s, m, h), e.g. 30s")]
+    Invalid(String),
+}
+
+/// Parse `30s`, `500ms`, `2m`, `1h`, `0` (a whole number and a unit; `0` needs none).
+pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
+    let invalid = || DurationParseError::Invalid(text.to_owned());
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    let millis_per: u64 = match unit.trim() {
+        "" if number == 0 => 0,
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(millis_per)
+        .map(Duration::from_millis)
+        .ok_or_else(invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_with_a_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "5 parsecs",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_parse_with_binary_and_decimal_units() {

@@ -351,9 +351,14 @@ struct ServeArgs {
     #[arg(long)]
     no_prefetch_slivers: bool,
     /// How long a "not found" (nodes holding 2f+1 shards, or every upstream, said so) is
-    /// answered without asking again; 0: not remembered. Publishing the blob here forgets it.
-    #[arg(long, default_value_t = 5_000)]
-    negative_cache_ttl_ms: u64,
+    /// answered 404 without asking again, per Blob ID (at most 100,000 remembered), e.g. 30s,
+    /// 500ms; 0: not remembered. A blob read right after certification can briefly 404, so
+    /// keep it short. Publishing the blob here forgets it.
+    #[arg(long, default_value = "30s", value_parser = gateway::config::parse_duration)]
+    negative_ttl: Duration,
+    /// The same in milliseconds (the old name of `--negative-ttl`); overrides it if given.
+    #[arg(long, hide = true)]
+    negative_cache_ttl_ms: Option<u64>,
     /// ed25519 key signing inference proofs, created if absent; default:
     /// `<cache-dir>/gateway-identity.key`; with neither, a key that lasts as long as the process.
     #[arg(long)]
@@ -749,7 +754,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         max_streams_per_connection: args.max_streams_per_connection,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         h3_max_udp_payload: args.h3_max_udp_payload,
-        negative_cache_ttl: Duration::from_millis(args.negative_cache_ttl_ms),
+        negative_cache_ttl: args
+            .negative_cache_ttl_ms
+            .map_or(args.negative_ttl, Duration::from_millis),
         max_requests_per_connection: args.max_requests_per_connection,
         max_requests_per_client: args.max_requests_per_client,
         client_share_loopback: args.client_share_loopback,

@@ -25,7 +25,7 @@ mod upload;
 
 use crate::cache::{CachedBlob, DiskBlob, Hit, Tier};
 use crate::config::GatewayConfig;
-use crate::fill::{Filler, ReadError, Source};
+use crate::fill::{Filler, RangeFill, ReadError, Source};
 use crate::telemetry::Telemetry;
 use body::{Body, RequestSlot};
 use bytes::Bytes;
@@ -334,12 +334,8 @@ impl Api {
                 Hit::Disk(blob) => Plan::Disk(blob),
             }
         } else if let Some(mut reader) = self.filler.join(&id) {
-            // A HEAD needs only the length; a range waits until the fill is sure to succeed.
-            let meta = if head || existence_only {
-                Box::pin(reader.metadata()).await?
-            } else {
-                Box::pin(reader.ready()).await?
-            };
+            // A HEAD needs only the length; a range waits for its own rows (`from_fill`).
+            let meta = Box::pin(reader.metadata()).await?;
             Plan::Filling(reader, meta)
         } else {
             match Box::pin(self.filler.metadata(id)).await {
@@ -371,9 +367,14 @@ impl Api {
                 self.telemetry.hit(Tier::Disk);
                 Tier::Disk.header_value()
             }
-            _ => {
+            plan => {
                 self.telemetry.cache_misses.increment(1);
-                "miss"
+                // Longer than any tier holds: served, never kept (`--memory-max-object`, disk).
+                if self.filler.cache().can_hold(plan.len()) {
+                    "miss"
+                } else {
+                    "miss-uncacheable"
+                }
             }
         };
         let served = self.telemetry.served_from(match &plan {
@@ -406,7 +407,9 @@ impl Api {
             match plan {
                 Plan::Cached(blob, _) => Body::cached(&blob, start, end),
                 Plan::Disk(blob) => stream::from_disk(blob, start, end)?,
-                Plan::Filling(reader, meta) => stream::from_fill(reader, &meta, start, end),
+                Plan::Filling(reader, meta) => {
+                    Box::pin(stream::from_fill(reader, &meta, start, end)).await?
+                }
                 Plan::Cold(meta) => Box::pin(self.cold_range(id, meta, start, end)).await?,
             }
         };
@@ -523,9 +526,12 @@ impl Api {
         })
     }
 
-    /// Bytes `[start, end)` of a blob nobody is filling: read just the systematic rows covering
-    /// them (each verified). If one cannot be had, fall back to a whole-blob fill, which can
-    /// reconstruct it.
+    /// Bytes `[start, end)` of a blob nobody is filling. A blob some tier can hold gets a
+    /// whole-blob fill in the background that fetches this range's rows first, and the range
+    /// is served from them as they verify (so they are fetched once, and later ranges of the
+    /// blob join the fill). Otherwise (too large to keep, every fill slot taken, or a fill
+    /// through upstreams, which read in blob order) the range reads just the systematic rows
+    /// covering it, each verified; if one cannot be had, a whole-blob fill reconstructs it.
     async fn cold_range(
         &self,
         id: BlobId,
@@ -541,6 +547,12 @@ impl Api {
         let rows = config
             .rows_for_range(meta.unencoded_length(), start, end)
             .map_err(|e| ReadError::Internal(e.to_string()))?;
+        match self.filler.open_range(&meta, rows.clone()).await {
+            RangeFill::Source(source, started) if !(started && self.filler.has_upstreams()) => {
+                return range_of(source, &meta, start, end).await;
+            }
+            RangeFill::Source(..) | RangeFill::Uncacheable | RangeFill::Busy => {}
+        }
         let base = u64::from(rows.start) * row_len;
         match self.filler.read_rows(&meta, rows).await {
             Ok(rows) => {
@@ -551,15 +563,22 @@ impl Api {
                 tracing::info!(blob_id = %id, error = %e, "range read falls back to a whole-blob fill");
             }
         }
-        match self.filler.open(id).await? {
-            Source::Cached(blob, _) => Ok(Body::cached(&blob, start, end)),
-            Source::Disk(blob) => Ok(stream::from_disk(blob, start, end)?),
-            Source::Filling(mut reader) => {
-                let meta = reader.ready().await?;
-                Ok(stream::from_fill(reader, &meta, start, end))
-            }
-        }
+        range_of(self.filler.open(id).await?, &meta, start, end).await
     }
+}
+
+/// Bytes `[start, end)` of the blob `meta` describes, from wherever `source` holds it.
+async fn range_of(
+    source: Source,
+    meta: &VerifiedMetadata,
+    start: u64,
+    end: u64,
+) -> Result<Body, ApiError> {
+    Ok(match source {
+        Source::Cached(blob, _) => Body::cached(&blob, start, end),
+        Source::Disk(blob) => stream::from_disk(blob, start, end)?,
+        Source::Filling(reader) => stream::from_fill(reader, meta, start, end).await?,
+    })
 }
 
 fn read_only(method: &Method) -> Result<(), ApiError> {

@@ -48,24 +48,27 @@ impl Cursor {
         let _ = self.tx.send(Err(error)).await;
     }
 
-    /// Forward from a running fill until the range is complete.
-    async fn copy_fill(&mut self, mut reader: FillReader) {
-        while !self.done() {
-            match reader.next_row().await {
-                Some(Ok((row, bytes))) => {
+    /// Forward rows `rows` from a running fill, each as soon as it has verified (in order or
+    /// not), until the range is complete.
+    async fn copy_fill(&mut self, mut reader: FillReader, rows: std::ops::Range<u16>) {
+        for row in rows {
+            if self.done() {
+                return;
+            }
+            match reader.row(row).await {
+                Ok(bytes) => {
                     if !self.row(row, bytes).await {
                         return;
                     }
                 }
-                Some(Err(e)) => return self.fail(e).await,
-                None => {
-                    return self
-                        .fail(ReadError::Internal(
-                            "the fill ended before the requested range".into(),
-                        ))
-                        .await
-                }
+                Err(e) => return self.fail(e).await,
             }
+        }
+        if !self.done() {
+            self.fail(ReadError::Internal(
+                "the fill ended before the requested range".into(),
+            ))
+            .await
         }
     }
 }
@@ -82,11 +85,27 @@ fn cursor(meta: &VerifiedMetadata, start: u64, end: u64) -> (Cursor, Body) {
     (cursor, Body::stream(rx, end - start))
 }
 
-/// Bytes `[start, end)` from a running fill.
-pub fn from_fill(reader: FillReader, meta: &VerifiedMetadata, start: u64, end: u64) -> Body {
+/// Bytes `[start, end)` from a running fill, once they may start ([`FillReader::range_ready`]:
+/// a range of a blob that does not stream waits for all its rows, so a fill that fails first
+/// answers with a status, never a truncated body). A range reads only its own rows: it is
+/// served as soon as they verify, whatever the fill is doing elsewhere in the blob.
+pub async fn from_fill(
+    mut reader: FillReader,
+    meta: &VerifiedMetadata,
+    start: u64,
+    end: u64,
+) -> Result<Body, ReadError> {
+    if start >= end {
+        return Ok(Body::empty());
+    }
+    let rows = meta
+        .config()
+        .rows_for_range(meta.unencoded_length(), start, end)
+        .map_err(|e| ReadError::Internal(e.to_string()))?;
+    reader.range_ready(rows.clone()).await?;
     let (mut cursor, body) = cursor(meta, start, end);
-    tokio::spawn(async move { cursor.copy_fill(reader).await });
-    body
+    tokio::spawn(async move { cursor.copy_fill(reader, rows).await });
+    Ok(body)
 }
 
 /// Bytes `[start, end)` of a blob on the disk tier, one checked chunk at a time. A chunk that

@@ -94,7 +94,8 @@ pub(super) async fn fetch_metadata(
                 failed += 1;
                 inner.node_outcome(topology, node, Outcome::Failed);
                 inner.telemetry.node_failure(name, e.kind());
-                tracing::info!(node = %name, blob_id = %id, error = %e, "metadata request failed");
+                // Counted per node in the metrics; the lookup logs once if it fails.
+                tracing::debug!(node = %name, blob_id = %id, error = %e, "metadata request failed");
                 continue;
             }
         };

@@ -50,7 +50,7 @@ use bytes::Bytes;
 use codec::{BlobId, CodecError, ConsistencyCheck, VerifiedMetadata, VerifiedSliver};
 use metadata::fetch_metadata;
 use slivers::{collect_slivers, Goal, Prefetched};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,6 +117,10 @@ pub struct FillState {
     pub meta: Option<Arc<VerifiedMetadata>>,
     /// Verified rows `0..rows.len()` of the blob, each truncated to the blob's end.
     pub rows: Vec<Bytes>,
+    /// Verified systematic rows past that prefix, by row index, as they arrive out of order
+    /// (a row moves into `rows` when the prefix reaches it): a range reads its rows from here
+    /// as soon as they exist, without waiting for every row before them.
+    pub early: BTreeMap<u16, Bytes>,
     /// Every byte verified (slivers, decoding, consistency check): responses may start, and
     /// the fill can no longer fail for lack of data.
     pub committed: bool,
@@ -124,6 +128,15 @@ pub struct FillState {
     pub streaming: bool,
     /// Set once, when the fill ends.
     pub outcome: Option<Result<(), ReadError>>,
+}
+
+impl FillState {
+    /// Verified row `row`, if it has arrived (in order or not).
+    pub fn row(&self, row: u16) -> Option<&Bytes> {
+        self.rows
+            .get(usize::from(row))
+            .or_else(|| self.early.get(&row))
+    }
 }
 
 /// A subscriber to one fill: reads its metadata, then its rows in order.
@@ -162,6 +175,51 @@ impl FillReader {
             return Err(e.clone());
         }
         state.meta.clone().ok_or_else(ended_unexpectedly)
+    }
+
+    /// The metadata once a response for systematic rows `rows` may start: every one of them
+    /// verified (for a blob that does not stream: nothing of it can fail any more), or the
+    /// first one (a streaming blob), or the fill committed. Otherwise the fill's error.
+    pub async fn range_ready(
+        &mut self,
+        rows: Range<u16>,
+    ) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        let state = self
+            .rx
+            .wait_for(|s| {
+                s.committed
+                    || s.outcome.is_some()
+                    || (s.meta.is_some()
+                        && if s.streaming {
+                            rows.is_empty() || s.row(rows.start).is_some()
+                        } else {
+                            rows.clone().all(|r| s.row(r).is_some())
+                        })
+            })
+            .await
+            .map_err(|_| ended_unexpectedly())?;
+        if let Some(Err(e)) = &state.outcome {
+            return Err(e.clone());
+        }
+        state.meta.clone().ok_or_else(ended_unexpectedly)
+    }
+
+    /// Verified row `row`, waiting until it arrives (in order or not).
+    pub async fn row(&mut self, row: u16) -> Result<Bytes, ReadError> {
+        let state = self
+            .rx
+            .wait_for(|s| s.row(row).is_some() || s.outcome.is_some())
+            .await
+            .map_err(|_| ended_unexpectedly())?;
+        if let Some(bytes) = state.row(row) {
+            return Ok(bytes.clone());
+        }
+        match &state.outcome {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Err(ReadError::Internal(format!(
+                "the fill ended without row {row}"
+            ))),
+        }
     }
 
     /// The next verified row as `(row index, bytes)`; `None` after the last one.
@@ -206,6 +264,25 @@ impl From<Hit> for Source {
             Hit::Disk(blob) => Source::Disk(blob),
         }
     }
+}
+
+/// What a range miss reads from ([`Filler::open_range`]).
+pub enum RangeFill {
+    /// The cache, or a running fill (true: started by this call).
+    Source(Source, bool),
+    /// The blob is longer than any cache tier holds: nothing is filled.
+    Uncacheable,
+    /// Every fill slot is taken: nothing is filled.
+    Busy,
+}
+
+/// What a fill's starter knows already.
+#[derive(Default)]
+struct Start {
+    /// Verified metadata in hand (a range miss looked it up): no lookup, no early slivers.
+    meta: Option<Arc<VerifiedMetadata>>,
+    /// Systematic rows a waiting range needs: requested before every other sliver.
+    rows_first: Range<u16>,
 }
 
 /// Runs fills and owns the caches they land in. Cheap to clone.
@@ -411,12 +488,47 @@ impl Filler {
         if let Some(miss) = self.remembered_miss(&id).await {
             return Err(miss);
         }
+        let (reader, _) = self.start_fill(id, Start::default())?;
+        Ok(Source::Filling(reader))
+    }
+
+    /// What a range miss on `meta`'s blob reads from: the cache, the running fill, or a whole-
+    /// blob fill started now in the background that requests the range's systematic `rows`
+    /// before any other sliver (their bytes reach this range from the fill, so they are fetched
+    /// once). No fill when the blob is larger than any tier holds, or every fill slot is taken:
+    /// then the range reads its own rows.
+    pub async fn open_range(&self, meta: &Arc<VerifiedMetadata>, rows: Range<u16>) -> RangeFill {
+        let id = meta.blob_id();
+        if !self.inner.cache.can_hold(meta.unencoded_length()) {
+            return RangeFill::Uncacheable;
+        }
+        if let Some(reader) = self.join(&id) {
+            return RangeFill::Source(Source::Filling(reader), false);
+        }
+        // A fill may have cached the blob and left the map since the caller looked.
+        if let Some(hit) = self.inner.cache.get(&id).await {
+            return RangeFill::Source(hit.into(), false);
+        }
+        let start = Start {
+            meta: Some(meta.clone()),
+            rows_first: rows,
+        };
+        match self.start_fill(id, start) {
+            Ok((reader, started)) => RangeFill::Source(Source::Filling(reader), started),
+            Err(_) => RangeFill::Busy,
+        }
+    }
+
+    /// Join the running fill of `id`, or start one (bounded: [`ReadError::Overloaded`] when
+    /// `max_concurrent_fills` run already). True if this call started it.
+    fn start_fill(&self, id: BlobId, start: Start) -> Result<(FillReader, bool), ReadError> {
         let mut inflight = self.lock_inflight();
         if let Some(tx) = inflight.get(&id) {
-            return Ok(Source::Filling(FillReader {
+            let reader = FillReader {
                 rx: tx.subscribe(),
                 next: 0,
-            }));
+            };
+            return Ok((reader, false));
         }
         let permit = self
             .inner
@@ -433,8 +545,8 @@ impl Filler {
         drop(inflight);
         self.inner.telemetry.fills_started.increment(1);
         let filler = self.clone();
-        tokio::spawn(async move { filler.run_fill(id, tx, permit).await });
-        Ok(Source::Filling(reader))
+        tokio::spawn(async move { filler.run_fill(id, tx, permit, start).await });
+        Ok((reader, true))
     }
 
     /// Verified metadata of `id`, from the cache, the upstreams that offer it, or the nodes (one
@@ -541,6 +653,7 @@ impl Filler {
             meta,
             Goal::Rows(rows),
             Some((first, &mut emit)),
+            None,
             &mut Prefetched::default(),
         )
         .await?;
@@ -556,6 +669,7 @@ impl Filler {
         tx: &watch::Sender<FillState>,
         prefetched: &mut Prefetched,
         skip: usize,
+        rows_first: Range<u16>,
     ) -> Result<(), ReadError> {
         let kp = meta.config().n_primary_source_symbols();
         let consistency = self.inner.config.consistency;
@@ -564,13 +678,28 @@ impl Filler {
         let mut seen = 0usize;
         let mut publish = |row: Bytes| {
             if seen >= skip {
-                tx.send_modify(|s| s.rows.push(row));
+                tx.send_modify(|s| {
+                    s.early.remove(&(s.rows.len() as u16));
+                    s.rows.push(row);
+                });
             }
             seen += 1;
         };
+        // Rows that verify ahead of the prefix, for ranges that need them.
+        let mut ahead = |index: u16, row: Bytes| {
+            tx.send_if_modified(|s| {
+                if usize::from(index) < s.rows.len() {
+                    return false;
+                }
+                s.early.insert(index, row);
+                true
+            });
+        };
         let emit = stream_early.then_some((0u16, &mut publish as &mut (dyn FnMut(Bytes) + Send)));
+        let early = stream_early.then_some(&mut ahead as &mut (dyn FnMut(u16, Bytes) + Send));
+        let goal = Goal::Blob { first: rows_first };
         let collected =
-            collect_slivers(&self.inner, topology, meta, Goal::Blob, emit, prefetched).await?;
+            collect_slivers(&self.inner, topology, meta, goal, emit, early, prefetched).await?;
         let all_systematic = (0..kp).all(|i| collected.primary.contains_key(&i));
         if !(all_systematic && consistency != ConsistencyCheck::Strict) {
             let slivers: Vec<VerifiedSliver> = if collected.primary.len() >= usize::from(kp) {
@@ -608,6 +737,7 @@ impl Filler {
         id: BlobId,
         tx: Arc<watch::Sender<FillState>>,
         permit: OwnedSemaphorePermit,
+        start: Start,
     ) {
         let mut guard = FillGuard {
             filler: self,
@@ -615,7 +745,7 @@ impl Filler {
             tx: tx.clone(),
         };
         let started = Instant::now();
-        let result = self.fill_blob(id, &tx).await;
+        let result = self.fill_blob(id, &tx, start).await;
         let telemetry = &self.inner.telemetry;
         match &result {
             Ok(()) => {
@@ -650,7 +780,12 @@ impl Filler {
         drop(permit);
     }
 
-    async fn fill_blob(&self, id: BlobId, tx: &watch::Sender<FillState>) -> Result<(), ReadError> {
+    async fn fill_blob(
+        &self,
+        id: BlobId,
+        tx: &watch::Sender<FillState>,
+        start: Start,
+    ) -> Result<(), ReadError> {
         // Upstreams first (a parent gateway, an aggregator); the nodes continue where they
         // stopped, without publishing a row twice.
         let mut published = 0usize;
@@ -670,13 +805,18 @@ impl Filler {
         // wasted, so its first fill takes the second round trip instead.
         // One committee for the whole fill, even if a newer one is published meanwhile.
         let topology = self.read_topology(id).await;
-        let mut prefetched =
-            if self.inner.config.prefetch_slivers && self.inner.memory.is_known(&id) {
-                slivers::prefetch_systematic(&self.inner, &topology, id)
-            } else {
-                Prefetched::default()
-            };
-        let meta = self.metadata_from(id, Some(topology.clone())).await?;
+        let mut prefetched = if start.meta.is_none()
+            && self.inner.config.prefetch_slivers
+            && self.inner.memory.is_known(&id)
+        {
+            slivers::prefetch_systematic(&self.inner, &topology, id)
+        } else {
+            Prefetched::default()
+        };
+        let meta = match start.meta {
+            Some(meta) => meta,
+            None => self.metadata_from(id, Some(topology.clone())).await?,
+        };
         let config = *meta.config();
         let len = meta.unencoded_length();
         let consistency = self.inner.config.consistency;
@@ -704,7 +844,14 @@ impl Filler {
             }
         } else {
             let read = self
-                .read_slivers(&topology, &meta, tx, &mut prefetched, published)
+                .read_slivers(
+                    &topology,
+                    &meta,
+                    tx,
+                    &mut prefetched,
+                    published,
+                    start.rows_first,
+                )
                 .await;
             if matches!(read, Err(ReadError::Unavailable(_))) {
                 // Too few slivers: perhaps the shards moved. Look at the chain again.

@@ -21,8 +21,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// What a sliver collection must achieve.
 pub(super) enum Goal {
-    /// `kp` verified primary slivers, or `ks` secondary ones: enough to decode the blob.
-    Blob,
+    /// `kp` verified primary slivers, or `ks` secondary ones: enough to decode the blob. The
+    /// primaries of `first` (rows a range is waiting for) are asked for before all others.
+    Blob { first: Range<u16> },
     /// Exactly these systematic primary slivers (rows), no substitutes.
     Rows(Range<u16>),
 }
@@ -84,13 +85,15 @@ struct Flight {
     want: Want,
 }
 
-/// Fetch and verify slivers until `goal` is met; emit verified rows (from `emit.0` on) in order.
+/// Fetch and verify slivers until `goal` is met; emit verified rows (from `emit.0` on) in order,
+/// and hand `early` each systematic row that verifies ahead of that order, as it verifies.
 pub(super) async fn collect_slivers(
     inner: &Arc<Inner>,
     topology: &Arc<Topology>,
     meta: &Arc<VerifiedMetadata>,
     goal: Goal,
     mut emit: Option<(u16, &mut (dyn FnMut(Bytes) + Send))>,
+    mut early: Option<&mut (dyn FnMut(u16, Bytes) + Send)>,
     prefetched: &mut Prefetched,
 ) -> Result<Collected, ReadError> {
     let config = *meta.config();
@@ -103,14 +106,18 @@ pub(super) async fn collect_slivers(
     let data_rows = len.div_ceil(row_len).min(u64::from(kp)) as u16;
     let id = meta.blob_id();
     let (mut queue, emit_end): (VecDeque<Want>, u16) = match &goal {
-        Goal::Blob => {
+        Goal::Blob { first } => {
             let slow = inner.slow_nodes(topology);
             let any_slow = slow.contains(&true);
             let on_slow = |want: &Want| any_slow && slow[topology.node_for_pair(&id, want.pair)];
-            let primaries = (0..n).map(|pair| Want {
-                kind: SliverKind::Primary,
-                pair,
-            });
+            let first = first.start.min(n)..first.end.min(n);
+            let primaries = first
+                .clone()
+                .chain((0..n).filter(|pair| !first.contains(pair)))
+                .map(|pair| Want {
+                    kind: SliverKind::Primary,
+                    pair,
+                });
             let secondaries = (0..n).map(|index| Want {
                 kind: SliverKind::Secondary,
                 pair: SliverKind::Secondary.pair_index(index, n),
@@ -148,7 +155,9 @@ pub(super) async fn collect_slivers(
     let hedge_after = inner.config.hedge_after;
     loop {
         let done = match &goal {
-            Goal::Blob => primary.len() >= usize::from(kp) || secondary.len() >= usize::from(ks),
+            Goal::Blob { .. } => {
+                primary.len() >= usize::from(kp) || secondary.len() >= usize::from(ks)
+            }
             Goal::Rows(rows) => rows.clone().all(|r| primary.contains_key(&r)),
         };
         if done {
@@ -162,7 +171,7 @@ pub(super) async fn collect_slivers(
                     .count()
             };
             let need_more = match &goal {
-                Goal::Blob => {
+                Goal::Blob { .. } => {
                     primary.len() + on_way(SliverKind::Primary) < usize::from(kp)
                         && secondary.len() + on_way(SliverKind::Secondary) < usize::from(ks)
                 }
@@ -209,7 +218,7 @@ pub(super) async fn collect_slivers(
         }
         if flights.is_empty() {
             let have = match &goal {
-                Goal::Blob => format!("{} of {kp} primary slivers", primary.len()),
+                Goal::Blob { .. } => format!("{} of {kp} primary slivers", primary.len()),
                 Goal::Rows(rows) => format!(
                     "{} of rows {}..{}",
                     rows.clone().filter(|r| primary.contains_key(r)).count(),
@@ -263,7 +272,15 @@ pub(super) async fn collect_slivers(
         match result {
             Ok(sliver) => match sliver.kind {
                 SliverKind::Primary => {
-                    primary.insert(sliver.index, sliver);
+                    let index = sliver.index;
+                    if let Some(early) = early.as_mut() {
+                        if index > next_row && index < emit_end {
+                            let start = u64::from(index) * row_len;
+                            let take = (len - start).min(row_len) as usize;
+                            early(index, sliver.data.slice(..take));
+                        }
+                    }
+                    primary.insert(index, sliver);
                 }
                 SliverKind::Secondary => {
                     secondary.insert(sliver.index, sliver);
@@ -286,7 +303,8 @@ pub(super) async fn collect_slivers(
                         kind = want.kind.as_str(), error = %failure,
                         "storage node served an invalid sliver; asking for another");
                 } else {
-                    tracing::info!(node = %name, blob_id = %id, pair = want.pair,
+                    // Counted per node in the metrics; the fill logs once if it fails.
+                    tracing::debug!(node = %name, blob_id = %id, pair = want.pair,
                         kind = want.kind.as_str(), error = %failure, "sliver request failed");
                 }
                 if exact {
