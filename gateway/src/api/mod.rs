@@ -89,7 +89,8 @@ enum Plan {
     /// A large blob streaming from the disk tier.
     Disk(DiskBlob),
     Filling(crate::fill::FillReader, Arc<VerifiedMetadata>),
-    /// Not cached, not being filled: a range reads only its rows; a HEAD reads nothing more.
+    /// Not cached, not being filled: a range starts a fill and reads its rows from it (or, for
+    /// a blob no tier holds, reads only its rows); a HEAD reads nothing more.
     Cold(Arc<VerifiedMetadata>),
 }
 

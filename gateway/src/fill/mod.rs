@@ -7,8 +7,8 @@
 //! * **Metadata.** Asked of `metadata_fanout` nodes at once (one lookup for concurrent callers);
 //!   the first reply that verifies against the Blob ID wins. "Not found" is believed only when
 //!   nodes holding at least `2f+1` shards say so; anything short of that is "unavailable". A
-//!   believed "not found" is remembered for `negative_cache_ttl` ([`misses`]), so repeated
-//!   requests for a blob that does not exist cost the nodes nothing more.
+//!   believed "not found" is remembered for `negative_cache_ttl` (`--negative-ttl`, [`misses`]),
+//!   so repeated requests for a blob that does not exist cost the nodes nothing more.
 //! * **Slivers.** The `kp` systematic primary slivers first (their bytes *are* the blob's rows,
 //!   no decoding needed), at most `max_slivers_in_flight` at a time, each with a timeout. A
 //!   failed, invalid or slow (past `hedge_after`) request makes room for another sliver:
@@ -18,7 +18,8 @@
 //! * **Node health** ([`health`]) outlives fills: a node that failed, timed out or had to be
 //!   hedged recently is asked after the others, for metadata and slivers alike.
 //! * **Verification** of every sliver and any decoding run on the blocking pool, never on the
-//!   reactor. Invalid replies are logged (`warn`) with the node that sent them.
+//!   reactor. Invalid replies are logged (`warn`) with the node that sent them; other failed
+//!   requests only at `debug` (and counted per node): a failed fill logs once.
 //! * **Streaming.** Verified systematic rows are published in blob order as soon as the prefix
 //!   is contiguous; rows that must be reconstructed follow after decoding and the consistency
 //!   check. With `Strict`, nothing is published until the re-encoded blob matched its ID.
@@ -26,6 +27,11 @@
 //!   verified and checked), so a blob that cannot be read, or is inconsistently encoded,
 //!   answers 503/404/500 rather than a truncated 200. Larger blobs start streaming with their
 //!   first verified row; a fill that fails after that aborts the body (never ends it cleanly).
+//! * **Ranges.** Systematic rows that verify ahead of the in-order prefix are published too
+//!   ([`FillState::early`]), so a range reads its own rows as soon as they exist. A range miss
+//!   starts the blob's fill ([`Filler::open_range`]) with its rows requested first, so its rows
+//!   are fetched once and parallel ranges of one blob share one fill; not for a blob longer
+//!   than any cache tier holds, which would be fetched whole for nothing.
 //!
 //! This module owns single-flight and the fill's lifecycle; `metadata` fetches and verifies
 //! metadata, `slivers` schedules, hedges and verifies sliver requests, `misses` remembers which
