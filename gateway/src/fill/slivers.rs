@@ -141,6 +141,11 @@ pub(super) async fn collect_slivers(
             rows.end.min(data_rows),
         ),
     };
+    // Rows a waiting range needs: verified before the others.
+    let urgent = match &goal {
+        Goal::Blob { first } => first.clone(),
+        Goal::Rows(rows) => rows.clone(),
+    };
     let mut next_row = emit.as_ref().map_or(0, |(first, _)| *first);
     let mut primary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
     let mut secondary: BTreeMap<u16, VerifiedSliver> = BTreeMap::new();
@@ -208,11 +213,12 @@ pub(super) async fn collect_slivers(
             let topology = topology.clone();
             let meta = meta.clone();
             let request = seq;
+            let urgent = urgent.clone();
             requests.spawn(async move {
                 let early = AbortOnDrop(early);
                 (
                     request,
-                    fetch_sliver(&inner, &topology, meta, want, early).await,
+                    fetch_sliver(&inner, &topology, meta, want, early, urgent).await,
                 )
             });
         }
@@ -365,6 +371,7 @@ async fn fetch_sliver(
     meta: Arc<VerifiedMetadata>,
     want: Want,
     mut early: AbortOnDrop,
+    urgent: Range<u16>,
 ) -> Result<VerifiedSliver, SliverFailure> {
     let config = meta.config();
     let n = config.n_shards();
@@ -407,10 +414,12 @@ async fn fetch_sliver(
             got: sliver.index,
         });
     }
-    // Rows in order first (primary index = row), then secondaries.
+    // Rows a range waits for first, then rows in order (primary index = row), then
+    // secondaries.
     let priority = match want.kind {
-        SliverKind::Primary => u32::from(sliver.index),
-        SliverKind::Secondary => u32::from(n) + u32::from(sliver.index),
+        SliverKind::Primary if urgent.contains(&sliver.index) => u32::from(sliver.index),
+        SliverKind::Primary => u32::from(n) + u32::from(sliver.index),
+        SliverKind::Secondary => 2 * u32::from(n) + u32::from(sliver.index),
     };
     let _turn = inner.verify_gate.enter(priority).await;
     let verified = tokio::task::spawn_blocking(move || meta.verify_sliver(sliver))
