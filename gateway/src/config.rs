@@ -148,7 +148,24 @@ pub struct GatewayConfig {
     /// Serve `GET /metrics` on a listener of its own here; the public listeners then answer 404
     /// there.
     pub metrics_listen: Option<SocketAddr>,
+    /// The denylist file (`--blocklist`, the Walrus aggregator's YAML format); `None`: nothing
+    /// is blocked and the blocklist admin routes answer 409.
+    pub blocklist: Option<std::path::PathBuf>,
+    /// Blob attribute keys that `by-object-id` and `concat` pass through as response headers
+    /// (`--allowed-headers`, lowercase; the aggregator's default list).
+    pub allowed_headers: Vec<String>,
 }
+
+/// The aggregator's default `--allowed-headers`.
+pub const DEFAULT_ALLOWED_HEADERS: [&str; 7] = [
+    "content-type",
+    "authorization",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "link",
+];
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -211,6 +228,8 @@ impl Default for GatewayConfig {
             body_timeout: Duration::from_secs(15),
             body_total_timeout: Duration::from_secs(600),
             metrics_listen: None,
+            blocklist: None,
+            allowed_headers: DEFAULT_ALLOWED_HEADERS.map(String::from).to_vec(),
         }
     }
 }
