@@ -449,3 +449,64 @@ async fn without_a_file_the_admin_routes_say_so_and_a_bad_file_stops_the_start()
         assert!(error.contains("blocklist"), "{error}");
     }
 }
+
+/// `SIGHUP` re-reads the file even when nothing the poll looks at changed (same size, inode and
+/// modification time: an edit in place whose time was reset), and the process lives on.
+#[test]
+fn sighup_rereads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.bin");
+    let data = blob(5_000, 77);
+    std::fs::write(&seed, &data).unwrap();
+    let id = codec::blob_id(10, &data).unwrap();
+    let list = dir.path().join("blocklist.yaml");
+    // Another ID of the same length, so the edit below keeps the file's size.
+    std::fs::write(&list, format!("- {}\n", BlobId([1; 32]))).unwrap();
+    let mut served = harness::Served::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--seed",
+        seed.to_str().unwrap(),
+        "--blocklist",
+        list.to_str().unwrap(),
+    ]);
+    assert_eq!(served.line(), id.to_string());
+    let base = served.line_after("listening on ");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = |base: &str| {
+        let url = format!("{base}/v1/blobs/{id}");
+        runtime.block_on(async {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Empty<Bytes>>();
+            client.get(url.parse().unwrap()).await.unwrap().status()
+        })
+    };
+    assert_eq!(status(&base), StatusCode::OK);
+
+    let before = std::fs::metadata(&list).unwrap().modified().unwrap();
+    std::fs::write(&list, format!("- {id}\n")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&list)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    // Several polls later the change is not seen: nothing the poll looks at changed.
+    std::thread::sleep(gateway::blocklist::POLL * 3);
+    assert_eq!(status(&base), StatusCode::OK);
+
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &served.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(hup.success());
+    let sent = Instant::now();
+    while status(&base) != StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS {
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
