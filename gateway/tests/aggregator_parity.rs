@@ -348,8 +348,11 @@ async fn run(program: &str, args: Vec<String>) -> Result<Value, String> {
         .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
-/// One curl exchange: status, headers (lowercase names) and body.
-fn curl(args: &[&str]) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+/// Status, headers (lowercase names) and body of one exchange.
+type Exchange = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One curl exchange.
+fn curl(args: &[&str]) -> Result<Exchange, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (head, body) = (dir.path().join("head"), dir.path().join("body"));
     let output = Command::new("curl")
