@@ -371,6 +371,18 @@ impl Telemetry {
         });
     }
 
+    /// A strict consistency check asked for by `strict_consistency_check=true` on a gateway
+    /// whose fills do not make one (`result`: `consistent` or `inconsistent`).
+    pub fn strict_check(&self, result: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_strict_checks_total",
+                "Blobs re-encoded on request (strict_consistency_check=true) to check their Blob ID"
+            );
+            metrics::counter!("gateway_strict_checks_total", "result" => result).increment(1)
+        });
+    }
+
     /// A newly blocked blob's bytes were dropped from the cache.
     pub fn blocklist_purged(&self) {
         metrics::with_local_recorder(&self.recorder, || {

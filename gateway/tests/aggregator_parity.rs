@@ -114,6 +114,24 @@ async fn consistency_parameters_and_unknown_parameters() {
         assert_eq!(reply.status, StatusCode::OK, "{query}");
         assert_eq!(reply.bytes().as_ref(), data.as_slice(), "{query}");
     }
+    // This gateway's fills make the default check: the first strict read re-encoded the blob,
+    // later ones remember it did.
+    let checked = "gateway_strict_checks_total{result=\"consistent\"}";
+    assert_eq!(s.metric(checked).await, Some(1.0));
+    let again = s
+        .get(&format!("/v1/blobs/{id}?strict_consistency_check=true"))
+        .await;
+    assert_eq!(again.bytes().as_ref(), data.as_slice());
+    assert_eq!(s.metric(checked).await, Some(1.0));
+    let other = blob(3_000, 9);
+    let other_id = s.store(&other).await;
+    let cold = s
+        .get(&format!(
+            "/v1/blobs/{other_id}?strict_consistency_check=true"
+        ))
+        .await;
+    assert_eq!(cold.bytes().as_ref(), other.as_slice());
+    assert_eq!(s.metric(checked).await, Some(2.0));
     let both = s
         .get(&format!(
             "/v1/blobs/{id}?strict_consistency_check=true&skip_consistency_check=true"

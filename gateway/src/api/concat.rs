@@ -216,7 +216,7 @@ fn stream(filler: Filler, ids: Vec<BlobId>, total: u64) -> Body {
 }
 
 /// The whole of one blob, from wherever it is.
-async fn open(filler: &Filler, id: BlobId) -> Result<Body, ReadError> {
+pub(super) async fn open(filler: &Filler, id: BlobId) -> Result<Body, ReadError> {
     Ok(match filler.open(id).await? {
         Source::Cached(blob, _) => Body::cached(&blob, 0, blob.len()),
         Source::Disk(blob) => {

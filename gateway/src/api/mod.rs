@@ -62,7 +62,7 @@ pub struct Api {
     /// `/metrics` is served here (not on a listener of its own, `--metrics-listen`).
     metrics_public: bool,
     /// The blocklist watcher and the other aggregator-parity state ([`parity`]).
-    _parity: parity::Parity,
+    parity: parity::Parity,
 }
 
 /// What part of a blob a request wants.
@@ -154,7 +154,7 @@ impl Api {
                 })
             },
             inference: inference::Inference::new(&filler, config),
-            _parity: parity::Parity::new(&filler, config),
+            parity: parity::Parity::new(&filler, config),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -200,7 +200,7 @@ impl Api {
         // moves into a task of its own) stays the size a blob read needs.
         let routed = if let Some(early) = parity::front(self, &request) {
             early
-        } else if parity::handles(&path) {
+        } else if parity::handles(self, &request) {
             Box::pin(parity::route(self, request)).await
         } else if path.starts_with("/admin/") || path == "/admin" {
             Box::pin(admin::route(self, request)).await

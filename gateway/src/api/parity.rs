@@ -10,6 +10,7 @@ use super::body::Body;
 use super::error::ApiError;
 use super::Api;
 use crate::fill::ReadError;
+use codec::BlobId;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body as HttpBody;
@@ -23,6 +24,15 @@ pub(super) const API_DOCS: &str = "/v1/api";
 pub(super) struct Parity {
     /// The blocklist file's watcher; stops with the Api.
     _watch: Option<crate::blocklist::Watch>,
+    /// Every fill already re-encodes its blob (`--consistency strict`): the parameter asks for
+    /// nothing more.
+    strict_fills: bool,
+    /// Blobs whose re-encoding matched their ID here, so a later strict read costs nothing.
+    strictly_checked: moka::future::Cache<BlobId, ()>,
+    /// Strict checks at once: each holds one whole blob in memory.
+    strict_slots: tokio::sync::Semaphore,
+    /// Largest blob a strict check is run on (`--memory-max-object`).
+    strict_max: u64,
 }
 
 impl Parity {
@@ -32,9 +42,16 @@ impl Parity {
                 .blocklist
                 .as_ref()
                 .map(|_| crate::blocklist::watch(filler.clone())),
+            strict_fills: config.consistency == codec::ConsistencyCheck::Strict,
+            strictly_checked: moka::future::Cache::new(100_000),
+            strict_slots: tokio::sync::Semaphore::new(STRICT_CHECKS),
+            strict_max: config.memory_max_object,
         }
     }
 }
+
+/// Strict consistency checks running at once (each re-encodes a whole blob on one core).
+const STRICT_CHECKS: usize = 2;
 
 /// The answer to a request that is settled before routing: a CORS preflight, a blocked blob,
 /// or read options the aggregator would refuse. `None`: route it.
@@ -67,9 +84,67 @@ pub(super) fn front<B>(
     None
 }
 
-/// The routes this module adds.
-pub(super) fn handles(path: &str) -> bool {
-    path == CONCAT || path == API_DOCS
+/// The routes this module adds, and blob reads that ask for a strict consistency check this
+/// gateway's fills did not make ([`strict_check`]).
+pub(super) fn handles<B>(api: &Api, request: &Request<B>) -> bool {
+    let path = request.uri().path();
+    path == CONCAT || path == API_DOCS || strict_wanted(api, request).is_some()
+}
+
+/// The blob of a `/v1/blobs/{id}?strict_consistency_check=true` read whose strictness is not
+/// yet established (the fills here do not re-encode, and this blob was not checked before).
+fn strict_wanted<B>(api: &Api, request: &Request<B>) -> Option<BlobId> {
+    let query = request.uri().query()?;
+    if api.parity.strict_fills || !query.contains("strict_consistency_check=true") {
+        return None;
+    }
+    let id = super::whole_blob_id(request.uri().path())?;
+    (read_options(Some(query)).ok()?.strict && !api.parity.strictly_checked.contains_key(&id))
+        .then_some(id)
+}
+
+/// The aggregator's strict check for one blob (SPEC §9.5): re-encode all of it and require its
+/// Blob ID. A blob that fails is purged and answers 500 `BLOB_INCONSISTENT`, as a strict
+/// aggregator would refuse it; one that passes is remembered.
+async fn strict_check(api: &Api, id: BlobId) -> Result<(), ApiError> {
+    let meta = Box::pin(api.filler.metadata(id)).await?;
+    let len = meta.unencoded_length();
+    if len > api.parity.strict_max {
+        return Err(ApiError::Read(ReadError::TooLarge {
+            len,
+            max: api.parity.strict_max,
+        }));
+    }
+    let _slot = api
+        .parity
+        .strict_slots
+        .acquire()
+        .await
+        .map_err(|e| ReadError::Internal(e.to_string()))?;
+    if api.parity.strictly_checked.contains_key(&id) {
+        return Ok(());
+    }
+    let body = Box::pin(super::concat::open(&api.filler, id)).await?;
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|e| ApiError::Read(e.0))?
+        .to_bytes();
+    let n_shards = meta.config().n_shards();
+    let computed = tokio::task::spawn_blocking(move || codec::blob_id(n_shards, &bytes))
+        .await
+        .map_err(|e| ReadError::Internal(e.to_string()))?
+        .map_err(|e| ReadError::Internal(e.to_string()))?;
+    if computed != id {
+        api.telemetry.strict_check("inconsistent");
+        tracing::warn!(blob_id = %id, %computed, "strict consistency check failed: purged");
+        let _ = api.filler.cache().purge(&id).await;
+        return Err(ApiError::Read(ReadError::Inconsistent(format!(
+            "re-encoding the blob gives Blob ID {computed}"
+        ))));
+    }
+    api.telemetry.strict_check("consistent");
+    api.parity.strictly_checked.insert(id, ()).await;
+    Ok(())
 }
 
 pub(super) async fn route<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
@@ -78,11 +153,19 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if request.uri().path() == API_DOCS {
+    let path = request.uri().path();
+    if path == API_DOCS {
         super::read_only(request.method())?;
         return Ok(super::openapi::response(request.method() == Method::HEAD));
     }
-    super::concat::route(api, request).await
+    if path == CONCAT {
+        return super::concat::route(api, request).await;
+    }
+    if let Some(id) = strict_wanted(api, &request) {
+        super::read_only(request.method())?;
+        strict_check(api, id).await?;
+    }
+    api.route(&request).await
 }
 
 /// The consistency options of a blob read (the aggregator's `ReadOptions`).
