@@ -151,21 +151,7 @@ pub struct GatewayConfig {
     /// The denylist file (`--blocklist`, the Walrus aggregator's YAML format); `None`: nothing
     /// is blocked and the blocklist admin routes answer 409.
     pub blocklist: Option<std::path::PathBuf>,
-    /// Blob attribute keys that `by-object-id` and `concat` pass through as response headers
-    /// (`--allowed-headers`, lowercase; the aggregator's default list).
-    pub allowed_headers: Vec<String>,
 }
-
-/// The aggregator's default `--allowed-headers`.
-pub const DEFAULT_ALLOWED_HEADERS: [&str; 7] = [
-    "content-type",
-    "authorization",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-    "content-location",
-    "link",
-];
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -229,7 +215,6 @@ impl Default for GatewayConfig {
             body_total_timeout: Duration::from_secs(600),
             metrics_listen: None,
             blocklist: None,
-            allowed_headers: DEFAULT_ALLOWED_HEADERS.map(String::from).to_vec(),
         }
     }
 }

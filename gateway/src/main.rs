@@ -247,11 +247,6 @@ struct ServeArgs {
     /// changes and on SIGHUP; PUT/DELETE /admin/blocklist/{id} edit it.
     #[arg(long, value_name = "FILE")]
     blocklist: Option<PathBuf>,
-    /// Blob attribute keys passed through as response headers by
-    /// /v1/blobs/by-object-id/{id} (as the aggregator's --allowed-headers).
-    #[arg(long, num_args = 1.., value_name = "HEADER",
-        default_values_t = gateway::config::DEFAULT_ALLOWED_HEADERS.map(String::from))]
-    allowed_headers: Vec<String>,
     #[command(flatten)]
     source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
@@ -774,11 +769,6 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         body_total_timeout: Duration::from_millis(args.body_total_timeout_ms),
         metrics_listen: args.metrics_listen,
         blocklist: args.blocklist.clone(),
-        allowed_headers: args
-            .allowed_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;
