@@ -78,6 +78,9 @@ async fn cors_is_the_aggregators() {
         assert_eq!(reply.header("access-control-allow-headers"), Some("*"));
         assert_eq!(reply.header("access-control-max-age"), Some("86400"));
     }
+    // An OPTIONS that is not a preflight gets the route's answer.
+    let bare = s.request(Method::OPTIONS, &path, &[]).await;
+    assert_eq!(bare.status, StatusCode::METHOD_NOT_ALLOWED);
     // Every answer is readable cross-origin: blobs (cold and from the memory lane), errors, JSON.
     for p in [
         path.clone(),

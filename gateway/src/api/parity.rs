@@ -1,6 +1,6 @@
 //! Aggregator parity (issue 17), at the front of every request: CORS as the Walrus aggregator's
 //! tower-http `CorsLayer` sends it (any origin, any method and header, preflights answered with
-//! a 24-hour `max-age`), the denylist (a blocked Blob ID in the path answers 451
+//! a 24-hour `max-age` on every path), the denylist (a blocked Blob ID in the path answers 451
 //! `FORBIDDEN_BLOB` before any cache lookup), the read options `/v1/blobs/{id}` takes (the
 //! aggregator's `ReadOptions`: unknown parameters are a 400, as its `deny_unknown_fields`
 //! makes them), and the routes beside the blob reads: `/v1alpha/blobs/concat` ([`super::concat`])
@@ -59,7 +59,13 @@ pub(super) fn front<B>(
     api: &Api,
     request: &Request<B>,
 ) -> Option<Result<Response<Body>, ApiError>> {
-    if request.method() == Method::OPTIONS {
+    // A browser's preflight always names the method it wants; a bare OPTIONS is routed (and
+    // refused as any other method a route does not take).
+    if request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
         return Some(Ok(preflight()));
     }
     let query = request.uri().query();
@@ -222,7 +228,8 @@ fn clip(text: &str) -> String {
 
 /// The preflight answer of tower-http's `CorsLayer` as the aggregator configures it
 /// (`allow_origin(Any)`, `allow_methods(Any)`, `allow_headers(Any)`, `max_age(24 h)`): 200,
-/// no body, for any `OPTIONS` request.
+/// no body, for any preflight (`OPTIONS` with `Access-Control-Request-Method`; tower-http
+/// answers a bare `OPTIONS` so too, here it gets the route's own answer).
 pub(super) fn preflight() -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::OK;
