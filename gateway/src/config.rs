@@ -148,6 +148,9 @@ pub struct GatewayConfig {
     /// Serve `GET /metrics` on a listener of its own here; the public listeners then answer 404
     /// there.
     pub metrics_listen: Option<SocketAddr>,
+    /// The denylist file (`--blocklist`, the Walrus aggregator's YAML format); `None`: nothing
+    /// is blocked and the blocklist admin routes answer 409.
+    pub blocklist: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -211,6 +214,7 @@ impl Default for GatewayConfig {
             body_timeout: Duration::from_secs(15),
             body_total_timeout: Duration::from_secs(600),
             metrics_listen: None,
+            blocklist: None,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! has a timeout and every queue a bound, and hitting a bound answers 429 rather than waiting.
 
 pub mod api;
+pub mod blocklist;
 pub mod budget;
 pub mod cache;
 pub mod chain_reader;

@@ -241,6 +241,12 @@ struct ServeArgs {
     /// listeners then answer 404 at /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// A denylist of Blob IDs, in the Walrus aggregator's --blocklist format (a YAML list:
+    /// `- <blob id>` per line, or `[]`); the file must exist. Listed blobs answer 451
+    /// FORBIDDEN_BLOB and are purged and never fetched, published or run. Re-read when it
+    /// changes and on SIGHUP; PUT/DELETE /admin/blocklist/{id} edit it.
+    #[arg(long, value_name = "FILE")]
+    blocklist: Option<PathBuf>,
     #[command(flatten)]
     source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
@@ -769,6 +775,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         body_total_timeout: Duration::from_millis(args.body_total_timeout_ms),
         metrics_listen: args.metrics_listen,
+        blocklist: args.blocklist.clone(),
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;

@@ -39,6 +39,8 @@ pub struct PublishConfig {
     pub attempts: u32,
     /// After a successful publish, how long nodes that failed keep being retried.
     pub background_retry_for: Duration,
+    /// Blob IDs refused once encoded ([`crate::blocklist`]): nothing is sent to the nodes.
+    pub blocklist: crate::blocklist::Blocklist,
 }
 
 impl Default for PublishConfig {
@@ -48,6 +50,7 @@ impl Default for PublishConfig {
             slivers_in_flight_per_node: 16,
             attempts: 2,
             background_retry_for: Duration::from_secs(60),
+            blocklist: crate::blocklist::Blocklist::default(),
         }
     }
 }
@@ -171,6 +174,8 @@ pub enum PublishError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the blob is blocked on this gateway")]
+    Blocked,
 }
 
 /// Encode `blob` and store it on the committee. `memory` is the publish's admission; each
@@ -190,6 +195,9 @@ pub async fn publish(
         .map_err(|e| PublishError::Internal(format!("encoder task failed: {e}")))??;
     let metadata = encoded.metadata;
     let blob_id = metadata.blob_id();
+    if config.blocklist.is_blocked(&blob_id) {
+        return Err(PublishError::Blocked);
+    }
     let n = codec_config.n_shards();
     let needed = codec_config.quorum();
     let kp = usize::from(codec_config.n_primary_source_symbols());

@@ -69,6 +69,8 @@ pub enum ServerError {
     H3(#[from] H3Error),
     #[error("the server task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Blocklist(#[from] crate::blocklist::BlocklistError),
 }
 
 /// The HTTPS listener: a TCP port whose connections start with a TLS handshake.
@@ -174,6 +176,11 @@ impl Gateway {
             cache,
             telemetry.clone(),
         );
+        // The denylist is in force before the first request (the Api watches it from now on).
+        if let Some(path) = &config.blocklist {
+            filler.blocklist().open(path)?;
+            telemetry.blocklist_loaded(filler.blocklist().len(), true);
+        }
         // Open the connections to HTTPS nodes before serving (bounded), with the fills' own
         // client, so the first fills do not each make a handshake; later committees are warmed
         // in the background.

@@ -337,6 +337,64 @@ impl Telemetry {
     }
 }
 
+/// Aggregator parity (issue 17): the denylist. Registered on use, each with its help text.
+impl Telemetry {
+    /// A request refused because its blob is blocked (`gateway_blocked_total{route}`, route a
+    /// fixed word: `blob`, `inference`, `publish`, `concat`, `object`, `fill`).
+    pub fn blocked(&self, route: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_blocked_total",
+                "Requests answered 451 FORBIDDEN_BLOB because the blob is on the blocklist"
+            );
+            metrics::counter!("gateway_blocked_total", "route" => route).increment(1)
+        });
+    }
+
+    /// The blocklist was (re)read: its size, and whether the read failed (the list in force
+    /// then stays).
+    pub fn blocklist_loaded(&self, entries: usize, ok: bool) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_gauge!(
+                "gateway_blocklist_entries",
+                "Blob IDs on the blocklist in force"
+            );
+            metrics::describe_counter!(
+                "gateway_blocklist_reload_failures_total",
+                "Blocklist file reads that failed (unreadable or malformed); the previous list stayed in force"
+            );
+            metrics::gauge!("gateway_blocklist_entries").set(entries as f64);
+            let failures = metrics::counter!("gateway_blocklist_reload_failures_total");
+            if !ok {
+                failures.increment(1);
+            }
+        });
+    }
+
+    /// A strict consistency check asked for by `strict_consistency_check=true` on a gateway
+    /// whose fills do not make one (`result`: `consistent` or `inconsistent`).
+    pub fn strict_check(&self, result: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_strict_checks_total",
+                "Blobs re-encoded on request (strict_consistency_check=true) to check their Blob ID"
+            );
+            metrics::counter!("gateway_strict_checks_total", "result" => result).increment(1)
+        });
+    }
+
+    /// A newly blocked blob's bytes were dropped from the cache.
+    pub fn blocklist_purged(&self) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_blocklist_purged_total",
+                "Cached blobs purged from memory and disk because they were blocked"
+            );
+            metrics::counter!("gateway_blocklist_purged_total").increment(1)
+        });
+    }
+}
+
 /// Other components (the inference engine) record into the gateway's registry through this, so
 /// their metrics appear at the same `/metrics`.
 impl metrics::Recorder for Telemetry {

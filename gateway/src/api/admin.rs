@@ -14,6 +14,8 @@
 //! Pin and purge change nothing unless the disk tier persisted the change: a full or read-only
 //! device answers 507 `DISK_TIER_UNWRITABLE` with the pins and the cache as they were.
 //! | `GET /admin/cache` | sizes, counts and the most used disk entries |
+//! | `GET /admin/blocklist` | the blocked Blob IDs and the file they are kept in |
+//! | `PUT`/`DELETE /admin/blocklist/{id}` | block (purged at once) or unblock, written to `--blocklist` first (409 without one) |
 
 use super::body::Body;
 use super::error::ApiError;
@@ -100,6 +102,42 @@ where
             ))
         }
         (["admin", "cache"], _) => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        // The denylist ([`crate::blocklist`]): edits are written to the --blocklist file first.
+        (["admin", "blocklist"], Method::GET) => {
+            let list = api.filler.blocklist();
+            Ok(super::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"blobIds": list.ids(), "file": list.file()}),
+            ))
+        }
+        (["admin", "blocklist"], _) => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        (["admin", "blocklist", id], method)
+            if method == Method::PUT || method == Method::DELETE =>
+        {
+            let id = parse_id(id)?;
+            let block = method == Method::PUT;
+            let list = api.filler.blocklist().clone();
+            let changed = tokio::task::spawn_blocking(move || list.set(id, block))
+                .await
+                .map_err(|e| ReadError::Internal(e.to_string()))?
+                .map_err(|e| match e {
+                    crate::blocklist::BlocklistError::NoFile => ApiError::NoBlocklistFile,
+                    other => ApiError::BlocklistUnwritable(other.to_string()),
+                })?;
+            if block {
+                crate::blocklist::enforce(&api.filler, &[id]).await;
+            }
+            api.telemetry
+                .blocklist_loaded(api.filler.blocklist().len(), true);
+            tracing::info!(blob_id = %id, blocked = block, changed, "blocklist edited");
+            Ok(super::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"blobId": id, "blocked": block, "changed": changed}),
+            ))
+        }
+        (["admin", "blocklist", _], _) => Err(ApiError::MethodNotAllowed {
+            allow: "PUT, DELETE",
+        }),
         _ => Err(ApiError::RouteNotFound),
     }
 }

@@ -48,6 +48,15 @@ pub enum ApiError {
     DiskUnwritable(String),
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
+    /// `strict_consistency_check` and `skip_consistency_check` together (the aggregator's 400).
+    #[error("cannot set both strict and skip consistency check options")]
+    InvalidConsistencyCheck,
+    /// The blocklist admin routes need `--blocklist FILE` to persist their changes.
+    #[error("this gateway has no blocklist file (start it with --blocklist FILE)")]
+    NoBlocklistFile,
+    /// The blocklist file could not be written; nothing changed.
+    #[error("the blocklist file cannot be written, nothing was changed: {0}")]
+    BlocklistUnwritable(String),
     #[error(transparent)]
     Read(#[from] ReadError),
     /// An inference failure (`inference::InferenceError`): its documented status, a fixed
@@ -183,6 +192,26 @@ impl ApiError {
             ApiError::Read(ReadError::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
             }
+            ApiError::Read(ReadError::Blocked) => (
+                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+                "UNAVAILABLE_FOR_LEGAL_REASONS",
+                "FORBIDDEN_BLOB",
+            ),
+            ApiError::InvalidConsistencyCheck => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "INVALID_CONSISTENCY_CHECK",
+            ),
+            ApiError::NoBlocklistFile => (
+                StatusCode::CONFLICT,
+                "FAILED_PRECONDITION",
+                "NO_BLOCKLIST_FILE",
+            ),
+            ApiError::BlocklistUnwritable(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "UNAVAILABLE",
+                "BLOCKLIST_UNWRITABLE",
+            ),
             ApiError::Inference { status, reason, .. } => {
                 let status =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -280,6 +309,9 @@ mod tests {
             (ApiError::Read(ReadError::TooLarge { len: 2, max: 1 }), 403),
             (ApiError::Read(ReadError::Inconsistent("x".into())), 500),
             (ApiError::Read(ReadError::Internal("x".into())), 500),
+            (ApiError::Read(ReadError::Blocked), 451),
+            (ApiError::InvalidConsistencyCheck, 400),
+            (ApiError::NoBlocklistFile, 409),
             (
                 inference::InferenceError::BadRequest("x".into()).into(),
                 400,

@@ -17,8 +17,12 @@
 
 mod admin;
 pub mod body;
+// Aggregator parity (issue 17): CORS, the denylist at the front, concat and the OpenAPI page.
+mod concat;
 pub mod error;
 pub mod inference;
+pub mod openapi;
+mod parity;
 pub mod range;
 mod stream;
 mod upload;
@@ -57,6 +61,8 @@ pub struct Api {
     retry_after_secs: u32,
     /// `/metrics` is served here (not on a listener of its own, `--metrics-listen`).
     metrics_public: bool,
+    /// The blocklist watcher and the other aggregator-parity state ([`parity`]).
+    parity: parity::Parity,
 }
 
 /// What part of a blob a request wants.
@@ -137,7 +143,10 @@ impl Api {
                     token: config.publish_token.clone(),
                     max_upload: config.max_upload,
                     spool_threshold: config.upload_spool_threshold,
-                    publish: crate::publish::PublishConfig::default(),
+                    publish: crate::publish::PublishConfig {
+                        blocklist: filler.blocklist().clone(),
+                        ..Default::default()
+                    },
                     forward,
                     gate: crate::publish::PublishGate::new(
                         config.max_concurrent_publishes,
@@ -146,6 +155,7 @@ impl Api {
                 })
             },
             inference: inference::Inference::new(&filler, config),
+            parity: parity::Parity::new(&filler, config),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -189,7 +199,11 @@ impl Api {
         let path = request.uri().path().to_owned();
         // The rarer routes' futures are boxed, so the future of every request (which HTTP/2
         // moves into a task of its own) stays the size a blob read needs.
-        let routed = if path.starts_with("/admin/") || path == "/admin" {
+        let routed = if let Some(early) = parity::front(self, &request) {
+            early
+        } else if parity::handles(self, &request) {
+            Box::pin(parity::route(self, request)).await
+        } else if path.starts_with("/admin/") || path == "/admin" {
             Box::pin(admin::route(self, request)).await
         } else if path == "/v1/blobs" {
             if request.method() == Method::PUT {
@@ -202,7 +216,7 @@ impl Api {
         } else {
             self.route(&request).await
         };
-        let response = match routed {
+        let mut response = match routed {
             Ok(response) => response,
             Err(error) => {
                 if let ApiError::Read(e) = &error {
@@ -214,6 +228,7 @@ impl Api {
                 error.into_response(self.retry_after_secs)
             }
         };
+        parity::allow_any_origin(response.headers_mut());
         self.telemetry.response(response.status().as_u16());
         Ok(response)
     }
@@ -471,6 +486,10 @@ impl Api {
         id: &BlobId,
         share: Option<&crate::fairness::Share>,
     ) -> Option<MemoryHit> {
+        // A blocked blob takes the general path, which answers 451.
+        if self.filler.blocklist().is_blocked(id) {
+            return None;
+        }
         let blob = self.filler.cache().memory_get(id).await?;
         let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         self.telemetry.hit(Tier::Memory);

@@ -229,6 +229,10 @@ async fn publish_to_nodes(
         PublishError::Encode(codec::CodecError::BlobTooLarge { max, .. }) => {
             ApiError::PayloadTooLarge { limit: max }
         }
+        PublishError::Blocked => {
+            api.telemetry.blocked("publish");
+            ApiError::Read(crate::fill::ReadError::Blocked)
+        }
         other => ApiError::Publish(
             other.to_string(),
             matches!(other, PublishError::InsufficientConfirmations { .. }),
@@ -276,6 +280,10 @@ async fn forward(
             other => ApiError::Publish(other.to_string(), false),
         })?
         .blob_id();
+    if api.filler.blocklist().is_blocked(&computed) {
+        api.telemetry.blocked("publish");
+        return Err(ApiError::Read(crate::fill::ReadError::Blocked));
+    }
     let answer = publisher
         .put(query, blob)
         .await

@@ -79,6 +79,9 @@ pub enum ReadError {
     Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
+    /// On this gateway's denylist (`--blocklist`): never filled, served or published.
+    #[error("the requested blob is blocked")]
+    Blocked,
 }
 
 impl ReadError {
@@ -91,6 +94,7 @@ impl ReadError {
             ReadError::TooLarge { .. } => "too_large",
             ReadError::Overloaded => "overloaded",
             ReadError::Internal(_) => "internal",
+            ReadError::Blocked => "blocked",
         }
     }
 }
@@ -321,6 +325,8 @@ struct Inner {
     memory: misses::Memory,
     /// How each storage node has been answering, across fills.
     health: health::NodeHealth,
+    /// Blob IDs that are never filled ([`crate::blocklist`]).
+    blocklist: crate::blocklist::Blocklist,
 }
 
 impl Inner {
@@ -382,12 +388,18 @@ impl Filler {
                 ),
                 memory: misses::Memory::new(negative_cache_ttl),
                 health: health::NodeHealth::default(),
+                blocklist: crate::blocklist::Blocklist::default(),
             }),
         }
     }
 
     pub fn cache(&self) -> &BlobCache {
         &self.inner.cache
+    }
+
+    /// The denylist every fill and metadata read checks first.
+    pub fn blocklist(&self) -> &crate::blocklist::Blocklist {
+        &self.inner.blocklist
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -481,6 +493,9 @@ impl Filler {
     /// The cached blob, or a running fill to read, starting one if needed (429-worthy
     /// [`ReadError::Overloaded`] when `max_concurrent_fills` are already running).
     pub async fn open(&self, id: BlobId) -> Result<Source, ReadError> {
+        if self.inner.blocklist.is_blocked(&id) {
+            return Err(ReadError::Blocked);
+        }
         if let Some(hit) = self.inner.cache.get(&id).await {
             return Ok(hit.into());
         }
@@ -568,6 +583,9 @@ impl Filler {
         id: BlobId,
         topology: Option<Arc<Topology>>,
     ) -> Result<Arc<VerifiedMetadata>, ReadError> {
+        if self.inner.blocklist.is_blocked(&id) {
+            return Err(ReadError::Blocked);
+        }
         if let Some(miss) = self.remembered_miss(&id).await {
             return Err(miss);
         }
