@@ -23,12 +23,10 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Bytes of an upload read from the file at once.
 const PUT_PIECE: usize = 256 << 10;
@@ -246,7 +244,10 @@ async fn put_stream(
     let mut request = Request::builder()
         .method(Method::PUT)
         .uri(uri.path())
-        .header(http::header::HOST, uri.authority().map_or("", |a| a.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or("", |a| a.as_str()),
+        )
         .header(http::header::CONTENT_TYPE, "application/octet-stream");
     if let Some(total) = total {
         request = request.header(http::header::CONTENT_LENGTH, total);
@@ -306,8 +307,7 @@ async fn early_answer(
         return failed();
     };
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-    let Ok(mut stream) =
-        tokio::net::TcpStream::connect((host, uri.port_u16().unwrap_or(80))).await
+    let Ok(mut stream) = tokio::net::TcpStream::connect((host, uri.port_u16().unwrap_or(80))).await
     else {
         return failed();
     };
@@ -468,9 +468,12 @@ pub async fn get(
     let meta = Arc::new(metadata(base, id, n_shards).await?);
     match out {
         Output::Stdout => {
-            let mut stdout = tokio::io::stdout();
-            let len = stream_verified(base, &meta, &mut stdout, "standard output").await?;
-            stdout.flush().await.map_err(|e| write_error("standard output", e))?;
+            // Unbuffered writes of whole rows to descriptor 1 (std's stdout scans for newlines).
+            let name = "standard output";
+            let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
+                .try_clone_to_owned()
+                .map_err(|e| write_error(name, e))?;
+            let (len, _) = stream_verified(base, &meta, std::fs::File::from(fd), name).await?;
             Ok(len)
         }
         Output::File(path) => {
@@ -483,12 +486,14 @@ pub async fn get(
                 .prefix(".walrus-get-")
                 .tempfile_in(dir)
                 .map_err(|e| write_error(&dir.display().to_string(), e))?;
-            // Dropping `temp` on any failure below deletes it: nothing is left at the target.
+            // Dropping `temp_path` on any failure below deletes the file: nothing is left at
+            // the target.
             let (file, temp_path) = temp.into_parts();
-            let mut file = tokio::fs::File::from_std(file);
-            let len = stream_verified(base, &meta, &mut file, &shown).await?;
-            file.sync_all().await.map_err(|e| write_error(&shown, e))?;
-            drop(file);
+            let (len, file) = stream_verified(base, &meta, file, &shown).await?;
+            let file = tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(|e| ClientError::Protocol(format!("sync task failed: {e}")))?;
+            file.map_err(|e| write_error(&shown, e))?;
             temp_path
                 .persist(path)
                 .map_err(|e| write_error(&shown, e.error))?;
@@ -506,12 +511,15 @@ fn write_error(path: &str, e: std::io::Error) -> ClientError {
 }
 
 /// Stream the blob `meta` describes into `out`, each row written only once it verified.
-async fn stream_verified<W: AsyncWrite + Unpin>(
+/// This task reads the network and cuts rows; one thread verifies and writes them in order, so
+/// at most three rows are held at once (one filling, one queued, one verifying) and every
+/// allocation comes from two threads' heaps.
+async fn stream_verified<W: std::io::Write + Send + 'static>(
     base: &str,
     meta: &Arc<VerifiedMetadata>,
-    out: &mut W,
+    out: W,
     out_name: &str,
-) -> Result<u64, ClientError> {
+) -> Result<(u64, W), ClientError> {
     let id = meta.blob_id();
     let len = meta.unencoded_length();
     let row_len = meta.config().row_len(meta.symbol_size()) as usize;
@@ -535,85 +543,98 @@ async fn stream_verified<W: AsyncWrite + Unpin>(
         )));
     }
     let progress = progress_bar(&id.to_string()[..8], Some(len));
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let worker = {
+        let (meta, progress, name) = (meta.clone(), progress.clone(), out_name.to_owned());
+        std::thread::Builder::new()
+            .name("get-verify".into())
+            .spawn(move || {
+                let _ = done_tx.send(verify_and_write(&meta, rows_rx, out, &name, &progress));
+            })
+            .map_err(|e| ClientError::Protocol(format!("cannot start the verifier: {e}")))?
+    };
     let mut body = response.into_body();
-    // Two rows verify while the next arrives: verification runs off this thread.
-    let mut pending: VecDeque<JoinHandle<Result<Bytes, ClientError>>> = VecDeque::new();
-    let mut buffer = BytesMut::with_capacity(row_len.min(len as usize));
-    let (mut received, mut next_row) = (0u64, 0u16);
-    let result = async {
+    let mut received = 0u64;
+    let mut row = BytesMut::with_capacity(row_len.min(len as usize));
+    let read = async {
         loop {
-            let done = match body.frame().await {
-                Some(frame) => {
-                    let frame = frame.map_err(|e| {
-                        ClientError::Transport(format!("download interrupted: {}", chain(&e)))
-                    })?;
-                    if let Ok(chunk) = frame.into_data() {
-                        received += chunk.len() as u64;
-                        if received > len {
-                            return Err(ClientError::Protocol(format!(
-                                "the gateway sent more than the blob's {len} bytes"
-                            )));
-                        }
-                        buffer.extend_from_slice(&chunk);
-                    }
-                    false
-                }
-                None if received < len => {
-                    return Err(ClientError::Transport(format!(
-                        "download interrupted after {received} of {len} bytes"
-                    )))
-                }
-                None => true,
-            };
-            while buffer.len() >= row_len || (done && !buffer.is_empty()) {
-                let row = buffer.split_to(row_len.min(buffer.len())).freeze();
-                pending.push_back(tokio::task::spawn_blocking({
-                    let meta = meta.clone();
-                    let index = next_row;
-                    move || verify_row(&meta, index, row)
-                }));
-                next_row += 1;
-                while pending.len() >= 2 {
-                    let row = join(pending.pop_front().expect("non-empty")).await?;
-                    write_row(out, &row, out_name).await?;
-                    progress.inc(row.len() as u64);
-                }
-                // The buffer keeps its capacity for the next row instead of growing anew.
-                buffer.reserve(row_len);
-            }
-            if done {
+            let Some(frame) = body.frame().await else {
                 break;
+            };
+            let frame = frame.map_err(|e| {
+                ClientError::Transport(format!("download interrupted: {}", chain(&e)))
+            })?;
+            let Ok(mut chunk) = frame.into_data() else {
+                continue;
+            };
+            received += chunk.len() as u64;
+            if received > len {
+                return Err(ClientError::Protocol(format!(
+                    "the gateway sent more than the blob's {len} bytes"
+                )));
+            }
+            while !chunk.is_empty() {
+                let take = (row_len - row.len()).min(chunk.len());
+                row.extend_from_slice(&chunk.split_to(take));
+                if row.len() == row_len {
+                    let full = std::mem::replace(&mut row, BytesMut::with_capacity(row_len));
+                    if rows_tx.send(full.freeze()).await.is_err() {
+                        // The verifier stopped: its error is the answer.
+                        return Ok(());
+                    }
+                }
             }
         }
-        while let Some(handle) = pending.pop_front() {
-            let row = join(handle).await?;
-            write_row(out, &row, out_name).await?;
-            progress.inc(row.len() as u64);
+        if received < len {
+            return Err(ClientError::Transport(format!(
+                "download interrupted after {received} of {len} bytes"
+            )));
         }
-        Ok(received)
+        if !row.is_empty() {
+            let _ = rows_tx.send(row.freeze()).await;
+        }
+        Ok(())
     }
     .await;
+    drop(rows_tx);
+    let written = done_rx
+        .await
+        .map_err(|_| ClientError::Protocol("the verifier thread failed".into()));
+    let _ = worker.join();
     progress.finish_and_clear();
-    for handle in pending {
-        handle.abort();
+    // A verification failure explains a download cut short by it.
+    let (written, out) = match (written, read) {
+        (Ok(Err(e)), _) | (Err(e), _) => return Err(e),
+        (Ok(Ok(done)), Ok(())) => done,
+        (Ok(Ok(_)), Err(e)) => return Err(e),
+    };
+    if written != len {
+        return Err(ClientError::Protocol(format!(
+            "{written} of the blob's {len} bytes arrived"
+        )));
     }
-    result
+    Ok((written, out))
 }
 
-async fn write_row<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    row: &[u8],
-    out_name: &str,
-) -> Result<(), ClientError> {
-    out.write_all(row)
-        .await
-        .map_err(|e| write_error(out_name, e))
-}
-
-async fn join(handle: JoinHandle<Result<Bytes, ClientError>>) -> Result<Bytes, ClientError> {
-    handle
-        .await
-        .map_err(|e| ClientError::Protocol(format!("verification task failed: {e}")))?
+/// The verifier thread: rows in order from `rows`, each checked, then written to `out`.
+fn verify_and_write<W: std::io::Write>(
+    meta: &VerifiedMetadata,
+    mut rows: tokio::sync::mpsc::Receiver<Bytes>,
+    mut out: W,
+    name: &str,
+    progress: &ProgressBar,
+) -> Result<(u64, W), ClientError> {
+    let (mut index, mut written) = (0u16, 0u64);
+    while let Some(row) = rows.blocking_recv() {
+        let row = verify_row(meta, index, row)?;
+        out.write_all(&row).map_err(|e| write_error(name, e))?;
+        written += row.len() as u64;
+        progress.inc(row.len() as u64);
+        index += 1;
+    }
+    out.flush().map_err(|e| write_error(name, e))?;
+    Ok((written, out))
 }
 
 /// Check `bytes` as systematic row `row` of the blob: zero padded past the blob's end, it must
@@ -668,9 +689,8 @@ pub async fn fetch_verified(base: &str, id: BlobId, n_shards: u16) -> Result<Byt
     let mut body = response.into_body();
     let mut data = Vec::with_capacity(declared.unwrap_or(0).min(max) as usize);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ClientError::Transport(format!("download interrupted: {}", chain(&e)))
-        })?;
+        let frame = frame
+            .map_err(|e| ClientError::Transport(format!("download interrupted: {}", chain(&e))))?;
         if let Ok(chunk) = frame.into_data() {
             if data.len() as u64 + chunk.len() as u64 > max {
                 return Err(ClientError::Protocol(format!(
@@ -734,6 +754,9 @@ mod tests {
             url("https://example.com", "/status"),
             Err(ClientError::BadUrl(_))
         ));
-        assert!(matches!(url("127.0.0.1:1", "/x"), Err(ClientError::BadUrl(_))));
+        assert!(matches!(
+            url("127.0.0.1:1", "/x"),
+            Err(ClientError::BadUrl(_))
+        ));
     }
 }
