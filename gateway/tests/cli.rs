@@ -537,6 +537,27 @@ async fn put_reports_the_gateway_answer_and_agrees_with_blob_id() {
     );
     assert!(fetched.stdout == data);
     scenario.stop().await;
+
+    // A read-only gateway (--no-publish): 403 with its reason.
+    let mut config = harness::config();
+    config.publish_enabled = false;
+    let read_only = harness::Scenario::with(
+        storage_sim::SimConfig {
+            n_shards: 10,
+            nodes: 4,
+            ..storage_sim::SimConfig::default()
+        },
+        config,
+    )
+    .await;
+    let url = format!("http://{}", read_only.addr);
+    let small = small.to_str().unwrap().to_owned();
+    let refused =
+        tokio::task::spawn_blocking(move || run(&["put", "--gateway", &url, &small], b""))
+            .await
+            .unwrap();
+    one_line(&refused, "the gateway answered 403");
+    read_only.stop().await;
 }
 
 /// `serve --tls-self-signed` without a TLS listener is refused before anything starts.
@@ -546,5 +567,62 @@ fn tls_self_signed_alone_is_refused() {
         &["serve", "--tls-self-signed", "--bind", "127.0.0.1:0"],
         b"",
         "--tls-self-signed makes a certificate for --https-listen or --h3-listen",
+    );
+}
+
+/// A gateway that refuses an upload by resetting the connection mid-body (the kernel then
+/// discards any answer it sent): `put` asks again with `Expect: 100-continue` and no body, and
+/// reports the gateway's answer instead of the reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_reports_a_refusal_that_came_with_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut expects = 0;
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before its request head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            if head.contains("expect: 100-continue") {
+                expects += 1;
+                let body = r#"{"error":{"code":413,"message":"the request body exceeds the 1024-byte limit"}}"#;
+                let answer = format!(
+                    "HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).await.unwrap();
+            } else {
+                // Close with a reset while the body is still coming.
+                rustix::net::sockopt::set_socket_linger(&stream, Some(std::time::Duration::ZERO))
+                    .unwrap();
+            }
+            drop(stream);
+        }
+        expects
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, pattern(8 << 20)).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || run(&["put", "--gateway", &url, &file], b""))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the gateway answered 413: the request body exceeds the 1024-byte limit"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server.await.unwrap(),
+        1,
+        "one request with Expect: 100-continue"
     );
 }
