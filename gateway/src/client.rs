@@ -95,7 +95,7 @@ fn progress_bar(label: &str, total: Option<u64>) -> ProgressBar {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
             .with_style(
                 ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    "{msg} [{bar:12}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                 )
                 .expect("a valid template")
                 .progress_chars("=> "),
@@ -105,7 +105,12 @@ fn progress_bar(label: &str, total: Option<u64>) -> ProgressBar {
                 .expect("a valid template"),
         ),
     };
-    bar.with_message(label.to_owned())
+    // The line fits 80 columns: long file names keep their end.
+    let label = match label.char_indices().rev().nth(15) {
+        Some((start, _)) if label.chars().count() > 16 => format!("…{}", &label[start..]),
+        _ => label.to_owned(),
+    };
+    bar.with_message(label)
 }
 
 fn url(base: &str, path: &str) -> Result<Uri, ClientError> {
