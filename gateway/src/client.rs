@@ -47,7 +47,9 @@ pub enum ClientError {
         "downloaded bytes do not match Blob ID {expected} (they hash to {actual}); nothing written"
     )]
     Mismatch { expected: BlobId, actual: BlobId },
-    #[error("the gateway's metadata for {id} does not verify: {reason}")]
+    #[error(
+        "Blob ID {id} and the gateway's metadata for it do not match ({reason}); nothing written"
+    )]
     BadMetadata { id: BlobId, reason: String },
     #[error("row {row} of the blob does not verify against its metadata ({reason})")]
     RowMismatch { row: u16, reason: String },
