@@ -26,16 +26,31 @@ enum Command {
     /// Serve the aggregator read API (`GET /v1/blobs/{id}`) with verified fills and a cache.
     Serve(Box<ServeArgs>),
     /// Store files on Walrus through a gateway's `PUT /v1/blobs`; prints `<blob_id>  <file>`.
+    ///
+    /// Each file is streamed as the request body (memory stays at a few MiB whatever its size),
+    /// with a progress bar on a terminal. A refused upload prints the gateway's status and
+    /// message (413 with its size limit, 401, 403, 451).
     Put {
         #[arg(long, default_value = "http://127.0.0.1:31415")]
         gateway: String,
         /// Bearer token, if the gateway requires one to publish.
         #[arg(long, env = "WALRUS_GATEWAY_PUBLISH_TOKEN")]
         token: Option<String>,
+        /// Files to store (`-` reads standard input).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Download a blob, verify it against its Blob ID, and write it (never unverified bytes).
+    /// Download a blob, verify it against its Blob ID as it arrives, and write it (never
+    /// unverified bytes).
+    ///
+    /// The gateway's `/v1/blobs/{id}/metadata` is checked against the Blob ID, then every row
+    /// of the blob against it as the row arrives; memory stays at a few rows (a row is 1/kp of
+    /// the blob: 1.5 MB of a 500 MB blob on 1000 shards). With --output, the blob goes to a
+    /// temporary file next to the target that is renamed into place only once all of it
+    /// verified: on any failure nothing is left at the target. To standard output, each row is
+    /// written as soon as it verified: every byte written is verified, but a failure midway
+    /// leaves a verified prefix there (and a non-zero exit). A closed standard output
+    /// (`get … | head`) ends the command quietly with exit code 141.
     Get {
         #[arg(long, default_value = "http://127.0.0.1:31415")]
         gateway: String,
@@ -43,7 +58,7 @@ enum Command {
         #[arg(long)]
         n_shards: Option<u16>,
         blob_id: String,
-        /// Output file (written atomically); default: standard output.
+        /// Output file (renamed into place once verified); default: standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -74,11 +89,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the Blob ID of a file (`-` reads standard input).
+    /// Print the Blob ID of a file (`-` reads standard input), for the committee size of
+    /// --gateway (what it reports on /status), or --n-shards, or else 1000 (Walrus mainnet and
+    /// testnet).
     BlobId {
         /// Shards in the committee the ID is for.
-        #[arg(long, default_value_t = 1000)]
-        n_shards: u16,
+        #[arg(long, conflicts_with = "gateway")]
+        n_shards: Option<u16>,
+        /// Take the committee size from this gateway (`x-walrus-n-shards` on `GET /status`).
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
         file: PathBuf,
     },
 }
@@ -153,7 +173,9 @@ impl SourceArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Plain HTTP/1.1 and h2c (for a local load balancer or sidecar).
+    /// Plain TCP listener: HTTP/1.1, and HTTP/2 without TLS (h2c) for clients that use prior
+    /// knowledge (they open with the HTTP/2 preface, as `curl --http2-prior-knowledge` and
+    /// gRPC-style clients do; there is no `Upgrade: h2c`). For a local load balancer or sidecar.
     #[arg(long, visible_alias = "listen", default_value = "127.0.0.1:31415")]
     bind: SocketAddr,
     /// Do not open the plain HTTP/1.1 + h2c listener (--bind/--listen): serve only on
@@ -164,11 +186,13 @@ struct ServeArgs {
     /// server that sends memory-tier blobs with sendfile (for comparison and diagnosis).
     #[arg(long)]
     hyper_http1: bool,
-    /// Also serve HTTP/1.1 and HTTP/2 over TLS here (needs a certificate).
+    /// Also serve HTTP/1.1 and HTTP/2 over TLS here, chosen by ALPN (needs --tls-cert/--tls-key
+    /// or --tls-self-signed).
     #[arg(long)]
     https_listen: Option<SocketAddr>,
-    /// Also serve HTTP/3 over QUIC on this UDP address (needs a certificate); TCP responses
-    /// then advertise it with Alt-Svc.
+    /// Also serve HTTP/3 over QUIC on this UDP address (needs a certificate). Responses on the
+    /// TCP listeners then advertise it with `Alt-Svc` (only then: without --h3-listen no
+    /// response carries Alt-Svc). Its port must be reachable over UDP where TCP is.
     #[arg(long)]
     h3_listen: Option<SocketAddr>,
     /// PEM certificate chain (leaf first) for --https-listen and --h3-listen.
@@ -178,6 +202,7 @@ struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Generate a self-signed certificate for local use and print its SHA-256 fingerprint.
+    /// Needs --https-listen or --h3-listen (the plain listener has no TLS): refused alone.
     #[arg(long)]
     tls_self_signed: bool,
     /// Names the self-signed certificate is valid for (repeatable).
@@ -389,7 +414,11 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::BlobId { n_shards, file } => blob_id(n_shards, &file),
+        Command::BlobId {
+            n_shards,
+            gateway,
+            file,
+        } => blob_id(n_shards, gateway.as_deref(), &file),
         Command::Put {
             gateway,
             token,
@@ -419,12 +448,45 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(BROKEN_PIPE_EXIT),
         Err(e) => {
-            let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("walrus-gateway: {message}");
+            eprintln!("walrus-gateway: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a shell reports for a process killed by SIGPIPE (128 + 13): `get … | head` ends with
+/// it, as `cat` would, without a message.
+const BROKEN_PIPE_EXIT: u8 = 141;
+
+/// Standard output's reader went away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<gateway::client::ClientError>()
+            .is_some_and(|c| c.is_broken_pipe())
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// holds (an error that prints its source, as many do) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// `walrus-gateway committee`: read the committee as `serve` would and print it.
@@ -569,7 +631,12 @@ impl CommitteeView {
     }
 }
 
-fn blob_id(n_shards: u16, file: &Path) -> anyhow::Result<()> {
+fn blob_id(n_shards: Option<u16>, gateway: Option<&str>, file: &Path) -> anyhow::Result<()> {
+    let n_shards = match (n_shards, gateway) {
+        (Some(n), _) => n,
+        (None, Some(gateway)) => runtime()?.block_on(gateway::client::n_shards(gateway))?,
+        (None, None) => 1000,
+    };
     let config = codec::EncodingConfig::new(n_shards)?;
     let bytes = read_limited(file, config.max_blob_size())?;
     println!("{}", codec::blob_id(n_shards, &bytes)?);
@@ -586,11 +653,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn put(gateway: &str, token: Option<&str>, files: &[PathBuf]) -> anyhow::Result<()> {
     let runtime = runtime()?;
     for file in files {
-        // The gateway enforces its own limit; this only keeps a typo from reading a disk image.
-        let bytes = read_limited(file, 16 << 30)?;
         let label = file.display().to_string();
         let id = runtime
-            .block_on(gateway::client::put(gateway, token, &label, bytes.into()))
+            .block_on(gateway::client::put_file(gateway, token, file, &label))
             .with_context(|| format!("cannot store {label}"))?;
         println!("{id}  {label}");
     }
@@ -612,7 +677,11 @@ fn get(
             Some(n) => n,
             None => gateway::client::n_shards(gateway).await?,
         };
-        gateway::client::get(gateway, id, n, output).await?;
+        let out = match output {
+            Some(path) => gateway::client::Output::File(path),
+            None => gateway::client::Output::Stdout,
+        };
+        gateway::client::get(gateway, id, n, out).await?;
         Ok(())
     })
 }
@@ -892,6 +961,9 @@ fn tls_identity(args: &ServeArgs) -> anyhow::Result<Option<gateway::tls::TlsIden
     }
     if !args.tls_self_signed {
         return Ok(None);
+    }
+    if args.https_listen.is_none() && args.h3_listen.is_none() {
+        bail!("--tls-self-signed makes a certificate for --https-listen or --h3-listen; give one of them (the plain listener speaks no TLS)");
     }
     let generated = gateway::tls::TlsIdentity::self_signed(&args.tls_self_signed_name)?;
     if let Some(path) = &args.tls_self_signed_out {

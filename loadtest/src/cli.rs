@@ -118,9 +118,17 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Any storage-sim node's URL (its loopback admin endpoint `/sim/faults`), for --preset faults.
+    /// A storage-sim node's URL (its loopback admin endpoint `/sim/faults` reaches every
+    /// node), for --preset faults; repeatable. A node taken offline cannot be healed through
+    /// itself: the run uses a URL that is not the faulted node, and refuses to start if every
+    /// one is.
     #[arg(long, value_name = "URL")]
-    pub sim_admin: Option<String>,
+    pub sim_admin: Vec<String>,
+    /// Bearer token of the target's admin API. --preset cold --publish needs it: publishing
+    /// caches what it stores, so the published blobs are purged (`DELETE /admin/cache/{id}`)
+    /// before measuring.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
     /// Node (index or name) to break.
     #[arg(long, default_value = "0")]
     pub fault_node: String,
@@ -180,6 +188,10 @@ impl Cli {
                     count,
                     sizes: self.size.clone(),
                 }
+            }
+            // The inference preset needs only its model: the one named, or a built-in one.
+            (None, None) if self.preset == Some(Preset::Inference) => {
+                PopulationSpec::Model(self.infer.clone())
             }
             (None, None) => {
                 bail!("say which blobs to read: --publish N (with --size) or --blobs FILE")
@@ -241,21 +253,40 @@ impl Cli {
             head: self.head_share,
             infer: self.infer_share.unwrap_or(0.0),
         };
+        config.admin_token = self.admin_token.clone();
         if let Some(preset) = self.preset {
             preset.apply(&mut config);
             if preset == Preset::Inference && config.inference.is_none() {
-                bail!("--preset inference needs --infer MODEL_ID and --input FILE");
+                if self.infer.is_some() || self.input.is_some() {
+                    bail!("--preset inference needs --infer MODEL_ID and --input FILE together");
+                }
+                if !matches!(config.population, PopulationSpec::Model(None)) {
+                    bail!("--preset inference with --blobs or --publish needs --infer MODEL_ID and --input FILE (without them it publishes and runs its built-in model)");
+                }
+                // Published and named once the run starts.
+                config.inference = Some(Inference::builtin());
+            }
+            if preset == Preset::Cold && matches!(config.population, PopulationSpec::Publish { .. })
+            {
+                if config.admin_token.is_none() {
+                    bail!("--preset cold --publish: publishing caches every blob it stores, so reads would be hits; give --admin-token (the target's) to purge them before measuring, or --blobs FILE of blobs not read yet");
+                }
+                config.purge_published = true;
             }
             if preset == Preset::Faults {
-                let Some(admin) = &self.sim_admin else {
-                    bail!("--preset faults needs --sim-admin URL (any storage-sim node, e.g. from its committee file)");
-                };
-                let admin = Target::parse(admin, false)
-                    .context("--sim-admin must be a loopback storage-sim node URL")?;
-                if admin.is_tls() {
-                    bail!(
-                        "--sim-admin must be an http:// URL (storage-sim nodes speak plain HTTP)"
-                    );
+                if self.sim_admin.is_empty() {
+                    bail!("--preset faults needs --sim-admin URL (storage-sim nodes, e.g. from its committee file)");
+                }
+                let mut admins = Vec::new();
+                for admin in &self.sim_admin {
+                    let admin = Target::parse(admin, false)
+                        .context("--sim-admin must be a loopback storage-sim node URL")?;
+                    if admin.is_tls() {
+                        bail!(
+                            "--sim-admin must be an http:// URL (storage-sim nodes speak plain HTTP)"
+                        );
+                    }
+                    admins.push(admin);
                 }
                 let at = self.fault_at.unwrap_or(self.duration / 3);
                 let clear_at = self.fault_clear_at.unwrap_or(self.duration * 2 / 3);
@@ -263,7 +294,7 @@ impl Cli {
                     bail!("--fault-clear-at must come after --fault-at");
                 }
                 config.faults = Some(FaultPlan {
-                    admin,
+                    admins,
                     node: self.fault_node.clone(),
                     faults: parse_faults(&self.fault)?,
                     at,
@@ -493,5 +524,49 @@ mod tests {
         ])
         .unwrap_err();
         assert!(format!("{err:#}").contains("loopback"));
+    }
+
+    #[test]
+    fn presets_need_no_more_than_they_must() {
+        // Inference alone: the built-in model, published by the run.
+        let c = config(&["--preset", "inference"]).unwrap();
+        assert!(matches!(c.population, PopulationSpec::Model(None)));
+        assert!(c.inference.as_ref().unwrap().model.is_empty());
+        let model = "A".repeat(43);
+        let input = std::env::temp_dir().join("loadtest-cli-input.json");
+        std::fs::write(&input, br#"{"inputs":{}}"#).unwrap();
+        let c = config(&[
+            "--preset",
+            "inference",
+            "--infer",
+            &model,
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(matches!(&c.population, PopulationSpec::Model(Some(m)) if *m == model));
+        // Cold reads of published blobs need them purged, so the admin token.
+        let e = config(&["--preset", "cold", "--publish", "3"]).unwrap_err();
+        assert!(e.to_string().contains("--admin-token"), "{e}");
+        let c = config(&["--preset", "cold", "--publish", "3", "--admin-token", "t"]).unwrap();
+        assert!(c.purge_published);
+        assert!(
+            !config(&["--preset", "cold", "--blobs", "ids.txt"])
+                .unwrap()
+                .purge_published
+        );
+        // Several admin URLs for faults.
+        let c = config(&[
+            "--preset",
+            "faults",
+            "--blobs",
+            "ids.txt",
+            "--sim-admin",
+            "http://127.0.0.1:1",
+            "--sim-admin",
+            "http://127.0.0.1:2",
+        ])
+        .unwrap();
+        assert_eq!(c.faults.unwrap().admins.len(), 2);
     }
 }

@@ -17,7 +17,15 @@ pub enum PopulationSpec {
     Publish { count: usize, sizes: SizeDist },
     /// A file of Blob IDs (optionally with sizes).
     List(PathBuf),
+    /// Only an inference model (`--preset inference` without --blobs or --publish): the named
+    /// one, or `None`: [`BUILTIN_MODEL`], published by the run.
+    Model(Option<String>),
 }
+
+/// The model `--preset inference` publishes and runs when given none: the small MLP of the
+/// inference crate's tests (`x`: 1×4 f32 → `y`), with the inputs of its first reference case.
+pub const BUILTIN_MODEL: &[u8] = include_bytes!("../../inference/tests/models/mlp.onnx");
+const BUILTIN_MODEL_CASES: &str = include_str!("../../inference/tests/models/mlp.json");
 
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,8 +63,22 @@ pub enum Scenario {
 /// An inference request: `POST /v1/inference/{model}` with `input` as the JSON body.
 #[derive(Debug, Clone)]
 pub struct Inference {
+    /// Empty for [`Inference::builtin`] until the run published the model.
     pub model: String,
     pub input: Bytes,
+}
+
+impl Inference {
+    /// [`BUILTIN_MODEL`] with its reference inputs; the run publishes it and fills in `model`.
+    pub fn builtin() -> Self {
+        let cases: serde_json::Value =
+            serde_json::from_str(BUILTIN_MODEL_CASES).expect("the committed reference is JSON");
+        let body = serde_json::json!({"inputs": cases["cases"][0]["inputs"]});
+        Self {
+            model: String::new(),
+            input: Bytes::from(body.to_string()),
+        }
+    }
 }
 
 /// Everything a run needs.
@@ -100,6 +122,11 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Print a progress line every second to stderr.
     pub progress: bool,
+    /// Bearer token of the target's admin API.
+    pub admin_token: Option<String>,
+    /// Purge published blobs from the target's cache before measuring (`cold` with
+    /// `--publish`: publishing caches what it stores); needs `admin_token`.
+    pub purge_published: bool,
 }
 
 impl RunConfig {
@@ -138,6 +165,8 @@ impl RunConfig {
             verify_fraction: 0.01,
             seed: 1,
             timeout: Duration::from_secs(30),
+            admin_token: None,
+            purge_published: false,
             progress: false,
         }
     }

@@ -1,6 +1,11 @@
 //! Flipping storage-sim faults mid-run (the `faults` scenario): `POST /sim/faults?node=K` with a
 //! JSON [`NodeFaults`] body on any simulated node's loopback admin endpoint. The plan says when
 //! to break the node and when to heal it; the run always heals what it broke before it ends.
+//!
+//! A node taken `offline` closes its listener, admin endpoint included, so it cannot be healed
+//! through itself. Before the run, [`choose_admin`] finds out which of the given admin URLs is
+//! the faulted node (by marking that node and reading the mark back) and uses another one; if
+//! the only one is the faulted node, the run is refused before anything is broken.
 
 use crate::client::{Target, Transport};
 use bytes::Bytes;
@@ -16,8 +21,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// When and how to break a simulated node.
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
-    /// Any node of the simulated committee (its admin endpoint reaches every node).
-    pub admin: Target,
+    /// Nodes of the simulated committee (each one's admin endpoint reaches every node), in
+    /// order of preference; the run breaks and heals through one that is not the faulted node
+    /// when the fault takes it offline.
+    pub admins: Vec<Target>,
     /// Node index or name.
     pub node: String,
     pub faults: NodeFaults,
@@ -52,25 +59,29 @@ pub fn parse_faults(text: &str) -> Result<NodeFaults, FaultError> {
     Ok(faults)
 }
 
-/// Set `faults` on `node` through the admin endpoint at `admin`.
-pub async fn apply(
+/// Keep only the characters a node index or name can have.
+fn node_key(node: &str) -> String {
+    node.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// One admin call: `method` on `path` of `admin`, the answer's body on success.
+async fn call(
     transport: &Arc<dyn Transport>,
     admin: &Target,
-    node: &str,
-    faults: &NodeFaults,
-) -> Result<(), FaultError> {
-    let node: String = node
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    let uri = admin.uri(&format!("/sim/faults?node={node}"));
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Bytes, FaultError> {
+    let uri = admin.uri(path);
     let url = uri.to_string();
-    let body = serde_json::to_vec(faults).map_err(|e| FaultError::Invalid(e.to_string()))?;
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+    let mut request = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| FaultError::Invalid(e.to_string()))?;
     let fail = |reason: String| FaultError::Admin {
         url: url.clone(),
@@ -89,12 +100,85 @@ pub async fn apply(
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
             return Err(format!("{status}: {text}"));
         }
-        Ok(())
+        Ok(body)
     };
     tokio::time::timeout(ADMIN_TIMEOUT, exchange)
         .await
         .map_err(|_| fail(format!("no answer within {ADMIN_TIMEOUT:?}")))?
         .map_err(fail)
+}
+
+/// Set `faults` on `node` through the admin endpoint at `admin`.
+pub async fn apply(
+    transport: &Arc<dyn Transport>,
+    admin: &Target,
+    node: &str,
+    faults: &NodeFaults,
+) -> Result<(), FaultError> {
+    let body = serde_json::to_vec(faults).map_err(|e| FaultError::Invalid(e.to_string()))?;
+    let path = format!("/sim/faults?node={}", node_key(node));
+    call(transport, admin, Method::POST, &path, Some(body)).await?;
+    Ok(())
+}
+
+/// The faults set on `node` (`None`: the admin node itself).
+pub async fn current(
+    transport: &Arc<dyn Transport>,
+    admin: &Target,
+    node: Option<&str>,
+) -> Result<NodeFaults, FaultError> {
+    let path = match node {
+        Some(node) => format!("/sim/faults?node={}", node_key(node)),
+        None => "/sim/faults".to_owned(),
+    };
+    let body = call(transport, admin, Method::GET, &path, None).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| FaultError::Invalid(format!("the admin endpoint's answer: {e}")))?;
+    serde_json::from_value(value["success"]["data"].clone())
+        .map_err(|e| FaultError::Invalid(format!("the admin endpoint's faults: {e}")))
+}
+
+/// Whether the admin endpoint at `admin` is `node` itself: `node` gets a marker (1 ms more
+/// latency) for a moment, and `admin`'s own faults are compared with it; `node`'s faults are
+/// then put back as they were.
+pub async fn admin_is_node(
+    transport: &Arc<dyn Transport>,
+    admin: &Target,
+    node: &str,
+) -> Result<bool, FaultError> {
+    let before = current(transport, admin, Some(node)).await?;
+    let marked = NodeFaults {
+        latency_ms: before.latency_ms.wrapping_add(1),
+        ..before.clone()
+    };
+    apply(transport, admin, node, &marked).await?;
+    let own = current(transport, admin, None).await;
+    apply(transport, admin, node, &before).await?;
+    Ok(own? == marked)
+}
+
+/// The admin endpoint (index into `admins`) to break and heal `node` through: the first one, or
+/// when `faults` takes the node offline, the first that is not `node` itself.
+pub async fn choose_admin(
+    transports: &[Arc<dyn Transport>],
+    admins: &[Target],
+    node: &str,
+    faults: &NodeFaults,
+) -> Result<usize, FaultError> {
+    if admins.is_empty() {
+        return Err(FaultError::Invalid("no storage-sim admin URL".into()));
+    }
+    if !faults.offline {
+        return Ok(0);
+    }
+    for (index, (transport, admin)) in transports.iter().zip(admins).enumerate() {
+        if !admin_is_node(transport, admin, node).await? {
+            return Ok(index);
+        }
+    }
+    Err(FaultError::Invalid(format!(
+        "every --sim-admin URL is node {node} itself, which the fault takes offline (admin endpoint included): nothing could heal it afterwards. Give another node's URL as well (--sim-admin is repeatable)"
+    )))
 }
 
 #[cfg(test)]

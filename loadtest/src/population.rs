@@ -192,6 +192,43 @@ pub fn parse_publish_reply(body: &[u8]) -> Result<BlobId, PopulationError> {
         .map_err(|e: codec::BlobIdParseError| bad(&format!("blobId {id:?}: {e}")))
 }
 
+/// Publish `bytes` (a model) through the target's `PUT /v1/blobs`; returns its Blob ID.
+pub async fn publish_bytes(
+    transport: &Arc<dyn Transport>,
+    target: &Target,
+    bytes: &'static [u8],
+    timeout: Duration,
+) -> Result<BlobId, PopulationError> {
+    let fail = |reason: String| PopulationError::Publish {
+        index: 0,
+        size: bytes.len() as u64,
+        reason,
+    };
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(target.uri("/v1/blobs"))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from_static(bytes)))
+        .map_err(|e| fail(e.to_string()))?;
+    let exchange = async {
+        let response = transport.send(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, ClientError>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| fail(format!("no reply within {timeout:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    if status != StatusCode::OK {
+        return Err(fail(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        )));
+    }
+    parse_publish_reply(&body)
+}
+
 /// Publish `count` blobs with sizes drawn from `sizes`; content is deterministic in `seed`.
 pub async fn publish(
     transport: Arc<dyn Transport>,

@@ -52,7 +52,7 @@ pub enum RunError {
 }
 
 /// Run the load described by `config` and report what happened.
-pub async fn run(config: RunConfig) -> Result<Report, RunError> {
+pub async fn run(mut config: RunConfig) -> Result<Report, RunError> {
     config.mix.validate(config.inference.is_some())?;
     if config.scenario == Scenario::Stampede && matches!(config.load, Load::Open { .. }) {
         return Err(RunError::Config(
@@ -63,10 +63,21 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         return Err(RunError::Config("--concurrency must be at least 1".into()));
     }
     let transport = client::connect(&config.client_options(), &config.target)?;
-    let admin = match &config.faults {
-        Some(plan) => client::connect(&ClientOptions::new(Protocol::Http1), &plan.admin)?,
-        None => transport.clone(),
-    };
+    // The admin endpoint faults are flipped through: one that can still answer when the
+    // faulted node is offline (chosen below, before anything is broken).
+    let mut admin = transport.clone();
+    let mut admin_target = None;
+    if let Some(plan) = &config.faults {
+        let transports = plan
+            .admins
+            .iter()
+            .map(|a| client::connect(&ClientOptions::new(Protocol::Http1), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chosen =
+            faults::choose_admin(&transports, &plan.admins, &plan.node, &plan.faults).await?;
+        admin = transports[chosen].clone();
+        admin_target = Some(plan.admins[chosen].clone());
+    }
     if config.target.is_tls() {
         // A certificate the client does not trust fails every request the same way: say so
         // once, before the run, rather than report a run made only of errors.
@@ -104,7 +115,46 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             .await?
         }
         PopulationSpec::List(path) => population::read_list(path)?,
+        PopulationSpec::Model(Some(model)) => {
+            let id = model.parse().map_err(|e| {
+                RunError::Config(format!("--infer {model:?} is not a Blob ID: {e}"))
+            })?;
+            vec![Blob::new(id, None, None)]
+        }
+        PopulationSpec::Model(None) => {
+            let id = population::publish_bytes(
+                &transport,
+                &config.target,
+                crate::config::BUILTIN_MODEL,
+                config.timeout,
+            )
+            .await?;
+            notes.push(format!(
+                "published the built-in model (a {}-byte MLP) as {id} and ran it",
+                crate::config::BUILTIN_MODEL.len()
+            ));
+            if let Some(inference) = config.inference.as_mut() {
+                if inference.model.is_empty() {
+                    inference.model = id.to_string();
+                }
+            }
+            vec![Blob::new(
+                id,
+                Some(crate::config::BUILTIN_MODEL.len() as u64),
+                None,
+            )]
+        }
     };
+    if config.purge_published {
+        let token = config.admin_token.as_deref().ok_or_else(|| {
+            RunError::Config("purging published blobs needs the target's admin token".into())
+        })?;
+        purge(&transport, &config.target, &blobs, token, config.timeout).await?;
+        notes.push(format!(
+            "purged the {} published blobs from the target's cache before measuring (publishing caches them)",
+            blobs.len()
+        ));
+    }
 
     let shared = Arc::new(Shared {
         transport,
@@ -157,7 +207,16 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     let fault_task = config
         .faults
         .clone()
-        .map(|plan| tokio::spawn(flip_faults(shared.clone(), admin.clone(), plan, clock)));
+        .zip(admin_target.clone())
+        .map(|(plan, target)| {
+            tokio::spawn(flip_faults(
+                shared.clone(),
+                admin.clone(),
+                target,
+                plan,
+                clock,
+            ))
+        });
 
     match (config.scenario, config.load) {
         (Scenario::Stampede, Load::Closed { concurrency }) => {
@@ -193,10 +252,9 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     if let Some(task) = fault_task {
         task.abort();
         let _ = task.await;
-        if let Some(plan) = &config.faults {
+        if let (Some(plan), Some(target)) = (&config.faults, &admin_target) {
             // Heal whatever the plan broke, even if it was cut short.
-            if let Err(e) =
-                faults::apply(&admin, &plan.admin, &plan.node, &NodeFaults::default()).await
+            if let Err(e) = faults::apply(&admin, target, &plan.node, &NodeFaults::default()).await
             {
                 shared.recorder().error("fault_admin", &e.to_string());
             }
@@ -813,15 +871,53 @@ impl Shared {
     }
 }
 
+/// `DELETE /admin/cache/{id}` for every blob, so the reads that follow are misses.
+async fn purge(
+    transport: &Arc<dyn Transport>,
+    target: &Target,
+    blobs: &[Blob],
+    token: &str,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    for blob in blobs {
+        let request = Request::builder()
+            .method(Method::DELETE)
+            .uri(target.uri(&format!("/admin/cache/{}", blob.id)))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let exchange = async {
+            let response = transport.send(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| {
+                RunError::Config(format!("purging {} took over {timeout:?}", blob.id))
+            })??;
+        if !status.is_success() {
+            return Err(RunError::Config(format!(
+                "purging {} from the target's cache answered {status}: {}",
+                blob.id,
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Break the planned node at `at`, heal it at `clear_at`, marking phases in the report.
 async fn flip_faults(
     shared: Arc<Shared>,
     admin: Arc<dyn Transport>,
+    target: Target,
     plan: faults::FaultPlan,
     clock: Clock,
 ) {
     tokio::time::sleep_until((clock.warm_end + plan.at).into()).await;
-    match faults::apply(&admin, &plan.admin, &plan.node, &plan.faults).await {
+    match faults::apply(&admin, &target, &plan.node, &plan.faults).await {
         Ok(()) => {
             let at = clock.warm_end.elapsed();
             shared
@@ -837,7 +933,7 @@ async fn flip_faults(
         return;
     };
     tokio::time::sleep_until((clock.warm_end + clear_at).into()).await;
-    match faults::apply(&admin, &plan.admin, &plan.node, &NodeFaults::default()).await {
+    match faults::apply(&admin, &target, &plan.node, &NodeFaults::default()).await {
         Ok(()) => {
             let at = clock.warm_end.elapsed();
             shared.recorder().begin_phase("healed", at);

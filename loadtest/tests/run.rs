@@ -168,7 +168,7 @@ async fn faults_are_flipped_mid_run_and_healed() {
     config.load = Load::Closed { concurrency: 2 };
     config.mix.head = 0.5;
     config.faults = Some(FaultPlan {
-        admin: loadtest::client::Target::parse(&scene.sim_admin(), false).unwrap(),
+        admins: vec![loadtest::client::Target::parse(&scene.sim_admin(), false).unwrap()],
         node: "0".into(),
         faults: NodeFaults {
             latency_ms: 5,
@@ -310,5 +310,112 @@ async fn cold_reads_every_blob_exactly_once() {
         report.context.population_bytes, 25_000,
         "sizes learned by reading"
     );
+    scene.stop().await;
+}
+
+/// `--preset faults` taking a node offline, with its own URL first among the admin URLs: the run
+/// breaks and heals it through another node, so it is back at the end (answering on its port);
+/// with only its own URL the run is refused before anything is broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_preset_heals_an_offline_node_named_by_its_own_url() {
+    let scene = GatewayScene::start(&[10_000, 20_000, 30_000]).await;
+    let target = |url: String| loadtest::client::Target::parse(&url, false).unwrap();
+    let plan = |admins| FaultPlan {
+        admins,
+        node: "0".into(),
+        faults: NodeFaults {
+            offline: true,
+            ..NodeFaults::default()
+        },
+        at: Duration::from_millis(200),
+        // Healed only by the end of the run.
+        clear_at: None,
+    };
+    let mut config = test_config(&scene.url, PopulationSpec::List(scene.list(true)), u64::MAX);
+    Preset::Faults.apply(&mut config);
+    config.max_requests = None;
+    config.duration = Duration::from_secs(1);
+    config.load = Load::Closed { concurrency: 2 };
+    config.faults = Some(plan(vec![
+        target(scene.node_url(0)),
+        target(scene.node_url(2)),
+    ]));
+    let report = loadtest::run(config.clone()).await.unwrap();
+    let names: Vec<&str> = report.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["run", "faults on node 0"]);
+    assert!(
+        !report
+            .error_examples
+            .iter()
+            .any(|e| e.contains("fault_admin")),
+        "{:?}",
+        report.error_examples
+    );
+    assert_eq!(scene.net.faults(0).unwrap(), NodeFaults::default());
+    let node0 = scene.node_url(0);
+    let addr = node0.trim_start_matches("http://").trim_end_matches('/');
+    let mut reachable = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            reachable = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reachable, "node 0 ({addr}) is still offline after the run");
+
+    config.faults = Some(plan(vec![target(scene.node_url(0))]));
+    let err = loadtest::run(config).await.unwrap_err().to_string();
+    assert!(err.contains("--sim-admin is repeatable"), "{err}");
+    assert_eq!(scene.net.faults(0).unwrap(), NodeFaults::default());
+    scene.stop().await;
+}
+
+/// `--preset cold --publish`: the published blobs are purged before measuring, so every read
+/// is a miss that fills (without the purge they are memory hits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_preset_purges_what_it_published() {
+    let scene = GatewayScene::start(&[]).await;
+    let population = PopulationSpec::Publish {
+        count: 4,
+        sizes: size_dist("20KiB").unwrap(),
+    };
+    let mut config = test_config(&scene.url, population, 1000);
+    Preset::Cold.apply(&mut config);
+    config.load = Load::Closed { concurrency: 2 };
+    config.admin_token = Some(harness::ADMIN_TOKEN.into());
+    config.purge_published = true;
+    let report = loadtest::run(config).await.unwrap();
+    assert_eq!(report.requests, 4);
+    assert_eq!(report.errors, 0, "{:?}", report.error_examples);
+    assert_eq!(report.cache.hit_ratio, Some(0.0), "{:?}", report.cache);
+    let server = report.server_metrics.unwrap();
+    assert_eq!(server.misses, Some(4.0));
+    assert!(report
+        .context
+        .notes
+        .iter()
+        .any(|n| n.contains("purged the 4")));
+    scene.stop().await;
+}
+
+/// `--preset inference` with no blobs and no model: it publishes its built-in model to a real
+/// gateway and runs it; every answer is a checked JSON reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_preset_runs_its_builtin_model() {
+    let scene = GatewayScene::start(&[]).await;
+    let mut config = test_config(&scene.url, PopulationSpec::Model(None), 20);
+    config.inference = Some(Inference::builtin());
+    Preset::Inference.apply(&mut config);
+    config.load = Load::Closed { concurrency: 2 };
+    let report = loadtest::run(config).await.unwrap();
+    assert_eq!(report.requests, 20);
+    assert_eq!(report.by_kind["infer"].requests, 20);
+    assert_eq!(report.errors, 0, "{:?}", report.error_examples);
+    assert!(report
+        .context
+        .notes
+        .iter()
+        .any(|n| n.contains("published the built-in model")));
     scene.stop().await;
 }

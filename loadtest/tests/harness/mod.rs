@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 
 /// Shards of every committee in these tests.
 pub const N_SHARDS: u16 = 10;
+/// The admin token of [`GatewayScene`]'s gateway.
+pub const ADMIN_TOKEN: &str = "loadtest-admin";
 
 /// Run the `walrus-loadtest` binary with `args` (off the reactor) and collect its output.
 pub async fn run_binary(args: &[&str]) -> std::process::Output {
@@ -118,6 +120,7 @@ impl GatewayScene {
             sliver_timeout: Duration::from_secs(5),
             hedge_after: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(2),
+            admin_token: Some(ADMIN_TOKEN.into()),
             ..GatewayConfig::default()
         };
         let mut cacert = None;
@@ -172,7 +175,12 @@ impl GatewayScene {
 
     /// URL of a storage node (its admin endpoint reaches every node).
     pub fn sim_admin(&self) -> String {
-        self.net.committee().nodes[1].url.clone()
+        self.node_url(1)
+    }
+
+    /// URL of storage node `index`.
+    pub fn node_url(&self, index: usize) -> String {
+        self.net.committee().nodes[index].url.clone()
     }
 
     pub async fn stop(mut self) {
