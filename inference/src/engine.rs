@@ -676,7 +676,7 @@ impl Engine {
         }
         Err(InferenceError::TooLarge(format!(
             "a run on inputs {} would hold an estimated {} bytes of tensors at once, above the \
-             per-run inference memory limit of {limit} bytes; send fewer rows",
+             per-run inference memory limit of {limit} bytes (--inference-memory); send fewer rows",
             crate::plan::describe_signature(signature),
             plan.run_bytes
         )))
