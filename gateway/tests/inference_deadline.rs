@@ -1,7 +1,8 @@
 //! Inference deadlines through the gateway (issue 19): with `--inference-timeout-ms 2000` and one
 //! run slot, a run that would take about ten seconds gets its 504 at about the deadline and stops
 //! at its next operator boundary, so a small request sent right after is served, not refused with
-//! 429; and the 429s say what was exhausted (the queue, or the slots for the whole queue wait).
+//! 429; the same long request sent again is refused up front (413, naming the deadline); and the
+//! 429s say what was exhausted (the queue, or the slots for the whole queue wait).
 //!
 //! The model is a chain of MatMuls written in the test (`inference/tests/models/matmul_chain.rs`)
 //! whose run time scales with the rows sent: 6144 rows are 6144 · 512² · 160 ≈ 2.6e11
@@ -58,8 +59,7 @@ async fn infer(s: &Scenario, model: &BlobId, body: Vec<u8>) -> harness::Reply {
     .await
 }
 
-/// Build the plan for `n` rows ahead (its warm-up run may itself be stopped at the deadline:
-/// the plan stays cached either way), so timed requests time only their run.
+/// Build the plan for `n` rows ahead (and run it once on zeros).
 async fn warm(s: &Scenario, model: &BlobId, n: usize) -> StatusCode {
     let auth = format!("Bearer {ADMIN}");
     s.send_body(
@@ -104,13 +104,6 @@ async fn a_run_past_its_deadline_stops_and_the_next_request_is_served() {
     // The cancellation series exists before the first cancellation (rate alerts see it).
     assert_eq!(s.metric(CANCELLED).await, Some(0.0));
     assert_eq!(warm(&s, &model, 1).await, StatusCode::OK);
-    let warmed = warm(&s, &model, LONG).await;
-    assert!(
-        warmed == StatusCode::OK || warmed == StatusCode::GATEWAY_TIMEOUT,
-        "{warmed}"
-    );
-    assert!(until_idle(&s, Duration::from_secs(10)).await);
-    let cancelled_before = s.metric(CANCELLED).await.unwrap();
 
     let started = Instant::now();
     let long = infer(&s, &model, rows(LONG)).await;
@@ -120,9 +113,11 @@ async fn a_run_past_its_deadline_stops_and_the_next_request_is_served() {
         long.json()["error"]["details"][0]["reason"],
         "INFERENCE_TIMEOUT"
     );
+    // The deadline counts from the run slot; the answer time also holds the body's parse and
+    // the plan build for this new signature (a fraction of a second), hence the margin.
     assert!(answered >= deadline, "504 after {answered:?}");
     assert!(
-        answered < deadline + Duration::from_secs(3),
+        answered < deadline + Duration::from_secs(4),
         "504 after {answered:?}"
     );
 
@@ -137,13 +132,29 @@ async fn a_run_past_its_deadline_stops_and_the_next_request_is_served() {
     );
 
     // The long run was stopped, not left to finish in the background.
-    assert_eq!(s.metric(CANCELLED).await, Some(cancelled_before + 1.0));
+    assert_eq!(s.metric(CANCELLED).await, Some(1.0));
     assert!(until_idle(&s, Duration::from_secs(5)).await);
     assert_eq!(
         s.metric("walrus_inference_failures_total{kind=\"timeout\"}")
             .await,
         Some(1.0)
     );
+
+    // How far it got measured the rate: sent again, the same request is obviously beyond the
+    // deadline and refused before it runs, naming the limit.
+    let again = infer(&s, &model, rows(LONG)).await;
+    assert_eq!(
+        again.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        again.body
+    );
+    let message = message_of(&again);
+    assert!(
+        message.contains("2000 ms inference deadline (--inference-timeout-ms)"),
+        "{message}"
+    );
+    assert_eq!(s.metric(CANCELLED).await, Some(1.0));
     s.stop().await;
 }
 

@@ -8,9 +8,14 @@
 //!
 //! Deadlines are real: a run checks its deadline (and whether its caller is still there) before
 //! every operator, so a run past `inference_timeout` ends at the next operator boundary and gives
-//! back its slot and its tensors then; the caller gets `Timeout` at the deadline itself. A run
-//! whose estimated working memory is above `max_run_bytes` is refused (`TooLarge`) before it
-//! takes a slot.
+//! back its slot and its tensors then; the caller gets `Timeout` at the deadline itself.
+//!
+//! Requests obviously beyond the limits are refused (`TooLarge`, 413) before they take a slot:
+//! a run whose plan's estimated working memory is above `max_run_bytes`, and a run whose
+//! estimated arithmetic (tract's cost hints), at the fastest rate this engine has measured on a
+//! run of real size, would take more than twice `inference_timeout`. The rate comes from
+//! completed runs and from how far stopped runs got, so it is unknown (and nothing is refused
+//! for time) until a run of at least [`RATE_SAMPLE_MIN_OPS`] operations has been seen.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -35,6 +40,12 @@ use crate::tensor::{
     canonical_hash, InferenceRequest, RequestInputs, RequestLimits, TensorData, TensorValues,
     Tensors,
 };
+
+/// Runs with fewer estimated operations than this do not measure the engine's rate: their fixed
+/// costs would make it look slower than it is, and a low rate would refuse requests that fit.
+pub const RATE_SAMPLE_MIN_OPS: u64 = 100_000_000;
+/// A run estimated to take more than this many deadlines at the best measured rate is refused.
+const OBVIOUSLY_OVER: f64 = 2.0;
 
 /// Metric names (the `metrics` facade; the gateway installs the exporter).
 pub mod metric {
@@ -205,8 +216,8 @@ struct Inner {
     build_lock: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
-    /// Runs stopped before their end (deadline or abandoned).
-    cancelled: Arc<AtomicU64>,
+    /// Runs stopped before their end (deadline or abandoned), and the measured rate.
+    book: Arc<RunBook>,
     tag: EngineTag,
     metrics: Metrics,
     /// Test hook run on the blocking thread before each inference (to hold a run in place).
@@ -299,7 +310,7 @@ impl Engine {
                 build_lock: Arc::new(Semaphore::new(1)),
                 slots: Arc::new(Semaphore::new(concurrency)),
                 queued: AtomicUsize::new(0),
-                cancelled: Arc::new(AtomicU64::new(0)),
+                book: Arc::new(RunBook::default()),
                 tag: EngineTag::local(),
                 metrics,
                 #[cfg(test)]
@@ -339,7 +350,7 @@ impl Engine {
                 .concurrency
                 .max(1)
                 .saturating_sub(self.inner.slots.available_permits()),
-            runs_cancelled: self.inner.cancelled.load(Ordering::Relaxed),
+            runs_cancelled: self.inner.book.cancelled.load(Ordering::Relaxed),
         }
     }
 
@@ -444,6 +455,7 @@ impl Engine {
         )?;
         let plan = self.plan(model, prepared.signature.clone()).await?.0;
         self.check_run_memory(&plan, &prepared.signature)?;
+        self.check_run_time(&plan, &prepared.signature)?;
 
         let permit = self.acquire_slot().await?;
         let started = Instant::now();
@@ -452,7 +464,7 @@ impl Engine {
         let timeout = self.inner.config.inference_timeout;
         let stop = Stop::at(Instant::now() + timeout);
         let cancel = AbandonOnDrop(stop.clone());
-        let cancelled = self.inner.cancelled.clone();
+        let book = self.inner.book.clone();
         let sink = self.inner.metrics.clone();
         let task = tokio::task::spawn_blocking(move || {
             // The permit lives as long as the computation, which ends at the first operator
@@ -463,9 +475,12 @@ impl Engine {
                 hook();
             }
             let outputs = match plan.run(&prepared.padded, &prepared.symbols, &stop)? {
-                RunEnd::Done(outputs) => outputs,
-                RunEnd::Stopped(why) => {
-                    count_cancelled(&cancelled, &sink, why, started);
+                RunEnd::Done(outputs) => {
+                    book.measured(plan.ops, started);
+                    outputs
+                }
+                RunEnd::Stopped(why, done) => {
+                    book.stopped(&sink, why, done, started);
                     return Err(InferenceError::Timeout(timeout));
                 }
             };
@@ -527,20 +542,24 @@ impl Engine {
             .collect();
         let (plan, built) = self.plan(model, prepared.signature.clone()).await?;
         self.check_run_memory(&plan, &prepared.signature)?;
+        self.check_run_time(&plan, &prepared.signature)?;
         let permit = self.acquire_slot().await?;
         let runner = plan.clone();
         let timeout = self.inner.config.inference_timeout;
         let started = Instant::now();
         let stop = Stop::at(Instant::now() + timeout);
         let cancel = AbandonOnDrop(stop.clone());
-        let cancelled = self.inner.cancelled.clone();
+        let book = self.inner.book.clone();
         let sink = self.inner.metrics.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             match runner.run(&zeros, &HashMap::new(), &stop)? {
-                RunEnd::Done(_) => Ok(()),
-                RunEnd::Stopped(why) => {
-                    count_cancelled(&cancelled, &sink, why, started);
+                RunEnd::Done(_) => {
+                    book.measured(runner.ops, started);
+                    Ok(())
+                }
+                RunEnd::Stopped(why, done) => {
+                    book.stopped(&sink, why, done, started);
                     Err(InferenceError::Timeout(timeout))
                 }
             }
@@ -682,6 +701,34 @@ impl Engine {
         )))
     }
 
+    /// Refuse a run that, at the fastest rate this engine has measured, would take more than
+    /// [`OBVIOUSLY_OVER`] times the deadline: it would only be stopped there, having cost a
+    /// slot for the whole deadline.
+    fn check_run_time(
+        &self,
+        plan: &Plan,
+        signature: &InputSignature,
+    ) -> Result<(), InferenceError> {
+        let rate = self.inner.book.best_rate.load(Ordering::Relaxed);
+        if rate == 0 || plan.ops == 0 {
+            return Ok(());
+        }
+        let timeout = self.inner.config.inference_timeout;
+        let secs = plan.ops as f64 / rate as f64;
+        if secs <= OBVIOUSLY_OVER * timeout.as_secs_f64() {
+            return Ok(());
+        }
+        Err(InferenceError::TooLarge(format!(
+            "a run on inputs {} needs an estimated {:.2e} operations, about {secs:.1} s at the \
+             fastest rate this gateway has measured ({:.2e} per second): more than twice the \
+             {} ms inference deadline (--inference-timeout-ms); send fewer rows",
+            crate::plan::describe_signature(signature),
+            plan.ops as f64,
+            rate as f64,
+            timeout.as_millis()
+        )))
+    }
+
     /// A run slot, waiting at most `queue_timeout` in a queue of at most `max_queued`.
     async fn acquire_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, InferenceError> {
         let slots = self.inner.slots.clone();
@@ -734,14 +781,38 @@ impl Drop for AbandonOnDrop {
     }
 }
 
-fn count_cancelled(cancelled: &AtomicU64, sink: &Metrics, why: Stopped, started: Instant) {
-    cancelled.fetch_add(1, Ordering::Relaxed);
-    sink.emit(|| metrics::counter!(metric::RUNS_CANCELLED, "reason" => why.as_str()).increment(1));
-    tracing::debug!(
-        reason = why.as_str(),
-        secs = started.elapsed().as_secs_f64(),
-        "inference run stopped at an operator boundary"
-    );
+/// What runs showed: how many were stopped, and the fastest rate measured.
+#[derive(Default)]
+struct RunBook {
+    cancelled: AtomicU64,
+    /// Estimated operations per second, the highest seen on a run of at least
+    /// [`RATE_SAMPLE_MIN_OPS`]; 0: not measured yet.
+    best_rate: AtomicU64,
+}
+
+impl RunBook {
+    /// A run (or the part of one before it was stopped) did `ops` operations since `started`.
+    fn measured(&self, ops: u64, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        if ops >= RATE_SAMPLE_MIN_OPS && secs > 0.0 {
+            self.best_rate
+                .fetch_max((ops as f64 / secs) as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn stopped(&self, sink: &Metrics, why: Stopped, done: u64, started: Instant) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.measured(done, started);
+        sink.emit(|| {
+            metrics::counter!(metric::RUNS_CANCELLED, "reason" => why.as_str()).increment(1)
+        });
+        tracing::debug!(
+            reason = why.as_str(),
+            secs = started.elapsed().as_secs_f64(),
+            estimated_ops_done = done,
+            "inference run stopped at an operator boundary"
+        );
+    }
 }
 
 /// HELP text for every engine metric, and the labelled failure and cancellation series at 0, so
@@ -949,7 +1020,7 @@ mod tests {
             build_lock: i.build_lock.clone(),
             slots: i.slots.clone(),
             queued: AtomicUsize::new(0),
-            cancelled: i.cancelled.clone(),
+            book: i.book.clone(),
             tag: i.tag.clone(),
             metrics: i.metrics.clone(),
             before_run: None,

@@ -36,6 +36,11 @@ pub(crate) struct Plan {
     pub run_bytes: u64,
     /// `weights_bytes + run_bytes`: the plan cache's weight (an estimate, like its parts).
     pub bytes: u64,
+    /// Estimated arithmetic of one run (multiply-adds and divisions, tract's cost hints of the
+    /// optimised operators); 0 when tract gives none.
+    pub ops: u64,
+    /// `ops` per node id, to count how far a stopped run got.
+    node_ops: Vec<u64>,
 }
 
 /// Why a run should end before its last operator: its deadline, or its request going away.
@@ -94,10 +99,11 @@ impl Stop {
     }
 }
 
-/// What a run came to: its outputs, or where it was stopped.
+/// What a run came to: its outputs, or why it was stopped and the estimated arithmetic it had
+/// done by then.
 pub(crate) enum RunEnd {
     Done(Tensors),
-    Stopped(Stopped),
+    Stopped(Stopped, u64),
 }
 
 impl Plan {
@@ -113,7 +119,7 @@ impl Plan {
             reason,
         };
         let built = catch_unwind(AssertUnwindSafe(
-            || -> TractResult<(Arc<TypedRunnableModel>, u64, u64)> {
+            || -> TractResult<(Arc<TypedRunnableModel>, u64, u64, Vec<u64>)> {
                 let mut graph = loaded.graph.clone();
                 for (ix, (_, dtype, shape)) in signature.inputs.iter().enumerate() {
                     graph.set_input_fact(
@@ -124,16 +130,19 @@ impl Plan {
                 let typed = graph.into_optimized()?;
                 let runnable = typed.into_runnable()?;
                 let (weights, run) = estimate_bytes(&runnable)?;
-                Ok((runnable, weights, run))
+                let ops = estimate_ops(&runnable);
+                Ok((runnable, weights, run, ops))
             },
         ));
         match built {
-            Ok(Ok((runnable, weights_bytes, run_bytes))) => Ok(Plan {
+            Ok(Ok((runnable, weights_bytes, run_bytes, node_ops))) => Ok(Plan {
                 runnable,
                 spec: loaded.spec.clone(),
                 weights_bytes,
                 run_bytes,
                 bytes: weights_bytes.saturating_add(run_bytes),
+                ops: node_ops.iter().sum(),
+                node_ops,
             }),
             Ok(Err(e)) => Err(invalid(format!(
                 "cannot build a plan for inputs {}: {e:#}",
@@ -163,6 +172,7 @@ impl Plan {
             .collect::<TractResult<_>>()
             .map_err(|e| exec(format!("{e:#}")))?;
         let mut stopped = None;
+        let mut done = 0u64;
         let outputs = catch_unwind(AssertUnwindSafe(|| {
             let mut state = self.runnable.spawn()?;
             state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
@@ -174,12 +184,14 @@ impl Plan {
                         why.as_str()
                     ));
                 }
-                tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs)
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                done += self.node_ops.get(node.id).copied().unwrap_or(0);
+                out
             })
         }))
         .map_err(|_| exec("tract panicked while running".into()))?;
         let outputs = match (outputs, stopped) {
-            (_, Some(why)) => return Ok(RunEnd::Stopped(why)),
+            (_, Some(why)) => return Ok(RunEnd::Stopped(why, done)),
             (result, None) => result.map_err(|e| exec(format!("{e:#}")))?,
         };
         let mut result = BTreeMap::new();
@@ -208,6 +220,29 @@ impl Plan {
         }
         Ok(RunEnd::Done(result))
     }
+}
+
+/// Multiply-adds and divisions per node id, from tract's cost hints (0 where there are none or
+/// they are not concrete).
+fn estimate_ops(plan: &TypedRunnableModel) -> Vec<u64> {
+    let model = plan.model();
+    model
+        .nodes()
+        .iter()
+        .map(|node| {
+            let Ok(inputs) = model.node_input_facts(node.id) else {
+                return 0;
+            };
+            let Ok(costs) = node.op.cost(&inputs) else {
+                return 0;
+            };
+            costs
+                .iter()
+                .filter(|(cost, _)| cost.is_compute())
+                .map(|(_, n)| n.to_i64().unwrap_or(0).max(0) as u64)
+                .fold(0u64, u64::saturating_add)
+        })
+        .collect()
 }
 
 /// (constants, peak of one run) in bytes, both estimates from the plan's facts: the constants'
