@@ -52,9 +52,9 @@ pub enum InferenceError {
     /// estimated working memory of its run); the message names the bound. 413.
     #[error("request too large: {0}")]
     TooLarge(String),
-    /// No execution slot became free: the queue was at its bound, or the request waited longer
-    /// than `queue_timeout`. 429.
-    #[error("inference queue full: {0}")]
+    /// No execution slot became free: the queue was at its bound (refused at once), or every
+    /// slot stayed busy for `queue_timeout`; the message says which. 429.
+    #[error("no inference run slot: {0}")]
     QueueFull(String),
     /// The run took longer than `inference_timeout`. 504, answered at the deadline; the
     /// computation stops at its next operator boundary and gives back its execution slot then.
