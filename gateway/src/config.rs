@@ -102,8 +102,11 @@ pub struct GatewayConfig {
     pub inference_concurrency: Option<usize>,
     /// Inference requests that may wait for a run slot (429 beyond). `None`: 64 per slot.
     pub inference_queue: Option<usize>,
-    /// Longest inference run before 504.
+    /// Longest inference run before 504, answered at the deadline; the run stops at its next
+    /// operator boundary and frees its slot.
     pub inference_timeout: Duration,
+    /// Longest wait for an inference run slot before 429 (`--inference-queue-wait-ms`).
+    pub inference_queue_wait: Duration,
     /// Largest model blob fetched and parsed (413 beyond, refused from its metadata).
     pub max_model_size: u64,
     /// Where to serve HTTP/1.1 and HTTP/2 over TLS (ALPN); `None`: no HTTPS listener.
@@ -193,6 +196,7 @@ impl Default for GatewayConfig {
             inference_concurrency: None,
             inference_queue: None,
             inference_timeout: Duration::from_secs(30),
+            inference_queue_wait: Duration::from_secs(5),
             max_model_size: 256 << 20,
             https_listen: None,
             h3_listen: None,

@@ -403,9 +403,14 @@ struct ServeArgs {
     /// Inference requests that may wait for a run slot (429 beyond); default: 64 per slot.
     #[arg(long)]
     inference_queue: Option<usize>,
-    /// Longest inference run before 504.
+    /// Longest inference run before 504, answered at the deadline; the run stops at its next
+    /// operator boundary and frees its slot.
     #[arg(long, default_value_t = 30_000)]
     inference_timeout_ms: u64,
+    /// Longest wait for an inference run slot; a request still waiting then gets 429 saying the
+    /// run slots stayed busy (a full queue is 429 at once, saying so).
+    #[arg(long, default_value_t = 5_000)]
+    inference_queue_wait_ms: u64,
     /// Largest model blob fetched and parsed for inference (413 beyond).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_model_size: u64,
@@ -822,6 +827,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         inference_concurrency: args.inference_concurrency,
         inference_queue: args.inference_queue,
         inference_timeout: Duration::from_millis(args.inference_timeout_ms),
+        inference_queue_wait: Duration::from_millis(args.inference_queue_wait_ms),
         max_model_size: args.max_model_size,
         https_listen: args.https_listen,
         h3_listen: args.h3_listen,

@@ -5,12 +5,23 @@
 //! (single-flight, serialized builds on the blocking pool) → an execution slot (at most
 //! `concurrency` runs, a bounded queue with a deadline) → `plan.run` on the blocking pool →
 //! outputs sliced back → hashes → signed [`Proof`].
+//!
+//! Deadlines are real: a run checks its deadline (and whether its caller is still there) before
+//! every operator, so a run past `inference_timeout` ends at the next operator boundary and gives
+//! back its slot and its tensors then; the caller gets `Timeout` at the deadline itself.
+//!
+//! Requests obviously beyond the limits are refused (`TooLarge`, 413) before they take a slot:
+//! a run whose plan's estimated working memory is above `max_run_bytes`, and a run whose
+//! estimated arithmetic (tract's cost hints), at the fastest rate this engine has measured on a
+//! run of real size, would take more than twice `inference_timeout`. The rate comes from
+//! completed runs and from how far stopped runs got, so it is unknown (and nothing is refused
+//! for time) until a run of at least [`RATE_SAMPLE_MIN_OPS`] operations has been seen.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +33,7 @@ use tokio::sync::Semaphore;
 use crate::cache::FlightCache;
 use crate::error::InferenceError;
 use crate::model::{self, Dim, LoadedModel, ModelSpec};
-use crate::plan::Plan;
+use crate::plan::{Plan, RunEnd, Stop, Stopped};
 use crate::proof::{EngineTag, Identity, Proof};
 use crate::signature::{self, bucket_for, InputSignature};
 use crate::tensor::{
@@ -30,12 +41,21 @@ use crate::tensor::{
     Tensors,
 };
 
+/// Runs with fewer estimated operations than this do not measure the engine's rate: their fixed
+/// costs would make it look slower than it is, and a low rate would refuse requests that fit.
+pub const RATE_SAMPLE_MIN_OPS: u64 = 100_000_000;
+/// A run estimated to take more than this many deadlines at the best measured rate is refused.
+const OBVIOUSLY_OVER: f64 = 2.0;
+
 /// Metric names (the `metrics` facade; the gateway installs the exporter).
 pub mod metric {
     /// Counter, label `model`: inferences run to completion.
     pub const RUNS: &str = "walrus_inference_runs_total";
     /// Counter, label `kind` (`bad_input`, `queue_full`, `timeout`, `model`, `internal`): failed requests.
     pub const FAILURES: &str = "walrus_inference_failures_total";
+    /// Counter, label `reason` (`deadline`, `abandoned`): runs stopped at an operator boundary
+    /// before their end, because they reached their deadline or their request went away.
+    pub const RUNS_CANCELLED: &str = "walrus_inference_runs_cancelled_total";
     /// Histogram, label `model`: seconds from slot acquired to outputs ready.
     pub const RUN_SECONDS: &str = "walrus_inference_run_seconds";
     /// Histogram: seconds spent waiting for an execution slot.
@@ -46,7 +66,7 @@ pub mod metric {
     pub const PLAN_BUILD_SECONDS: &str = "walrus_inference_plan_build_seconds";
     /// Gauge: plans cached.
     pub const PLAN_CACHE_ENTRIES: &str = "walrus_inference_plan_cache_entries";
-    /// Gauge: estimated bytes of cached plans.
+    /// Gauge: estimated bytes of cached plans (constants and one run's peak, each estimated).
     pub const PLAN_CACHE_BYTES: &str = "walrus_inference_plan_cache_bytes";
     /// Counter: model blobs parsed.
     pub const MODEL_LOADS: &str = "walrus_inference_model_loads_total";
@@ -126,10 +146,15 @@ pub struct EngineConfig {
     /// Requests that may wait for a run slot; one more is refused at once with `QueueFull`.
     /// Default: 16 per slot.
     pub max_queued: usize,
-    /// Longest wait for a run slot before `QueueFull`. Default 5 s.
+    /// Longest wait for a run slot before `QueueFull` (`--inference-queue-wait-ms`). Default 5 s.
     pub queue_timeout: Duration,
-    /// Longest run (`--inference-timeout`) before `Timeout`. Default 30 s.
+    /// Longest run (`--inference-timeout-ms`) before `Timeout`; the run itself stops at the next
+    /// operator boundary. Default 30 s.
     pub inference_timeout: Duration,
+    /// Largest estimated working memory of one run (its plan's peak of tensors alive at once);
+    /// a request above it is refused with `TooLarge` before it runs. The gateway sets it to
+    /// `--inference-memory`. Default 4 GiB.
+    pub max_run_bytes: u64,
     /// Plans kept (LRU). Default 32.
     pub max_plans: usize,
     /// Estimated plan bytes kept (LRU). Default 1 GiB.
@@ -159,6 +184,7 @@ impl Default for EngineConfig {
             max_queued: cores * 16,
             queue_timeout: Duration::from_secs(5),
             inference_timeout: Duration::from_secs(30),
+            max_run_bytes: 4 << 30,
             max_plans: 32,
             max_plan_bytes: 1 << 30,
             max_parsed_models: 4,
@@ -190,6 +216,8 @@ struct Inner {
     build_lock: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// Runs stopped before their end (deadline or abandoned), and the measured rate.
+    book: Arc<RunBook>,
     tag: EngineTag,
     metrics: Metrics,
     /// Test hook run on the blocking thread before each inference (to hold a run in place).
@@ -240,6 +268,11 @@ pub struct EngineStats {
     pub parsed_models: usize,
     /// Requests waiting for a run slot now.
     pub queued: usize,
+    /// Runs holding a slot now (a stopped run gives its slot back when it reaches the next
+    /// operator boundary).
+    pub running: usize,
+    /// Runs stopped before their end since the engine was made (deadline or abandoned).
+    pub runs_cancelled: u64,
 }
 
 impl Engine {
@@ -260,6 +293,7 @@ impl Engine {
 
     fn build(config: EngineConfig, loader: Arc<dyn ModelLoader>, metrics: Metrics) -> Engine {
         let concurrency = config.concurrency.max(1);
+        metrics.emit(describe_metrics);
         Engine {
             inner: Arc::new(Inner {
                 models: Arc::new(FlightCache::new(
@@ -276,6 +310,7 @@ impl Engine {
                 build_lock: Arc::new(Semaphore::new(1)),
                 slots: Arc::new(Semaphore::new(concurrency)),
                 queued: AtomicUsize::new(0),
+                book: Arc::new(RunBook::default()),
                 tag: EngineTag::local(),
                 metrics,
                 #[cfg(test)]
@@ -309,6 +344,13 @@ impl Engine {
             plan_bytes,
             parsed_models: self.inner.models.usage().0,
             queued: self.inner.queued.load(Ordering::Relaxed),
+            running: self
+                .inner
+                .config
+                .concurrency
+                .max(1)
+                .saturating_sub(self.inner.slots.available_permits()),
+            runs_cancelled: self.inner.book.cancelled.load(Ordering::Relaxed),
         }
     }
 
@@ -412,20 +454,36 @@ impl Engine {
             self.inner.config.limits.max_elements,
         )?;
         let plan = self.plan(model, prepared.signature.clone()).await?.0;
+        self.check_run_memory(&plan, &prepared.signature)?;
+        self.check_run_time(&plan, &prepared.signature)?;
 
         let permit = self.acquire_slot().await?;
         let started = Instant::now();
         #[cfg(test)]
         let hook = self.inner.before_run.clone();
+        let timeout = self.inner.config.inference_timeout;
+        let stop = Stop::at(Instant::now() + timeout);
+        let cancel = AbandonOnDrop(stop.clone());
+        let book = self.inner.book.clone();
+        let sink = self.inner.metrics.clone();
         let task = tokio::task::spawn_blocking(move || {
-            // The permit lives as long as the computation, even past a timeout: the slot count
-            // stays true to the CPU actually in use.
+            // The permit lives as long as the computation, which ends at the first operator
+            // boundary past the deadline: the slot count stays true to the CPU in use.
             let _permit = permit;
             #[cfg(test)]
             if let Some(hook) = hook {
                 hook();
             }
-            let outputs = plan.run(&prepared.padded, &prepared.symbols)?;
+            let outputs = match plan.run(&prepared.padded, &prepared.symbols, &stop)? {
+                RunEnd::Done(outputs) => {
+                    book.measured(plan.ops, started);
+                    outputs
+                }
+                RunEnd::Stopped(why, done) => {
+                    book.stopped(&sink, why, done, started);
+                    return Err(InferenceError::Timeout(timeout));
+                }
+            };
             let inputs_blake3 = canonical_hash(&prepared.inputs);
             let outputs_blake3 = canonical_hash(&outputs);
             Ok::<_, InferenceError>(RunOutcome {
@@ -436,8 +494,9 @@ impl Engine {
                 outputs_blake3,
             })
         });
-        let outcome = match tokio::time::timeout(self.inner.config.inference_timeout, task).await {
-            Err(_) => return Err(InferenceError::Timeout(self.inner.config.inference_timeout)),
+        // The answer comes at the deadline; the run stops by itself at its next operator.
+        let outcome = match tokio::time::timeout_at(cancel.0.deadline().into(), task).await {
+            Err(_) => return Err(InferenceError::Timeout(timeout)),
             Ok(Err(join)) => {
                 return Err(InferenceError::Internal(format!(
                     "inference task failed: {join}"
@@ -445,6 +504,7 @@ impl Engine {
             }
             Ok(Ok(result)) => result?,
         };
+        drop(cancel);
         let label = model.to_string();
         self.inner.metrics.emit(|| {
             metrics::histogram!(metric::RUN_SECONDS, "model" => label.clone())
@@ -481,14 +541,31 @@ impl Engine {
             })
             .collect();
         let (plan, built) = self.plan(model, prepared.signature.clone()).await?;
+        self.check_run_memory(&plan, &prepared.signature)?;
+        self.check_run_time(&plan, &prepared.signature)?;
         let permit = self.acquire_slot().await?;
         let runner = plan.clone();
+        let timeout = self.inner.config.inference_timeout;
+        let started = Instant::now();
+        let stop = Stop::at(Instant::now() + timeout);
+        let cancel = AbandonOnDrop(stop.clone());
+        let book = self.inner.book.clone();
+        let sink = self.inner.metrics.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            runner.run(&zeros, &HashMap::new())
+            match runner.run(&zeros, &HashMap::new(), &stop)? {
+                RunEnd::Done(_) => {
+                    book.measured(runner.ops, started);
+                    Ok(())
+                }
+                RunEnd::Stopped(why, done) => {
+                    book.stopped(&sink, why, done, started);
+                    Err(InferenceError::Timeout(timeout))
+                }
+            }
         });
-        match tokio::time::timeout(self.inner.config.inference_timeout, task).await {
-            Err(_) => return Err(InferenceError::Timeout(self.inner.config.inference_timeout)),
+        match tokio::time::timeout_at(cancel.0.deadline().into(), task).await {
+            Err(_) => return Err(InferenceError::Timeout(timeout)),
             Ok(Err(e)) => {
                 return Err(InferenceError::Internal(format!(
                     "warm-up task failed: {e}"
@@ -496,6 +573,7 @@ impl Engine {
             }
             Ok(Ok(result)) => result?,
         };
+        drop(cancel);
         Ok(WarmReport {
             model,
             signature: prepared.signature.inputs,
@@ -584,7 +662,13 @@ impl Engine {
                     metrics::histogram!(metric::PLAN_BUILD_SECONDS)
                         .record(started.elapsed().as_secs_f64())
                 });
-                tracing::info!(%model, bytes = plan.bytes, secs = started.elapsed().as_secs_f64(), "built inference plan");
+                tracing::info!(
+                    %model,
+                    estimated_weights_bytes = plan.weights_bytes,
+                    estimated_peak_run_bytes = plan.run_bytes,
+                    secs = started.elapsed().as_secs_f64(),
+                    "built inference plan (sizes are estimates from tensor shapes, not measured memory)"
+                );
                 let bytes = plan.bytes;
                 Ok((Arc::new(plan), bytes))
             })
@@ -596,6 +680,53 @@ impl Engine {
         });
         let built = self.inner.plans.builds() > before;
         plan.map(|p| (p, built))
+    }
+
+    /// Refuse a run whose plan's estimated peak of tensors alive at once is above
+    /// `max_run_bytes`: it could not fit even alone, so it is 413 before it takes a slot.
+    fn check_run_memory(
+        &self,
+        plan: &Plan,
+        signature: &InputSignature,
+    ) -> Result<(), InferenceError> {
+        let limit = self.inner.config.max_run_bytes;
+        if plan.run_bytes <= limit {
+            return Ok(());
+        }
+        Err(InferenceError::TooLarge(format!(
+            "a run on inputs {} would hold an estimated {} bytes of tensors at once, above the \
+             per-run inference memory limit of {limit} bytes (--inference-memory); send fewer rows",
+            crate::plan::describe_signature(signature),
+            plan.run_bytes
+        )))
+    }
+
+    /// Refuse a run that, at the fastest rate this engine has measured, would take more than
+    /// [`OBVIOUSLY_OVER`] times the deadline: it would only be stopped there, having cost a
+    /// slot for the whole deadline.
+    fn check_run_time(
+        &self,
+        plan: &Plan,
+        signature: &InputSignature,
+    ) -> Result<(), InferenceError> {
+        let rate = self.inner.book.best_rate.load(Ordering::Relaxed);
+        if rate == 0 || plan.ops == 0 {
+            return Ok(());
+        }
+        let timeout = self.inner.config.inference_timeout;
+        let secs = plan.ops as f64 / rate as f64;
+        if secs <= OBVIOUSLY_OVER * timeout.as_secs_f64() {
+            return Ok(());
+        }
+        Err(InferenceError::TooLarge(format!(
+            "a run on inputs {} needs an estimated {:.2e} operations, about {secs:.1} s at the \
+             fastest rate this gateway has measured ({:.2e} per second): more than twice the \
+             {} ms inference deadline (--inference-timeout-ms); send fewer rows",
+            crate::plan::describe_signature(signature),
+            plan.ops as f64,
+            rate as f64,
+            timeout.as_millis()
+        )))
     }
 
     /// A run slot, waiting at most `queue_timeout` in a queue of at most `max_queued`.
@@ -612,8 +743,10 @@ impl Engine {
         let _leave = QueueGuard(&self.inner.queued);
         if queued >= config.max_queued {
             return Err(InferenceError::QueueFull(format!(
-                "{} requests already waiting",
-                config.max_queued
+                "the wait queue is full: {} requests already waiting for one of {} run slots \
+                 (--inference-queue)",
+                config.max_queued,
+                config.concurrency.max(1)
             )));
         }
         let started = Instant::now();
@@ -627,10 +760,107 @@ impl Engine {
             }
             Ok(Err(_)) => Err(InferenceError::Internal("run slots closed".into())),
             Err(_) => Err(InferenceError::QueueFull(format!(
-                "no run slot free within {:?}",
-                config.queue_timeout
+                "all {} run slots stayed busy for the longest queue wait of {} ms \
+                 (--inference-concurrency, --inference-queue-wait-ms); {} requests were waiting",
+                config.concurrency.max(1),
+                config.queue_timeout.as_millis(),
+                self.inner.queued.load(Ordering::Relaxed)
             ))),
         }
+    }
+}
+
+/// Tells a run to stop when its caller goes away (a dropped request future), so a client that
+/// disconnects does not leave a run computing for nobody. Dropped after a finished run too,
+/// where it does nothing.
+struct AbandonOnDrop(Stop);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
+/// What runs showed: how many were stopped, and the fastest rate measured.
+#[derive(Default)]
+struct RunBook {
+    cancelled: AtomicU64,
+    /// Estimated operations per second, the highest seen on a run of at least
+    /// [`RATE_SAMPLE_MIN_OPS`]; 0: not measured yet.
+    best_rate: AtomicU64,
+}
+
+impl RunBook {
+    /// A run (or the part of one before it was stopped) did `ops` operations since `started`.
+    fn measured(&self, ops: u64, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        if ops >= RATE_SAMPLE_MIN_OPS && secs > 0.0 {
+            self.best_rate
+                .fetch_max((ops as f64 / secs) as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn stopped(&self, sink: &Metrics, why: Stopped, done: u64, started: Instant) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.measured(done, started);
+        sink.emit(|| {
+            metrics::counter!(metric::RUNS_CANCELLED, "reason" => why.as_str()).increment(1)
+        });
+        tracing::debug!(
+            reason = why.as_str(),
+            secs = started.elapsed().as_secs_f64(),
+            estimated_ops_done = done,
+            "inference run stopped at an operator boundary"
+        );
+    }
+}
+
+/// HELP text for every engine metric, and the labelled failure and cancellation series at 0, so
+/// rate alerts see the first event.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(metric::RUNS, "Inference runs completed, by model Blob ID.");
+    describe_counter!(
+        metric::FAILURES,
+        "Inference requests that failed, by kind (bad_input, queue_full, timeout, model, internal)."
+    );
+    describe_counter!(
+        metric::RUNS_CANCELLED,
+        "Inference runs stopped at an operator boundary before their end, by reason (deadline, abandoned)."
+    );
+    describe_histogram!(
+        metric::RUN_SECONDS,
+        Unit::Seconds,
+        "Inference run time from run slot acquired to outputs ready, by model Blob ID."
+    );
+    describe_histogram!(
+        metric::QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time inference requests waited for a run slot."
+    );
+    describe_counter!(metric::PLAN_BUILDS, "Inference plan builds started.");
+    describe_histogram!(
+        metric::PLAN_BUILD_SECONDS,
+        Unit::Seconds,
+        "Inference plan build time, excluding the wait for the build lock."
+    );
+    describe_gauge!(metric::PLAN_CACHE_ENTRIES, "Inference plans cached.");
+    describe_gauge!(
+        metric::PLAN_CACHE_BYTES,
+        Unit::Bytes,
+        "Estimated bytes of cached inference plans (from tensor shapes, not measured memory)."
+    );
+    describe_counter!(metric::MODEL_LOADS, "Model blobs parsed for inference.");
+    describe_histogram!(
+        metric::MODEL_PARSE_SECONDS,
+        Unit::Seconds,
+        "Model parse time (ONNX decoding and analysis), excluding the load and the build lock."
+    );
+    for kind in ["bad_input", "queue_full", "timeout", "model", "internal"] {
+        metrics::counter!(metric::FAILURES, "kind" => kind).increment(0);
+    }
+    for reason in [Stopped::Deadline, Stopped::Abandoned] {
+        metrics::counter!(metric::RUNS_CANCELLED, "reason" => reason.as_str()).increment(0);
     }
 }
 
@@ -769,10 +999,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, InferenceError::Timeout(_)), "{err:?}");
         assert_eq!(err.http_status(), 504);
-        // The abandoned run still holds the only slot until it finishes.
+        // The run still holds the only slot until it reaches an operator boundary, where it
+        // stops: it is past its deadline.
         assert!(engine.inner.slots.clone().try_acquire_owned().is_err());
         release.send(()).unwrap();
         let _ = engine.inner.slots.clone().acquire_owned().await.unwrap();
+        // It stopped before its first operator rather than running to the end.
+        assert_eq!(engine.stats().runs_cancelled, 1);
     }
 
     /// The same caches and slots under another config.
@@ -787,6 +1020,7 @@ mod tests {
             build_lock: i.build_lock.clone(),
             slots: i.slots.clone(),
             queued: AtomicUsize::new(0),
+            book: i.book.clone(),
             tag: i.tag.clone(),
             metrics: i.metrics.clone(),
             before_run: None,

@@ -48,15 +48,16 @@ pub enum InferenceError {
     /// naming the input.
     #[error("input `{input}`: {reason}")]
     BadInput { input: String, reason: String },
-    /// The request is over a configured size bound (elements, rank, number of inputs). 413.
+    /// The request is over a configured size bound (elements, rank, number of inputs, the
+    /// estimated working memory of its run); the message names the bound. 413.
     #[error("request too large: {0}")]
     TooLarge(String),
-    /// No execution slot became free: the queue was at its bound, or the request waited longer
-    /// than `queue_timeout`. 429.
-    #[error("inference queue full: {0}")]
+    /// No execution slot became free: the queue was at its bound (refused at once), or every
+    /// slot stayed busy for `queue_timeout`; the message says which. 429.
+    #[error("no inference run slot: {0}")]
     QueueFull(String),
-    /// The run took longer than `inference_timeout`. 504. (The computation itself cannot be
-    /// interrupted; it finishes in the background and keeps its execution slot until then.)
+    /// The run took longer than `inference_timeout`. 504, answered at the deadline; the
+    /// computation stops at its next operator boundary and gives back its execution slot then.
     #[error("inference exceeded its deadline of {0:?}")]
     Timeout(Duration),
     /// tract failed while running a plan that had built, or produced an output JSON cannot carry.

@@ -10,15 +10,18 @@
 //! - [`model`]: parsing a blob as ONNX, refusing external data, naming unsupported operators.
 //! - [`signature`]: checking a request against the model's inputs and padding symbolic axes to
 //!   bucket lengths; the result keys the plan cache.
-//! - `plan`: specialising, optimising and running a tract plan (fresh state per run).
+//! - `plan`: specialising, optimising, estimating (memory, arithmetic) and running a tract plan
+//!   (fresh state per run, evaluated node by node with a stop check before each operator).
 //! - `cache`: the single-flight LRU with a negative TTL behind the model and plan caches.
 //! - [`engine`]: the [`Engine`] tying it together: bounded, off-reactor execution and metrics.
 //! - [`proof`]: signed proof records and their verification.
 //!
 //! Guarantees: network input never panics the process (parsers are bounded and tract is called
 //! under `catch_unwind`); at most one plan build runs at a time and at most one per key however
-//! many requests ask; at most `concurrency` runs at once, off the async reactor; every error is an
-//! [`InferenceError`] with a documented HTTP status.
+//! many requests ask; at most `concurrency` runs at once, off the async reactor; a run past its
+//! deadline (or whose caller went away) stops at its next operator boundary and frees its slot
+//! and tensors then; a request obviously over the memory or time limits is refused before it
+//! runs; every error is an [`InferenceError`] with a documented HTTP status.
 //!
 //! A proof record is a signed commitment by the gateway's key, **not a proof of correct
 //! execution**; see [`proof`].

@@ -10,7 +10,11 @@
 //!   must be known (its spec loaded, 404 for a Blob ID that does not exist) before a byte of the
 //!   body is read. The body is bounded ([`MAX_BODY`], 413 beyond) and parsed under the engine's
 //!   limits; large bodies are parsed on the blocking pool. Runs are bounded by
-//!   `--inference-concurrency`, and `--inference-timeout` (inside the engine).
+//!   `--inference-concurrency` (waiting at most `--inference-queue-wait-ms` in a queue of
+//!   `--inference-queue`; 429 saying which was exhausted), `--inference-timeout-ms` (504 at the
+//!   deadline; the run stops at its next operator boundary and frees its slot) and, per run, the
+//!   plan's estimated working memory against `--inference-memory` (413 naming it, before the
+//!   run).
 //! * Each answer carries a proof record signed with the gateway's key (`--identity-key`, loaded
 //!   or created on the first inference). With `"proof": "store"` (or `--store-proofs`) the
 //!   [`ProofBlob`] is published through [`crate::publish`] and its Blob ID returned as
@@ -85,6 +89,9 @@ impl Inference {
             concurrency,
             max_queued: config.inference_queue.unwrap_or(concurrency * 64),
             inference_timeout: config.inference_timeout,
+            queue_timeout: config.inference_queue_wait,
+            // One run whose estimated tensors alone exceed the inference memory is 413.
+            max_run_bytes: config.inference_memory,
             max_model_bytes: config.max_model_size,
             ..defaults
         };
