@@ -157,10 +157,11 @@ impl Recorder {
         }
         if let Some(tag) = &outcome.cache {
             // Bounded: only the values gateways use; anything else is "other". walrus-gateway
-            // names the tier of a hit (`hit-memory`, `hit-disk`).
+            // names the tier of a hit (`hit-memory`, `hit-disk`) and a miss no tier will keep
+            // (`miss-uncacheable`).
             let tag = match tag.to_ascii_lowercase().as_str() {
-                t @ ("hit" | "hit-memory" | "hit-disk" | "miss" | "stale" | "expired"
-                | "bypass") => t.to_owned(),
+                t @ ("hit" | "hit-memory" | "hit-disk" | "miss" | "miss-uncacheable" | "stale"
+                | "expired" | "bypass") => t.to_owned(),
                 _ => "other".to_owned(),
             };
             *self.cache_tags.entry(tag).or_insert(0) += 1;
@@ -247,7 +248,12 @@ impl Recorder {
             .filter(|(tag, _)| tag.starts_with("hit"))
             .map(|(_, n)| *n)
             .sum();
-        let misses = self.cache_tags.get("miss").copied().unwrap_or(0);
+        let misses: u64 = self
+            .cache_tags
+            .iter()
+            .filter(|(tag, _)| tag.starts_with("miss"))
+            .map(|(_, n)| *n)
+            .sum();
         let timeline = self
             .timeline
             .iter()
@@ -700,6 +706,20 @@ mod tests {
         assert!(l.p99.abs_diff(1_000) <= 1);
         assert!(l.p99_9.abs_diff(1_000_000) <= 1_000);
         assert!(l.max.abs_diff(1_000_000) <= 1_000);
+    }
+
+    #[test]
+    fn an_uncacheable_miss_counts_as_a_miss() {
+        let mut r = Recorder::new();
+        for (i, tag) in ["hit-memory", "miss-uncacheable", "miss", "weird"].iter().enumerate() {
+            let mut outcome = ok(OpKind::Get, i as u64 * 10, 100);
+            outcome.cache = Some((*tag).into());
+            r.record(&outcome);
+        }
+        let report = r.report(RunContext::default(), Duration::from_secs(1));
+        assert_eq!(report.cache.x_cache["miss-uncacheable"], 1);
+        assert_eq!(report.cache.x_cache["other"], 1);
+        assert_eq!(report.cache.hit_ratio, Some(1.0 / 3.0));
     }
 
     #[test]
