@@ -1,7 +1,7 @@
 //! The in-memory index of cached files (sizes, LRU order, pins, open handles) and its rebuild
 //! from the directory at start.
 
-use super::format::read_header;
+use super::format::{read_header, Format};
 use super::{DiskCache, DiskError, OPEN_HANDLES};
 use codec::BlobId;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -49,6 +49,8 @@ pub(super) struct Index {
 /// A cached blob's file, opened and its header, size and chunk table checked.
 pub(super) struct OpenBlob {
     pub(super) file: File,
+    /// How its chunks are checked (files of format 1 stay readable).
+    pub(super) format: Format,
     pub(super) len: u64,
     pub(super) table: Arc<[u8]>,
 }

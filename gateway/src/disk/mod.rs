@@ -4,11 +4,15 @@
 //! * **No partial blob looks complete.** A blob is written to `<cache-dir>/tmp/`, fsynced, and
 //!   renamed into place (then the directory fsynced) only once all of it has been written; the
 //!   caller commits only verified blobs. Leftover temporary files are removed at start.
-//! * **No corrupted byte is served.** Every chunk (1 MiB) has its BLAKE3 in a table after the
+//! * **No corrupted byte is served.** Every chunk (1 MiB) has its CRC32C in a table after the
 //!   content; the header carries the Blob ID, length, BLAKE3 of the whole content and a BLAKE3
 //!   over the header and the table. A reader checks the header and the file size when it opens,
 //!   and each chunk before handing it out, so a stream stops *before* a bad chunk. A file that
-//!   fails any check is moved to `<cache-dir>/quarantine/` and dropped from the index.
+//!   fails any check is moved to `<cache-dir>/quarantine/` and dropped from the index. The CRC
+//!   guards against rot, torn writes and truncation; tampering that rewrites the table too is
+//!   the scrub's to find (it checks files against their Blob ID).
+//! * **Upgrades keep the cache.** Files of format 1 (BLAKE3 per chunk, written before format 2)
+//!   are read as they are, each chunk checked against its BLAKE3; new files are format 2.
 //! * **Bounded.** The index tracks file sizes; committing a blob evicts least-recently-used
 //!   unpinned blobs until the total fits. Quarantined files count against the same bound (they
 //!   are the first to go). A device that fills before the bound does (`ENOSPC`) lowers the bound
@@ -25,20 +29,21 @@
 //!
 //! All I/O here is blocking: call it from `spawn_blocking` or a dedicated thread.
 //!
-//! File layout (format version 1, all integers little endian):
+//! File layout (format version 2, all integers little endian; format 1 differs only in the
+//! version byte and a 32-byte BLAKE3 per chunk in the table):
 //!
 //! | offset | bytes | field |
 //! |---|---|---|
-//! | 0 | 8 | magic `WGBLOB\0` + version byte `1` |
+//! | 0 | 8 | magic `WGBLOB\0` + version byte `2` |
 //! | 8 | 32 | Blob ID |
 //! | 40 | 8 | content length |
 //! | 48 | 4 | chunk size |
 //! | 52 | 4 | reserved (0) |
-//! | 56 | 32 | BLAKE3 of the content |
+//! | 56 | 32 | BLAKE3 of the content (computed as the file is written) |
 //! | 88 | 32 | BLAKE3 of bytes 0..88 followed by the chunk table |
 //! | 120 | 8 | reserved (0) |
 //! | 128 | length | content |
-//! | 128 + length | 32 per chunk | BLAKE3 of each chunk |
+//! | 128 + length | 4 per chunk | CRC32C (Castagnoli) of each chunk |
 
 mod format;
 mod index;

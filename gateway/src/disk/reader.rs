@@ -1,6 +1,6 @@
 //! Reading a cached blob: opening and checking its file, then one checked chunk at a time.
 
-use super::format::{corrupt, file_size_for, read_header, CHUNK_SIZE, HEADER_LEN};
+use super::format::{corrupt, read_header, CHUNK_SIZE, HEADER_LEN};
 use super::index::OpenBlob;
 use super::{DiskCache, DiskError, SMALL_READ};
 use bytes::Bytes;
@@ -32,8 +32,13 @@ impl DiskCache {
                 Some(handle) => handle,
                 None => {
                     let (header, _) = read_header(&self.path_of(id), id)?;
+                    // Hits stream files front to back: ask for a larger read-ahead (advice
+                    // only; a failure changes nothing).
+                    let _ =
+                        rustix::fs::fadvise(&header.file, 0, None, rustix::fs::Advice::Sequential);
                     let handle = Arc::new(OpenBlob {
                         file: header.file,
+                        format: header.format,
                         len: header.len,
                         table: header.table.into(),
                     });
@@ -48,13 +53,11 @@ impl DiskCache {
             // kept between reads): check its size now, so a short file is a miss and a refill
             // before any response starts, not a body that aborts.
             let on_disk = handle.file.metadata()?.len();
-            if on_disk != file_size_for(len) {
+            let expected = handle.format.file_size(len);
+            if on_disk != expected {
                 return Err(corrupt(
                     id,
-                    &format!(
-                        "file is {on_disk} bytes, its header implies {}",
-                        file_size_for(len)
-                    ),
+                    &format!("file is {on_disk} bytes, its header implies {expected}"),
                 ));
             }
             if range.start > range.end || range.end > len {
@@ -133,8 +136,8 @@ impl DiskCache {
         Some(Ok(Bytes::from(buf)))
     }
 
-    /// Check chunk `chunk` of an open blob, as read (`read`), against its BLAKE3 in the
-    /// checked table; a chunk that could not be read whole or fails the check quarantines the
+    /// Check chunk `chunk` of an open blob, as read (`read`), against its checksum (CRC32C, or
+    /// BLAKE3 in a format-1 file) in the checked table; a chunk that could not be read whole or fails the check quarantines the
     /// file and is `Corrupt`, so its bytes are never handed out.
     fn check_chunk(
         &self,
@@ -146,8 +149,12 @@ impl DiskCache {
         let reason = match read {
             Err(e) => format!("chunk {chunk} unreadable: {e}"),
             Ok(bytes) => {
-                let at = chunk as usize * 32;
-                if blake3::hash(bytes).as_bytes()[..] == blob.table[at..at + 32] {
+                let entry = blob.format.entry_len();
+                let at = chunk as usize * entry;
+                if blob
+                    .format
+                    .chunk_matches(bytes, &blob.table[at..at + entry])
+                {
                     return Ok(());
                 }
                 format!("chunk {chunk} fails its checksum")
@@ -170,7 +177,7 @@ pub struct DiskReader {
 }
 
 impl DiskReader {
-    /// The next verified piece of the range, `Ok(None)` at the end. A chunk whose BLAKE3 does
+    /// The next verified piece of the range, `Ok(None)` at the end. A chunk whose checksum does
     /// not match quarantines the file and returns `Corrupt` before any of its bytes are returned.
     pub fn next_chunk(&mut self) -> Result<Option<Bytes>, DiskError> {
         if self.next >= self.end {

@@ -127,7 +127,7 @@ fn a_flipped_byte_is_never_served_and_the_file_is_quarantined() {
     // Flip a content byte in the second chunk, in the table, and in the header.
     for (n, offset) in [
         (1u8, 128 + CHUNK_SIZE as u64 + 3),
-        (2, 128 + len as u64 + 40),
+        (2, 128 + len as u64 + 5),
         (3, 60),
     ] {
         cache.insert(id(n), &[Bytes::from(data.clone())]).unwrap();
@@ -541,7 +541,7 @@ fn restart_rebuilds_the_index_and_drops_partial_writes() {
 fn the_bound_holds_and_pinned_blobs_survive_it() {
     let dir = tempfile::tempdir().unwrap();
     let blob = 100_000usize;
-    let per_file = 128 + blob as u64 + 32;
+    let per_file = file_size_for(blob as u64);
     let cache = open(dir.path(), per_file * 5);
     cache.set_pinned(id(1), true).unwrap();
     for n in 1..=30u8 {
@@ -655,4 +655,75 @@ fn thousands_of_entries_are_reindexed_after_restart() {
     }
     let cache = open(dir.path(), 1 << 40);
     assert_eq!(cache.stats(0).entries, 2000);
+}
+
+/// Copy the format-1 fixture (written by the release before format 2) into `dir`.
+fn copy_v1_fixture(dir: &std::path::Path) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/disk-v1");
+    for (id, _) in V1_BLOBS {
+        let id: BlobId = id.parse().unwrap();
+        let to = file_of(dir, &id);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file_of(&fixture, &id), &to).unwrap();
+    }
+}
+
+/// The fixture's blobs: (Blob ID, content rule multiplier and offset, length).
+const V1_BLOBS: [(&str, (u64, u64, u64)); 2] = [
+    (
+        "VBqM5CsXNhScpgDZxab4-g8jqRW5cf2j7rHspy_auyY",
+        (31, 7, 1572864),
+    ),
+    (
+        "aLVbMiwMeggirYfOQXs5bXPTEJIhgJDCg2Zrez-wHYU",
+        (131, 3, 4000),
+    ),
+];
+
+#[test]
+fn format_1_files_are_read_alongside_format_2_and_checked_per_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_v1_fixture(dir.path());
+    let cache = open(dir.path(), 1 << 30);
+    for (text, (mul, add, len)) in V1_BLOBS {
+        let id: BlobId = text.parse().unwrap();
+        let want: Vec<u8> = (0..len).map(|i| (i * mul + add) as u8).collect();
+        assert_eq!(read(&cache, &id, 0..len).unwrap().unwrap(), want);
+        // A range across the chunk boundary of the two-chunk blob.
+        let (start, end) = (len / 2, len - 1);
+        assert_eq!(
+            read(&cache, &id, start..end).unwrap().unwrap(),
+            want[start as usize..end as usize]
+        );
+    }
+    // A new blob is written as format 2 (4-byte CRC32C entries) beside them.
+    cache
+        .insert(id(7), &[Bytes::from(content(5000, 1))])
+        .unwrap();
+    let size = std::fs::metadata(file_of(dir.path(), &id(7)))
+        .unwrap()
+        .len();
+    assert_eq!(size, 128 + 5000 + 4);
+    assert_eq!(
+        read(&cache, &id(7), 0..5000).unwrap().unwrap(),
+        content(5000, 1)
+    );
+    assert_eq!(cache.stats(0).entries, 3);
+
+    // A flipped content byte in the format-1 file is caught by its BLAKE3 and never served.
+    let (text, (_, _, len)) = V1_BLOBS[0];
+    let old: BlobId = text.parse().unwrap();
+    let path = file_of(dir.path(), &old);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[128 + (1 << 20) + 9] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    drop(cache);
+    let cache = open(dir.path(), 1 << 30);
+    let mut reader = cache.reader(&old, 0..len).unwrap().expect("indexed");
+    assert_eq!(reader.next_chunk().unwrap().unwrap().len(), 1 << 20);
+    assert!(matches!(
+        reader.next_chunk(),
+        Err(DiskError::Corrupt { .. })
+    ));
+    assert!(cache.reader(&old, 0..len).unwrap().is_none());
 }

@@ -1,6 +1,8 @@
 //! Writing a verified blob: a temporary file, its chunk table and header, fsync and rename.
 
-use super::format::{chunk_count, encode_header, file_size_for, CHUNK_SIZE, HEADER_LEN};
+use super::format::{
+    chunk_count, encode_header, file_size_for, Crc32c, Format, CHUNK_SIZE, HEADER_LEN,
+};
 use super::{unique_stamp, DiskCache, DiskError};
 use bytes::Bytes;
 use codec::BlobId;
@@ -47,9 +49,9 @@ impl DiskCache {
             file: Some(file),
             written: 0,
             content_hash: blake3::Hasher::new(),
-            chunk_hash: blake3::Hasher::new(),
+            chunk_sum: Crc32c::new(),
             chunk_fill: 0,
-            table: Vec::with_capacity(chunk_count(len) as usize * 32),
+            table: Vec::with_capacity(chunk_count(len) as usize * Format::CURRENT.entry_len()),
         };
         result?;
         Ok(writer)
@@ -98,7 +100,8 @@ pub struct DiskWriter {
     file: Option<File>,
     written: u64,
     content_hash: blake3::Hasher,
-    chunk_hash: blake3::Hasher,
+    /// CRC32C of the chunk being written (format 2).
+    chunk_sum: Crc32c,
     chunk_fill: u64,
     table: Vec<u8>,
 }
@@ -123,7 +126,7 @@ impl DiskWriter {
         while !data.is_empty() {
             let room = (u64::from(CHUNK_SIZE) - self.chunk_fill) as usize;
             let take = room.min(data.len());
-            self.chunk_hash.update(&data[..take]);
+            self.chunk_sum.update(&data[..take]);
             self.chunk_fill += take as u64;
             data = &data[take..];
             if self.chunk_fill == u64::from(CHUNK_SIZE) {
@@ -135,8 +138,7 @@ impl DiskWriter {
 
     fn finish_chunk(&mut self) {
         self.table
-            .extend_from_slice(self.chunk_hash.finalize().as_bytes());
-        self.chunk_hash.reset();
+            .extend_from_slice(&self.chunk_sum.take().to_le_bytes());
         self.chunk_fill = 0;
     }
 
