@@ -19,6 +19,15 @@ pub struct DiskMetrics {
     pub quarantine_bytes: metrics::Gauge,
     /// The bound in force: the configured one, or less after the device filled first.
     pub effective_bytes: metrics::Gauge,
+    /// Files and bytes the scrub found matching their Blob ID.
+    pub scrub_files: metrics::Counter,
+    pub scrub_bytes: metrics::Counter,
+    /// Files the scrub found not matching their Blob ID (each quarantined).
+    pub scrub_failures: metrics::Counter,
+    /// Files the scrub could not check: no metadata to be had for them at the time.
+    pub scrub_unscrubbable: metrics::Counter,
+    /// Seconds since the least recently scrubbed file was scrubbed.
+    pub scrub_oldest_age: metrics::Gauge,
 }
 
 impl Default for DiskMetrics {
@@ -34,6 +43,11 @@ impl Default for DiskMetrics {
             dirs_recreated: metrics::Counter::noop(),
             quarantine_bytes: metrics::Gauge::noop(),
             effective_bytes: metrics::Gauge::noop(),
+            scrub_files: metrics::Counter::noop(),
+            scrub_bytes: metrics::Counter::noop(),
+            scrub_failures: metrics::Counter::noop(),
+            scrub_unscrubbable: metrics::Counter::noop(),
+            scrub_oldest_age: metrics::Gauge::noop(),
         }
     }
 }
@@ -53,4 +67,6 @@ pub struct DiskStats {
     pub indexed_at_start: u64,
     /// Most used entries: (Blob ID, length, hits).
     pub top: Vec<(BlobId, u64, u64)>,
+    /// Scrub progress (see [`super::scrub`]).
+    pub scrub: super::ScrubStats,
 }

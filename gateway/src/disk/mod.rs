@@ -47,9 +47,11 @@
 
 mod format;
 mod index;
+mod lock;
 mod metrics;
 mod pins;
 mod reader;
+pub mod scrub;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -57,6 +59,7 @@ mod writer;
 pub use format::CHUNK_SIZE;
 pub use metrics::{DiskMetrics, DiskStats};
 pub use reader::DiskReader;
+pub use scrub::{MetadataSource, ScrubOutcome, ScrubStats};
 pub use writer::DiskWriter;
 
 use codec::BlobId;
@@ -74,7 +77,7 @@ use std::time::SystemTime;
 /// the byte bound).
 const QUARANTINE_KEEP: usize = 32;
 /// The directories under the cache root.
-const DIRS: [&str; 3] = ["blobs", "tmp", "quarantine"];
+const DIRS: [&str; 4] = ["blobs", "tmp", "quarantine", "meta"];
 /// Files kept open between reads (each holds a descriptor).
 const OPEN_HANDLES: usize = 1024;
 /// Blobs up to this long may be read on the caller's thread when their bytes are in the page
@@ -97,6 +100,12 @@ pub enum DiskError {
         blob_id: BlobId,
         written: u64,
         expected: u64,
+    },
+    #[error("the cache directory {} is in use by another gateway{}; give each gateway its own --cache-dir", dir.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    Locked {
+        dir: PathBuf,
+        /// The holder's pid, as its lock file names it.
+        holder: Option<u32>,
     },
     #[error("disk cache I/O error: {0}")]
     Io(io::Error),
@@ -129,12 +138,18 @@ pub struct DiskCache {
     index_ready: AtomicBool,
     indexed_at_start: AtomicU64,
     metrics: DiskMetrics,
+    /// Held for the tier's life: no second gateway uses this directory meanwhile.
+    _lock: lock::DirLock,
+    scrub: Mutex<scrub::ScrubState>,
 }
 
 impl DiskCache {
     /// Open (creating) the cache under `root`, bounded to `capacity` bytes. Removes leftover
     /// temporary files, loads pins, and starts rebuilding the index in the background.
     pub fn open(root: &Path, capacity: u64, metrics: DiskMetrics) -> Result<Arc<Self>, DiskError> {
+        fs::create_dir_all(root)?;
+        // Before touching anything inside: a directory in use by another gateway is refused.
+        let dir_lock = lock::DirLock::acquire(root)?;
         for dir in DIRS {
             fs::create_dir_all(root.join(dir))?;
         }
@@ -164,6 +179,8 @@ impl DiskCache {
             index_ready: AtomicBool::new(false),
             indexed_at_start: AtomicU64::new(0),
             metrics,
+            _lock: dir_lock,
+            scrub: Mutex::new(scrub::ScrubState::default()),
         });
         if let Ok(stat) = rustix::fs::statvfs(root) {
             let device = stat.f_blocks.saturating_mul(stat.f_frsize);
@@ -308,6 +325,11 @@ impl DiskCache {
         self.root.join("blobs").join(&name[..2]).join(name)
     }
 
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -392,6 +414,7 @@ impl DiskCache {
             let writing = index.writing.remove(id).is_some();
             index.remove(id).is_some() || writing
         };
+        self.remove_metadata(id);
         self.publish_gauges();
         Ok(was)
     }
@@ -414,6 +437,7 @@ impl DiskCache {
             index_ready: self.index_ready(),
             indexed_at_start: self.indexed_at_start(),
             top: entries,
+            scrub: self.scrub_stats(),
         }
     }
 
@@ -445,6 +469,7 @@ impl DiskCache {
             };
             index.remove(&victim);
             self.metrics.evictions.increment(1);
+            self.remove_metadata(&victim);
             if let Err(e) = fs::remove_file(self.path_of(&victim)) {
                 if e.kind() != io::ErrorKind::NotFound {
                     tracing::warn!(blob_id = %victim, error = %e, "could not delete an evicted blob");
