@@ -871,8 +871,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = gateway.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
-    match gateway.api().filler().cache().disk() {
-        Some(disk) => println!(
+    // After the listening lines (scripts read those first), and not `println!`: a reader that
+    // closed our stdout once it had the address must not kill the gateway with EPIPE.
+    let disk_line = match gateway.api().filler().cache().disk() {
+        Some(disk) => format!(
             "disk tier {}, up to {} bytes{}",
             disk.root().display(),
             disk.capacity(),
@@ -881,7 +883,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
                 None => " (the default directory; --cache-dir to choose, --no-disk-cache for none)",
             }
         ),
-        None => println!(
+        None => format!(
             "no disk tier ({}): blobs over {max_object} bytes are never cached",
             match (args.no_disk_cache, default_dir) {
                 (true, _) => "--no-disk-cache".to_owned(),
@@ -890,7 +892,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
                     "no cache directory: neither XDG_CACHE_HOME nor HOME is set".to_owned(),
             }
         ),
-    }
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{disk_line}\n").as_bytes());
     gateway.serve(shutdown_signal()).await;
     if let Some(network) = network {
         if let Ok(network) = std::sync::Arc::try_unwrap(network) {

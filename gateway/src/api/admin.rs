@@ -13,7 +13,7 @@
 //!
 //! Pin and purge change nothing unless the disk tier persisted the change: a full or read-only
 //! device answers 507 `DISK_TIER_UNWRITABLE` with the pins and the cache as they were.
-//! | `GET /admin/cache` | sizes, counts and the most used disk entries |
+//! | `GET /admin/cache` | sizes, counts, the most used disk entries and the disk scrub's progress |
 
 use super::body::Body;
 use super::error::ApiError;
