@@ -244,8 +244,23 @@ async fn a_cache_written_before_format_2_is_served_after_the_upgrade() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(blob_file(&fixture, &id), &to).unwrap();
     }
-    // The nodes never held these blobs, and are down: only the old files can answer.
-    let s = Scenario::with(ten_shards(), tiered(dir.path())).await;
+    // The nodes never held these blobs. The scrub is on: with no metadata to be had for them
+    // (the nodes say they do not exist), it counts both files unscrubbable and leaves them
+    // served.
+    let scrubbing = GatewayConfig {
+        scrub_rate: 1 << 30,
+        ..tiered(dir.path())
+    };
+    let s = Scenario::with(ten_shards(), scrubbing).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.metric("gateway_disk_scrub_unscrubbable_total").await != Some(2.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrub never gave up on the old files"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nodes down too: only the old files can answer.
     all_nodes(&s, true).await;
     for (text, len, mul, add) in V1_BLOBS {
         let want: Vec<u8> = (0..len as u64).map(|i| (i * mul + add) as u8).collect();

@@ -226,11 +226,13 @@ impl DiskCache {
     }
 
     /// Run one pass over the files indexed now; returns how many were checked. Blocking.
+    /// `keep_going` is asked before each file: false ends the pass there (the gateway stopped).
     pub fn scrub_pass(
         &self,
         source: &dyn MetadataSource,
         runtime: &tokio::runtime::Handle,
         rate: u64,
+        keep_going: &dyn Fn() -> bool,
     ) -> u64 {
         let Some(encoding) = source.encoding() else {
             return 0;
@@ -252,6 +254,9 @@ impl DiskCache {
         }
         let mut checked = 0;
         for id in ids {
+            if !keep_going() {
+                return checked;
+            }
             let meta = match self.stored_metadata(&id, encoding) {
                 Some(meta) => Some(meta),
                 None => match runtime.block_on(source.metadata(id)) {
@@ -317,6 +322,7 @@ pub fn spawn(disk: &Arc<DiskCache>, source: Weak<dyn MetadataSource>, rate: u64)
         return;
     };
     let disk = Arc::downgrade(disk);
+    let source_weak = source.clone();
     let spawned = std::thread::Builder::new()
         .name("disk-scrub".into())
         .spawn(move || loop {
@@ -328,7 +334,9 @@ pub fn spawn(disk: &Arc<DiskCache>, source: Weak<dyn MetadataSource>, rate: u64)
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            cache.scrub_pass(source.as_ref(), &runtime, rate);
+            // Only this thread's references left: the gateway has stopped.
+            let alive = || disk.strong_count() > 1 && source_weak.strong_count() > 1;
+            cache.scrub_pass(source.as_ref(), &runtime, rate, &alive);
             drop((cache, source));
             // Sleep in short steps, so a dropped tier ends the thread soon.
             let until = Instant::now() + PASS_INTERVAL;
