@@ -505,10 +505,11 @@ fn restart_rebuilds_the_index_and_drops_partial_writes() {
                 .insert(id(n), &[Bytes::from(content(1000 + usize::from(n), n))])
                 .unwrap();
         }
-        // A fill that never committed (a crash mid-write leaves exactly this).
-        let mut partial = cache.writer(id(99), 10_000).unwrap();
-        partial.write(&content(5000, 9)).unwrap();
-        std::mem::forget(partial);
+        // A fill that never committed: a crash mid-write leaves its temporary file behind.
+        // (Written by hand: leaking a writer would keep this cache, and its directory lock,
+        // alive for the rest of the process.)
+        let partial = dir.path().join("tmp").join(format!("{}.1.2.tmp", id(99)));
+        std::fs::write(partial, content(5000, 9)).unwrap();
         // A committed file corrupted while the gateway was down.
         let path = file_of(dir.path(), &id(7));
         let mut bytes = std::fs::read(&path).unwrap();
