@@ -157,18 +157,11 @@ impl DiskCache {
         while read < len {
             let take = row_len.min(len - read);
             let mut buf = vec![0u8; row_len as usize];
-            if let Err(e) =
-                rustix::io::pread(&header.file, &mut buf[..take as usize], HEADER_LEN + read)
-                    .map_err(io::Error::from)
-                    .and_then(|n| match n as u64 == take {
-                        true => Ok(()),
-                        // pread of a regular file returns less only at its end.
-                        false => Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the file ended early",
-                        )),
-                    })
-            {
+            if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(
+                &header.file,
+                &mut buf[..take as usize],
+                HEADER_LEN + read,
+            ) {
                 return Ok(self.scrub_failed(id, format!("row {row} unreadable: {e}")));
             }
             // The last row is padded with zeros, as the encoder pads it.
