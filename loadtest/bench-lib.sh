@@ -122,6 +122,13 @@ build_binaries() { # root, profile
 start_gateway() { # port, out file, log file, serve args...
     local port="$1" out="$2" errlog="$3"
     shift 3
+    # Without --cache-dir, a gateway that has a default disk tier (~/.cache/walrus-gateway) is
+    # told to run without one: benchmarks compare what they name, write nothing into the home
+    # directory, and two gateways started side by side are alike (the second would otherwise
+    # find the default directory locked and run memory-only).
+    if [[ " $* " != *" --cache-dir "* ]] && "$GATEWAY_BIN" serve --help 2>/dev/null | grep -q -- --no-disk-cache; then
+        set -- "$@" --no-disk-cache
+    fi
     RUST_LOG="${GATEWAY_RUST_LOG:-warn}" "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --bind "127.0.0.1:$port" "$@" \
         > "$out" 2> "$errlog" &
     GW_PID=$!

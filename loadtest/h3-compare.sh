@@ -82,7 +82,7 @@ RUST_LOG=warn "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --listen "127.0.0.1:$PLAIN
     --https-listen "127.0.0.1:$PORT" --h3-listen "127.0.0.1:$PORT" \
     --h3-max-udp-payload "$H3_MAX_UDP_PAYLOAD" \
     --tls-self-signed --tls-self-signed-out "$CACERT" \
-    --sim-shards "$SHARDS" "${seeds[@]}" > "$OUT/gateway.out" 2> "$OUT/gateway.log" &
+    --sim-shards "$SHARDS" "${seeds[@]}" --no-disk-cache > "$OUT/gateway.out" 2> "$OUT/gateway.log" &
 GATEWAY_PID=$!
 track "$GATEWAY_PID"
 for _ in $(seq 1200); do

@@ -360,6 +360,56 @@ impl BlobCache {
     }
 }
 
+/// Open the disk tier `config` asks for: `Ok(None)` when there is none, or when the default
+/// directory (no `--cache-dir` given) is held by another gateway (then this one runs
+/// memory-only and says so). An explicit directory that is locked is an error. The default
+/// directory's bound is also capped at half the free space of its device at start.
+pub fn open_disk_tier(
+    config: &crate::GatewayConfig,
+    metrics: crate::disk::DiskMetrics,
+) -> Result<Option<Arc<DiskCache>>, DiskError> {
+    let Some(dir) = &config.cache_dir else {
+        return Ok(None);
+    };
+    let mut capacity = config.disk_cache_bytes;
+    if config.cache_dir_is_default {
+        std::fs::create_dir_all(dir)?;
+        if let Ok(stat) = rustix::fs::statvfs(dir.as_path()) {
+            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            capacity = capacity.min(free / 2);
+        }
+    }
+    match DiskCache::open(dir, capacity, metrics) {
+        Ok(disk) => Ok(Some(disk)),
+        Err(DiskError::Locked { dir, holder }) if config.cache_dir_is_default => {
+            tracing::warn!(
+                dir = %dir.display(),
+                holder = ?holder,
+                max_object = config.memory_max_object,
+                "the default disk tier directory is in use by another gateway: running memory-only (blobs over the memory tier's per-object limit are not cached); give this gateway its own --cache-dir"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The scrub's metadata comes through the API's filler: its metadata cache, else the nodes.
+impl crate::disk::MetadataSource for crate::api::Api {
+    fn metadata(
+        &self,
+        id: BlobId,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<VerifiedMetadata>, String>> + Send + '_>,
+    > {
+        Box::pin(async move { self.filler().metadata(id).await.map_err(|e| e.to_string()) })
+    }
+
+    fn encoding(&self) -> Option<codec::EncodingConfig> {
+        Some(*self.filler().topology().config())
+    }
+}
+
 /// Verified metadata by Blob ID, bounded in bytes; loads are single-flight.
 #[derive(Clone)]
 pub struct MetadataCache {

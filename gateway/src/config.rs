@@ -65,6 +65,14 @@ pub struct GatewayConfig {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Bytes the disk tier may hold (files, headers included).
     pub disk_cache_bytes: u64,
+    /// `cache_dir` is the default one (`serve` without `--cache-dir`), not one the operator
+    /// named: when another gateway holds it, run memory-only instead of refusing to start, and
+    /// bound the tier by half the device's free space too.
+    pub cache_dir_is_default: bool,
+    /// Bytes per second the disk scrub re-verifies against Blob IDs; 0: no scrub. `serve`'s
+    /// `--scrub-rate` defaults to 64 MiB/s; the library default is off, so embedded gateways
+    /// (and tests) ask nodes for nothing they did not ask for.
+    pub scrub_rate: u64,
     /// Bearer token of the admin API (`/admin/...`); `None`: no admin API at all.
     pub admin_token: Option<String>,
     /// Whether `PUT /v1/blobs` publishes (otherwise 403).
@@ -179,6 +187,8 @@ impl Default for GatewayConfig {
             max_blob_size: None,
             cache_dir: None,
             disk_cache_bytes: 50 << 30,
+            cache_dir_is_default: false,
+            scrub_rate: 0,
             admin_token: None,
             publish_enabled: true,
             publish_token: None,

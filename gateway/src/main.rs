@@ -305,13 +305,22 @@ struct ServeArgs {
     /// Larger blobs skip the memory tier (they are kept on disk when there is a disk tier).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     memory_max_object: u64,
-    /// Directory of the disk tier (survives restarts); without it, memory only.
-    #[arg(long)]
+    /// Directory of the disk tier (survives restarts; locked: one gateway per directory).
+    /// Without it, `$XDG_CACHE_HOME/walrus-gateway` (else `~/.cache/walrus-gateway`), capped
+    /// at half the free space there; if another gateway holds that one, memory only.
+    #[arg(long, conflicts_with = "no_disk_cache")]
     cache_dir: Option<PathBuf>,
+    /// No disk tier: memory only (blobs over --memory-max-object are then never cached).
+    #[arg(long)]
+    no_disk_cache: bool,
     /// Disk tier size, e.g. `50GiB` (quarantined files included). If the device fills first, the
     /// bound in force drops to what fits there and the tier evicts.
     #[arg(long, default_value = "50GiB", value_parser = parse_size)]
     disk_cache: u64,
+    /// Bytes per second the background scrub re-reads cached files to check them against their
+    /// Blob IDs (a failing file is quarantined and refilled), e.g. `64MiB`; `0` turns it off.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    scrub_rate: u64,
     /// Bearer token for the admin API (/admin/...); without it there is no admin API.
     #[arg(long, env = "WALRUS_GATEWAY_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -796,8 +805,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         },
         memory_cache_bytes: args.memory_cache,
         memory_max_object: args.memory_max_object,
-        cache_dir: args.cache_dir.clone(),
+        cache_dir: disk_tier_dir(&args),
+        cache_dir_is_default: args.cache_dir.is_none(),
         disk_cache_bytes: args.disk_cache,
+        scrub_rate: args.scrub_rate,
         admin_token: args.admin_token.clone(),
         publish_enabled: !args.no_publish,
         publish_token: args.publish_token.clone(),
@@ -935,6 +946,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
              only as long as this process"
         ),
     }
+    let (default_dir, max_object) = (config.cache_dir.clone(), config.memory_max_object);
     let gateway = Gateway::bind_source(config, source).await?;
     if let Some(addr) = gateway.plain_addr() {
         println!("listening on http://{addr}");
@@ -948,6 +960,29 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = gateway.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
+    // After the listening lines (scripts read those first), and not `println!`: a reader that
+    // closed our stdout once it had the address must not kill the gateway with EPIPE.
+    let disk_line = match gateway.api().filler().cache().disk() {
+        Some(disk) => format!(
+            "disk tier {}, up to {} bytes{}",
+            disk.root().display(),
+            disk.capacity(),
+            match args.cache_dir {
+                Some(_) => "",
+                None => " (the default directory; --cache-dir to choose, --no-disk-cache for none)",
+            }
+        ),
+        None => format!(
+            "no disk tier ({}): blobs over {max_object} bytes are never cached",
+            match (args.no_disk_cache, default_dir) {
+                (true, _) => "--no-disk-cache".to_owned(),
+                (false, Some(dir)) => format!("{} is in use by another gateway", dir.display()),
+                (false, None) =>
+                    "no cache directory: neither XDG_CACHE_HOME nor HOME is set".to_owned(),
+            }
+        ),
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{disk_line}\n").as_bytes());
     gateway.serve(shutdown_signal()).await;
     if let Some(network) = network {
         if let Ok(network) = std::sync::Arc::try_unwrap(network) {
@@ -955,6 +990,25 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The disk tier's directory: `--cache-dir`, none with `--no-disk-cache`, else the platform
+/// cache directory (`$XDG_CACHE_HOME/walrus-gateway`, else `$HOME/.cache/walrus-gateway`).
+fn disk_tier_dir(args: &ServeArgs) -> Option<PathBuf> {
+    if args.no_disk_cache {
+        return None;
+    }
+    if let Some(dir) = &args.cache_dir {
+        return Some(dir.clone());
+    }
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+        .map(|base| base.join("walrus-gateway"))
 }
 
 /// The certificate of the TLS listeners: loaded from PEM files, or generated (its fingerprint

@@ -19,7 +19,6 @@ use crate::api::Api;
 use crate::cache::BlobCache;
 use crate::config::GatewayConfig;
 use crate::deadline::{Activity, BodyDeadlines, Idle, TimedBody};
-use crate::disk::DiskCache;
 use crate::fairness::{Clients, Share};
 use crate::fill::{FillConfig, Filler};
 use crate::h1;
@@ -150,8 +149,7 @@ impl Gateway {
             }
         };
         let mut cache = BlobCache::new(config.memory_cache_bytes, config.memory_max_object);
-        if let Some(dir) = &config.cache_dir {
-            let disk = DiskCache::open(dir, config.disk_cache_bytes, telemetry.disk_metrics())?;
+        if let Some(disk) = crate::cache::open_disk_tier(&config, telemetry.disk_metrics())? {
             cache = cache.with_disk(disk);
         }
         let fill_config = FillConfig {
@@ -196,6 +194,10 @@ impl Gateway {
             vec![current],
         ));
         let api = Arc::new(Api::new(filler, telemetry.clone(), &config));
+        if let Some(disk) = api.filler().cache().disk() {
+            let source: Arc<dyn crate::disk::MetadataSource> = api.clone();
+            crate::disk::scrub::spawn(disk, Arc::downgrade(&source), config.scrub_rate);
+        }
         let needs_tls = config.https_listen.is_some() || config.h3_listen.is_some();
         let identity = match (&config.tls, needs_tls) {
             (Some(identity), true) => Some(identity),

@@ -113,6 +113,27 @@ impl Telemetry {
                         ),
                         quarantine_bytes: metrics::gauge!("gateway_disk_cache_quarantine_bytes"),
                         effective_bytes: metrics::gauge!("gateway_disk_cache_effective_bytes"),
+                        scrub_files: {
+                            metrics::describe_counter!(
+                                "gateway_disk_scrub_files_total",
+                                "Cached files the scrub found matching their Blob ID"
+                            );
+                            metrics::describe_counter!(
+                                "gateway_disk_scrub_bytes_total",
+                                metrics::Unit::Bytes,
+                                "Bytes of cached files the scrub verified against their Blob ID"
+                            );
+                            metrics::describe_counter!("gateway_disk_scrub_failures_total", "Cached files the scrub found not matching their Blob ID (each quarantined)");
+                            metrics::describe_counter!("gateway_disk_scrub_unscrubbable_total", "Scrub attempts skipped because the blob's metadata was not available");
+                            metrics::describe_gauge!("gateway_disk_scrub_oldest_age_seconds", metrics::Unit::Seconds, "Seconds since the least recently scrubbed cached file was last verified");
+                            metrics::counter!("gateway_disk_scrub_files_total")
+                        },
+                        scrub_bytes: metrics::counter!("gateway_disk_scrub_bytes_total"),
+                        scrub_failures: metrics::counter!("gateway_disk_scrub_failures_total"),
+                        scrub_unscrubbable: metrics::counter!(
+                            "gateway_disk_scrub_unscrubbable_total"
+                        ),
+                        scrub_oldest_age: metrics::gauge!("gateway_disk_scrub_oldest_age_seconds"),
                     },
                 )
             });

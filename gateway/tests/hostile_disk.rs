@@ -52,7 +52,8 @@ fn blob_file(dir: &Path, id: &codec::BlobId) -> PathBuf {
 
 /// Wait (boundedly) until the write-through of a blob of `len` bytes has landed.
 async fn wait_for_file(path: &Path, len: u64) {
-    let size = 128 + len + 32 * len.div_ceil(1 << 20);
+    // Format 2: a 128-byte header, the content, a 4-byte CRC32C per 1 MiB chunk.
+    let size = 128 + len + 4 * len.div_ceil(1 << 20);
     for _ in 0..1000 {
         if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
             return;

@@ -32,6 +32,8 @@ impl Process {
             .arg("--committee")
             .arg(committee)
             .args(["--bind", "127.0.0.1:0"])
+            // Memory only, as these tests measure; and nothing written to the real home.
+            .arg("--no-disk-cache")
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

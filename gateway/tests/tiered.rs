@@ -176,7 +176,7 @@ async fn a_flipped_byte_on_disk_is_never_served_then_refilled_or_503() {
 async fn the_disk_bound_holds_and_pinned_blobs_survive_it() {
     let dir = tempfile::tempdir().unwrap();
     let blob_len = 100_000u64;
-    let file_size = 128 + blob_len + 32;
+    let file_size = 128 + blob_len + 4; // format 2: one 4-byte CRC32C
     let config = GatewayConfig {
         disk_cache_bytes: file_size * 4,
         // Keep the memory tier out of the way so every read below reaches the nodes or disk.

@@ -10,12 +10,12 @@
 //! | `PUT /admin/pins/{id}` | pin on the disk tier (never evicted; kept across restarts) and fetch it if it is not cached |
 //! | `DELETE /admin/pins/{id}` | unpin |
 //! | `DELETE /admin/cache/{id}` | purge from memory and disk |
+//! | `GET /admin/cache` | sizes, counts, the most used disk entries and the disk scrub's progress |
+//! | `GET /admin/blocklist` | the blocked Blob IDs and the file they are kept in |
+//! | `PUT`/`DELETE /admin/blocklist/{id}` | block (purged at once) or unblock, written to `--blocklist` first (409 without one) |
 //!
 //! Pin and purge change nothing unless the disk tier persisted the change: a full or read-only
 //! device answers 507 `DISK_TIER_UNWRITABLE` with the pins and the cache as they were.
-//! | `GET /admin/cache` | sizes, counts and the most used disk entries |
-//! | `GET /admin/blocklist` | the blocked Blob IDs and the file they are kept in |
-//! | `PUT`/`DELETE /admin/blocklist/{id}` | block (purged at once) or unblock, written to `--blocklist` first (409 without one) |
 
 use super::body::Body;
 use super::error::ApiError;

@@ -315,20 +315,29 @@ where
 pub struct Served {
     child: std::process::Child,
     stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// `XDG_CACHE_HOME` of the process: its default disk tier lands here, never in the real
+    /// home. Deleted when dropped (after the process is killed).
+    pub cache_home: tempfile::TempDir,
 }
 
 impl Served {
     /// `walrus-gateway serve ARGS`.
     pub fn start(args: &[&str]) -> Self {
+        let cache_home = tempfile::tempdir().expect("a temporary cache home");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
             .arg("serve")
             .args(args)
+            .env("XDG_CACHE_HOME", cache_home.path())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("the binary runs");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        Self { child, stdout }
+        Self {
+            child,
+            stdout,
+            cache_home,
+        }
     }
 
     /// The next line of stdout.

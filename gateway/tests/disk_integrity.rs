@@ -1,0 +1,290 @@
+//! The disk tier's integrity rules (issue 18): a torn final chunk is never served; a file whose
+//! checksums were rewritten to match corrupted content is found by the scrub, quarantined and
+//! refilled, and never served after; a cache directory written by the release before format 2
+//! is served after the upgrade.
+
+mod harness;
+
+use codec::BlobId;
+use gateway::GatewayConfig;
+use harness::{blob, config, Scenario};
+use http::{Method, StatusCode};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use storage_sim::{NodeFaults, SimConfig};
+
+const TOKEN: &str = "test-admin-token";
+const HEADER: usize = 128;
+const CHUNK: usize = 1 << 20;
+
+fn tiered(dir: &Path) -> GatewayConfig {
+    GatewayConfig {
+        cache_dir: Some(dir.to_path_buf()),
+        admin_token: Some(TOKEN.into()),
+        ..config()
+    }
+}
+
+fn ten_shards() -> SimConfig {
+    SimConfig {
+        n_shards: 10,
+        ..SimConfig::default()
+    }
+}
+
+async fn all_nodes(s: &Scenario, offline: bool) {
+    for node in 0..s.net.committee().nodes.len() {
+        let faults = NodeFaults {
+            offline,
+            ..NodeFaults::default()
+        };
+        s.faults(node, faults).await;
+    }
+}
+
+fn blob_file(dir: &Path, id: &BlobId) -> PathBuf {
+    let name = id.to_string();
+    dir.join("blobs").join(&name[..2]).join(name)
+}
+
+/// Wait (boundedly) until the file of a blob of `len` bytes (format 2) is in place.
+async fn wait_for_file(path: &Path, len: usize) {
+    let size = (HEADER + len + 4 * len.div_ceil(CHUNK)) as u64;
+    for _ in 0..1000 {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+async fn admin_cache(s: &Scenario) -> serde_json::Value {
+    let auth = format!("Bearer {TOKEN}");
+    s.request(Method::GET, "/admin/cache", &[("authorization", &auth)])
+        .await
+        .json()
+}
+
+async fn wait_indexed(s: &Scenario) {
+    for _ in 0..1000 {
+        if admin_cache(s).await["disk"]["index_ready"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("disk index never became ready");
+}
+
+fn crc32c(bytes: &[u8]) -> [u8; 4] {
+    (crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32).to_le_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_final_chunk_is_never_served_then_refilled_or_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Scenario::with(ten_shards(), tiered(dir.path())).await;
+    let len = CHUNK + CHUNK / 2;
+    let data = blob(len, 11);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.bytes().as_ref(),
+        &data[..]
+    );
+    let path = blob_file(dir.path(), &id);
+    wait_for_file(&path, len).await;
+    s.stop_gateway().await;
+    // A torn write: the tail of the final chunk never reached the device (zeros), the size is
+    // as it should be.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[HEADER + len - 4096..HEADER + len].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    all_nodes(&s, true).await;
+    s.restart_gateway(tiered(dir.path())).await;
+    wait_indexed(&s).await;
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!path.exists(), "torn file still in place");
+    assert_eq!(
+        s.metric("gateway_disk_cache_integrity_failures_total")
+            .await,
+        Some(1.0)
+    );
+    // A range inside the intact first chunk is no hit either: the file is gone.
+    let range = s
+        .request(
+            Method::GET,
+            &format!("/v1/blobs/{id}"),
+            &[("range", "bytes=0-99")],
+        )
+        .await;
+    assert_eq!(range.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    all_nodes(&s, false).await;
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    wait_for_file(&path, len).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_checksum_table_is_found_by_the_scrub_quarantined_and_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Scenario::with(ten_shards(), tiered(dir.path())).await;
+    let len = CHUNK + 300_000;
+    let data = blob(len, 12);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.bytes().as_ref(),
+        &data[..]
+    );
+    let path = blob_file(dir.path(), &id);
+    wait_for_file(&path, len).await;
+    s.stop_gateway().await;
+
+    // Corrupt a byte of chunk 1, then make every per-read check agree: its CRC32C in the table
+    // and the header's BLAKE3 over the header and the table. Only the Blob ID can tell now.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[HEADER + CHUNK + 777] ^= 0x20;
+    let table = HEADER + len;
+    let sum = crc32c(&bytes[HEADER + CHUNK..HEADER + len]);
+    bytes[table + 4..table + 8].copy_from_slice(&sum);
+    let mut check = blake3::Hasher::new();
+    check.update(&bytes[..88]);
+    check.update(&bytes[table..]);
+    bytes[88..120].copy_from_slice(check.finalize().as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    // The restarted gateway scrubs at once (its first pass starts when the index is ready).
+    let scrubbing = GatewayConfig {
+        scrub_rate: 1 << 30,
+        ..tiered(dir.path())
+    };
+    s.restart_gateway(scrubbing).await;
+    assert!(
+        s.wait_for_metric("gateway_disk_scrub_failures_total", 1.0)
+            .await,
+        "the scrub never failed the file"
+    );
+    assert!(!path.exists(), "tampered file still in place");
+    let stats = admin_cache(&s).await;
+    assert_eq!(stats["disk"]["scrub"]["failures"], 1, "{stats}");
+    assert_eq!(stats["disk"]["entries"], 0, "{stats}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Never served after: the next read refills from the nodes, with the right bytes.
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    wait_for_file(&path, len).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_verifies_good_files_and_keeps_their_metadata_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let scrubbing = GatewayConfig {
+        scrub_rate: 1 << 30,
+        ..tiered(dir.path())
+    };
+    let s = Scenario::with(ten_shards(), scrubbing).await;
+    let data = blob(300_000, 13);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.bytes().as_ref(),
+        &data[..]
+    );
+    wait_for_file(&blob_file(dir.path(), &id), data.len()).await;
+    // The first pass ran on an empty index; a second one (after its interval) is not awaited
+    // here: check the file the way the scrub does, through the same code, from the library.
+    let disk = s.api().filler().cache().disk().unwrap().clone();
+    let meta = codec::compute_metadata(&codec::EncodingConfig::new(10).unwrap(), &data).unwrap();
+    let outcome = tokio::task::spawn_blocking(move || {
+        disk.store_metadata(&meta).unwrap();
+        disk.scrub_file(&id, &meta, 0).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome,
+        gateway::disk::ScrubOutcome::Verified {
+            bytes: data.len() as u64
+        }
+    );
+    assert!(dir.path().join("meta").join(id.to_string()).exists());
+    assert_eq!(s.metric("gateway_disk_scrub_files_total").await, Some(1.0));
+    s.stop().await;
+}
+
+/// The fixture's blobs: Blob ID, length, and the rule its bytes follow.
+const V1_BLOBS: [(&str, usize, u64, u64); 2] = [
+    (
+        "VBqM5CsXNhScpgDZxab4-g8jqRW5cf2j7rHspy_auyY",
+        1572864,
+        31,
+        7,
+    ),
+    ("aLVbMiwMeggirYfOQXs5bXPTEJIhgJDCg2Zrez-wHYU", 4000, 131, 3),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_written_before_format_2_is_served_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/disk-v1");
+    for (text, ..) in V1_BLOBS {
+        let id: BlobId = text.parse().unwrap();
+        let to = blob_file(dir.path(), &id);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(blob_file(&fixture, &id), &to).unwrap();
+    }
+    // The nodes never held these blobs. The scrub is on: with no metadata to be had for them
+    // (the nodes say they do not exist), it counts both files unscrubbable and leaves them
+    // served.
+    let scrubbing = GatewayConfig {
+        scrub_rate: 1 << 30,
+        ..tiered(dir.path())
+    };
+    let s = Scenario::with(ten_shards(), scrubbing).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.metric("gateway_disk_scrub_unscrubbable_total").await != Some(2.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrub never gave up on the old files"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nodes down too: only the old files can answer.
+    all_nodes(&s, true).await;
+    for (text, len, mul, add) in V1_BLOBS {
+        let want: Vec<u8> = (0..len as u64).map(|i| (i * mul + add) as u8).collect();
+        // The content is what these IDs commit to, so the fixture is a real cache.
+        let meta =
+            codec::compute_metadata(&codec::EncodingConfig::new(10).unwrap(), &want).unwrap();
+        assert_eq!(meta.blob_id().to_string(), text);
+        let reply = s.get(&format!("/v1/blobs/{text}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{text}");
+        assert_eq!(reply.header("x-cache"), Some("hit-disk"), "{text}");
+        assert_eq!(reply.bytes().as_ref(), &want[..], "{text}");
+        let range = s
+            .request(
+                Method::GET,
+                &format!("/v1/blobs/{text}"),
+                &[("range", "bytes=1000-2999")],
+            )
+            .await;
+        assert_eq!(range.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(range.bytes().as_ref(), &want[1000..3000]);
+    }
+    let failures = s
+        .metric("gateway_disk_cache_integrity_failures_total")
+        .await;
+    assert_eq!(failures.unwrap_or(0.0), 0.0);
+    s.stop().await;
+}
