@@ -148,6 +148,9 @@ pub struct GatewayConfig {
     /// Serve `GET /metrics` on a listener of its own here; the public listeners then answer 404
     /// there.
     pub metrics_listen: Option<SocketAddr>,
+    /// One line per request here (`--access-log`), written off the request path; `None`: no
+    /// access log (request durations are still measured).
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -211,6 +214,7 @@ impl Default for GatewayConfig {
             body_timeout: Duration::from_secs(15),
             body_total_timeout: Duration::from_secs(600),
             metrics_listen: None,
+            access_log: None,
         }
     }
 }

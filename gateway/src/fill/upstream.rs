@@ -218,7 +218,9 @@ async fn attempt(
         _ => {
             let mut whole = BytesMut::new();
             while let Some(chunk) = body.next().await? {
-                inner.telemetry.upstream_bytes.increment(chunk.len() as u64);
+                inner
+                    .telemetry
+                    .fetched_from_upstream(false, chunk.len() as u64);
                 whole.extend_from_slice(&chunk);
             }
             let whole = whole.freeze();
@@ -333,7 +335,9 @@ where
                 if received > expected {
                     return Err(UpstreamError::TooLarge(expected));
                 }
-                inner.telemetry.upstream_bytes.increment(chunk.len() as u64);
+                inner
+                    .telemetry
+                    .fetched_from_upstream(true, chunk.len() as u64);
                 buffer.extend_from_slice(&chunk);
             }
             None if received < expected => {
@@ -452,7 +456,9 @@ async fn verified_metadata(
             inner.config.upstream_timeout,
         )
         .await?;
-    inner.telemetry.upstream_bytes.increment(bytes.len() as u64);
+    inner
+        .telemetry
+        .fetched_from_upstream(true, bytes.len() as u64);
     VerifiedMetadata::from_bcs(id, &bytes, config)
         .map_err(|e| UpstreamError::Mismatch(format!("metadata: {e}")))
 }
