@@ -633,11 +633,19 @@ impl Drop for Exchange {
 pub struct ObservedBody<B: HttpBody> {
     inner: B,
     exchange: Exchange,
+    /// The body's length when it is known: hyper stops polling once it has sent that many
+    /// bytes, so reaching it is the end.
+    length: Option<u64>,
 }
 
 impl<B: HttpBody<Data = bytes::Bytes> + Unpin> ObservedBody<B> {
     pub fn new(inner: B, exchange: Exchange) -> Self {
-        Self { inner, exchange }
+        let length = inner.size_hint().exact();
+        Self {
+            inner,
+            exchange,
+            length,
+        }
     }
 }
 
@@ -655,6 +663,9 @@ impl<B: HttpBody<Data = bytes::Bytes> + Unpin> HttpBody for ObservedBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.exchange.sent(data.len() as u64);
+                    if this.length == Some(this.exchange.bytes) {
+                        this.exchange.completed();
+                    }
                 }
             }
             Poll::Ready(None) => this.exchange.completed(),
