@@ -195,3 +195,111 @@ async fn json_lines_carry_the_same_facts_over_hyper_http1_and_http2() {
     assert_eq!(last["bytes"], 3000);
     s.stop().await;
 }
+
+/// The binary as an operator runs it: `--log-format json` writes one JSON object per line on
+/// standard error with no colour codes (it is not a terminal), publishes and admin actions are
+/// logged with their outcome, a client's 404 is not a warning, and `--access-log -` writes the
+/// request lines on standard output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_json_without_colour_and_records_publishes_and_admin_actions() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--access-log", "-", "--admin-token", "admin-secret"])
+        .arg("--identity-key")
+        .arg(dir.path().join("identity.key"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("the binary runs");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut next_line = move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("stdout is readable");
+        assert!(!line.is_empty(), "serve exited early");
+        line.trim_end().to_owned()
+    };
+    let addr: SocketAddr = loop {
+        let line = next_line();
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            break addr.parse().unwrap();
+        }
+    };
+    let data = blob(5000, 3);
+    let put = harness::send_body(addr, Method::PUT, "/v1/blobs", &[], data).await;
+    assert_eq!(put.status, StatusCode::OK);
+    let id = put.json()["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = ("authorization", "Bearer admin-secret");
+    let purge = harness::send_body(
+        addr,
+        Method::DELETE,
+        &format!("/admin/cache/{id}"),
+        &[auth],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(purge.status, StatusCode::OK);
+    let missing = harness::send_body(
+        addr,
+        Method::GET,
+        "/v1/blobs/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Access log lines on stdout, one per request, in order.
+    let mut access = Vec::new();
+    while access.len() < 3 {
+        let line = next_line();
+        if line.contains(" - - [") {
+            access.push(line);
+        }
+    }
+    assert!(
+        access[0].contains("\"PUT /v1/blobs HTTP/1.1\" 200 "),
+        "{}",
+        access[0]
+    );
+    assert!(access[1].contains(&format!("\"DELETE /admin/cache/{id} HTTP/1.1\" 200 ")));
+    assert!(access[2].contains("\" 404 "), "{}", access[2]);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text}"
+    );
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let find = |message: &str| {
+        events
+            .iter()
+            .find(|e| e["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} event in\n{text}"))
+    };
+    let stored = find("publish stored");
+    assert_eq!(stored["blob_id"], id.as_str());
+    assert_eq!(stored["size"], 5000);
+    assert_eq!(stored["level"], "INFO");
+    let admin = find("admin action");
+    assert_eq!(admin["method"], "DELETE");
+    assert_eq!(admin["path"], format!("/admin/cache/{id}"));
+    assert_eq!(admin["status"], 200);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"] != "WARN" && e["level"] != "ERROR"),
+        "a warning for a client's request:\n{text}"
+    );
+}

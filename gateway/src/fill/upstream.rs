@@ -122,7 +122,8 @@ pub(super) async fn fill(
                 inner.telemetry.upstream_result(name, e.kind());
                 if matches!(e, UpstreamError::NotFound) {
                     not_found += 1;
-                    tracing::info!(upstream = %name, blob_id = %id, "upstream does not have the blob");
+                    // A client asking for a blob nobody has: not an operator's event.
+                    tracing::debug!(upstream = %name, blob_id = %id, "upstream does not have the blob");
                 } else {
                     tracing::warn!(upstream = %name, blob_id = %id, error = %e, "upstream failed; trying the next source");
                 }
@@ -293,7 +294,11 @@ pub(super) async fn read_rows(
             }
             Err(e) => {
                 inner.telemetry.upstream_result(&upstream.name, e.kind());
-                tracing::warn!(upstream = %upstream.name, blob_id = %id, error = %e, "upstream range read failed");
+                if matches!(e, UpstreamError::NotFound) {
+                    tracing::debug!(upstream = %upstream.name, blob_id = %id, "upstream does not have the blob");
+                } else {
+                    tracing::warn!(upstream = %upstream.name, blob_id = %id, error = %e, "upstream range read failed");
+                }
                 failures.push(format!("{}: {e}", upstream.name));
             }
         }
