@@ -243,8 +243,17 @@ impl AccessLog {
             ),
             None => Box::new(io::stdout()),
         };
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let format = config.format;
+        Self::start(out, config.format, dropped, QUEUE)
+    }
+
+    /// Write to `out` from a thread of its own, through a queue of `capacity` lines.
+    fn start(
+        out: Box<dyn Write + Send>,
+        format: Format,
+        dropped: metrics::Counter,
+        capacity: usize,
+    ) -> io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(capacity);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(rx, out, format))?;
@@ -741,6 +750,80 @@ mod tests {
         assert_eq!(v["fill_seconds"], 0.25);
         assert_eq!(v["referer"], serde_json::Value::Null);
         assert_eq!(v["user_agent"], "curl/8 \"quoted\"");
+    }
+
+    /// A destination that takes nothing until `open` says so, then collects what it is given.
+    struct Gate {
+        open: std::sync::mpsc::Receiver<()>,
+        opened: bool,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !self.opened {
+                let _ = self.open.recv();
+                self.opened = true;
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_drops_and_counts_lines_instead_of_blocking() {
+        let telemetry = Telemetry::new();
+        let (open, gate) = std::sync::mpsc::channel();
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = Gate {
+            open: gate,
+            opened: false,
+            written: written.clone(),
+        };
+        let log = AccessLog::start(
+            Box::new(out),
+            Format::Json,
+            telemetry.access_log_dropped(),
+            2,
+        )
+        .unwrap();
+        let sent = 10;
+        for _ in 0..sent {
+            log.send(entry()); // Never blocks: the writer is stuck in its first write.
+        }
+        let text = telemetry.render();
+        let dropped: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("gateway_access_log_dropped_total ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap();
+        // The queue holds 2, the writer at most 1 more.
+        assert!(
+            (sent - 3..=sent - 2).contains(&dropped),
+            "{dropped} dropped"
+        );
+        open.send(()).unwrap();
+        drop(log); // The writer drains the queue, then ends.
+        for _ in 0..500 {
+            let lines = written
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            if lines == sent - dropped {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the queued lines were not written");
     }
 
     #[test]
