@@ -494,8 +494,8 @@ pub struct Exchange {
     telemetry: Arc<Telemetry>,
     started: Instant,
     route: Route,
-    /// Filled only when there is an access log.
-    logged: Option<Box<Logged>>,
+    /// Filled only when there is an access log (inline: no allocation per request).
+    logged: Option<Logged>,
     status: u16,
     served: Served,
     bytes: u64,
@@ -526,14 +526,14 @@ impl Exchange {
     ) -> Self {
         let mut exchange = Self::bare(telemetry, started, Route::of(uri.path()));
         if telemetry.access_log().is_some() {
-            exchange.logged = Some(Box::new(Logged {
+            exchange.logged = Some(Logged {
                 client,
                 method: method.clone(),
                 target: Target::Uri(uri.clone()),
                 version,
                 referer: headers.get(header::REFERER).cloned(),
                 user_agent: headers.get(header::USER_AGENT).cloned(),
-            }));
+            });
         }
         exchange
     }
@@ -550,14 +550,14 @@ impl Exchange {
         let mut exchange = Self::bare(telemetry, started, Route::Blob);
         if telemetry.access_log().is_some() {
             let (referer, user_agent) = head();
-            exchange.logged = Some(Box::new(Logged {
+            exchange.logged = Some(Logged {
                 client,
                 method: Method::GET,
                 target: Target::Blob(id),
                 version: Version::HTTP_11,
                 referer,
                 user_agent,
-            }));
+            });
         }
         exchange
     }
@@ -618,7 +618,7 @@ impl Drop for Exchange {
             version,
             referer,
             user_agent,
-        } = *logged;
+        } = logged;
         log.send(Entry {
             end: SystemTime::now(),
             duration,
