@@ -175,9 +175,6 @@ impl Gateway {
             upstream_timeout: config.upstream_timeout,
             negative_cache_ttl: config.negative_cache_ttl,
         };
-        let memory_tier = cache.clone();
-        telemetry
-            .watch_memory_tier(move || (memory_tier.weighted_size(), memory_tier.entry_count()));
         let filler = Filler::new(
             committees,
             config.upstreams.clone(),
@@ -320,7 +317,7 @@ impl Gateway {
         });
         let upkeep = tokio::spawn({
             let telemetry = telemetry.clone();
-            // The memory tier's size gauges read moka's counts, which move in batches.
+            // The memory tier's size gauges: moka's counts, once its pending writes are applied.
             let cache = api.filler().cache().clone();
             async move {
                 let mut tick = tokio::time::interval(Telemetry::UPKEEP_INTERVAL);
@@ -328,6 +325,7 @@ impl Gateway {
                     tick.tick().await;
                     telemetry.upkeep();
                     cache.run_pending_tasks().await;
+                    telemetry.memory_tier(cache.weighted_size(), cache.entry_count());
                 }
             }
         });

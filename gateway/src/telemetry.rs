@@ -58,8 +58,8 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("gateway_node_marked_slow_total", Kind::Counter, "Times a storage node was marked slow (asked last for a while)."),
     ("gateway_nodes_slow", Kind::Gauge, "Storage nodes fills currently ask last."),
     ("gateway_upstream_results_total", Kind::Counter, "Results of asking an upstream, by upstream and result."),
-    ("gateway_memory_cache_bytes", Kind::Gauge, "Bytes of blobs in the memory tier (its pending writes are applied every 5 s)."),
-    ("gateway_memory_cache_entries", Kind::Gauge, "Blobs in the memory tier (its pending writes are applied every 5 s)."),
+    ("gateway_memory_cache_bytes", Kind::Gauge, "Bytes of blobs in the memory tier (updated every 5 s)."),
+    ("gateway_memory_cache_entries", Kind::Gauge, "Blobs in the memory tier (updated every 5 s)."),
     ("gateway_memory_files", Kind::Gauge, "Sealed memory files alive (memory-tier blobs and their readers)."),
     ("gateway_disk_cache_bytes", Kind::Gauge, "Bytes of blobs in the disk tier."),
     ("gateway_disk_cache_entries", Kind::Gauge, "Blobs in the disk tier."),
@@ -206,13 +206,9 @@ pub struct Telemetry {
     observed: Observed,
     /// Where finished requests are logged (`--access-log`), once set.
     access_log: OnceLock<AccessLog>,
-    /// Reads the memory tier's bytes and entries at render time.
-    memory_tier: OnceLock<MemoryTierProbe>,
     /// Set once the chain refresh series exist.
     chain_results_registered: OnceLock<()>,
 }
-
-type MemoryTierProbe = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 /// Handles of the request-duration histograms, fetched-byte sources and other metrics this
 /// module registers once, so recording never looks a series up.
@@ -375,7 +371,6 @@ impl Telemetry {
         Arc::new(Self {
             observed,
             access_log: OnceLock::new(),
-            memory_tier: OnceLock::new(),
             chain_results_registered: OnceLock::new(),
             chain_read_at: std::sync::Mutex::new(None),
             responses,
@@ -563,11 +558,6 @@ impl Telemetry {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let age = self.chain_view_age();
-        if let Some(probe) = self.memory_tier.get() {
-            let (bytes, entries) = probe();
-            self.observed.memory_cache_bytes.set(bytes as f64);
-            self.observed.memory_cache_entries.set(entries as f64);
-        }
         metrics::with_local_recorder(&self.recorder, || {
             metrics::gauge!("gateway_memory_files").set(crate::memfile::live() as f64);
             if let Some(age) = age {
@@ -634,10 +624,11 @@ impl Telemetry {
             .record(elapsed.as_secs_f64());
     }
 
-    /// Read the memory tier's `(bytes, entries)` with `probe` whenever metrics are rendered
-    /// (once; later calls are ignored).
-    pub fn watch_memory_tier(&self, probe: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
-        let _ = self.memory_tier.set(Box::new(probe));
+    /// The memory tier holds `bytes` in `entries` blobs (set by the upkeep task every
+    /// [`Telemetry::UPKEEP_INTERVAL`]).
+    pub fn memory_tier(&self, bytes: u64, entries: u64) {
+        self.observed.memory_cache_bytes.set(bytes as f64);
+        self.observed.memory_cache_entries.set(entries as f64);
     }
 
     /// Register the per-node and per-upstream failure series at 0, so alerts see the first

@@ -318,3 +318,27 @@ async fn fetched_bytes_are_labelled_nodes_at_the_parent_and_parent_at_the_edge()
     edge.shutdown().await.expect("edge stops");
     parent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_tier_gauges_follow_what_it_holds() {
+    let s = Scenario::start(10, 4).await;
+    let data = blob(30_000, 11);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.status,
+        StatusCode::OK
+    );
+    // The upkeep task sets them every 5 s: wait (boundedly) for the next round.
+    let mut entries = None;
+    for _ in 0..150 {
+        entries = s.metric("gateway_memory_cache_entries").await;
+        if entries == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(entries, Some(1.0));
+    let bytes = s.metric("gateway_memory_cache_bytes").await.unwrap();
+    assert_eq!(bytes, data.len() as f64);
+    s.stop().await;
+}
