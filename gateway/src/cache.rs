@@ -358,6 +358,12 @@ impl BlobCache {
     pub fn entry_count(&self) -> u64 {
         self.memory.entry_count()
     }
+
+    /// Apply the memory tier's pending writes, so [`BlobCache::weighted_size`] and
+    /// [`BlobCache::entry_count`] are current (the metrics upkeep runs it periodically).
+    pub async fn run_pending_tasks(&self) {
+        self.memory.run_pending_tasks().await;
+    }
 }
 
 /// Open the disk tier `config` asks for: `Ok(None)` when there is none, or when the default

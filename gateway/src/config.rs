@@ -162,6 +162,9 @@ pub struct GatewayConfig {
     /// The denylist file (`--blocklist`, the Walrus aggregator's YAML format); `None`: nothing
     /// is blocked and the blocklist admin routes answer 409.
     pub blocklist: Option<std::path::PathBuf>,
+    /// One line per request here (`--access-log`), written off the request path; `None`: no
+    /// access log (request durations are still measured).
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -229,6 +232,7 @@ impl Default for GatewayConfig {
             body_total_timeout: Duration::from_secs(600),
             metrics_listen: None,
             blocklist: None,
+            access_log: None,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! preface switches to HTTP/2 only as a connection's first bytes: after a request, the
 //! connection goes to hyper's HTTP/1.1 alone ([`Rewind::after_request`]), which refuses it.
 
+use crate::access_log::Exchange;
 use crate::api::body::{Body, FileRange};
 use crate::api::{whole_blob_id, Api, MemoryHit, WHOLE_GET_VARIES};
 use crate::fairness::Share;
@@ -59,6 +60,8 @@ const SENDFILE_MAX: u64 = 1 << 20;
 
 /// Connection-wide settings.
 pub struct Settings {
+    /// The client, for the access log.
+    pub peer: std::net::SocketAddr,
     /// A request head (or the first byte of the next one on a kept-alive connection) must
     /// arrive within this long.
     pub header_read_timeout: Duration,
@@ -103,14 +106,31 @@ pub async fn serve(
     };
     loop {
         let head = conn.next_head(settings).await;
+        let started = Instant::now();
         let (request, close) = match head {
             Next::Request(request, close) => (request, close),
             Next::WholeGet(id, close, len) => match api.memory_hit(&id, Some(share)).await {
                 Some(hit) => {
+                    let mut exchange = Exchange::blob_get(
+                        &settings.telemetry,
+                        started,
+                        Some(settings.peer.ip()),
+                        id,
+                        || referer_and_agent(&conn.buf[..len]),
+                    );
+                    exchange.memory_hit();
                     conn.buf.advance(len);
                     conn.served = true;
                     let keep_alive = !close && !*stop.borrow();
-                    let written = conn.write_memory_hit(hit, settings, keep_alive).await;
+                    let mut sent = 0;
+                    let written = conn
+                        .write_memory_hit(hit, settings, keep_alive, &mut sent)
+                        .await;
+                    exchange.sent(sent);
+                    if written.is_ok() {
+                        exchange.completed();
+                    }
+                    drop(exchange);
                     if !conn.carry_on(written, keep_alive).await {
                         return Outcome::Closed;
                     }
@@ -128,22 +148,39 @@ pub async fn serve(
         let head_only = request.method() == Method::HEAD;
         let mut request = request;
         request.extensions_mut().insert(share.clone());
+        let mut exchange = Exchange::start(
+            &settings.telemetry,
+            started,
+            Some(settings.peer.ip()),
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+        );
         // Every request the memory-hit lane could answer was offered to it above.
         let Ok(mut response) = api.dispatch(request).await;
+        exchange.respond(response.status().as_u16(), response.headers());
         if let Some(alt_svc) = &settings.alt_svc {
             response
                 .headers_mut()
                 .insert(header::ALT_SVC, alt_svc.clone());
         }
         let keep_alive = !close && !*stop.borrow();
+        let mut sent = 0;
         let written = conn
             .write_response(
                 response,
                 head_only,
                 keep_alive,
                 settings.write_stall_timeout,
+                &mut sent,
             )
             .await;
+        exchange.sent(sent);
+        if written.is_ok() {
+            exchange.completed();
+        }
+        drop(exchange);
         if !conn.carry_on(written, keep_alive).await {
             return Outcome::Closed;
         }
@@ -255,6 +292,7 @@ impl Connection {
         hit: MemoryHit,
         settings: &Settings,
         keep_alive: bool,
+        sent: &mut u64,
     ) -> io::Result<()> {
         let mut head = BytesMut::with_capacity(512);
         head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
@@ -271,6 +309,7 @@ impl Connection {
             &mut body,
             false,
             settings.write_stall_timeout,
+            sent,
         )
         .await
     }
@@ -289,6 +328,7 @@ impl Connection {
         head_only: bool,
         keep_alive: bool,
         stall: Duration,
+        sent: &mut u64,
     ) -> io::Result<()> {
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
@@ -340,22 +380,25 @@ impl Connection {
         if no_body || head_only {
             return self.write_all(vec![head], stall).await;
         }
-        self.write_body(head, &mut body, chunked, stall).await
+        self.write_body(head, &mut body, chunked, stall, sent).await
     }
 
-    /// Write `head`, then every byte of `body` (`sendfile` for a memory file).
+    /// Write `head`, then every byte of `body` (`sendfile` for a memory file), adding the body
+    /// bytes handed to the socket to `sent`.
     async fn write_body(
         &mut self,
         head: Bytes,
         body: &mut Body,
         chunked: bool,
         stall: Duration,
+        sent: &mut u64,
     ) -> io::Result<()> {
         if let Some(range) = body.take_file(SENDFILE_MAX) {
             let n = range.end - range.start;
             self.send_more(&head, stall).await?;
             self.sendfile(&range, stall).await?;
             body.count_sent(n);
+            *sent += n;
             return Ok(());
         }
         let mut out = vec![head];
@@ -379,6 +422,7 @@ impl Connection {
                         continue;
                     }
                     gathered += data.len();
+                    *sent += data.len() as u64;
                     if chunked {
                         out.push(Bytes::from(format!("{:x}\r\n", data.len())));
                         out.push(data);
@@ -613,6 +657,27 @@ fn build(
         map.append(name, value);
     }
     Some(request)
+}
+
+/// `Referer` and `User-Agent` of a complete request head (for the access log of the memory-hit
+/// lane, which keeps no header map).
+fn referer_and_agent(head: &[u8]) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let (mut referer, mut agent) = (None, None);
+    if req.parse(head).is_ok() {
+        for h in req.headers.iter() {
+            let slot = if h.name.eq_ignore_ascii_case("referer") {
+                &mut referer
+            } else if h.name.eq_ignore_ascii_case("user-agent") {
+                &mut agent
+            } else {
+                continue;
+            };
+            *slot = HeaderValue::from_bytes(h.value).ok();
+        }
+    }
+    (referer, agent)
 }
 
 /// Whether `buf` is a prefix of `pattern` or starts with it.

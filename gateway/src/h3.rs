@@ -15,6 +15,7 @@
 //! fails and the request answers 400). Shutdown refuses new connections, sends GOAWAY
 //! on each open one, lets its requests finish within the grace period, then closes the endpoint.
 
+use crate::access_log::Exchange;
 use crate::api::Api;
 use crate::deadline::{BodyDeadlines, TimedBody};
 use crate::fairness::{Clients, Share};
@@ -24,7 +25,7 @@ use ::h3::error::Code;
 use ::h3::server::{RequestResolver, RequestStream};
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 use quinn::crypto::rustls::QuicServerConfig;
@@ -183,6 +184,7 @@ impl H3Listener {
                             let context = Arc::new(Context3 {
                                 api: api.clone(),
                                 telemetry: telemetry.clone(),
+                                client: incoming.remote_address().ip(),
                                 share,
                                 limits,
                             });
@@ -241,6 +243,8 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 struct Context3 {
     api: Arc<Api>,
     telemetry: Arc<Telemetry>,
+    /// The client's address, for the access log.
+    client: std::net::IpAddr,
     share: Share,
     limits: H3Limits,
 }
@@ -340,6 +344,17 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context
                 return;
             }
         };
+    // Dropped when this function returns, however it ends: the request's duration and its
+    // access log line.
+    let mut exchange = Exchange::start(
+        &context.telemetry,
+        std::time::Instant::now(),
+        Some(context.client),
+        request.method(),
+        request.uri(),
+        Version::HTTP_3,
+        request.headers(),
+    );
     let (mut send, recv) = stream.split();
     let head = request.method() == Method::HEAD;
     let declared = match declared_length(request.headers()) {
@@ -364,6 +379,7 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context
     });
     request.extensions_mut().insert(context.share.clone());
     let Ok(response) = context.api.handle(request).await;
+    exchange.respond(response.status().as_u16(), response.headers());
     let (mut parts, mut body) = response.into_parts();
     // hyper derives Content-Length from an exact body size; do the same so every protocol
     // sends the same headers.
@@ -402,9 +418,10 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context
             let mut data = data;
             while !data.is_empty() {
                 let piece = data.split_to(data.len().min(crate::stall::PROGRESS_PIECE));
+                let len = piece.len() as u64;
                 match tokio::time::timeout(limits.write_stall_timeout, send.send_data(piece)).await
                 {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => exchange.sent(len),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "HTTP/3 client went away mid-body");
                         return;
@@ -420,8 +437,9 @@ async fn request(resolver: RequestResolver<h3_quinn::Connection, Bytes>, context
         }
     }
     drop(body);
-    if let Err(e) = send.finish().await {
-        tracing::debug!(error = %e, "cannot finish HTTP/3 response");
+    match send.finish().await {
+        Ok(()) => exchange.completed(),
+        Err(e) => tracing::debug!(error = %e, "cannot finish HTTP/3 response"),
     }
 }
 

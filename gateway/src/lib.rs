@@ -12,6 +12,7 @@
 //! checked against the Blob ID; concurrent reads of one blob share one fill; every upstream call
 //! has a timeout and every queue a bound, and hitting a bound answers 429 rather than waiting.
 
+pub mod access_log;
 pub mod api;
 pub mod blocklist;
 pub mod budget;

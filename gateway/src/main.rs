@@ -104,6 +104,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Consistency {
     /// Re-hash every systematic row that was reconstructed (Walrus's default).
     Default,
@@ -272,6 +278,21 @@ struct ServeArgs {
     /// changes and on SIGHUP; PUT/DELETE /admin/blocklist/{id} edit it.
     #[arg(long, value_name = "FILE")]
     blocklist: Option<PathBuf>,
+    /// Write one line per request here (`-`: standard output): arrival time, client, method,
+    /// target, protocol, status, body bytes, duration, X-Cache tier, and for misses the wait
+    /// for the fill. A thread of its own writes it; when it falls behind, lines are dropped
+    /// and counted (gateway_access_log_dropped_total) rather than slow a response.
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<String>,
+    /// Access log lines: `combined` (NCSA combined, then `cache= duration= fill= complete=`)
+    /// or `json` (one object per line).
+    #[arg(long, default_value = "combined", value_name = "combined|json")]
+    access_log_format: gateway::access_log::Format,
+    /// Diagnostic log lines on standard error: `text` or `json` (one object per line). Filter
+    /// with RUST_LOG (default `info`); colour only when standard error is a terminal and
+    /// NO_COLOR is unset.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(flatten)]
     source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
@@ -757,16 +778,34 @@ fn read_limited(file: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format);
     raise_descriptor_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve_async(args))
+}
+
+/// Diagnostic logs on standard error, filtered by RUST_LOG (default `info`): text with colour
+/// only on a terminal without NO_COLOR (files and journald get no escape codes), or JSON.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .init(),
+    }
 }
 
 /// Connections, disk-tier files and memory-tier files all hold descriptors: take the hard limit
@@ -862,6 +901,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         body_total_timeout: Duration::from_millis(args.body_total_timeout_ms),
         metrics_listen: args.metrics_listen,
         blocklist: args.blocklist.clone(),
+        access_log: args.access_log.as_deref().map(|destination| {
+            gateway::access_log::AccessLogConfig::new(destination, args.access_log_format)
+        }),
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;

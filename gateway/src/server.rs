@@ -14,6 +14,7 @@
 //! their own timeout; HTTP/2 connections are PINGed. With `metrics_listen`, `/metrics` is
 //! served on a listener of its own and the public listeners answer 404 there.
 
+use crate::access_log::{Exchange, ObservedBody};
 use crate::api::error::ApiError;
 use crate::api::Api;
 use crate::cache::BlobCache;
@@ -70,6 +71,8 @@ pub enum ServerError {
     Task(String),
     #[error("{0}")]
     Blocklist(#[from] crate::blocklist::BlocklistError),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// The HTTPS listener: a TCP port whose connections start with a TLS handshake.
@@ -128,6 +131,11 @@ impl Gateway {
         source: CommitteeSource,
     ) -> Result<Self, ServerError> {
         let telemetry = Telemetry::new();
+        if let Some(log) = &config.access_log {
+            let log = crate::access_log::AccessLog::open(log, telemetry.access_log_dropped())
+                .map_err(ServerError::AccessLog)?;
+            telemetry.set_access_log(log);
+        }
         let (committees, watcher) = match source {
             CommitteeSource::Static(committee) => (
                 crate::committee::CommitteeHandle::fixed(Topology::new(committee)?),
@@ -178,6 +186,13 @@ impl Gateway {
         if let Some(path) = &config.blocklist {
             filler.blocklist().open(path)?;
             telemetry.blocklist_loaded(filler.blocklist().len(), true);
+        }
+        {
+            let topology = filler.topology();
+            telemetry.register_failure_series(
+                (0..topology.node_count()).map(|i| topology.node(i).name.as_str()),
+                config.upstreams.iter().map(|u| u.name.as_str()),
+            );
         }
         // Open the connections to HTTPS nodes before serving (bounded), with the fills' own
         // client, so the first fills do not each make a handshake; later committees are warmed
@@ -311,11 +326,15 @@ impl Gateway {
         });
         let upkeep = tokio::spawn({
             let telemetry = telemetry.clone();
+            // The memory tier's size gauges: moka's counts, once its pending writes are applied.
+            let cache = api.filler().cache().clone();
             async move {
                 let mut tick = tokio::time::interval(Telemetry::UPKEEP_INTERVAL);
                 loop {
                     tick.tick().await;
                     telemetry.upkeep();
+                    cache.run_pending_tasks().await;
+                    telemetry.memory_tier(cache.weighted_size(), cache.entry_count());
                 }
             }
         });
@@ -542,6 +561,8 @@ impl ConnLimits {
 struct Conn {
     api: Arc<Api>,
     telemetry: Arc<Telemetry>,
+    /// The client, for the access log.
+    peer: SocketAddr,
     share: Share,
     activity: Arc<Activity>,
     responses: Responses,
@@ -560,10 +581,11 @@ struct ConnTemplate {
 
 impl ConnTemplate {
     /// A connection hyper starts serving now (its first-request deadline counts from here).
-    fn open(&self, share: Share) -> Arc<Conn> {
+    fn open(&self, share: Share, peer: SocketAddr) -> Arc<Conn> {
         Arc::new(Conn {
             api: self.api.clone(),
             telemetry: self.telemetry.clone(),
+            peer,
             share,
             activity: Activity::new(),
             responses: Responses::new(self.limits.write_stall_timeout),
@@ -575,10 +597,20 @@ impl ConnTemplate {
 
 impl Conn {
     /// Answer one request: the connection's share goes into its extensions, its body gets the
-    /// body deadlines, and the response body is watched for send progress.
-    async fn answer(&self, request: Request<Incoming>) -> Response<WatchedBody> {
+    /// body deadlines, and the response body is watched for send progress and observed until
+    /// it is done (request duration, access log).
+    async fn answer(&self, request: Request<Incoming>) -> Response<ObservedBody<WatchedBody>> {
         let in_flight = self.activity.begin();
         let (mut parts, body) = request.into_parts();
+        let mut exchange = Exchange::start(
+            &self.telemetry,
+            std::time::Instant::now(),
+            Some(self.peer.ip()),
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+        );
         parts.extensions.insert(self.share.clone());
         let body = TimedBody::new(body, self.limits.body, Some(self.telemetry.clone()));
         let request = Request::from_parts(parts, body);
@@ -588,7 +620,9 @@ impl Conn {
                 .headers_mut()
                 .insert(header::ALT_SVC, alt_svc.clone());
         }
-        response.map(|body| self.responses.watch(body, Some(in_flight)))
+        exchange.respond(response.status().as_u16(), response.headers());
+        response
+            .map(|body| ObservedBody::new(self.responses.watch(body, Some(in_flight)), exchange))
     }
 
     /// Serve `io` with hyper until the connection ends, a deadline closes it, or shutdown
@@ -742,6 +776,7 @@ impl TcpServing<'_> {
                 None if self.lean_http1 => {
                     let api = self.api.clone();
                     let settings = h1::Settings {
+                        peer,
                         header_read_timeout: limits.header_read_timeout,
                         write_stall_timeout: stall,
                         alt_svc: self.alt_svc.clone(),
@@ -760,7 +795,7 @@ impl TcpServing<'_> {
                                 builder
                             };
                             let io = TokioIo::new(StallGuard::new(rewind, stall));
-                            let conn = template.open(share);
+                            let conn = template.open(share, peer);
                             conn.serve(&builder, io, stop, peer).await;
                         }
                         drop(watcher);
@@ -768,7 +803,7 @@ impl TcpServing<'_> {
                     });
                 }
                 None => {
-                    let conn = self.template().open(share);
+                    let conn = self.template().open(share, peer);
                     let io = TokioIo::new(StallGuard::new(stream, stall));
                     tokio::spawn(async move {
                         conn.serve(&builder, io, stop, peer).await;
@@ -797,7 +832,7 @@ impl TcpServing<'_> {
                             }
                         };
                         // The first request's deadline counts from the end of the handshake.
-                        let conn = template.open(share);
+                        let conn = template.open(share, peer);
                         conn.serve(&builder, TokioIo::new(stream), stop, peer).await;
                         drop(watcher);
                         drop(slot);

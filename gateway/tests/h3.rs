@@ -280,6 +280,53 @@ async fn http3_reads_are_identical_to_http1() {
     s.stop().await;
 }
 
+/// The access log (issue 20) records HTTP/3 requests as the TCP ones: protocol, client, tier,
+/// bytes, and a miss's fill wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_requests_get_access_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let (s, cert, _) = scenario(|c| {
+        c.access_log = Some(gateway::access_log::AccessLogConfig::new(
+            log.to_str().unwrap(),
+            gateway::access_log::Format::Json,
+        ))
+    })
+    .await;
+    let data = blob(70_000, 4);
+    let id = s.store(&data).await;
+    let client = H3Client::connect(s.h3_addr().expect("HTTP/3 is on"), &cert).await;
+    for tier in ["miss", "hit-memory"] {
+        let reply = client.get(&format!("/v1/blobs/{id}")).await;
+        assert_eq!(reply.header("x-cache"), Some(tier));
+    }
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, tier) in lines.iter().zip(["miss", "hit-memory"]) {
+        assert_eq!(line["protocol"], "HTTP/3.0", "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+        assert_eq!(line["path"], format!("/v1/blobs/{id}"), "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["bytes"], data.len(), "{line}");
+        assert_eq!(line["cache"], tier, "{line}");
+        assert_eq!(line["fill_seconds"].is_f64(), tier == "miss", "{line}");
+        assert_eq!(line["complete"], true, "{line}");
+    }
+    client.close().await;
+    s.stop().await;
+}
+
 /// Run `futures` concurrently on this task and collect their outputs in order.
 async fn futures_join_all<F>(futures: Vec<F>) -> Vec<F::Output>
 where

@@ -32,7 +32,30 @@ const MAX_BODY: usize = 1 << 20;
 /// Most Blob IDs in one prefetch.
 const MAX_PREFETCH: usize = 10_000;
 
+/// [`actions`], with one log line per admin request and its outcome (reads of `/admin/cache`
+/// at debug; nothing when there is no admin API).
 pub(super) async fn route<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let result = actions(api, request).await;
+    let status = match &result {
+        Ok(response) => response.status().as_u16(),
+        Err(e) => e.classify().0.as_u16(),
+    };
+    let error = result.as_ref().err().map(ToString::to_string);
+    if api.admin_token.is_some() && method == Method::GET {
+        tracing::debug!(%method, path, status, error, "admin request");
+    } else if api.admin_token.is_some() {
+        tracing::info!(%method, path, status, error, "admin action");
+    }
+    result
+}
+
+async fn actions<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: HttpBody + Send + 'static,
     B::Data: Send,

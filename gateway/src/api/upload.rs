@@ -204,6 +204,22 @@ pub(super) async fn store(
         }
         _ => api.telemetry.publish(false, 0),
     }
+    // The operator's record of every publish (uploads and stored proofs) and its outcome.
+    match &result {
+        Ok(Stored {
+            blob_id: Some(id),
+            status,
+            ..
+        }) => tracing::info!(blob_id = %id, size, status = status.as_u16(), "publish stored"),
+        Ok(Stored { status, .. }) => {
+            tracing::info!(
+                size,
+                status = status.as_u16(),
+                "publish refused by the publisher"
+            )
+        }
+        Err(e) => tracing::info!(size, error = %e, "publish failed"),
+    }
     result
 }
 

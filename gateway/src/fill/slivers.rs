@@ -381,6 +381,7 @@ async fn fetch_sliver(
     };
     // ULEB128 length (at most 5 bytes) + data + symbol size + index.
     let limit = data_len + 9;
+    let asked = Instant::now();
     let body = match early.0.take() {
         Some(handle) => {
             let body = handle
@@ -406,6 +407,7 @@ async fn fetch_sliver(
         }
     };
     inner.telemetry.upstream_bytes.increment(body.len() as u64);
+    inner.telemetry.sliver_fetched(asked.elapsed());
     let sliver = codec::bcs::decode_sliver(&body, want.kind)?;
     let expected = want.kind.sliver_index(want.pair, n);
     if sliver.index != expected {

@@ -122,7 +122,8 @@ pub(super) async fn fill(
                 inner.telemetry.upstream_result(name, e.kind());
                 if matches!(e, UpstreamError::NotFound) {
                     not_found += 1;
-                    tracing::info!(upstream = %name, blob_id = %id, "upstream does not have the blob");
+                    // A client asking for a blob nobody has: not an operator's event.
+                    tracing::debug!(upstream = %name, blob_id = %id, "upstream does not have the blob");
                 } else {
                     tracing::warn!(upstream = %name, blob_id = %id, error = %e, "upstream failed; trying the next source");
                 }
@@ -218,7 +219,9 @@ async fn attempt(
         _ => {
             let mut whole = BytesMut::new();
             while let Some(chunk) = body.next().await? {
-                inner.telemetry.upstream_bytes.increment(chunk.len() as u64);
+                inner
+                    .telemetry
+                    .fetched_from_upstream(false, chunk.len() as u64);
                 whole.extend_from_slice(&chunk);
             }
             let whole = whole.freeze();
@@ -291,7 +294,11 @@ pub(super) async fn read_rows(
             }
             Err(e) => {
                 inner.telemetry.upstream_result(&upstream.name, e.kind());
-                tracing::warn!(upstream = %upstream.name, blob_id = %id, error = %e, "upstream range read failed");
+                if matches!(e, UpstreamError::NotFound) {
+                    tracing::debug!(upstream = %upstream.name, blob_id = %id, "upstream does not have the blob");
+                } else {
+                    tracing::warn!(upstream = %upstream.name, blob_id = %id, error = %e, "upstream range read failed");
+                }
                 failures.push(format!("{}: {e}", upstream.name));
             }
         }
@@ -333,7 +340,9 @@ where
                 if received > expected {
                     return Err(UpstreamError::TooLarge(expected));
                 }
-                inner.telemetry.upstream_bytes.increment(chunk.len() as u64);
+                inner
+                    .telemetry
+                    .fetched_from_upstream(true, chunk.len() as u64);
                 buffer.extend_from_slice(&chunk);
             }
             None if received < expected => {
@@ -452,7 +461,9 @@ async fn verified_metadata(
             inner.config.upstream_timeout,
         )
         .await?;
-    inner.telemetry.upstream_bytes.increment(bytes.len() as u64);
+    inner
+        .telemetry
+        .fetched_from_upstream(true, bytes.len() as u64);
     VerifiedMetadata::from_bcs(id, &bytes, config)
         .map_err(|e| UpstreamError::Mismatch(format!("metadata: {e}")))
 }
