@@ -335,6 +335,34 @@ impl Telemetry {
             metrics::counter!("gateway_share_refused_total", "scope" => scope).increment(1)
         });
     }
+
+    /// Count a quilt patch served (`gateway_quilt_patch_reads_total{source}`: `hit-memory`,
+    /// `hit-disk` or `miss`, where the quilt's bytes came from).
+    pub fn quilt_patch_read(&self, source: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_quilt_patch_reads_total",
+                "Quilt patches served, by where the quilt's verified bytes came from."
+            );
+            metrics::counter!("gateway_quilt_patch_reads_total", "source" => source).increment(1)
+        });
+    }
+
+    /// Count a quilt published through `PUT /v1/quilts`, and its patches.
+    pub fn quilt_published(&self, patches: usize) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_quilts_published_total",
+                "Quilts stored through PUT /v1/quilts."
+            );
+            metrics::describe_counter!(
+                "gateway_quilt_patches_published_total",
+                "Patches in the quilts stored through PUT /v1/quilts."
+            );
+            metrics::counter!("gateway_quilts_published_total").increment(1);
+            metrics::counter!("gateway_quilt_patches_published_total").increment(patches as u64);
+        });
+    }
 }
 
 /// Other components (the inference engine) record into the gateway's registry through this, so

@@ -19,6 +19,7 @@ mod admin;
 pub mod body;
 pub mod error;
 pub mod inference;
+mod quilt;
 pub mod range;
 mod stream;
 mod upload;
@@ -196,6 +197,8 @@ impl Api {
             } else {
                 Err(ApiError::MethodNotAllowed { allow: "PUT" })
             }
+        } else if quilt::handles(&path) {
+            Box::pin(quilt::route(self, request)).await
         } else if inference::handles(&path) {
             Box::pin(inference::route(self, request)).await
         } else {

@@ -1,0 +1,380 @@
+//! Quilt routes, with the Walrus aggregator's and publisher's paths (SPEC §11, walrus-service
+//! `daemon/routes.rs`):
+//! * `GET`/`HEAD /v1/blobs/by-quilt-patch-id/{patch_id}` and
+//!   `/v1/blobs/by-quilt-id/{quilt_id}/{identifier}` (the identifier percent-decoded): the
+//!   patch's bytes, `X-Quilt-Patch-Identifier`, the tags named in the aggregator's default
+//!   allowed headers (`content-type`, `content-disposition`, ...) as headers, `Range` (206),
+//!   `If-None-Match` (304), and the blob headers of [`super`] with `ETag` = the quoted patch ID;
+//!   a patch the quilt does not have is 404 `QUILT_PATCH_NOT_FOUND`;
+//! * `GET /v1/quilts/{quilt_id}/patches`: `[{"identifier", "patch_id", "tags"}]` in index order;
+//! * `PUT /v1/quilts`: one `multipart/form-data` part per patch, named by its identifier, tags
+//!   in a `_metadata` part (`[{"identifier", "tags"}]`); answers
+//!   `{"blobStoreResult": <the PUT /v1/blobs answer>, "storedQuiltBlobs": [{"identifier",
+//!   "quiltPatchId"}]}`. The quilt is published exactly as `PUT /v1/blobs` publishes a blob
+//!   (same limits, admission, nodes or publisher, write-through to the cache).
+//!
+//! Patches are read by slicing the verified quilt ([`crate::quilt::load`]): from the cache if it
+//! is there, else after a whole-quilt fill, which then caches it for the patches that follow.
+
+use super::body::{Body, RequestSlot};
+use super::error::ApiError;
+use super::range::{self, RangeRequest};
+use super::{upload, Api};
+use crate::quilt::{self as q, QuiltBytes};
+use bytes::Bytes;
+use codec::quilt::{self, QuiltIndex, QuiltPatch, QuiltPatchId};
+use codec::BlobId;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Body as HttpBody;
+
+const BY_PATCH_ID: &str = "/v1/blobs/by-quilt-patch-id/";
+const BY_QUILT_ID: &str = "/v1/blobs/by-quilt-id/";
+const QUILTS: &str = "/v1/quilts";
+
+/// Tags the aggregator turns into response headers by default (`--allowed-headers`).
+const TAG_HEADERS: [&str; 7] = [
+    "content-type",
+    "authorization",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "link",
+];
+
+/// Whether `path` is a quilt route.
+pub(super) fn handles(path: &str) -> bool {
+    path.starts_with(BY_PATCH_ID)
+        || path.starts_with(BY_QUILT_ID)
+        || path == QUILTS
+        || path.starts_with("/v1/quilts/")
+}
+
+pub(super) async fn route<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: HttpBody + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = request.uri().path().to_owned();
+    if path == QUILTS {
+        if request.method() != Method::PUT {
+            return Err(ApiError::MethodNotAllowed { allow: "PUT" });
+        }
+        return put_quilt(api, request).await;
+    }
+    super::read_only(request.method())?;
+    if let Some(id) = path.strip_prefix(BY_PATCH_ID) {
+        let id: QuiltPatchId = id.parse().map_err(|e: quilt::QuiltPatchIdParseError| {
+            ApiError::InvalidQuiltPatchId(e.to_string())
+        })?;
+        return patch(api, &request, id.quilt_id, Lookup::Id(id)).await;
+    }
+    if let Some(rest) = path.strip_prefix(BY_QUILT_ID) {
+        let (quilt_id, identifier) = rest.split_once('/').ok_or(ApiError::RouteNotFound)?;
+        let quilt_id = super::parse_id(quilt_id)?;
+        let identifier = percent_decode(identifier)?;
+        return patch(api, &request, quilt_id, Lookup::Identifier(identifier)).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/quilts/") {
+        if let Some(quilt_id) = rest.strip_suffix("/patches") {
+            let quilt_id = super::parse_id(quilt_id)?;
+            return list(api, &request, quilt_id).await;
+        }
+    }
+    Err(ApiError::RouteNotFound)
+}
+
+enum Lookup {
+    Id(QuiltPatchId),
+    Identifier(String),
+}
+
+/// The verified quilt, bounded by the committee's largest blob.
+async fn load(api: &Api, id: BlobId) -> Result<QuiltBytes, ApiError> {
+    let limit = api.filler.topology().config().max_blob_size();
+    Box::pin(q::load(&api.filler, id, limit))
+        .await
+        .map_err(|e| match e {
+            q::LoadError::Read(e) => ApiError::Read(e),
+            not_a_quilt => ApiError::InvalidQuilt(not_a_quilt.to_string()),
+        })
+}
+
+fn index_of(quilt_id: BlobId, quilt: &QuiltBytes) -> Result<QuiltIndex, ApiError> {
+    quilt::decode_index(quilt).map_err(|e| {
+        ApiError::InvalidQuilt(format!("blob {quilt_id} is not a readable quilt: {e}"))
+    })
+}
+
+async fn patch<B>(
+    api: &Api,
+    request: &Request<B>,
+    quilt_id: BlobId,
+    lookup: Lookup,
+) -> Result<Response<Body>, ApiError> {
+    // A patch ID names its bytes: a client holding the ETag holds them.
+    if let Lookup::Id(id) = &lookup {
+        let etag = format!("\"{id}\"");
+        if super::none_match(request.headers(), &etag, &quilt_id) == Some(super::NoneMatch::Tag) {
+            return Ok(super::not_modified(&etag));
+        }
+    }
+    let slot = RequestSlot::acquire(&api.slots, request.extensions().get(), &api.telemetry)?;
+    let quilt = load(api, quilt_id).await?;
+    let index = index_of(quilt_id, &quilt)?;
+    let found: Option<&QuiltPatch> = match &lookup {
+        Lookup::Id(id) => index.by_columns(id.start_index, id.end_index),
+        Lookup::Identifier(identifier) => index.by_identifier(identifier),
+    };
+    let patch = found.ok_or_else(|| {
+        ApiError::QuiltPatchNotFound(match &lookup {
+            Lookup::Id(id) => format!("quilt {quilt_id} has no patch {id}"),
+            Lookup::Identifier(identifier) => {
+                format!("blob with identifier {identifier:?} not found in quilt {quilt_id}")
+            }
+        })
+    })?;
+    let patch_id = patch.patch_id(quilt_id);
+    let etag = format!("\"{patch_id}\"");
+    let none_matched = super::none_match(request.headers(), &etag, &quilt_id);
+    if none_matched.is_some() {
+        return Ok(super::not_modified(&etag));
+    }
+    let decoded = quilt::decode_patch(&quilt, usize::from(patch.start_index))
+        .map_err(|e| ApiError::InvalidQuilt(format!("patch {patch_id}: {e}")))?;
+    if decoded.identifier != patch.identifier {
+        return Err(ApiError::InvalidQuilt(format!(
+            "patch {patch_id} is named {:?} in its header and {:?} in the index",
+            decoded.identifier, patch.identifier
+        )));
+    }
+    api.telemetry.quilt_patch_read(quilt.x_cache);
+    let data = Bytes::from(decoded.data);
+    let len = data.len() as u64;
+    let want = match request.headers().get(header::RANGE) {
+        Some(v) if range::if_range_holds(request.headers().get_all(header::IF_RANGE), &etag) => {
+            range::parse(v.as_bytes())
+        }
+        _ => RangeRequest::Whole,
+    };
+    let (status, start, end) = match want {
+        RangeRequest::Whole => (StatusCode::OK, 0, len),
+        RangeRequest::Single(spec) => {
+            let (start, end) = super::resolve(spec, len)?;
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
+    };
+    let body = if request.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::full(data.slice(start as usize..end as usize))
+    };
+    let served = api.telemetry.served_from(None);
+    let mut response = Response::new(body.for_blob(served, slot));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    super::set_blob_headers(headers, &etag);
+    super::set_length_and_source(headers, end - start, quilt.x_cache);
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    super::set_content_type(headers, super::content_type(request));
+    if let Ok(value) = HeaderValue::from_str(&decoded.identifier) {
+        headers.insert(HeaderName::from_static("x-quilt-patch-identifier"), value);
+    }
+    for (key, value) in &decoded.tags {
+        let key = key.to_ascii_lowercase();
+        if !TAG_HEADERS.contains(&key.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::from_str(value)) {
+            headers.entry(name).or_insert(value);
+        }
+    }
+    Ok(response)
+}
+
+async fn list<B>(
+    api: &Api,
+    request: &Request<B>,
+    quilt_id: BlobId,
+) -> Result<Response<Body>, ApiError> {
+    let _slot = RequestSlot::acquire(&api.slots, request.extensions().get(), &api.telemetry)?;
+    let quilt = load(api, quilt_id).await?;
+    let index = index_of(quilt_id, &quilt)?;
+    let items: Vec<serde_json::Value> = index
+        .patches
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "identifier": p.identifier,
+                "patch_id": p.patch_id(quilt_id).to_string(),
+                "tags": p.tags,
+            })
+        })
+        .collect();
+    let mut response = super::json_response(StatusCode::OK, &serde_json::Value::Array(items));
+    // The list of an immutable quilt is immutable too.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(super::IMMUTABLE),
+    );
+    if request.method() == Method::HEAD {
+        *response.body_mut() = Body::empty();
+    }
+    Ok(response)
+}
+
+/// Percent-decode a path segment (UTF-8).
+fn percent_decode(text: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "malformed percent-encoding in {:?}",
+            super::truncate(text)
+        ))
+    };
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// Most patches a quilt of any committee can hold (n = 1000: 666 columns, one for the index),
+/// plus the `_metadata` part.
+const MAX_PARTS: usize = 1024;
+
+/// Query parameters of the publisher's `PUT /v1/quilts`; only `quilt_version=V1` has meaning.
+fn quilt_query(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut forwarded = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "quilt_version" {
+            if !matches!(value, "V1" | "v1" | "1") {
+                return Err(ApiError::BadRequest(format!(
+                    "unsupported quilt_version {:?} (only V1)",
+                    super::truncate(value)
+                )));
+            }
+            continue;
+        }
+        forwarded.push(pair);
+    }
+    let rest = forwarded.join("&");
+    upload::check_query(Some(&rest))?;
+    Ok((!rest.is_empty()).then_some(rest))
+}
+
+async fn put_quilt<B>(api: &Api, request: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: HttpBody + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let settings = upload::authorized_settings(api, request.headers())?;
+    let query = quilt_query(request.uri().query())?;
+    let config = *api.filler.topology().config();
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(q::FormError::NotMultipart)
+        .and_then(q::boundary)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let limit = settings.max_upload.min(config.max_blob_size());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|d| d > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut admission = upload::admit(
+        api,
+        settings,
+        declared.unwrap_or(upload::UNDECLARED_FIRST.min(limit)),
+    )?;
+    let growth = declared.is_none().then_some(&mut admission.memory);
+    // Held in memory: the parts are slices of it.
+    let body = upload::receive(api, request.into_body(), limit, u64::MAX, growth).await?;
+    let parts = q::parse_form(&body, &boundary, MAX_PARTS)
+        .map_err(|e| ApiError::BadRequest(format!("failed to parse multipart form: {e}")))?;
+    let mut tags = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
+    for part in &parts {
+        if part.name == "_metadata" {
+            tags =
+                q::parse_metadata(&part.data).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        } else {
+            files.push(part);
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::BadRequest(
+            "no files provided in multipart form".into(),
+        ));
+    }
+    let inputs: Vec<quilt::PatchInput<'_>> = files
+        .iter()
+        .map(|p| quilt::PatchInput {
+            identifier: p.name.clone(),
+            tags: tags.get(&p.name).cloned().unwrap_or_default(),
+            data: &p.data,
+        })
+        .collect();
+    let encoded = quilt::encode_quilt(&config, &inputs)
+        .map_err(|e| ApiError::BadRequest(format!("failed to construct quilt: {e}")))?;
+    let quilt_len = encoded.data.len() as u64;
+    if quilt_len > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    drop(inputs);
+    drop(parts);
+    drop(body);
+    let index = encoded.index.clone();
+    let stored = upload::store(
+        api,
+        settings,
+        Bytes::from(encoded.data),
+        query.as_deref(),
+        &mut admission.memory,
+    )
+    .await?;
+    let Some(quilt_id) = stored.blob_id else {
+        // The publisher refused: its answer, as it gave it.
+        return Ok(super::json_response(stored.status, &stored.answer));
+    };
+    api.telemetry.quilt_published(index.patches.len());
+    let patches: Vec<serde_json::Value> = index
+        .patches
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "identifier": p.identifier,
+                "quiltPatchId": p.patch_id(quilt_id).to_string(),
+            })
+        })
+        .collect();
+    Ok(super::json_response(
+        stored.status,
+        &serde_json::json!({
+            "blobStoreResult": stored.answer,
+            "storedQuiltBlobs": patches,
+        }),
+    ))
+}
