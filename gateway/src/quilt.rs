@@ -375,6 +375,107 @@ pub fn parse_metadata(
     Ok(out)
 }
 
+/// A `multipart/form-data` body of `files` (identifier, bytes) for `PUT /v1/quilts`, with
+/// `boundary` (which must not occur in any file: [`pick_boundary`]).
+pub fn form_body(files: &[(String, Bytes)], boundary: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(files.iter().map(|f| f.1.len() + 200).sum());
+    for (identifier, data) in files {
+        let name = identifier.replace('\\', "\\\\").replace('"', "\\\"");
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(
+            format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+        );
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// A boundary that occurs in none of `files`.
+pub fn pick_boundary(files: &[(String, Bytes)]) -> String {
+    (0u64..)
+        .map(|i| {
+            format!(
+                "walrus-gateway-quilt-{:016x}",
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            )
+        })
+        .find(|b| {
+            files
+                .iter()
+                .all(|(_, d)| find(d, b.as_bytes(), 0).is_none())
+        })
+        .expect("some boundary is free")
+}
+
+/// Store `files` (identifier, bytes) as one quilt with the gateway's `PUT /v1/quilts`; the
+/// patch ID of each identifier, in the quilt's (identifier) order.
+pub async fn put_quilt(
+    base: &str,
+    token: Option<&str>,
+    files: &[(String, Bytes)],
+) -> Result<Vec<(String, codec::quilt::QuiltPatchId)>, crate::client::ClientError> {
+    use crate::client::ClientError;
+    use http_body_util::{BodyExt, Full};
+    let boundary = pick_boundary(files);
+    let body = form_body(files, &boundary);
+    let uri: http::Uri = format!("{}/v1/quilts", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+    let mut request = http::Request::builder()
+        .method(http::Method::PUT)
+        .uri(uri)
+        .header(
+            http::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        );
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?
+        .to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        ClientError::Protocol(String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+    })?;
+    if status != http::StatusCode::OK {
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            message: answer["error"]["message"]
+                .as_str()
+                .map_or_else(|| answer.to_string(), str::to_owned),
+        });
+    }
+    let patches = answer["storedQuiltBlobs"]
+        .as_array()
+        .ok_or_else(|| ClientError::Protocol(format!("no storedQuiltBlobs in {answer}")))?;
+    patches
+        .iter()
+        .map(|p| {
+            let identifier = p["identifier"].as_str().unwrap_or_default().to_owned();
+            let id = p["quiltPatchId"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| ClientError::Protocol(format!("bad quiltPatchId in {p}")))?;
+            Ok((identifier, id))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

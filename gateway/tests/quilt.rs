@@ -326,3 +326,51 @@ async fn bad_quilt_uploads_are_refused_with_reasons() {
     assert_eq!(s.metric("gateway_quilts_published_total").await, None);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_stores_files_as_one_quilt_and_prints_their_patch_ids() {
+    let s = Scenario::start(10, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> =
+        [("one.bin", 10_000), ("two \"x\".txt", 5), ("three", 0)]
+            .iter()
+            .enumerate()
+            .map(|(i, (name, len))| {
+                let path = dir.path().join(name);
+                let data = blob(*len, 40 + i as u64);
+                std::fs::write(&path, &data).unwrap();
+                (path, data)
+            })
+            .collect();
+    let gateway = format!("http://{}", s.addr);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_walrus-gateway"))
+        .args(["put", "--quilt", "--gateway", &gateway])
+        .args(files.iter().map(|(p, _)| p))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (path, data) in &files {
+        let label = path.display().to_string();
+        let line = lines
+            .iter()
+            .find(|l| l.ends_with(&format!("  {label}")))
+            .unwrap_or_else(|| panic!("no line for {label}: {stdout}"));
+        let (id, _) = line.split_once("  ").unwrap();
+        let r = s.get(&format!("/v1/blobs/by-quilt-patch-id/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.bytes().as_ref(), &data[..]);
+        assert_eq!(
+            r.header("x-quilt-patch-identifier"),
+            path.file_name().unwrap().to_str()
+        );
+    }
+    s.stop().await;
+}
