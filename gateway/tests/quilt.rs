@@ -374,3 +374,129 @@ async fn the_cli_stores_files_as_one_quilt_and_prints_their_patch_ids() {
     }
     s.stop().await;
 }
+
+/// Publish `n` patches `p00`, `p01`, ... (patch `big` of `big_len` bytes, the others 1500) to
+/// `s`; their bytes and patch IDs, in identifier order.
+async fn publish_patches(
+    s: &Scenario,
+    n: usize,
+    big: usize,
+    big_len: usize,
+) -> (codec::BlobId, Vec<(Vec<u8>, codec::quilt::QuiltPatchId)>) {
+    let files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let len = if i == big { big_len } else { 1500 };
+            (format!("p{i:02}"), blob(len, 100 + i as u64))
+        })
+        .collect();
+    let parts: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let reply = s
+        .send_body(
+            Method::PUT,
+            "/v1/quilts",
+            &[("content-type", &content_type())],
+            form(&parts),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let json = reply.json();
+    let quilt_id = json["blobStoreResult"]["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ids = json["storedQuiltBlobs"].as_array().unwrap();
+    let out = files
+        .into_iter()
+        .zip(ids)
+        .map(|((_, data), p)| (data, p["quiltPatchId"].as_str().unwrap().parse().unwrap()))
+        .collect();
+    (quilt_id, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_patch_read_fetches_only_its_columns_and_recovers_from_faulty_owners() {
+    let mut s = Scenario::start(100, 4).await;
+    let (quilt_id, patches) = publish_patches(&s, 60, 30, 400_000).await;
+    let index_columns = u64::from(patches[0].1.start_index);
+
+    // Cold: the index columns and the patch's own, as secondary slivers; no primary sliver.
+    s.restart_gateway(config()).await;
+    let (data, id) = &patches[5];
+    let r = s.get(&format!("/v1/blobs/by-quilt-patch-id/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes().as_ref(), &data[..]);
+    assert_eq!(r.header("x-cache"), Some("miss"));
+    let own = u64::from(id.end_index - id.start_index);
+    assert_eq!(
+        s.metric("gateway_quilt_patch_reads_total{source=\"cold\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        s.metric("gateway_quilt_cold_patch_slivers_total").await,
+        Some((index_columns + own) as f64)
+    );
+    assert_eq!(
+        s.metric("gateway_sliver_requests_total{kind=\"secondary\"}")
+            .await,
+        Some((index_columns + own) as f64)
+    );
+    assert_eq!(
+        s.metric("gateway_sliver_requests_total{kind=\"primary\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+
+    // By identifier, cold: the same columns.
+    s.restart_gateway(config()).await;
+    let r = s
+        .get(&format!("/v1/blobs/by-quilt-id/{quilt_id}/p07"))
+        .await;
+    assert_eq!(r.bytes().as_ref(), &patches[7].0[..]);
+    assert_eq!(
+        s.metric("gateway_quilt_patch_reads_total{source=\"cold\"}")
+            .await,
+        Some(1.0)
+    );
+
+    // The owner of a patch column offline, then lying: the right bytes all the same (the
+    // whole quilt is filled and the patch sliced from it).
+    for (i, faults) in [
+        (
+            10usize,
+            storage_sim::NodeFaults {
+                offline: true,
+                ..Default::default()
+            },
+        ),
+        (
+            20usize,
+            storage_sim::NodeFaults {
+                corrupt_slivers: true,
+                ..Default::default()
+            },
+        ),
+    ] {
+        s.restart_gateway(config()).await;
+        let (data, id) = &patches[i];
+        let pair = codec::SliverKind::Secondary.pair_index(id.start_index, 100);
+        let owner = s.node_for_pair(&quilt_id, pair);
+        s.faults(owner, faults).await;
+        let r = s.get(&format!("/v1/blobs/by-quilt-patch-id/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.bytes().as_ref(), &data[..], "patch {i}");
+        assert_eq!(
+            s.metric("gateway_quilt_patch_reads_total{source=\"cold\"}")
+                .await,
+            None,
+            "patch {i}: a faulty column falls back"
+        );
+        s.faults(owner, storage_sim::NodeFaults::default()).await;
+    }
+    s.stop().await;
+}

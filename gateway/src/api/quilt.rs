@@ -122,35 +122,40 @@ async fn patch<B>(
         }
     }
     let slot = RequestSlot::acquire(&api.slots, request.extensions().get(), &api.telemetry)?;
-    let quilt = load(api, quilt_id).await?;
-    let index = index_of(quilt_id, &quilt)?;
-    let found: Option<&QuiltPatch> = match &lookup {
-        Lookup::Id(id) => index.by_columns(id.start_index, id.end_index),
-        Lookup::Identifier(identifier) => index.by_identifier(identifier),
+    // A quilt neither cached nor being filled: only the index columns and the patch's own.
+    let cold = if api.filler.cache().get(&quilt_id).await.is_none()
+        && api.filler.join(&quilt_id).is_none()
+    {
+        cold_patch(api, quilt_id, &lookup).await?
+    } else {
+        None
     };
-    let patch = found.ok_or_else(|| {
-        ApiError::QuiltPatchNotFound(match &lookup {
-            Lookup::Id(id) => format!("quilt {quilt_id} has no patch {id}"),
-            Lookup::Identifier(identifier) => {
-                format!("blob with identifier {identifier:?} not found in quilt {quilt_id}")
-            }
-        })
-    })?;
+    let (patch, decoded, x_cache) = match cold {
+        Some((patch, decoded)) => (patch, decoded, "miss"),
+        None => {
+            let quilt = load(api, quilt_id).await?;
+            let index = index_of(quilt_id, &quilt)?;
+            let patch = find(&index, quilt_id, &lookup)?.clone();
+            let decoded =
+                quilt::decode_patch(&quilt, usize::from(patch.start_index)).map_err(|e| {
+                    ApiError::InvalidQuilt(format!("patch {}: {e}", patch.patch_id(quilt_id)))
+                })?;
+            api.telemetry.quilt_patch_read(quilt.x_cache);
+            (patch, decoded, quilt.x_cache)
+        }
+    };
     let patch_id = patch.patch_id(quilt_id);
     let etag = format!("\"{patch_id}\"");
     let none_matched = super::none_match(request.headers(), &etag, &quilt_id);
     if none_matched.is_some() {
         return Ok(super::not_modified(&etag));
     }
-    let decoded = quilt::decode_patch(&quilt, usize::from(patch.start_index))
-        .map_err(|e| ApiError::InvalidQuilt(format!("patch {patch_id}: {e}")))?;
     if decoded.identifier != patch.identifier {
         return Err(ApiError::InvalidQuilt(format!(
             "patch {patch_id} is named {:?} in its header and {:?} in the index",
             decoded.identifier, patch.identifier
         )));
     }
-    api.telemetry.quilt_patch_read(quilt.x_cache);
     let data = Bytes::from(decoded.data);
     let len = data.len() as u64;
     let want = match request.headers().get(header::RANGE) {
@@ -176,7 +181,7 @@ async fn patch<B>(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     super::set_blob_headers(headers, &etag);
-    super::set_length_and_source(headers, end - start, quilt.x_cache);
+    super::set_length_and_source(headers, end - start, x_cache);
     if status == StatusCode::PARTIAL_CONTENT {
         if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
             headers.insert(header::CONTENT_RANGE, value);
@@ -196,6 +201,85 @@ async fn patch<B>(
         }
     }
     Ok(response)
+}
+
+/// The patch `lookup` names in `index`, or 404 `QUILT_PATCH_NOT_FOUND`.
+fn find<'a>(
+    index: &'a QuiltIndex,
+    quilt_id: BlobId,
+    lookup: &Lookup,
+) -> Result<&'a QuiltPatch, ApiError> {
+    let found = match lookup {
+        Lookup::Id(id) => index.by_columns(id.start_index, id.end_index),
+        Lookup::Identifier(identifier) => index.by_identifier(identifier),
+    };
+    found.ok_or_else(|| {
+        ApiError::QuiltPatchNotFound(match lookup {
+            Lookup::Id(id) => format!("quilt {quilt_id} has no patch {id}"),
+            Lookup::Identifier(identifier) => {
+                format!("blob with identifier {identifier:?} not found in quilt {quilt_id}")
+            }
+        })
+    })
+}
+
+/// A patch of a cold quilt from its metadata, the index columns and the patch's own columns
+/// (secondary slivers, each verified). `None` when a column could not be had or the columns do
+/// not decode: the caller reads the whole quilt instead, which recovers what is missing.
+async fn cold_patch(
+    api: &Api,
+    quilt_id: BlobId,
+    lookup: &Lookup,
+) -> Result<Option<(QuiltPatch, quilt::DecodedPatch)>, ApiError> {
+    let meta = Box::pin(api.filler.metadata(quilt_id)).await?;
+    let config = *meta.config();
+    let cells = u64::from(config.n_primary_source_symbols())
+        * u64::from(config.n_secondary_source_symbols());
+    if meta.unencoded_length() % cells != 0 {
+        return Err(ApiError::InvalidQuilt(format!(
+            "blob {quilt_id} is not a quilt: {} bytes are no whole symbol matrix",
+            meta.unencoded_length()
+        )));
+    }
+    let mut set = quilt::ColumnSet::new(&config);
+    let mut fetched = 0usize;
+    let mut fetch = async |set: &mut quilt::ColumnSet, columns: Vec<u16>| -> bool {
+        let columns: Vec<u16> = columns.into_iter().filter(|c| !set.contains(*c)).collect();
+        fetched += columns.len();
+        match api.filler.read_columns(&meta, &columns).await {
+            Ok(got) => got.into_iter().all(|(c, data)| set.insert(c, data).is_ok()),
+            Err(e) => {
+                tracing::info!(quilt_id = %quilt_id, error = %e, "cold patch read falls back to the whole quilt");
+                false
+            }
+        }
+    };
+    // A patch ID names its columns: fetch them with the index's first column.
+    let mut first = vec![0u16];
+    if let Lookup::Id(id) = lookup {
+        first.extend(id.start_index..id.end_index);
+    }
+    if !fetch(&mut set, first).await {
+        return Ok(None);
+    }
+    let Ok(index_columns) = quilt::index_columns(&set) else {
+        return Ok(None);
+    };
+    if !fetch(&mut set, (1..index_columns as u16).collect()).await {
+        return Ok(None);
+    }
+    let Ok(index) = quilt::decode_index(&set) else {
+        return Ok(None);
+    };
+    let patch = find(&index, quilt_id, lookup)?.clone();
+    if !fetch(&mut set, patch.columns().collect()).await {
+        return Ok(None);
+    }
+    let Ok(decoded) = quilt::decode_patch(&set, usize::from(patch.start_index)) else {
+        return Ok(None);
+    };
+    api.telemetry.quilt_cold_patch_read(fetched);
+    Ok(Some((patch, decoded)))
 }
 
 async fn list<B>(
