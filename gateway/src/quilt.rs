@@ -12,6 +12,7 @@ use bytes::Bytes;
 use codec::quilt::ColumnSource;
 use codec::{BlobId, EncodingConfig};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A whole quilt as a list of verified chunks (the cache's rows, or one buffer).
 pub struct QuiltBytes {
@@ -178,6 +179,38 @@ pub async fn load(filler: &Filler, id: BlobId, limit: u64) -> Result<QuiltBytes,
         }
     };
     QuiltBytes::new(&config, chunks, x_cache).map_err(not_a_quilt)
+}
+
+/// A patch read from a cold quilt's columns, cached by its patch ID.
+#[derive(Debug)]
+pub struct CachedPatch {
+    pub patch: codec::quilt::QuiltPatch,
+    pub data: Bytes,
+}
+
+/// What cold patch reads keep, so the next read of the same quilt or patch fetches nothing
+/// again, and concurrent reads of one patch or one quilt's index share a single fetch
+/// (moka's `try_get_with` runs one init per key and hands its result to every waiter).
+pub struct QuiltCaches {
+    /// Quilt ID → its decoded index (indexes are small: at most 10 columns).
+    pub indexes: moka::future::Cache<BlobId, Arc<codec::quilt::QuiltIndex>>,
+    /// Patch ID → the patch, weighed by its bytes.
+    pub patches: moka::future::Cache<codec::quilt::QuiltPatchId, Arc<CachedPatch>>,
+}
+
+impl QuiltCaches {
+    /// Caches holding at most `patch_bytes` of patches and 10 000 indexes.
+    pub fn new(patch_bytes: u64) -> Self {
+        Self {
+            indexes: moka::future::Cache::builder().max_capacity(10_000).build(),
+            patches: moka::future::Cache::builder()
+                .weigher(|_, p: &Arc<CachedPatch>| {
+                    u32::try_from(p.data.len().saturating_add(256)).unwrap_or(u32::MAX)
+                })
+                .max_capacity(patch_bytes)
+                .build(),
+        }
+    }
 }
 
 /// One part of a `multipart/form-data` body.

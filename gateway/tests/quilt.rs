@@ -452,6 +452,37 @@ async fn a_cold_patch_read_fetches_only_its_columns_and_recovers_from_faulty_own
         0.0
     );
 
+    // Again: the patch is cached by its ID, nothing is fetched.
+    let r = s.get(&format!("/v1/blobs/by-quilt-patch-id/{id}")).await;
+    assert_eq!(r.bytes().as_ref(), &data[..]);
+    assert_eq!(r.header("x-cache"), Some("hit-memory"));
+    // Another patch of the same quilt: its own columns only (the index is cached).
+    let (data, other) = &patches[40];
+    let r = s.get(&format!("/v1/blobs/by-quilt-patch-id/{other}")).await;
+    assert_eq!(r.bytes().as_ref(), &data[..]);
+    let other_own = u64::from(other.end_index - other.start_index);
+    assert_eq!(
+        s.metric("gateway_sliver_requests_total{kind=\"secondary\"}")
+            .await,
+        Some((index_columns + own + other_own) as f64)
+    );
+
+    // Eight concurrent cold reads of one patch: one fetch of the index and of the patch.
+    s.restart_gateway(config()).await;
+    let (data, id) = &patches[12];
+    let path = format!("/v1/blobs/by-quilt-patch-id/{id}");
+    let reads: Vec<_> = (0..8).map(|_| s.get(&path)).collect();
+    for r in futures_join(reads).await {
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.bytes().as_ref(), &data[..]);
+    }
+    let own = u64::from(id.end_index - id.start_index);
+    assert_eq!(
+        s.metric("gateway_sliver_requests_total{kind=\"secondary\"}")
+            .await,
+        Some((index_columns + own) as f64)
+    );
+
     // By identifier, cold: the same columns.
     s.restart_gateway(config()).await;
     let r = s
@@ -499,4 +530,30 @@ async fn a_cold_patch_read_fetches_only_its_columns_and_recovers_from_faulty_own
         s.faults(owner, storage_sim::NodeFaults::default()).await;
     }
     s.stop().await;
+}
+
+/// Await all of `futures`, concurrently, in order.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }

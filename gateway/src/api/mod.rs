@@ -58,6 +58,8 @@ pub struct Api {
     retry_after_secs: u32,
     /// `/metrics` is served here (not on a listener of its own, `--metrics-listen`).
     metrics_public: bool,
+    /// Quilt indexes and patches read from cold quilts ([`quilt`]).
+    quilts: crate::quilt::QuiltCaches,
 }
 
 /// What part of a blob a request wants.
@@ -151,6 +153,7 @@ impl Api {
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             retry_after_secs: config.retry_after_secs,
             metrics_public: config.metrics_listen.is_none(),
+            quilts: crate::quilt::QuiltCaches::new(config.memory_cache_bytes / 8),
         }
     }
 

@@ -20,13 +20,16 @@ use super::body::{Body, RequestSlot};
 use super::error::ApiError;
 use super::range::{self, RangeRequest};
 use super::{upload, Api};
-use crate::quilt::{self as q, QuiltBytes};
+use crate::quilt::{self as q, CachedPatch, QuiltBytes};
 use bytes::Bytes;
 use codec::quilt::{self, QuiltIndex, QuiltPatch, QuiltPatchId};
 use codec::BlobId;
+use codec::VerifiedMetadata;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body as HttpBody;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const BY_PATCH_ID: &str = "/v1/blobs/by-quilt-patch-id/";
 const BY_QUILT_ID: &str = "/v1/blobs/by-quilt-id/";
@@ -130,8 +133,20 @@ async fn patch<B>(
     } else {
         None
     };
-    let (patch, decoded, x_cache) = match cold {
-        Some((patch, decoded)) => (patch, decoded, "miss"),
+    let (patch, identifier, tags, data, x_cache) = match cold {
+        Some((cached, x_cache)) => {
+            if x_cache != "miss" {
+                api.telemetry.quilt_patch_read(x_cache);
+            }
+            let p = cached.patch.clone();
+            (
+                p.clone(),
+                p.identifier,
+                p.tags,
+                cached.data.clone(),
+                x_cache,
+            )
+        }
         None => {
             let quilt = load(api, quilt_id).await?;
             let index = index_of(quilt_id, &quilt)?;
@@ -141,7 +156,13 @@ async fn patch<B>(
                     ApiError::InvalidQuilt(format!("patch {}: {e}", patch.patch_id(quilt_id)))
                 })?;
             api.telemetry.quilt_patch_read(quilt.x_cache);
-            (patch, decoded, quilt.x_cache)
+            (
+                patch,
+                decoded.identifier,
+                decoded.tags,
+                Bytes::from(decoded.data),
+                quilt.x_cache,
+            )
         }
     };
     let patch_id = patch.patch_id(quilt_id);
@@ -150,13 +171,12 @@ async fn patch<B>(
     if none_matched.is_some() {
         return Ok(super::not_modified(&etag));
     }
-    if decoded.identifier != patch.identifier {
+    if identifier != patch.identifier {
         return Err(ApiError::InvalidQuilt(format!(
-            "patch {patch_id} is named {:?} in its header and {:?} in the index",
-            decoded.identifier, patch.identifier
+            "patch {patch_id} is named {identifier:?} in its header and {:?} in the index",
+            patch.identifier
         )));
     }
-    let data = Bytes::from(decoded.data);
     let len = data.len() as u64;
     let want = match request.headers().get(header::RANGE) {
         Some(v) if range::if_range_holds(request.headers().get_all(header::IF_RANGE), &etag) => {
@@ -188,10 +208,10 @@ async fn patch<B>(
         }
     }
     super::set_content_type(headers, super::content_type(request));
-    if let Ok(value) = HeaderValue::from_str(&decoded.identifier) {
+    if let Ok(value) = HeaderValue::from_str(&identifier) {
         headers.insert(HeaderName::from_static("x-quilt-patch-identifier"), value);
     }
-    for (key, value) in &decoded.tags {
+    for (key, value) in &tags {
         let key = key.to_ascii_lowercase();
         if !TAG_HEADERS.contains(&key.as_str()) {
             continue;
@@ -223,63 +243,138 @@ fn find<'a>(
     })
 }
 
-/// A patch of a cold quilt from its metadata, the index columns and the patch's own columns
-/// (secondary slivers, each verified). `None` when a column could not be had or the columns do
-/// not decode: the caller reads the whole quilt instead, which recovers what is missing.
+/// Why a cold read gave up: for good (the quilt does not exist, the patch is not in it), or
+/// to read the whole quilt instead (a column could not be had or did not decode).
+#[derive(Debug)]
+enum Cold {
+    Fatal(ApiError),
+    Fallback(String),
+}
+
+/// Fetch `columns` of `meta`'s blob (verified secondary slivers) into a fresh column set.
+async fn fetch_columns(
+    api: &Api,
+    meta: &Arc<VerifiedMetadata>,
+    set: &mut quilt::ColumnSet,
+    columns: Vec<u16>,
+    fetched: &AtomicUsize,
+) -> Result<(), Cold> {
+    let columns: Vec<u16> = columns.into_iter().filter(|c| !set.contains(*c)).collect();
+    fetched.fetch_add(columns.len(), Ordering::Relaxed);
+    let got = api
+        .filler
+        .read_columns(meta, &columns)
+        .await
+        .map_err(|e| Cold::Fallback(e.to_string()))?;
+    for (c, data) in got {
+        set.insert(c, data)
+            .map_err(|e| Cold::Fallback(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The quilt's metadata, checked to be a quilt's.
+async fn quilt_metadata(api: &Api, quilt_id: BlobId) -> Result<Arc<VerifiedMetadata>, Cold> {
+    let meta = Box::pin(api.filler.metadata(quilt_id))
+        .await
+        .map_err(|e| Cold::Fatal(e.into()))?;
+    let config = meta.config();
+    let cells = u64::from(config.n_primary_source_symbols())
+        * u64::from(config.n_secondary_source_symbols());
+    if meta.unencoded_length() % cells != 0 {
+        return Err(Cold::Fatal(ApiError::InvalidQuilt(format!(
+            "blob {quilt_id} is not a quilt: {} bytes are no whole symbol matrix",
+            meta.unencoded_length()
+        ))));
+    }
+    Ok(meta)
+}
+
+/// A patch of a quilt that is neither cached nor being filled, from its metadata, the index
+/// columns and the patch's own columns (secondary slivers, each verified). Indexes and patches
+/// are cached ([`crate::quilt::QuiltCaches`]), one fetch per quilt index and per patch however
+/// many requests want it. `None`: read the whole quilt instead, which recovers what is missing.
 async fn cold_patch(
     api: &Api,
     quilt_id: BlobId,
     lookup: &Lookup,
-) -> Result<Option<(QuiltPatch, quilt::DecodedPatch)>, ApiError> {
-    let meta = Box::pin(api.filler.metadata(quilt_id)).await?;
-    let config = *meta.config();
-    let cells = u64::from(config.n_primary_source_symbols())
-        * u64::from(config.n_secondary_source_symbols());
-    if meta.unencoded_length() % cells != 0 {
-        return Err(ApiError::InvalidQuilt(format!(
-            "blob {quilt_id} is not a quilt: {} bytes are no whole symbol matrix",
-            meta.unencoded_length()
-        )));
-    }
-    let mut set = quilt::ColumnSet::new(&config);
-    let mut fetched = 0usize;
-    let mut fetch = async |set: &mut quilt::ColumnSet, columns: Vec<u16>| -> bool {
-        let columns: Vec<u16> = columns.into_iter().filter(|c| !set.contains(*c)).collect();
-        fetched += columns.len();
-        match api.filler.read_columns(&meta, &columns).await {
-            Ok(got) => got.into_iter().all(|(c, data)| set.insert(c, data).is_ok()),
-            Err(e) => {
-                tracing::info!(quilt_id = %quilt_id, error = %e, "cold patch read falls back to the whole quilt");
-                false
-            }
-        }
-    };
-    // A patch ID names its columns: fetch them with the index's first column.
-    let mut first = vec![0u16];
+) -> Result<Option<(Arc<CachedPatch>, &'static str)>, ApiError> {
     if let Lookup::Id(id) = lookup {
-        first.extend(id.start_index..id.end_index);
+        if let Some(hit) = api.quilts.patches.get(id).await {
+            return Ok(Some((hit, "hit-memory")));
+        }
     }
-    if !fetch(&mut set, first).await {
-        return Ok(None);
-    }
-    let Ok(index_columns) = quilt::index_columns(&set) else {
-        return Ok(None);
-    };
-    if !fetch(&mut set, (1..index_columns as u16).collect()).await {
-        return Ok(None);
-    }
-    let Ok(index) = quilt::decode_index(&set) else {
-        return Ok(None);
+    let fetched = AtomicUsize::new(0);
+    let index = api
+        .quilts
+        .indexes
+        .try_get_with(quilt_id, async {
+            let meta = quilt_metadata(api, quilt_id).await?;
+            let mut set = quilt::ColumnSet::new(meta.config());
+            fetch_columns(api, &meta, &mut set, vec![0], &fetched).await?;
+            let columns = quilt::index_columns(&set).map_err(|e| Cold::Fallback(e.to_string()))?;
+            fetch_columns(
+                api,
+                &meta,
+                &mut set,
+                (1..columns as u16).collect(),
+                &fetched,
+            )
+            .await?;
+            let index = quilt::decode_index(&set).map_err(|e| Cold::Fallback(e.to_string()))?;
+            Ok::<_, Cold>(Arc::new(index))
+        })
+        .await;
+    let index = match index {
+        Ok(index) => index,
+        Err(e) => return cold_failure(quilt_id, &e),
     };
     let patch = find(&index, quilt_id, lookup)?.clone();
-    if !fetch(&mut set, patch.columns().collect()).await {
-        return Ok(None);
-    }
-    let Ok(decoded) = quilt::decode_patch(&set, usize::from(patch.start_index)) else {
-        return Ok(None);
+    let patch_id = patch.patch_id(quilt_id);
+    let cached = api
+        .quilts
+        .patches
+        .try_get_with(patch_id, async {
+            let meta = quilt_metadata(api, quilt_id).await?;
+            let mut set = quilt::ColumnSet::new(meta.config());
+            fetch_columns(api, &meta, &mut set, patch.columns().collect(), &fetched).await?;
+            let decoded = quilt::decode_patch(&set, usize::from(patch.start_index))
+                .map_err(|e| Cold::Fallback(e.to_string()))?;
+            if decoded.identifier != patch.identifier {
+                return Err(Cold::Fatal(ApiError::InvalidQuilt(format!(
+                    "patch {patch_id} is named {:?} in its header and {:?} in the index",
+                    decoded.identifier, patch.identifier
+                ))));
+            }
+            Ok(Arc::new(CachedPatch {
+                patch: patch.clone(),
+                data: Bytes::from(decoded.data),
+            }))
+        })
+        .await;
+    let cached = match cached {
+        Ok(cached) => cached,
+        Err(e) => return cold_failure(quilt_id, &e),
     };
+    let fetched = fetched.into_inner();
+    if fetched == 0 {
+        return Ok(Some((cached, "hit-memory")));
+    }
     api.telemetry.quilt_cold_patch_read(fetched);
-    Ok(Some((patch, decoded)))
+    Ok(Some((cached, "miss")))
+}
+
+fn cold_failure(
+    quilt_id: BlobId,
+    e: &Cold,
+) -> Result<Option<(Arc<CachedPatch>, &'static str)>, ApiError> {
+    match e {
+        Cold::Fatal(e) => Err(e.clone()),
+        Cold::Fallback(reason) => {
+            tracing::info!(quilt_id = %quilt_id, reason, "cold patch read falls back to the whole quilt");
+            Ok(None)
+        }
+    }
 }
 
 async fn list<B>(
