@@ -67,6 +67,8 @@ pub enum QuiltError {
         "the quilt does not fit one blob: it would need symbols of {needed} bytes (at most {max})"
     )]
     QuiltTooLarge { needed: usize, max: usize },
+    #[error("the quilt would be {len} bytes, above the limit of {limit}")]
+    ExceedsLimit { len: u64, limit: u64 },
     #[error("the quilt index needs {0} columns (at most {MAX_INDEX_COLUMNS})")]
     IndexTooLarge(usize),
     #[error("a quilt of {len} bytes is not a whole number of {multiple}-byte symbol rows")]
@@ -335,6 +337,17 @@ pub fn encode_quilt(
     config: &EncodingConfig,
     patches: &[PatchInput<'_>],
 ) -> Result<EncodedQuilt, QuiltError> {
+    encode_quilt_bounded(config, patches, u64::MAX)
+}
+
+/// [`encode_quilt`], refusing before allocating it a quilt longer than `max_len` bytes: every
+/// patch takes whole columns, so one large patch among many small ones can make the quilt
+/// hundreds of times larger than its patches.
+pub fn encode_quilt_bounded(
+    config: &EncodingConfig,
+    patches: &[PatchInput<'_>],
+    max_len: u64,
+) -> Result<EncodedQuilt, QuiltError> {
     if patches.is_empty() {
         return Err(QuiltError::NoPatches);
     }
@@ -387,6 +400,13 @@ pub fn encode_quilt(
     let index_columns = index_total.div_ceil(column_size);
     if index_columns > MAX_INDEX_COLUMNS {
         return Err(QuiltError::IndexTooLarge(index_columns));
+    }
+    let len = (symbol_size * n_rows * n_cols) as u64;
+    if len > max_len {
+        return Err(QuiltError::ExceedsLimit {
+            len,
+            limit: max_len,
+        });
     }
     let mut quilt = ColumnWriter {
         data: vec![0u8; symbol_size * n_rows * n_cols],
@@ -1069,5 +1089,17 @@ mod tests {
             encode_quilt(&config, &many),
             Err(QuiltError::TooManyPatches { .. })
         ));
+        // One large patch beside small ones: the quilt is many times its bytes, refused first.
+        let big = vec![7u8; 100_000];
+        let lopsided = [input("a", &big), input("b", b""), input("c", b"")];
+        let quilt = encode_quilt(&config, &lopsided).unwrap();
+        assert!(quilt.data.len() > big.len() + big.len() / 2);
+        assert_eq!(
+            encode_quilt_bounded(&config, &lopsided, 150_000),
+            Err(QuiltError::ExceedsLimit {
+                len: quilt.data.len() as u64,
+                limit: 150_000
+            })
+        );
     }
 }

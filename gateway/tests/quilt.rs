@@ -557,3 +557,50 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
         .map(|o| o.expect("every future finished"))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quilt_padded_past_the_upload_limit_is_refused_before_it_is_built() {
+    let s = Scenario::with(
+        storage_sim::SimConfig {
+            n_shards: 10,
+            nodes: 4,
+            ..storage_sim::SimConfig::default()
+        },
+        gateway::GatewayConfig {
+            max_upload: 300_000,
+            ..config()
+        },
+    )
+    .await;
+    // n = 10: 7 columns. One 100 KB patch beside five empty ones gets a single column, so
+    // every column is 100 KB and the quilt 700 KB: more than the limit, though the body is not.
+    let big = blob(100_000, 5);
+    let mut parts: Vec<(&str, &[u8])> = vec![("big", &big)];
+    let names = ["e1", "e2", "e3", "e4", "e5"];
+    parts.extend(names.iter().map(|n| (*n, &[][..])));
+    let reply = s
+        .send_body(
+            Method::PUT,
+            "/v1/quilts",
+            &[("content-type", &content_type())],
+            form(&parts),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        reply.body
+    );
+    // The same files in a quilt that fits: stored.
+    let reply = s
+        .send_body(
+            Method::PUT,
+            "/v1/quilts",
+            &[("content-type", &content_type())],
+            form(&parts[..2]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    s.stop().await;
+}

@@ -516,11 +516,24 @@ where
             data: &p.data,
         })
         .collect();
-    let encoded = quilt::encode_quilt(&config, &inputs)
-        .map_err(|e| ApiError::BadRequest(format!("failed to construct quilt: {e}")))?;
-    let quilt_len = encoded.data.len() as u64;
-    if quilt_len > limit {
-        return Err(ApiError::PayloadTooLarge { limit });
+    // Checked before the quilt is allocated: padding to whole columns can make it far larger
+    // than the body.
+    let encoded = match quilt::encode_quilt_bounded(&config, &inputs, limit) {
+        Ok(encoded) => encoded,
+        Err(quilt::QuiltError::ExceedsLimit { .. }) => {
+            return Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "failed to construct quilt: {e}"
+            )))
+        }
+    };
+    // The quilt is held (and encoded) in place of the body: its cost is what is admitted.
+    let cost = crate::publish::memory_cost(&config, encoded.data.len() as u64);
+    if cost > admission.memory.bytes() && !admission.memory.try_grow(cost) {
+        api.telemetry.admission_refused("publish_memory");
+        return Err(ApiError::AtCapacity("publish memory"));
     }
     drop(inputs);
     drop(parts);
