@@ -18,6 +18,7 @@ mod encode;
 mod error;
 pub mod merkle;
 mod metadata;
+pub mod quilt;
 mod rs;
 mod sliver;
 

@@ -34,6 +34,7 @@ pub mod node_tls;
 pub mod nodes;
 pub mod publish;
 pub mod publisher;
+pub mod quilt;
 pub mod server;
 pub mod stall;
 pub mod telemetry;

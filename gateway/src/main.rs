@@ -14,6 +14,8 @@ use std::time::Duration;
 use storage_sim::committee::Committee;
 use storage_sim::{SimConfig, SimNetwork};
 
+mod quilt_cli;
+
 #[derive(Parser)]
 #[command(version, about = "Verified, cached edge gateway for Walrus blobs")]
 struct Cli {
@@ -36,6 +38,10 @@ enum Command {
         /// Bearer token, if the gateway requires one to publish.
         #[arg(long, env = "WALRUS_GATEWAY_PUBLISH_TOKEN")]
         token: Option<String>,
+        /// Store the files as one quilt (`PUT /v1/quilts`), each a patch named by its file
+        /// name; prints `<quilt_patch_id>  <file>`.
+        #[arg(long)]
+        quilt: bool,
         /// Files to store (`-` reads standard input).
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -457,7 +463,14 @@ fn main() -> ExitCode {
         Command::Put {
             gateway,
             token,
+            quilt: true,
             files,
+        } => quilt_cli::put(&gateway, token.as_deref(), &files),
+        Command::Put {
+            gateway,
+            token,
+            files,
+            ..
         } => put(&gateway, token.as_deref(), &files),
         Command::Get {
             gateway,

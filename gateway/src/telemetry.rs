@@ -697,6 +697,52 @@ impl Telemetry {
             metrics::counter!("gateway_share_refused_total", "scope" => scope).increment(1)
         });
     }
+
+    /// Count a quilt patch served (`gateway_quilt_patch_reads_total{source}`: `hit-memory`,
+    /// `hit-disk`, `miss` (a whole-quilt fill) or `cold` (index and patch columns only)).
+    pub fn quilt_patch_read(&self, source: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_quilt_patch_reads_total",
+                "Quilt patches served, by where the quilt's verified bytes came from."
+            );
+            metrics::counter!("gateway_quilt_patch_reads_total", "source" => source).increment(1)
+        });
+    }
+
+    /// Count a patch read from a cold quilt's index and patch columns alone, and the secondary
+    /// slivers it fetched (`gateway_quilt_cold_patch_slivers`).
+    pub fn quilt_cold_patch_read(&self, slivers: usize) {
+        self.quilt_patch_read("cold");
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_histogram!(
+                "gateway_quilt_cold_patch_slivers",
+                "Secondary slivers fetched per patch read from a cold quilt (index and patch columns)."
+            );
+            metrics::describe_counter!(
+                "gateway_quilt_cold_patch_slivers_total",
+                "Secondary slivers fetched by patch reads from cold quilts."
+            );
+            metrics::histogram!("gateway_quilt_cold_patch_slivers").record(slivers as f64);
+            metrics::counter!("gateway_quilt_cold_patch_slivers_total").increment(slivers as u64);
+        });
+    }
+
+    /// Count a quilt published through `PUT /v1/quilts`, and its patches.
+    pub fn quilt_published(&self, patches: usize) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_quilts_published_total",
+                "Quilts stored through PUT /v1/quilts."
+            );
+            metrics::describe_counter!(
+                "gateway_quilt_patches_published_total",
+                "Patches in the quilts stored through PUT /v1/quilts."
+            );
+            metrics::counter!("gateway_quilts_published_total").increment(1);
+            metrics::counter!("gateway_quilt_patches_published_total").increment(patches as u64);
+        });
+    }
 }
 
 /// Aggregator parity (issue 17): the denylist. Registered on use, each with its help text.

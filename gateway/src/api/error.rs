@@ -59,6 +59,15 @@ pub enum ApiError {
     BlocklistUnwritable(String),
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// Quilts: a patch ID that does not parse (400), a patch the quilt does not have (404, the
+    /// aggregator's `QUILT_PATCH_NOT_FOUND`), a blob that is not a readable quilt (500, as the
+    /// aggregator answers a quilt it cannot decode).
+    #[error("malformed quilt patch ID: {0}")]
+    InvalidQuiltPatchId(String),
+    #[error("the requested quilt patch does not exist on Walrus: {0}")]
+    QuiltPatchNotFound(String),
+    #[error("{0}")]
+    InvalidQuilt(String),
     /// An inference failure (`inference::InferenceError`): its documented status, a fixed
     /// reason code and its message (which names the input, operator or limit).
     #[error("{message}")]
@@ -211,6 +220,19 @@ impl ApiError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "UNAVAILABLE",
                 "BLOCKLIST_UNWRITABLE",
+            ),
+            ApiError::InvalidQuiltPatchId(_) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "INVALID_QUILT_PATCH_ID",
+            ),
+            ApiError::QuiltPatchNotFound(_) => {
+                (StatusCode::NOT_FOUND, "NOT_FOUND", "QUILT_PATCH_NOT_FOUND")
+            }
+            ApiError::InvalidQuilt(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "INVALID_QUILT",
             ),
             ApiError::Inference { status, reason, .. } => {
                 let status =

@@ -23,6 +23,7 @@ pub mod error;
 pub mod inference;
 pub mod openapi;
 mod parity;
+mod quilt;
 pub mod range;
 mod stream;
 mod upload;
@@ -63,6 +64,8 @@ pub struct Api {
     metrics_public: bool,
     /// The blocklist watcher and the other aggregator-parity state ([`parity`]).
     parity: parity::Parity,
+    /// Quilt indexes and patches read from cold quilts ([`quilt`]).
+    quilts: crate::quilt::QuiltCaches,
 }
 
 /// What part of a blob a request wants.
@@ -161,6 +164,7 @@ impl Api {
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             retry_after_secs: config.retry_after_secs,
             metrics_public: config.metrics_listen.is_none(),
+            quilts: crate::quilt::QuiltCaches::new(config.memory_cache_bytes / 8),
         }
     }
 
@@ -211,6 +215,8 @@ impl Api {
             } else {
                 Err(ApiError::MethodNotAllowed { allow: "PUT" })
             }
+        } else if quilt::handles(&path) {
+            Box::pin(quilt::route(self, request)).await
         } else if inference::handles(&path) {
             Box::pin(inference::route(self, request)).await
         } else {

@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 
 /// A body of unknown length first reserves the cost of this many bytes, then twice what it
 /// has reached each time it outgrows its reservation.
-const UNDECLARED_FIRST: u64 = 1 << 20;
+pub(super) const UNDECLARED_FIRST: u64 = 1 << 20;
 
 /// Query parameters of Walrus's publisher that clients may send; chain-only, so ignored here.
 const ACCEPTED_PARAMS: &[&str] = &[
@@ -336,7 +336,7 @@ async fn forward(
     }
 }
 
-fn check_query(query: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn check_query(query: Option<&str>) -> Result<(), ApiError> {
     for pair in query
         .unwrap_or_default()
         .split('&')
@@ -361,7 +361,7 @@ fn check_query(query: Option<&str>) -> Result<(), ApiError> {
 /// The whole body, at most `limit` bytes; above `spool` bytes it waits in a temporary file and
 /// comes back as a read-only mapping of it. With `growth` (a body of undeclared length), the
 /// admission grows to cover what has arrived, or the upload is cut off with 503.
-async fn receive<B>(
+pub(super) async fn receive<B>(
     api: &Api,
     mut body: B,
     limit: u64,

@@ -40,6 +40,7 @@
 //! Invariant: every byte in [`FillState::rows`] (and so every byte served or cached) belongs to a
 //! sliver that verified against metadata that verified against the requested Blob ID.
 
+mod columns;
 mod gate;
 mod health;
 mod metadata;
