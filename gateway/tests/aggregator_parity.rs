@@ -279,7 +279,11 @@ async fn the_api_description_names_every_route_and_each_exists() {
     let mut checked = 0;
     for (path, methods) in paths {
         for method in methods.as_object().unwrap().keys() {
-            let concrete = path.replace("{blob_id}", &id);
+            let concrete = path
+                .replace("{blob_id}", &id)
+                .replace("{quilt_id}", &id)
+                .replace("{identifier}", "model.onnx")
+                .replace("{quilt_patch_id}", "AAAA");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let reply = s
                 .request(

@@ -711,7 +711,10 @@ mod tests {
     #[test]
     fn an_uncacheable_miss_counts_as_a_miss() {
         let mut r = Recorder::new();
-        for (i, tag) in ["hit-memory", "miss-uncacheable", "miss", "weird"].iter().enumerate() {
+        for (i, tag) in ["hit-memory", "miss-uncacheable", "miss", "weird"]
+            .iter()
+            .enumerate()
+        {
             let mut outcome = ok(OpKind::Get, i as u64 * 10, 100);
             outcome.cache = Some((*tag).into());
             r.record(&outcome);

@@ -19,6 +19,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/v1/blobs", "put", "Store a blob (publisher API): encoded here, sent to the nodes or forwarded to --publisher."),
     ("/v1alpha/blobs/concat", "get", "Blobs named by `ids=a,b,c`, concatenated in order."),
     ("/v1alpha/blobs/concat", "post", "Blobs named in the JSON body `{\"ids\": [...]}`, concatenated in order."),
+    ("/v1/blobs/by-quilt-patch-id/{quilt_patch_id}", "get", "One quilt patch, by its quilt patch ID; `Range` honoured."),
+    ("/v1/blobs/by-quilt-patch-id/{quilt_patch_id}", "head", "One quilt patch's headers, no body."),
+    ("/v1/blobs/by-quilt-id/{quilt_id}/{identifier}", "get", "One quilt patch, by the quilt's Blob ID and the patch's identifier."),
+    ("/v1/blobs/by-quilt-id/{quilt_id}/{identifier}", "head", "One quilt patch's headers, no body."),
+    ("/v1/quilts/{quilt_id}/patches", "get", "The quilt's patches: identifier, quilt patch ID and tags of each."),
+    ("/v1/quilts", "put", "Store files as one quilt (multipart, one part per patch named by its identifier; tags in `_metadata`)."),
     ("/v1/inference/{blob_id}", "post", "Run the ONNX model stored as this blob on the request body."),
     ("/v1/models/{blob_id}/warm", "post", "Load the model stored as this blob ahead of use."),
     ("/admin/prefetch", "post", "Admin: start fills for `{\"blob_ids\": [...]}`."),
@@ -33,12 +39,28 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
 
 fn parameters(path: &str, method: &str) -> Value {
     let mut params = Vec::new();
-    if path.contains("{blob_id}") {
-        params.push(json!({
-            "name": "blob_id", "in": "path", "required": true,
-            "description": "Blob ID: 43 characters of base64url, no padding.",
-            "schema": {"type": "string"}
-        }));
+    for (name, description) in [
+        (
+            "blob_id",
+            "Blob ID: 43 characters of base64url, no padding.",
+        ),
+        (
+            "quilt_id",
+            "The quilt's Blob ID: 43 characters of base64url, no padding.",
+        ),
+        ("identifier", "The patch's identifier, percent-encoded."),
+        (
+            "quilt_patch_id",
+            "Quilt patch ID: BCS `QuiltPatchId` (37 bytes) in base64url, no padding.",
+        ),
+    ] {
+        if path.contains(&format!("{{{name}}}")) {
+            params.push(json!({
+                "name": name, "in": "path", "required": true,
+                "description": description,
+                "schema": {"type": "string"}
+            }));
+        }
     }
     let read =
         path == "/v1/blobs/{blob_id}" || (path == "/v1alpha/blobs/concat" && method == "get");
