@@ -151,7 +151,21 @@ pub struct GatewayConfig {
     /// The denylist file (`--blocklist`, the Walrus aggregator's YAML format); `None`: nothing
     /// is blocked and the blocklist admin routes answer 409.
     pub blocklist: Option<std::path::PathBuf>,
+    /// `GET /v1/blobs/by-object-id/{id}` (`--allowed-headers`): the blob attributes that become
+    /// response headers; every other attribute is dropped. The aggregator's default list.
+    pub allowed_headers: Vec<http::HeaderName>,
 }
+
+/// The Walrus aggregator's default `--allowed-headers`.
+pub const DEFAULT_ALLOWED_HEADERS: [&str; 7] = [
+    "content-type",
+    "authorization",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "link",
+];
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -215,6 +229,10 @@ impl Default for GatewayConfig {
             body_total_timeout: Duration::from_secs(600),
             metrics_listen: None,
             blocklist: None,
+            allowed_headers: DEFAULT_ALLOWED_HEADERS
+                .iter()
+                .map(|h| http::HeaderName::from_static(h))
+                .collect(),
         }
     }
 }

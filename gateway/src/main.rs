@@ -247,6 +247,12 @@ struct ServeArgs {
     /// changes and on SIGHUP; PUT/DELETE /admin/blocklist/{id} edit it.
     #[arg(long, value_name = "FILE")]
     blocklist: Option<PathBuf>,
+    /// Blob attributes (the Sui Blob object's metadata) that GET /v1/blobs/by-object-id/{id}
+    /// returns as response headers, as the Walrus aggregator's --allowed-headers; any other
+    /// attribute is dropped. Case-insensitive; one or more names.
+    #[arg(long, num_args = 1.., value_name = "HEADER",
+          default_values_t = gateway::config::DEFAULT_ALLOWED_HEADERS.map(String::from))]
+    allowed_headers: Vec<String>,
     #[command(flatten)]
     source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
@@ -776,6 +782,14 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         body_total_timeout: Duration::from_millis(args.body_total_timeout_ms),
         metrics_listen: args.metrics_listen,
         blocklist: args.blocklist.clone(),
+        allowed_headers: args
+            .allowed_headers
+            .iter()
+            .map(|h| {
+                http::HeaderName::from_bytes(h.trim().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("--allowed-headers: {h:?} is not a header name"))
+            })
+            .collect::<anyhow::Result<_>>()?,
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;

@@ -15,6 +15,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/v1/blobs/{blob_id}", "get", "The blob, verified; `Range` honoured (206)."),
     ("/v1/blobs/{blob_id}", "head", "The blob's headers, no body."),
     ("/v1/blobs/{blob_id}/byte-range", "get", "Bytes `start`..`start+length` of the blob (200)."),
+    ("/v1/blobs/by-object-id/{blob_object_id}", "get", "The blob of this Sui Blob object (chain-backed gateways), with its attributes in --allowed-headers as headers; `Range` honoured."),
+    ("/v1/blobs/by-object-id/{blob_object_id}", "head", "The headers of the by-object-id answer, no body."),
     ("/v1/blobs/{blob_id}/metadata", "get", "The blob's BCS `BlobMetadataWithId`, as storage nodes serve it."),
     ("/v1/blobs", "put", "Store a blob (publisher API): encoded here, sent to the nodes or forwarded to --publisher."),
     ("/v1alpha/blobs/concat", "get", "Blobs named by `ids=a,b,c`, concatenated in order."),
@@ -40,8 +42,16 @@ fn parameters(path: &str, method: &str) -> Value {
             "schema": {"type": "string"}
         }));
     }
-    let read =
-        path == "/v1/blobs/{blob_id}" || (path == "/v1alpha/blobs/concat" && method == "get");
+    if path.contains("{blob_object_id}") {
+        params.push(json!({
+            "name": "blob_object_id", "in": "path", "required": true,
+            "description": "Sui object ID of a Blob or SharedBlob: 0x and up to 64 hex digits.",
+            "schema": {"type": "string"}
+        }));
+    }
+    let read = path == "/v1/blobs/{blob_id}"
+        || path == "/v1/blobs/by-object-id/{blob_object_id}"
+        || (path == "/v1alpha/blobs/concat" && method == "get");
     if read {
         for (name, what) in [
             (
