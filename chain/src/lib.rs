@@ -12,6 +12,7 @@
 //!   owned once, every pool matching its node ID), and when to look again (§5.3).
 //! * [`proto`], [`grpc`]: the `sui.rpc.v2` LedgerService messages the read path uses, and gRPC /
 //!   gRPC-Web framing.
+//! * [`blob_object`]: the `Blob` / `SharedBlob` objects and their `Metadata` attributes field.
 //! * [`network`]: mainnet and testnet presets and Walrus's own `client_config.yaml`.
 //!
 //! Guarantee: decoders never panic on input and reject trailing bytes, unknown enum variants,
@@ -19,6 +20,8 @@
 
 pub mod base58;
 pub mod bcs;
+// by-object-id (issue 17): the `Blob` object and its attributes.
+pub mod blob_object;
 pub mod committee;
 pub mod grpc;
 pub mod move_types;

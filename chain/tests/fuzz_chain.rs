@@ -14,6 +14,7 @@
 
 use bytes::{Bytes, BytesMut};
 use chain::bcs::{Reader, Writer};
+use chain::blob_object::{BlobObject, MetadataField, SharedBlob, StorageResource};
 use chain::committee::ChainCommittee;
 use chain::grpc::{self, Frame};
 use chain::move_types::{
@@ -328,7 +329,86 @@ fn check_all_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
     check_decoder::<StakingPool>(bytes)?;
     check_decoder::<SystemStateInnerV1>(bytes)?;
     check_decoder::<EpochState>(bytes)?;
+    check_decoder::<BlobObject>(bytes)?;
+    check_decoder::<SharedBlob>(bytes)?;
+    check_decoder::<MetadataField>(bytes)?;
     Ok(())
+}
+
+// ---- by-object-id: Blob, SharedBlob, Metadata ----
+
+fn blob_object() -> impl Strategy<Value = BlobObject> {
+    (
+        (
+            object_id(),
+            any::<u32>(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            any::<u8>(),
+        ),
+        (
+            prop::option::of(any::<u32>()),
+            object_id(),
+            any::<(u32, u32, u64)>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, registered_epoch, blob_id, size, encoding_type),
+                (certified, sid, (start, end, bytes), deletable),
+            )| {
+                BlobObject {
+                    id,
+                    registered_epoch,
+                    blob_id,
+                    size,
+                    encoding_type,
+                    certified_epoch: certified,
+                    storage: StorageResource {
+                        id: sid,
+                        start_epoch: start,
+                        end_epoch: end,
+                        storage_size: bytes,
+                    },
+                    deletable,
+                }
+            },
+        )
+}
+
+fn metadata_field() -> impl Strategy<Value = MetadataField> {
+    (
+        object_id(),
+        prop::collection::vec(any::<u8>(), 0..12),
+        prop::collection::vec(("\\PC{0,12}", "\\PC{0,24}"), 0..6),
+    )
+        .prop_map(|(id, name, attributes)| MetadataField {
+            id,
+            name,
+            attributes,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn blob_objects_round_trip_and_survive_mutation(
+        blob in blob_object(),
+        funds in any::<u64>(),
+        shared_id in object_id(),
+        field in metadata_field(),
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        prop_assert_eq!(BlobObject::from_bcs(&blob.to_bcs()), Ok(blob));
+        let shared = SharedBlob { id: shared_id, blob, funds };
+        prop_assert_eq!(SharedBlob::from_bcs(&shared.to_bcs()), Ok(shared));
+        prop_assert_eq!(MetadataField::from_bcs(&field.to_bcs()), Ok(field.clone()));
+        check_all_decoders(&mutated(blob.to_bcs(), &mutations))?;
+        check_all_decoders(&mutated(shared.to_bcs(), &mutations))?;
+        check_all_decoders(&mutated(field.to_bcs(), &mutations))?;
+    }
 }
 
 proptest! {

@@ -9,11 +9,18 @@
 //! required of every other object, and an inner type other than `StakingInnerV1` (a contract
 //! migration this gateway predates) fails loudly instead of being misread.
 //!
+//! Beside the committee, [`ChainReader::read_blob_object`] reads one `Blob` object and its
+//! attributes for `GET /v1/blobs/by-object-id/{id}`, with the same type checks.
+//!
 //! Transport: gRPC over HTTP/2 (hyper), TLS with the web-PKI roots for `https://` full nodes,
 //! cleartext HTTP/2 with prior knowledge for `http://` ones (the simulator). Every call has a
 //! timeout and every answer a byte limit; URLs are tried in order.
 
 use bytes::Bytes;
+use chain::blob_object::{
+    self, blob_kind, is_metadata_field, metadata_field_id, BlobKind, BlobObject, MetadataField,
+    SharedBlob, METADATA_FIELD_NAME,
+};
 use chain::grpc::{self, Frame};
 use chain::move_types::{
     normalize_type, package_of, type_of, Field, MoveValue, StakingInnerV1, StakingPool,
@@ -80,6 +87,10 @@ pub enum ChainError {
     },
     #[error("the chain's committee is unusable: {0}")]
     Committee(#[from] chain::CommitteeProblem),
+    /// No committee read has succeeded yet, so the Walrus package (which every `Blob` type
+    /// names) is not known.
+    #[error("the Walrus package is not known yet")]
+    PackageUnknown,
 }
 
 impl ChainError {
@@ -95,6 +106,7 @@ impl ChainError {
             ChainError::WrongType { .. } => "wrong_type",
             ChainError::Decode { .. } => "decode",
             ChainError::Committee(_) => "committee",
+            ChainError::PackageUnknown => "package_unknown",
         }
     }
 
@@ -357,6 +369,16 @@ pub struct ChainReader {
     chain_checked: tokio::sync::OnceCell<()>,
 }
 
+/// A `Blob` object read for `by-object-id`: the blob (the one wrapped, for a `SharedBlob`) and
+/// its attributes (`None`: the blob has no `Metadata` field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobObjectRead {
+    pub blob: BlobObject,
+    pub attributes: Option<Vec<(String, String)>>,
+    /// gRPC calls made (1, or 2 for a `SharedBlob`).
+    pub rpcs: u32,
+}
+
 /// What one read cost, for metrics and the benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadCost {
@@ -430,6 +452,91 @@ impl ChainReader {
             }
         }
         Ok((ChainCommittee::assemble(&inner, &pools)?, cost))
+    }
+
+    /// Read the `Blob` (or `SharedBlob`) object `id` and its attributes field, checked: the
+    /// object's type must be the Walrus package's (learnt from the committee reads), its
+    /// bytes must decode as that type with its own ID, and the attributes field must be a
+    /// `Field<vector<u8>, Metadata>` named `b"metadata"` at the ID derived from the blob. The
+    /// object and the field of a plain `Blob` come in one `BatchGetObjects`.
+    pub async fn read_blob_object(&self, id: &ObjectId) -> Result<BlobObjectRead, ChainError> {
+        let package = self
+            .package
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ok_or(ChainError::PackageUnknown)?;
+        let field_id = metadata_field_id(id);
+        let mut objects = self
+            .client
+            .batch_get_objects(&[*id, field_id])
+            .await?
+            .into_iter();
+        let (object, field) = (objects.next().flatten(), objects.next().flatten());
+        let mut rpcs = 1;
+        let object = object.ok_or(ChainError::NotFound { object: *id })?;
+        let got = object.object_type.as_deref().unwrap_or("");
+        let kind = blob_kind(got, &package).ok_or_else(|| ChainError::WrongType {
+            object: *id,
+            expected: blob_object::type_of::blob(&package),
+            got: got.chars().take(300).collect(),
+        })?;
+        let wrong_id = |what, inner: ObjectId| ChainError::Decode {
+            object: *id,
+            what,
+            reason: format!("its UID is {inner}"),
+        };
+        let (blob, field_id, field) = match kind {
+            BlobKind::Blob => {
+                let blob: BlobObject = decode(id, &object, "Blob")?;
+                if blob.id != *id {
+                    return Err(wrong_id("Blob", blob.id));
+                }
+                (blob, field_id, field)
+            }
+            // The attributes hang off the wrapped blob, whose ID only the object tells.
+            BlobKind::Shared => {
+                let shared: SharedBlob = decode(id, &object, "SharedBlob")?;
+                if shared.id != *id {
+                    return Err(wrong_id("SharedBlob", shared.id));
+                }
+                let field_id = metadata_field_id(&shared.blob.id);
+                rpcs += 1;
+                let field = match self.client.get_object(&field_id).await {
+                    Ok(field) => Some(field),
+                    Err(ChainError::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                (shared.blob, field_id, field)
+            }
+        };
+        let attributes = match field {
+            None => None,
+            Some(field) => {
+                let got = field.object_type.as_deref().unwrap_or("");
+                if !is_metadata_field(got) {
+                    return Err(ChainError::WrongType {
+                        object: field_id,
+                        expected: blob_object::type_of::metadata_field(&package),
+                        got: got.chars().take(300).collect(),
+                    });
+                }
+                let field: MetadataField =
+                    decode(&field_id, &field, "Field<vector<u8>, Metadata>")?;
+                if field.id != field_id || field.name != METADATA_FIELD_NAME {
+                    return Err(ChainError::Decode {
+                        object: field_id,
+                        what: "Field<vector<u8>, Metadata>",
+                        reason: format!("it is field {} named {:?}", field.id, field.name),
+                    });
+                }
+                Some(field.attributes)
+            }
+        };
+        Ok(BlobObjectRead {
+            blob,
+            attributes,
+            rpcs,
+        })
     }
 
     /// Check the full node's chain against the network's (when it is known); the gRPC calls

@@ -64,6 +64,8 @@ impl Committees {
 pub struct CommitteeHandle {
     rx: watch::Receiver<Arc<Committees>>,
     refresh: Arc<RefreshRequests>,
+    /// The chain reader of a chain-backed committee (by-object-id reads objects through it).
+    reader: Option<Arc<ChainReader>>,
 }
 
 /// Refresh requests from the fills, collapsed into one wake-up.
@@ -78,7 +80,13 @@ impl CommitteeHandle {
         Self {
             rx,
             refresh: Arc::default(),
+            reader: None,
         }
+    }
+
+    /// The chain reader, for a chain-backed committee.
+    pub fn chain_reader(&self) -> Option<&Arc<ChainReader>> {
+        self.reader.as_ref()
     }
 
     /// The committees now. Keep the `Arc` for the length of one operation.
@@ -217,6 +225,7 @@ impl CommitteeWatcher {
         let handle = CommitteeHandle {
             rx,
             refresh: refresh.clone(),
+            reader: Some(reader.clone()),
         };
         Ok((
             handle,

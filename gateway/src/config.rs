@@ -165,7 +165,21 @@ pub struct GatewayConfig {
     /// One line per request here (`--access-log`), written off the request path; `None`: no
     /// access log (request durations are still measured).
     pub access_log: Option<crate::access_log::AccessLogConfig>,
+    /// `GET /v1/blobs/by-object-id/{id}` (`--allowed-headers`): the blob attributes that become
+    /// response headers; every other attribute is dropped. The aggregator's default list.
+    pub allowed_headers: Vec<http::HeaderName>,
 }
+
+/// The Walrus aggregator's default `--allowed-headers`.
+pub const DEFAULT_ALLOWED_HEADERS: [&str; 7] = [
+    "content-type",
+    "authorization",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "link",
+];
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -233,6 +247,10 @@ impl Default for GatewayConfig {
             metrics_listen: None,
             blocklist: None,
             access_log: None,
+            allowed_headers: DEFAULT_ALLOWED_HEADERS
+                .iter()
+                .map(|h| http::HeaderName::from_static(h))
+                .collect(),
         }
     }
 }

@@ -299,6 +299,12 @@ struct ServeArgs {
     /// NO_COLOR is unset.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Blob attributes (the Sui Blob object's metadata) that GET /v1/blobs/by-object-id/{id}
+    /// returns as response headers, as the Walrus aggregator's --allowed-headers; any other
+    /// attribute is dropped. Case-insensitive; one or more names.
+    #[arg(long, num_args = 1.., value_name = "HEADER",
+          default_values_t = gateway::config::DEFAULT_ALLOWED_HEADERS.map(String::from))]
+    allowed_headers: Vec<String>,
     #[command(flatten)]
     source: SourceArgs,
     /// An aggregator-compatible upstream (a Walrus aggregator or a parent walrus-gateway),
@@ -917,6 +923,14 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         access_log: args.access_log.as_deref().map(|destination| {
             gateway::access_log::AccessLogConfig::new(destination, args.access_log_format)
         }),
+        allowed_headers: args
+            .allowed_headers
+            .iter()
+            .map(|h| {
+                http::HeaderName::from_bytes(h.trim().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("--allowed-headers: {h:?} is not a header name"))
+            })
+            .collect::<anyhow::Result<_>>()?,
         ..GatewayConfig::default()
     };
     use gateway::server::CommitteeSource;

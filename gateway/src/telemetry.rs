@@ -803,6 +803,27 @@ impl Telemetry {
     }
 }
 
+/// `GET /v1/blobs/by-object-id/{id}` (issue 17): Sui object lookups by result.
+impl Telemetry {
+    /// One `Blob` object lookup (`gateway_object_lookups_total{result}`, result a fixed word:
+    /// `found`, `invalid_id`, `not_found`, `not_a_blob`, `malformed`, `chain_error`, `no_chain`)
+    /// and the gRPC calls it made (`gateway_object_lookup_rpcs_total`).
+    pub fn object_lookup(&self, result: &'static str, rpcs: u32) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_object_lookups_total",
+                "Sui Blob object lookups of by-object-id requests, by result"
+            );
+            metrics::describe_counter!(
+                "gateway_object_lookup_rpcs_total",
+                "Sui gRPC calls made by by-object-id lookups"
+            );
+            metrics::counter!("gateway_object_lookups_total", "result" => result).increment(1);
+            metrics::counter!("gateway_object_lookup_rpcs_total").increment(u64::from(rpcs));
+        });
+    }
+}
+
 /// Other components (the inference engine) record into the gateway's registry through this, so
 /// their metrics appear at the same `/metrics`.
 impl metrics::Recorder for Telemetry {

@@ -283,7 +283,8 @@ async fn the_api_description_names_every_route_and_each_exists() {
                 .replace("{blob_id}", &id)
                 .replace("{quilt_id}", &id)
                 .replace("{identifier}", "model.onnx")
-                .replace("{quilt_patch_id}", "AAAA");
+                .replace("{quilt_patch_id}", "AAAA")
+                .replace("{blob_object_id}", "0x1");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let reply = s
                 .request(

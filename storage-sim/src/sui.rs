@@ -15,6 +15,9 @@
 //! | `Field<u64, StakingInnerV1>` | `STAKING_OBJECT_ID.versioned_field_id(1)` | `…Field<u64, <pkg>::staking_inner::StakingInnerV1>` | object-owned by `Staking` |
 //! | one `StakingPool` per node | the node ID | `<pkg>::staking_pool::StakingPool` | shared |
 //!
+//! | a `Blob` and its `Field<vector<u8>, Metadata>` | placed by [`SuiSim::put_blob`] | `<pkg>::blob::Blob`, `…Field<vector<u8>, <pkg>::metadata::Metadata>` | an address; the blob |
+//! | anything | placed by [`SuiSim::put_raw_object`] (type and bytes as given) | as given | shared |
+//!
 //! `<pkg>` is [`PACKAGE_ID`]. Every constant ID is Blake2b-256 of `walrus-sim/<label>` (labels
 //! `package`, `system`, `staking`), hence stable across restarts and unlikely to collide with a
 //! node ID. `StakingInnerV1` carries the view's `n_shards`, epoch duration, first epoch start,
@@ -86,6 +89,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use chain::blob_object::{self, metadata_field_id, BlobObject, MetadataField, METADATA_FIELD_NAME};
 use chain::grpc::{self as framing, code};
 use chain::move_types::{
     type_of, BlsCommittee, BlsCommitteeMember, CommitteeMap, Field, FutureAccounting, MoveValue,
@@ -191,6 +195,8 @@ enum Owner {
     Shared,
     /// A dynamic field of this parent.
     Object(ObjectId),
+    /// Owned by this address (a `Blob` its owner keeps).
+    Address(ObjectId),
 }
 
 /// One object as of one view, before versioning.
@@ -363,6 +369,8 @@ fn find_object(view: &ChainView, id: &ObjectId) -> Option<SimObject> {
 #[derive(Debug)]
 pub struct SuiSim {
     addr: SocketAddr,
+    /// The `Blob` objects (and anything else a test places) beside the staking objects.
+    placed: Placed,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -382,10 +390,12 @@ impl SuiSim {
             )));
         }
         let state = Arc::new(State::new(control));
+        let placed = state.placed.clone();
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, state, rx));
         Ok(SuiSim {
             addr,
+            placed,
             shutdown,
             task: Some(task),
         })
@@ -417,6 +427,78 @@ impl SuiSim {
         walrus_client_config(&self.url(), &SYSTEM_OBJECT_ID, &STAKING_OBJECT_ID)
     }
 
+    /// Place a `Blob` object (owned by `owner`) and, with `attributes`, its `Metadata` field at
+    /// the ID the blob module derives, as `walrus store` and `walrus set-blob-attribute` leave
+    /// them; `None` removes a field placed before.
+    pub fn put_blob(
+        &self,
+        blob: &BlobObject,
+        owner: ObjectId,
+        attributes: Option<Vec<(String, String)>>,
+    ) {
+        let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        placed.insert(
+            blob.id,
+            SimObject {
+                id: blob.id,
+                type_name: blob_object::type_of::blob(&PACKAGE_ID),
+                contents: blob.to_bcs(),
+                owner: Owner::Address(owner),
+                has_public_transfer: true,
+            },
+        );
+        let field_id = metadata_field_id(&blob.id);
+        match attributes {
+            Some(attributes) => {
+                let field = MetadataField {
+                    id: field_id,
+                    name: METADATA_FIELD_NAME.to_vec(),
+                    attributes,
+                };
+                placed.insert(
+                    field_id,
+                    SimObject {
+                        id: field_id,
+                        type_name: blob_object::type_of::metadata_field(&PACKAGE_ID),
+                        contents: field.to_bcs(),
+                        owner: Owner::Object(blob.id),
+                        has_public_transfer: false,
+                    },
+                );
+            }
+            None => {
+                placed.remove(&field_id);
+            }
+        }
+    }
+
+    /// Place any object as given, type and bytes unchecked: what a lying or buggy full node
+    /// would serve (or a non-Walrus object such as a coin).
+    pub fn put_raw_object(&self, id: ObjectId, type_name: &str, contents: Vec<u8>) {
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                SimObject {
+                    id,
+                    type_name: type_name.to_owned(),
+                    contents,
+                    owner: Owner::Shared,
+                    has_public_transfer: true,
+                },
+            );
+    }
+
+    /// Remove a placed object (a deleted blob); `true` if it was there.
+    pub fn remove_object(&self, id: &ObjectId) -> bool {
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
+    }
+
     /// Stop accepting, let open connections finish their requests (up to 5 s), and wait.
     pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);
@@ -432,8 +514,12 @@ impl Drop for SuiSim {
     }
 }
 
+/// Objects placed through [`SuiSim::put_blob`] and [`SuiSim::put_raw_object`].
+type Placed = Arc<Mutex<HashMap<ObjectId, SimObject>>>;
+
 struct State {
     control: Arc<dyn ChainControl>,
+    placed: Placed,
     changes: watch::Receiver<u64>,
     /// Per object: hash of its last contents, and its version.
     versions: Mutex<HashMap<ObjectId, ([u8; 32], u64)>>,
@@ -446,6 +532,7 @@ impl State {
         let changes = control.changed();
         Self {
             control,
+            placed: Placed::default(),
             changes,
             versions: Mutex::new(HashMap::new()),
             checkpoint: AtomicU64::new(0),
@@ -487,6 +574,11 @@ impl State {
                     address: Some(parent.to_string()),
                     version: None,
                 },
+                Owner::Address(owner) => proto::Owner {
+                    kind: Some(proto::owner_kind::ADDRESS),
+                    address: Some(owner.to_string()),
+                    version: None,
+                },
             }),
             object_type: want("object_type").then(|| object.type_name.clone()),
             has_public_transfer: want("has_public_transfer").then_some(object.has_public_transfer),
@@ -516,7 +608,14 @@ impl State {
             .map_err(|e: chain::object_id::ParseObjectIdError| {
                 Status::new(code::INVALID_ARGUMENT, e.to_string())
             })?;
-        let object = find_object(view, &id)
+        let placed = self
+            .placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let object = placed
+            .or_else(|| find_object(view, &id))
             .ok_or_else(|| Status::new(code::NOT_FOUND, format!("object {id} not found")))?;
         let (version, rendered) = self.render(object, mask);
         match request.version {

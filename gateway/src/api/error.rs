@@ -68,6 +68,9 @@ pub enum ApiError {
     QuiltPatchNotFound(String),
     #[error("{0}")]
     InvalidQuilt(String),
+    /// `by-object-id`: the Sui object could not be turned into a Blob ID.
+    #[error(transparent)]
+    Object(#[from] super::object::ObjectError),
     /// An inference failure (`inference::InferenceError`): its documented status, a fixed
     /// reason code and its message (which names the input, operator or limit).
     #[error("{message}")]
@@ -234,6 +237,31 @@ impl ApiError {
                 "INTERNAL",
                 "INVALID_QUILT",
             ),
+            ApiError::Object(e) => {
+                use super::object::ObjectError as O;
+                match e {
+                    O::InvalidId(_) => (
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_ARGUMENT",
+                        "INVALID_OBJECT_ID",
+                    ),
+                    O::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND"),
+                    O::NotABlob { .. } => {
+                        (StatusCode::BAD_GATEWAY, "UNAVAILABLE", "NOT_A_BLOB_OBJECT")
+                    }
+                    O::Malformed { .. } => (
+                        StatusCode::BAD_GATEWAY,
+                        "UNAVAILABLE",
+                        "INVALID_CHAIN_OBJECT",
+                    ),
+                    O::ChainUnavailable(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        "CHAIN_UNAVAILABLE",
+                    ),
+                    O::NoChain => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED", "NO_CHAIN"),
+                }
+            }
             ApiError::Inference { status, reason, .. } => {
                 let status =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -298,6 +326,7 @@ impl ApiError {
 
 #[cfg(test)]
 mod tests {
+    use super::super::object::ObjectError;
     use super::*;
 
     #[test]
@@ -334,6 +363,18 @@ mod tests {
             (ApiError::Read(ReadError::Blocked), 451),
             (ApiError::InvalidConsistencyCheck, 400),
             (ApiError::NoBlocklistFile, 409),
+            (ObjectError::InvalidId("x".into()).into(), 400),
+            (ObjectError::NotFound(chain::ObjectId([1; 32])).into(), 404),
+            (
+                ObjectError::NotABlob {
+                    object: chain::ObjectId([1; 32]),
+                    got: "0x2::coin::Coin".into(),
+                }
+                .into(),
+                502,
+            ),
+            (ObjectError::ChainUnavailable("x".into()).into(), 503),
+            (ObjectError::NoChain.into(), 501),
             (
                 inference::InferenceError::BadRequest("x".into()).into(),
                 400,

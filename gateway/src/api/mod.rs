@@ -21,6 +21,8 @@ pub mod body;
 mod concat;
 pub mod error;
 pub mod inference;
+// `GET /v1/blobs/by-object-id/{object_id}` (issue 17).
+pub mod object;
 pub mod openapi;
 mod parity;
 mod quilt;
@@ -66,6 +68,8 @@ pub struct Api {
     parity: parity::Parity,
     /// Quilt indexes and patches read from cold quilts ([`quilt`]).
     quilts: crate::quilt::QuiltCaches,
+    /// Blob attributes that by-object-id answers carry as headers (`--allowed-headers`).
+    allowed_headers: Vec<http::HeaderName>,
 }
 
 /// What part of a blob a request wants.
@@ -159,6 +163,7 @@ impl Api {
             },
             inference: inference::Inference::new(&filler, config),
             parity: parity::Parity::new(&filler, config),
+            allowed_headers: config.allowed_headers.clone(),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -284,6 +289,9 @@ impl Api {
                     .get(header::RANGE)
                     .map_or(RangeRequest::Whole, |v| range::parse(v.as_bytes()));
                 self.blob(request, id, Want::Blob(range)).await
+            }
+            ["v1", "blobs", "by-object-id", object] => {
+                Box::pin(self.blob_by_object_id(request, object)).await
             }
             ["v1", "blobs", id, "metadata"] => {
                 // The storage nodes' metadata endpoint (BCS `BlobMetadataWithId`), so a child

@@ -15,6 +15,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/v1/blobs/{blob_id}", "get", "The blob, verified; `Range` honoured (206)."),
     ("/v1/blobs/{blob_id}", "head", "The blob's headers, no body."),
     ("/v1/blobs/{blob_id}/byte-range", "get", "Bytes `start`..`start+length` of the blob (200)."),
+    ("/v1/blobs/by-object-id/{blob_object_id}", "get", "The blob of this Sui Blob object (chain-backed gateways), with its attributes in --allowed-headers as headers; `Range` honoured."),
+    ("/v1/blobs/by-object-id/{blob_object_id}", "head", "The headers of the by-object-id answer, no body."),
     ("/v1/blobs/{blob_id}/metadata", "get", "The blob's BCS `BlobMetadataWithId`, as storage nodes serve it."),
     ("/v1/blobs", "put", "Store a blob (publisher API): encoded here, sent to the nodes or forwarded to --publisher."),
     ("/v1alpha/blobs/concat", "get", "Blobs named by `ids=a,b,c`, concatenated in order."),
@@ -53,6 +55,10 @@ fn parameters(path: &str, method: &str) -> Value {
             "quilt_patch_id",
             "Quilt patch ID: BCS `QuiltPatchId` (37 bytes) in base64url, no padding.",
         ),
+        (
+            "blob_object_id",
+            "Sui object ID of a Blob or SharedBlob: 0x and up to 64 hex digits.",
+        ),
     ] {
         if path.contains(&format!("{{{name}}}")) {
             params.push(json!({
@@ -62,8 +68,9 @@ fn parameters(path: &str, method: &str) -> Value {
             }));
         }
     }
-    let read =
-        path == "/v1/blobs/{blob_id}" || (path == "/v1alpha/blobs/concat" && method == "get");
+    let read = path == "/v1/blobs/{blob_id}"
+        || path == "/v1/blobs/by-object-id/{blob_object_id}"
+        || (path == "/v1alpha/blobs/concat" && method == "get");
     if read {
         for (name, what) in [
             (
