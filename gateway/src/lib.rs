@@ -35,6 +35,7 @@ pub mod publish;
 pub mod publisher;
 pub mod server;
 pub mod stall;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -225,7 +225,13 @@ pub(super) async fn open(filler: &Filler, id: BlobId) -> Result<Body, ReadError>
         }
         Source::Filling(mut reader) => {
             let meta = reader.ready().await?;
-            super::stream::from_fill(reader, &meta, 0, meta.unencoded_length())
+            Box::pin(super::stream::from_fill(
+                reader,
+                &meta,
+                0,
+                meta.unencoded_length(),
+            ))
+            .await?
         }
     })
 }
