@@ -143,7 +143,7 @@ pub(super) async fn fetch_metadata(
 
 /// Once nodes holding a quorum of shards said 404 or 451: 451 if more shards said 451
 /// ([`ReadError::ForbiddenByNodes`]), else not found.
-fn judge_absent(
+pub(super) fn judge_absent(
     not_found: u16,
     forbidden: u16,
     config: &codec::EncodingConfig,

@@ -70,13 +70,15 @@ impl Memory {
         {
             return false;
         }
-        if !definitive && self.known.contains_key(&id) {
+        if definitive {
+            self.known.invalidate(&id).await;
+        } else if self.known.contains_key(&id) {
             return false;
         }
         // A fill and the lookup it made both report the same miss: count it once.
         let fresh = misses.entry(id).or_insert(error.clone()).await.is_fresh();
         // [`Memory::exists`] may have run between the check and the insert: undo it then.
-        if self.known.contains_key(&id) {
+        if !definitive && self.known.contains_key(&id) {
             misses.invalidate(&id).await;
             return false;
         }
