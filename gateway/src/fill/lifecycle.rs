@@ -70,13 +70,33 @@ impl Filler {
     pub(super) async fn fill_verdict(
         &self,
         id: BlobId,
-        mut task: StatusTask,
+        task: Option<StatusTask>,
     ) -> Result<Kind, ReadError> {
-        let mut status = (&mut task.0).await.ok().flatten();
+        let mut status = match task {
+            Some(mut task) => (&mut task.0).await.ok().flatten(),
+            None => None,
+        };
         if status.is_none() {
             status = self.verified_status(id).await;
         }
-        let verdict = judge(status.as_ref(), self.clock().epoch);
+        self.fill_judge(status.as_ref())
+    }
+
+    /// Before a streaming blob's first row: a verified negative status answers cleanly (404,
+    /// 503); no verifiable status yet lets the stream start (`Ok(None)`), and the fill asks
+    /// again before it commits, aborting the body if the status still cannot be verified.
+    pub(super) async fn streaming_verdict(
+        &self,
+        mut task: StatusTask,
+    ) -> Result<Option<Kind>, ReadError> {
+        match (&mut task.0).await.ok().flatten() {
+            Some(status) => self.fill_judge(Some(&status)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn fill_judge(&self, status: Option<&BlobStatus>) -> Result<Kind, ReadError> {
+        let verdict = judge(status, self.clock().epoch);
         self.inner.telemetry.status_check("fill", verdict.label());
         match verdict {
             Verdict::Serve(kind) => Ok(kind),

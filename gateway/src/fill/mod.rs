@@ -874,7 +874,7 @@ impl Filler {
         let mut kind = None;
         if streaming {
             if let Some(task) = status.take() {
-                kind = Some(self.fill_verdict(id, task).await?);
+                kind = self.streaming_verdict(task).await?;
             }
         }
         tx.send_if_modified(|s| {
@@ -914,8 +914,8 @@ impl Filler {
             }
             read?;
         }
-        if let Some(task) = status.take() {
-            kind = Some(self.fill_verdict(id, task).await?);
+        if kind.is_none() {
+            kind = Some(self.fill_verdict(id, status.take()).await?);
         }
         if let Some(kind) = kind {
             let clock = self.clock();
