@@ -4,7 +4,9 @@
 //! by model Blob ID ([`inference`]: `POST /v1/inference/{id}`, `POST /v1/models/{id}/warm`).
 //!
 //! Blobs are immutable and content-addressed, so responses carry a strong `ETag` (the quoted
-//! Blob ID), `Cache-Control: public, max-age=31536000, immutable`, and an `If-None-Match` that
+//! Blob ID), `Cache-Control` and `X-Walrus-End-Epoch` from the blob's lifetime on Walrus
+//! ([`crate::status`]; `public, max-age=31536000, immutable` when it is not known), and an
+//! `If-None-Match` that
 //! names the ETag answers 304 without touching the cache or the nodes (`If-None-Match: *`
 //! matches only a blob that exists, so it is looked up first); a `Range` whose `If-Range` is not
 //! this ETag (strong comparison; a date never matches, as there is no `Last-Modified`) gets the
