@@ -30,3 +30,27 @@ impl BlobLife {
         !self.deleted && epoch < self.end_epoch.unwrap_or(default_end)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_exists_until_its_end_epoch_or_deletion() {
+        let default = BlobLife::default();
+        assert!(default.exists_in(53, 54));
+        assert!(!default.exists_in(54, 54), "endEpoch is exclusive");
+        let short = BlobLife {
+            end_epoch: Some(3),
+            ..BlobLife::default()
+        };
+        assert!(short.exists_in(2, 54));
+        assert!(!short.exists_in(3, 54));
+        let deleted = BlobLife {
+            deletable: true,
+            deleted: true,
+            ..BlobLife::default()
+        };
+        assert!(!deleted.exists_in(1, 54));
+    }
+}
