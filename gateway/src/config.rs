@@ -137,6 +137,9 @@ pub struct GatewayConfig {
     /// How long a blob that nodes (or every upstream) said does not exist is answered 404
     /// without asking again; zero: not remembered. Dropped when the blob is published here.
     pub negative_cache_ttl: Duration,
+    /// How often a cached deletable blob's status is checked again with the nodes; one found
+    /// deleted is dropped (`--revalidate-deletable`).
+    pub revalidate_deletable: Duration,
     /// Blob requests one connection may hold slots for at once (HTTP/2 and HTTP/3 multiplex
     /// many); one more answers 429 without touching the global pool. 0: only the global bound.
     pub max_requests_per_connection: usize,
@@ -236,6 +239,7 @@ impl Default for GatewayConfig {
             header_read_timeout: Duration::from_secs(30),
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
             negative_cache_ttl: Duration::from_secs(30),
+            revalidate_deletable: Duration::from_secs(3600),
             max_requests_per_connection: 64,
             max_requests_per_client: 0,
             client_share_loopback: false,

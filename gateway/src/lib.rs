@@ -37,6 +37,7 @@ pub mod publisher;
 pub mod quilt;
 pub mod server;
 pub mod stall;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

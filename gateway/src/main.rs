@@ -432,6 +432,10 @@ struct ServeArgs {
     /// The same in milliseconds (the old name of `--negative-ttl`); overrides it if given.
     #[arg(long, hide = true)]
     negative_cache_ttl_ms: Option<u64>,
+    /// How often a cached deletable blob's status is asked of the nodes again; a blob its
+    /// owner deleted is then dropped from memory and disk (e.g. `1h`, `10m`, `30s`).
+    #[arg(long, default_value = "1h", value_parser = gateway::config::parse_duration)]
+    revalidate_deletable: Duration,
     /// ed25519 key signing inference proofs, created if absent; default:
     /// `<cache-dir>/gateway-identity.key`; with neither, a key that lasts as long as the process.
     #[arg(long)]
@@ -907,6 +911,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         negative_cache_ttl: args
             .negative_cache_ttl_ms
             .map_or(args.negative_ttl, Duration::from_millis),
+        revalidate_deletable: args.revalidate_deletable,
         max_requests_per_connection: args.max_requests_per_connection,
         max_requests_per_client: args.max_requests_per_client,
         client_share_loopback: args.client_share_loopback,

@@ -210,6 +210,9 @@ pub enum NodeError {
     Transport(String),
     #[error("not found")]
     NotFound,
+    /// 451: the blob is on the node's deny list (NETWORK.md §7.2).
+    #[error("the blob is on the node's deny list (451)")]
+    Forbidden,
     #[error("HTTP {status} ({reason})")]
     Status { status: u16, reason: String },
     #[error("body larger than the {limit}-byte limit")]
@@ -229,6 +232,7 @@ impl NodeError {
             NodeError::Timeout(_) => "timeout",
             NodeError::Transport(_) => "transport",
             NodeError::NotFound => "not_found",
+            NodeError::Forbidden => "forbidden",
             NodeError::Status { .. } => "status",
             NodeError::TooLarge { .. } => "too_large",
             NodeError::BadUrl(_) => "bad_url",
@@ -483,6 +487,9 @@ impl NodeClient {
         }
         if status == StatusCode::NOT_FOUND {
             return Err(NodeError::NotFound);
+        }
+        if status == StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS {
+            return Err(NodeError::Forbidden);
         }
         let reason = read_limited(response.into_body(), ERROR_BODY_LIMIT)
             .await

@@ -174,6 +174,7 @@ impl Gateway {
             upstream_hedge: config.upstream_hedge,
             upstream_timeout: config.upstream_timeout,
             negative_cache_ttl: config.negative_cache_ttl,
+            revalidate_deletable: config.revalidate_deletable,
         };
         let filler = Filler::new(
             committees,

@@ -824,6 +824,48 @@ impl Telemetry {
     }
 }
 
+/// Blob status and lifecycle (issue 17, [`crate::status`]). Registered on use, each with its
+/// help text.
+impl Telemetry {
+    /// A verified blob status was asked of the nodes (`gateway_status_checks_total{when,
+    /// result}`: `when` is `fill` or `revalidate`; `result` is `serve`, `gone` or
+    /// `unavailable`).
+    pub fn status_check(&self, when: &'static str, result: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_status_checks_total",
+                "Verified blob statuses asked of the storage nodes, by occasion and verdict"
+            );
+            metrics::counter!("gateway_status_checks_total", "when" => when, "result" => result)
+                .increment(1)
+        });
+    }
+
+    /// A cached blob's status was checked again before serving it
+    /// (`gateway_revalidations_total{reason}`: `end_epoch`, `deletable` or `unknown`).
+    pub fn revalidation(&self, reason: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_revalidations_total",
+                "Cached blobs whose status was checked again before serving, by reason"
+            );
+            metrics::counter!("gateway_revalidations_total", "reason" => reason).increment(1)
+        });
+    }
+
+    /// A cached blob was dropped because Walrus no longer serves it
+    /// (`gateway_lifecycle_dropped_total{reason}`: `expired`, `deleted` or `nonexistent`).
+    pub fn lifecycle_dropped(&self, reason: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_lifecycle_dropped_total",
+                "Cached blobs dropped from memory and disk because they expired or were deleted"
+            );
+            metrics::counter!("gateway_lifecycle_dropped_total", "reason" => reason).increment(1)
+        });
+    }
+}
+
 /// Other components (the inference engine) record into the gateway's registry through this, so
 /// their metrics appear at the same `/metrics`.
 impl metrics::Recorder for Telemetry {

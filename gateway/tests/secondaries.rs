@@ -42,6 +42,12 @@ async fn secondary_only_node(config: EncodingConfig, blob: &[u8]) -> SocketAddr 
                             let (_, secondary) = encoded.pair(pair).unwrap();
                             (StatusCode::OK, codec::bcs::encode_sliver(secondary))
                         }
+                        // Certified and permanent, as a real node would say (the gateway
+                        // serves only blobs whose status verifies).
+                        ["v1", "blobs", _, "status"] => (
+                            StatusCode::OK,
+                            br#"{"success":{"code":200,"data":{"permanent":{"endEpoch":60,"isCertified":true,"initialCertifiedEpoch":1}}}}"#.to_vec(),
+                        ),
                         _ => (StatusCode::INTERNAL_SERVER_ERROR, b"{}".to_vec()),
                     };
                     let mut response = Response::new(Full::new(Bytes::from(body)));

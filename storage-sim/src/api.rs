@@ -17,8 +17,11 @@
 //! it was first stored in on the network (`initialCertifiedEpoch`, the same on every node) and
 //! ending [`crate::BLOB_LIFETIME_EPOCHS`] later (`endEpoch`, exclusive; blobs never expire),
 //! with a status event whose `txDigest` is derived from the Blob ID. A blob without metadata is
-//! `nonexistent`. The `?pending=` flag is accepted and ignored (nothing is ever `buffered`).
-//! There is no blocklist (no 451) and no recovery, decoding-symbol, inconsistency-proof,
+//! `nonexistent`. A test may state another lifetime per blob ([`crate::lifecycle`]: deletable,
+//! not yet certified, an earlier `endEpoch`, deleted); an expired or deleted blob is
+//! `nonexistent` and its metadata and slivers answer 404, as on real nodes. The `?pending=`
+//! flag is accepted and ignored (nothing is ever `buffered`). There is no deny list, but the
+//! `forbidden` fault answers 451 `FORBIDDEN_BLOB` for metadata and slivers; and no recovery, decoding-symbol, inconsistency-proof,
 //! confirmation or shard-sync endpoint: those answer `404 UNKNOWN_ENDPOINT`. The health public
 //! key is a fixed fake per node.
 //!
@@ -315,7 +318,10 @@ async fn get_metadata(
     faults: &NodeFaults,
     id: BlobId,
 ) -> Result<Response<SimBody>, ApiError> {
-    if faults.lie_not_found {
+    if faults.forbidden {
+        return Err(ApiError::ForbiddenBlob);
+    }
+    if faults.lie_not_found || !shared.blob_exists_now(&id) {
         return Err(ApiError::MetadataNotFound);
     }
     let (_, bytes) = node.store.metadata(&id).ok_or(ApiError::MetadataNotFound)?;
@@ -336,7 +342,10 @@ fn get_sliver(
     kind: SliverKind,
 ) -> Result<Response<SimBody>, ApiError> {
     let node = &shared.nodes[index];
-    if faults.lie_not_found || node.store.metadata(&id).is_none() {
+    if faults.forbidden {
+        return Err(ApiError::ForbiddenBlob);
+    }
+    if faults.lie_not_found || node.store.metadata(&id).is_none() || !shared.blob_exists_now(&id) {
         return Err(ApiError::SliverNotFound);
     }
     check_shard(shared, index, &id, pair, Access::Read)?;
@@ -559,7 +568,10 @@ fn health(shared: &Shared, index: usize, query: Option<&str>) -> Response<SimBod
 }
 
 /// `BlobStatus`: `permanent` for a blob whose metadata the node holds (see the module docs for
-/// what is simulated), `nonexistent` otherwise. Identical on every node holding the blob.
+/// what is simulated), unless the simulated chain states another lifetime for it
+/// ([`crate::lifecycle`]): `deletable`, not yet certified, or `nonexistent` once deleted or
+/// past its `endEpoch`. `nonexistent` for a blob the node does not hold. Identical on every
+/// node holding the blob.
 fn blob_status(shared: &Shared, node: &NodeState, known: Option<&BlobId>) -> serde_json::Value {
     let Some(id) = known else {
         return serde_json::json!("nonexistent");
@@ -568,12 +580,32 @@ fn blob_status(shared: &Shared, node: &NodeState, known: Option<&BlobId>) -> ser
         .certified_epoch(id)
         .or_else(|| node.store.certified_epoch(id))
         .unwrap_or(1);
+    let life = shared.life(id).unwrap_or_default();
+    let end_epoch = life
+        .end_epoch
+        .unwrap_or(certified + crate::BLOB_LIFETIME_EPOCHS);
+    if !life.exists_in(shared.epoch_info().epoch, end_epoch) {
+        return serde_json::json!("nonexistent");
+    }
+    let initial = (!life.uncertified).then_some(certified);
+    let counts = |n: u32| {
+        serde_json::json!({
+            "count_deletable_total": n,
+            "count_deletable_certified": if initial.is_some() { n } else { 0 },
+        })
+    };
+    if life.deletable {
+        return serde_json::json!({"deletable": {
+            "initialCertifiedEpoch": initial,
+            "deletableCounts": counts(1),
+        }});
+    }
     serde_json::json!({"permanent": {
-        "endEpoch": certified + crate::BLOB_LIFETIME_EPOCHS,
-        "isCertified": true,
+        "endEpoch": end_epoch,
+        "isCertified": initial.is_some(),
         "statusEvent": {"txDigest": chain::base58::encode(id.as_bytes()), "eventSeq": "0"},
-        "deletableCounts": {"count_deletable_total": 0, "count_deletable_certified": 0},
-        "initialCertifiedEpoch": certified,
+        "deletableCounts": counts(0),
+        "initialCertifiedEpoch": initial,
     }})
 }
 

@@ -19,6 +19,7 @@
 //! * `wrong_metadata`: the served `BlobMetadataWithId` carries the requested Blob ID followed by
 //!   the metadata of another blob, so only a client that checks the hashes notices.
 //! * `lie_not_found`: 404 for metadata and slivers the node has, and `nonexistent` statuses.
+//! * `forbidden`: 451 `FORBIDDEN_BLOB` for metadata and slivers (the node's deny list).
 //! * `wrong_tls_key` (TLS only): connections accepted while it is set get a certificate of
 //!   another key; setting or clearing it closes open connections (gracefully) so clients
 //!   reconnect and see the change.
@@ -62,6 +63,9 @@ pub struct NodeFaults {
     /// With TLS: present a certificate made from another P-256 key (with the CN and SANs of the
     /// real one), so a client pinning the on-chain `network_public_key` must refuse the node.
     pub wrong_tls_key: bool,
+    /// 451 `FORBIDDEN_BLOB` for every blob's metadata and slivers, as a node whose deny list
+    /// names the blob (NETWORK.md §7.2). Blob statuses are answered as usual.
+    pub forbidden: bool,
 }
 
 /// Why a fault description is unusable.

@@ -37,6 +37,7 @@ pub mod committee;
 pub mod epoch;
 pub mod faults;
 pub mod identity;
+pub mod lifecycle;
 mod network;
 mod node;
 pub mod persist;
@@ -51,6 +52,7 @@ pub use committee::{Committee, CommitteeError, CommitteeNode};
 pub use epoch::{EpochChange, BLOB_LIFETIME_EPOCHS};
 pub use faults::{FaultsError, FaultsFile, NodeFaults};
 pub use identity::server_name_from_public_key;
+pub use lifecycle::BlobLife;
 pub use network::SimNetwork;
 pub use response::{GLOBAL_ERROR_DOMAIN, STORAGE_NODE_ERROR_DOMAIN};
 

@@ -50,7 +50,7 @@ struct Args {
     /// Faults, TOML: an `[all]` table and `[node.<index or name>]` tables of fault fields
     /// (offline, latency_ms, jitter_ms, bandwidth_bytes_per_sec, error_rate, error_status,
     /// stall, truncate, corrupt_slivers, wrong_index, wrong_symbol_size, wrong_metadata,
-    /// lie_not_found, wrong_tls_key).
+    /// lie_not_found, wrong_tls_key, forbidden).
     #[arg(long, value_name = "FILE")]
     faults: Option<PathBuf>,
     /// Take the first K nodes offline (connection refused).

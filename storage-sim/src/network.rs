@@ -23,6 +23,7 @@ use crate::committee::{Committee, CommitteeNode};
 use crate::epoch::{self, EpochChange, EpochInfo, DEFAULT_EPOCH_DURATION_MS};
 use crate::faults::NodeFaults;
 use crate::identity::{NetworkKey, NodeIdentity};
+use crate::lifecycle::BlobLife;
 use crate::node::{self, ListenerState, NodeState, Relocation};
 use crate::persist::{self, EpochFile, Manifest, NodeDir};
 use crate::store::{NodeStore, StoredBlob};
@@ -53,6 +54,9 @@ pub(crate) struct Shared {
     /// The epoch each blob was first stored in (first write wins, so every node reports the
     /// same status).
     certified: RwLock<HashMap<BlobId, u32>>,
+    /// Lifetimes the simulated chain states for some blobs ([`crate::lifecycle`]); the rest
+    /// are permanent and certified.
+    lives: RwLock<HashMap<BlobId, BlobLife>>,
     pub started: Instant,
     first_epoch_start_ms: u64,
     epoch_sync: Duration,
@@ -168,6 +172,37 @@ impl Shared {
             .expect("certified lock poisoned")
             .get(id)
             .copied()
+    }
+
+    /// The blob's lifetime as set by a test, if any.
+    pub(crate) fn life(&self, id: &BlobId) -> Option<BlobLife> {
+        self.lives
+            .read()
+            .expect("lives lock poisoned")
+            .get(id)
+            .copied()
+    }
+
+    /// Whether a stored blob still exists now (not expired, not deleted).
+    pub(crate) fn blob_exists_now(&self, id: &BlobId) -> bool {
+        let Some(life) = self.life(id) else {
+            return true;
+        };
+        let certified = self.certified_epoch(id).unwrap_or(1);
+        life.exists_in(
+            self.epoch_info().epoch,
+            certified + crate::BLOB_LIFETIME_EPOCHS,
+        )
+    }
+
+    fn update_life(&self, id: BlobId, change: impl FnOnce(&mut BlobLife)) {
+        change(
+            self.lives
+                .write()
+                .expect("lives lock poisoned")
+                .entry(id)
+                .or_default(),
+        );
     }
 
     fn epoch_duration_ms(&self) -> u64 {
@@ -643,6 +678,7 @@ impl SimNetwork {
             epoch: RwLock::new(EpochInfo::new(epoch, started_ms, shards, config.n_shards)),
             placement: RwLock::new(()),
             certified: RwLock::new(certified),
+            lives: RwLock::default(),
             started: Instant::now(),
             first_epoch_start_ms,
             epoch_sync: Duration::from_millis(config.epoch_sync_ms),
@@ -771,6 +807,37 @@ impl SimNetwork {
             }
         }
         Ok(blob_id)
+    }
+
+    /// State the blob's lifetime on the simulated chain ([`crate::lifecycle`]); every node
+    /// answers from it at once.
+    pub fn set_blob_life(&self, id: BlobId, life: BlobLife) {
+        self.shared.update_life(id, |l| *l = life);
+    }
+
+    /// Certify a blob registered as not yet certified: from now on it is certified in the
+    /// current epoch.
+    pub fn certify_blob(&self, id: BlobId) {
+        let epoch = self.shared.epoch_info().epoch;
+        self.shared
+            .certified
+            .write()
+            .expect("certified lock poisoned")
+            .insert(id, epoch);
+        self.shared.update_life(id, |l| l.uncertified = false);
+    }
+
+    /// Delete a deletable blob, as its owner would on chain; false (and nothing changes) for a
+    /// blob not stated deletable.
+    pub fn delete_blob(&self, id: BlobId) -> bool {
+        let mut deleted = false;
+        self.shared.update_life(id, |l| {
+            if l.deletable {
+                l.deleted = true;
+                deleted = true;
+            }
+        });
+        deleted
     }
 
     /// Replace node `node`'s faults. Returns at once; an `offline` change takes effect when the

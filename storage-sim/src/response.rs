@@ -58,6 +58,8 @@ pub(crate) enum ApiError {
     InvalidFaults(String),
     #[error("no simulated node {0:?}")]
     NoSuchNode(String),
+    #[error("the requested blob is blocked")]
+    ForbiddenBlob,
     #[error("the service is currently unavailable")]
     Unavailable,
     #[error("an internal error has occurred, please report it")]
@@ -88,6 +90,10 @@ impl ApiError {
             // No Walrus status string pairs with 413; SIZE_EXCEEDED names the cause.
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_EXCEEDED"),
             AdminNotLoopback => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+            ForbiddenBlob => (
+                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+                "UNAVAILABLE_FOR_LEGAL_REASONS",
+            ),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
@@ -112,6 +118,7 @@ impl ApiError {
             AdminNotLoopback => "ADMIN_NOT_LOOPBACK",
             InvalidFaults(_) => "INVALID_FAULTS",
             NoSuchNode(_) => "NO_SUCH_NODE",
+            ForbiddenBlob => "FORBIDDEN_BLOB",
             Unavailable => "UNAVAILABLE",
             Internal => "INTERNAL_ERROR",
         }

@@ -122,6 +122,9 @@ impl From<inference::InferenceError> for ApiError {
     }
 }
 
+/// `Cache-Control` of a 404 `BLOB_NOT_FOUND`: a short-lived negative answer.
+pub const NEGATIVE_CACHE_CONTROL: &str = "public, max-age=5";
+
 impl ApiError {
     /// HTTP status, Walrus status string and reason code.
     pub fn classify(&self) -> (StatusCode, &'static str, &'static str) {
@@ -185,9 +188,11 @@ impl ApiError {
                 "INVALID_ARGUMENT",
                 "METHOD_NOT_ALLOWED",
             ),
-            ApiError::Read(ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }) => {
-                (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND")
-            }
+            ApiError::Read(
+                ReadError::NotFound { .. }
+                | ReadError::NotFoundUpstream { .. }
+                | ReadError::Gone(_),
+            ) => (StatusCode::NOT_FOUND, "NOT_FOUND", "BLOB_NOT_FOUND"),
             ApiError::Read(ReadError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
@@ -204,7 +209,7 @@ impl ApiError {
             ApiError::Read(ReadError::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL")
             }
-            ApiError::Read(ReadError::Blocked) => (
+            ApiError::Read(ReadError::Blocked | ReadError::ForbiddenByNodes { .. }) => (
                 StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
                 "UNAVAILABLE_FOR_LEGAL_REASONS",
                 "FORBIDDEN_BLOB",
@@ -320,6 +325,14 @@ impl ApiError {
         ) {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
         }
+        // "Does not exist" may be kept by downstream caches briefly, as this gateway keeps it
+        // (`--negative-ttl`); every other error stays `no-store`.
+        if status == StatusCode::NOT_FOUND && matches!(self, ApiError::Read(_)) {
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static(NEGATIVE_CACHE_CONTROL),
+            );
+        }
         response
     }
 }
@@ -361,6 +374,14 @@ mod tests {
             (ApiError::Read(ReadError::Inconsistent("x".into())), 500),
             (ApiError::Read(ReadError::Internal("x".into())), 500),
             (ApiError::Read(ReadError::Blocked), 451),
+            (
+                ApiError::Read(ReadError::ForbiddenByNodes {
+                    shards: 7,
+                    n_shards: 10,
+                }),
+                451,
+            ),
+            (ApiError::Read(ReadError::Gone("expired")), 404),
             (ApiError::InvalidConsistencyCheck, 400),
             (ApiError::NoBlocklistFile, 409),
             (ObjectError::InvalidId("x".into()).into(), 400),
@@ -390,6 +411,16 @@ mod tests {
             let response = e.clone().into_response(7);
             assert_eq!(response.status().as_u16(), status, "{e:?}");
             assert_eq!(response.headers().contains_key(RETRY_AFTER), retry, "{e:?}");
+            let negative = matches!(e, ApiError::Read(_)) && status == 404;
+            assert_eq!(
+                response.headers()[http::header::CACHE_CONTROL],
+                if negative {
+                    NEGATIVE_CACHE_CONTROL
+                } else {
+                    "no-store"
+                },
+                "{e:?}"
+            );
         }
     }
 }

@@ -4,7 +4,9 @@
 //! by model Blob ID ([`inference`]: `POST /v1/inference/{id}`, `POST /v1/models/{id}/warm`).
 //!
 //! Blobs are immutable and content-addressed, so responses carry a strong `ETag` (the quoted
-//! Blob ID), `Cache-Control: public, max-age=31536000, immutable`, and an `If-None-Match` that
+//! Blob ID), `Cache-Control` and `X-Walrus-End-Epoch` from the blob's lifetime on Walrus
+//! ([`crate::status`]; `public, max-age=31536000, immutable` when it is not known), and an
+//! `If-None-Match` that
 //! names the ETag answers 304 without touching the cache or the nodes (`If-None-Match: *`
 //! matches only a blob that exists, so it is looked up first); a `Range` whose `If-Range` is not
 //! this ETag (strong comparison; a date never matches, as there is no `Last-Modified`) gets the
@@ -350,6 +352,11 @@ impl Api {
             other => other,
         };
         let slot = RequestSlot::acquire(&self.slots, request.extensions().get(), &self.telemetry)?;
+        // A cached blob past its end epoch, or a deletable one due, is checked with the nodes
+        // first (and answers 404 if Walrus no longer has it).
+        if !self.filler.blocklist().is_blocked(&id) {
+            Box::pin(self.filler.check_lifecycle(&id)).await?;
+        }
         let head = request.method() == Method::HEAD;
         // `If-None-Match: *` matches only if the blob exists (RFC 9110 §13.1.2): learn that as
         // a HEAD would (metadata, no fill), then answer 304; a blob that does not exist gets
@@ -413,6 +420,7 @@ impl Api {
             _ => None,
         });
         let len = plan.len();
+        let from_disk = matches!(plan, Plan::Disk(_));
         let (status, start, end) = match want {
             Want::Blob(RangeRequest::Whole) => (StatusCode::OK, 0, len),
             Want::Blob(RangeRequest::Single(spec)) => {
@@ -448,6 +456,12 @@ impl Api {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         set_blob_headers(headers, &etag);
+        match self.filler.lifecycle_entry(&id, self.filler.clock()) {
+            Some(life) => life.apply(headers),
+            // Cached before a restart (or its entry was dropped): learn its status now.
+            None if from_disk => self.filler.check_in_background(id),
+            None => {}
+        }
         set_length_and_source(headers, end - start, x_cache);
         if status == StatusCode::PARTIAL_CONTENT {
             let range = format!("bytes {start}-{}/{len}", end - 1);
@@ -464,18 +478,21 @@ impl Api {
 /// ([`Api::memory_hit`]): the commonest request, on every transport.
 pub struct MemoryHit {
     blob: CachedBlob,
+    /// The blob's lifetime, whose entry holds the head (per blob and epoch) when known.
+    life: Option<Arc<crate::status::Entry>>,
     /// The whole blob (its length is in the headers).
     pub body: Body,
 }
 
 impl MemoryHit {
     /// The response headers, exactly those the general path sends for the same request; built
-    /// once per cached blob.
+    /// once per cached blob (and epoch, for a blob whose status is known).
     pub fn headers(&self) -> &HeaderMap {
-        self.blob
-            .response_head()
-            .get()
-            .expect("built before the hit is handed out")
+        match &self.life {
+            Some(life) => life.built_head(),
+            None => self.blob.response_head().get(),
+        }
+        .expect("built before the hit is handed out")
     }
 
     fn into_response(self) -> Response<Body> {
@@ -505,21 +522,42 @@ impl Api {
             return None;
         }
         let blob = self.filler.cache().memory_get(id).await?;
+        // One lookup: a blob past its end epoch, or a deletable one due for a re-check, takes
+        // the general path, which checks it with the nodes.
+        let clock = self.filler.clock();
+        let life = self.filler.lifecycle_entry(id, clock);
+        if life.as_ref().is_some_and(|life| {
+            life.freshness(clock.epoch, self.filler.revalidate_deletable())
+                != crate::status::Freshness::Fresh
+        }) {
+            return None;
+        }
         let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         self.telemetry.hit(Tier::Memory);
         self.telemetry.response(200);
-        blob.response_head().get_or_init(|| {
+        let build = || {
             let mut headers = HeaderMap::new();
             set_blob_headers(&mut headers, &format!("\"{id}\""));
+            if let Some(life) = &life {
+                life.apply(&mut headers);
+            }
             set_length_and_source(&mut headers, blob.len(), Tier::Memory.header_value());
             // No `Accept` or `Content-Type` on this lane, so no type; but one with them would
             // get another, so shared caches must still key on them.
             set_content_type(&mut headers, None);
             headers
-        });
+        };
+        match &life {
+            Some(entry) => {
+                entry.head(build);
+            }
+            None => {
+                blob.response_head().get_or_init(build);
+            }
+        }
         let served = self.telemetry.served_from(Some(Tier::Memory));
         let body = Body::cached(&blob, 0, blob.len()).for_blob(served, slot);
-        Some(MemoryHit { blob, body })
+        Some(MemoryHit { blob, life, body })
     }
 }
 

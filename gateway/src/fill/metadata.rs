@@ -1,5 +1,8 @@
 //! Fetching a blob's metadata: a fan-out to a few nodes at a time, the first reply that verifies
 //! against the Blob ID wins, and "not found" only on a `2f+1`-shard quorum (SPEC §9 step 2).
+//! A 451 (the node's deny list) counts toward that quorum too; when 404s and 451s together
+//! reach it, the blob is "blocked by the nodes" if more shards said 451 than 404, else "not
+//! found" (NETWORK.md §7.2, as Walrus's clients judge it).
 //! Nodes that have been slow or failing lately are asked after all the others.
 
 use super::health::Outcome;
@@ -37,6 +40,7 @@ pub(super) async fn fetch_metadata(
     let timeout = inner.config.metadata_timeout;
     let mut requests = JoinSet::new();
     let mut not_found = 0u16;
+    let mut forbidden = 0u16;
     let mut failed = 0usize;
     let mut laggards = Laggards {
         inner,
@@ -59,7 +63,7 @@ pub(super) async fn fetch_metadata(
         let Some(joined) = requests.join_next().await else {
             return Err(ReadError::Unavailable(format!(
                 "no storage node returned metadata that verifies ({failed} failed, nodes holding \
-                 {not_found} shards said not found)"
+                 {not_found} shards said not found, {forbidden} blocked)"
             )));
         };
         let (node, reply) = joined.map_err(|e| ReadError::Internal(e.to_string()))?;
@@ -71,11 +75,16 @@ pub(super) async fn fetch_metadata(
                 // An answer in time: "not found" says nothing bad about the node.
                 inner.node_outcome(topology, node, Outcome::Good);
                 not_found += topology.weight(node);
-                if not_found >= config.quorum() {
-                    return Err(ReadError::NotFound {
-                        shards: not_found,
-                        n_shards: config.n_shards(),
-                    });
+                if let Some(e) = judge_absent(not_found, forbidden, &config) {
+                    return Err(e);
+                }
+                continue;
+            }
+            Err(NodeError::Forbidden) => {
+                inner.node_outcome(topology, node, Outcome::Good);
+                forbidden += topology.weight(node);
+                if let Some(e) = judge_absent(not_found, forbidden, &config) {
+                    return Err(e);
                 }
                 continue;
             }
@@ -132,6 +141,29 @@ pub(super) async fn fetch_metadata(
     }
 }
 
+/// Once nodes holding a quorum of shards said 404 or 451: 451 if more shards said 451
+/// ([`ReadError::ForbiddenByNodes`]), else not found.
+pub(super) fn judge_absent(
+    not_found: u16,
+    forbidden: u16,
+    config: &codec::EncodingConfig,
+) -> Option<ReadError> {
+    if not_found.saturating_add(forbidden) < config.quorum() {
+        return None;
+    }
+    Some(if forbidden > not_found {
+        ReadError::ForbiddenByNodes {
+            shards: forbidden,
+            n_shards: config.n_shards(),
+        }
+    } else {
+        ReadError::NotFound {
+            shards: not_found.saturating_add(forbidden),
+            n_shards: config.n_shards(),
+        }
+    })
+}
+
 /// Metadata requests still unanswered when the fan-out ends (another node answered first):
 /// those older than `hedge_after` count against their node's health, as a hedged sliver
 /// request does, so a node that stalls only on metadata is still asked last next time.
@@ -150,5 +182,29 @@ impl Drop for Laggards<'_> {
                     .node_outcome(self.topology, node, Outcome::Hedged);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absence_is_judged_at_quorum_and_451_wins_only_with_more_weight() {
+        // n = 10: quorum 7.
+        let config = codec::EncodingConfig::new(10).unwrap();
+        assert_eq!(judge_absent(3, 3, &config), None);
+        assert!(matches!(
+            judge_absent(0, 7, &config),
+            Some(ReadError::ForbiddenByNodes { shards: 7, .. })
+        ));
+        assert!(matches!(
+            judge_absent(3, 4, &config),
+            Some(ReadError::ForbiddenByNodes { shards: 4, .. })
+        ));
+        assert!(matches!(
+            judge_absent(4, 3, &config),
+            Some(ReadError::NotFound { shards: 7, .. })
+        ));
     }
 }

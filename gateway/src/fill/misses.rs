@@ -56,19 +56,29 @@ impl Memory {
         let Some(misses) = &self.misses else {
             return false;
         };
-        if !matches!(
+        // A verified status saying the blob is gone (or nodes refusing it) holds even for a
+        // blob that existed before: it expired, was deleted, or was blocked since.
+        let definitive = matches!(
             error,
-            ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }
-        ) {
+            ReadError::Gone(_) | ReadError::ForbiddenByNodes { .. }
+        );
+        if !definitive
+            && !matches!(
+                error,
+                ReadError::NotFound { .. } | ReadError::NotFoundUpstream { .. }
+            )
+        {
             return false;
         }
-        if self.known.contains_key(&id) {
+        if definitive {
+            self.known.invalidate(&id).await;
+        } else if self.known.contains_key(&id) {
             return false;
         }
         // A fill and the lookup it made both report the same miss: count it once.
         let fresh = misses.entry(id).or_insert(error.clone()).await.is_fresh();
         // [`Memory::exists`] may have run between the check and the insert: undo it then.
-        if self.known.contains_key(&id) {
+        if !definitive && self.known.contains_key(&id) {
             misses.invalidate(&id).await;
             return false;
         }

@@ -43,6 +43,7 @@
 mod columns;
 mod gate;
 mod health;
+mod lifecycle;
 mod metadata;
 mod misses;
 mod slivers;
@@ -83,6 +84,14 @@ pub enum ReadError {
     /// On this gateway's denylist (`--blocklist`): never filled, served or published.
     #[error("the requested blob is blocked")]
     Blocked,
+    /// Nodes holding a quorum of shards answered 404 or 451, and more of them 451: the blob is
+    /// on their deny lists (NETWORK.md §7.2).
+    #[error("the requested blob is blocked: nodes holding {shards} of {n_shards} shards refuse it (451)")]
+    ForbiddenByNodes { shards: u16, n_shards: u16 },
+    /// The nodes' verified status says the blob does not exist now: never registered,
+    /// expired, deleted, or invalid (NETWORK.md §7.1).
+    #[error("blob not found: its verified status is {0}")]
+    Gone(&'static str),
 }
 
 impl ReadError {
@@ -96,6 +105,8 @@ impl ReadError {
             ReadError::Overloaded => "overloaded",
             ReadError::Internal(_) => "internal",
             ReadError::Blocked => "blocked",
+            ReadError::ForbiddenByNodes { .. } => "forbidden_by_nodes",
+            ReadError::Gone(_) => "gone",
         }
     }
 }
@@ -119,6 +130,8 @@ pub struct FillConfig {
     pub upstream_timeout: Duration,
     /// How long a "not found" is remembered (zero: not at all).
     pub negative_cache_ttl: Duration,
+    /// How often a cached deletable blob's status is checked again (`--revalidate-deletable`).
+    pub revalidate_deletable: Duration,
 }
 
 /// Progress of one fill, shared with every request reading it.
@@ -328,6 +341,10 @@ struct Inner {
     health: health::NodeHealth,
     /// Blob IDs that are never filled ([`crate::blocklist`]).
     blocklist: crate::blocklist::Blocklist,
+    /// Each cached blob's lifetime on Walrus, learnt from the nodes' statuses.
+    lifecycle: crate::status::Lifecycle,
+    /// Cached blobs whose status is being learnt in the background.
+    checking: lifecycle::Checking,
 }
 
 impl Inner {
@@ -368,6 +385,7 @@ impl Filler {
     ) -> Self {
         let fill_permits = Arc::new(Semaphore::new(config.max_concurrent_fills));
         let negative_cache_ttl = config.negative_cache_ttl;
+        let revalidate_deletable = config.revalidate_deletable;
         Self {
             inner: Arc::new(Inner {
                 committees,
@@ -390,6 +408,8 @@ impl Filler {
                 memory: misses::Memory::new(negative_cache_ttl),
                 health: health::NodeHealth::default(),
                 blocklist: crate::blocklist::Blocklist::default(),
+                lifecycle: crate::status::Lifecycle::new(revalidate_deletable),
+                checking: lifecycle::Checking::default(),
             }),
         }
     }
@@ -838,6 +858,9 @@ impl Filler {
         } else {
             Prefetched::default()
         };
+        // The blob's status, asked of the current committee while the metadata and slivers
+        // come in: whether to serve it at all (certified, not expired) and for how long.
+        let mut status = Some(self.spawn_status_check(id));
         let meta = match start.meta {
             Some(meta) => meta,
             None => self.metadata_from(id, Some(topology.clone())).await?,
@@ -847,6 +870,14 @@ impl Filler {
         let consistency = self.inner.config.consistency;
         let streaming =
             len >= self.inner.config.stream_from_bytes && consistency != ConsistencyCheck::Strict;
+        // A streaming blob's response starts with its first row: its status must be known
+        // before any row is published.
+        let mut kind = None;
+        if streaming {
+            if let Some(task) = status.take() {
+                kind = self.streaming_verdict(task).await?;
+            }
+        }
         tx.send_if_modified(|s| {
             if s.meta.is_some() {
                 return false; // Announced by an upstream already.
@@ -883,6 +914,13 @@ impl Filler {
                 self.inner.committees.request_refresh();
             }
             read?;
+        }
+        if kind.is_none() {
+            kind = Some(self.fill_verdict(id, status.take()).await?);
+        }
+        if let Some(kind) = kind {
+            let clock = self.clock();
+            self.inner.lifecycle.record(id, kind, clock);
         }
         self.commit(id, &meta, tx).await
     }

@@ -153,6 +153,9 @@ pub(super) async fn collect_slivers(
     let mut requests = JoinSet::new();
     let mut seq = 0u64;
     let mut failures = 0usize;
+    // Nodes that answered 451 or 404, and the shards they hold.
+    let mut absent = std::collections::HashSet::new();
+    let (mut forbidden, mut not_found) = (0u16, 0u16);
     // Nodes that had a request hedged or failed in this fill: their remaining slivers wait
     // behind every other sliver of the same kind, so one stall is not paid twice per fill.
     let mut troubled: HashSet<usize> = HashSet::new();
@@ -312,6 +315,26 @@ pub(super) async fn collect_slivers(
                     // Counted per node in the metrics; the fill logs once if it fails.
                     tracing::debug!(node = %name, blob_id = %id, pair = want.pair,
                         kind = want.kind.as_str(), error = %failure, "sliver request failed");
+                }
+                // Nodes holding a quorum of shards refusing with 451 (their deny lists):
+                // the blob is blocked (NETWORK.md §7.2), whatever the metadata node said.
+                // Likewise 404s (the blob expired or was deleted since its metadata was
+                // cached): not found, as for metadata.
+                if let SliverFailure::Node(e @ (NodeError::Forbidden | NodeError::NotFound)) =
+                    &failure
+                {
+                    if absent.insert(node) {
+                        if matches!(e, NodeError::Forbidden) {
+                            forbidden += topology.weight(node);
+                        } else {
+                            not_found += topology.weight(node);
+                        }
+                        if let Some(e) =
+                            super::metadata::judge_absent(not_found, forbidden, &config)
+                        {
+                            return Err(e);
+                        }
+                    }
                 }
                 if exact {
                     // No substitute exists for a row: give up now (dropping `requests` aborts
