@@ -63,6 +63,9 @@ pub async fn whole_blob(filler: &Filler, id: BlobId, limit: u64) -> Result<Bytes
             Ok(())
         }
     };
+    // A model is not run from a cached blob that Walrus no longer serves (past its end epoch,
+    // or deleted): the same check a read makes.
+    Box::pin(filler.check_lifecycle(&id)).await?;
     let source = match filler.cache().get(&id).await {
         Some(Hit::Memory(blob, tier)) => Source::Cached(blob, tier),
         Some(Hit::Disk(blob)) => Source::Disk(blob),

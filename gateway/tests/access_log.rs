@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use storage_sim::SimConfig;
+use storage_sim::{NodeFaults, SimConfig};
 
 /// Blobs above this skip the memory tier: served from disk once filled.
 const MEMORY_MAX: u64 = 16 << 10;
@@ -108,6 +108,22 @@ async fn traffic(s: &Scenario) -> Vec<(String, u16, u64, &'static str)> {
     let reply = s.request(Method::HEAD, &path, &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
     expected.push((path, 200, 0, "hit-memory"));
+    // Every node refuses a blob (their deny lists): 451, logged with its error body and no tier.
+    let refused = s.store(&blob(2000, 3)).await;
+    for node in 0..4 {
+        s.faults(
+            node,
+            NodeFaults {
+                forbidden: true,
+                ..NodeFaults::default()
+            },
+        )
+        .await;
+    }
+    let path = format!("/v1/blobs/{refused}");
+    let reply = s.get(&path).await;
+    assert_eq!(reply.status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    expected.push((path, 451, reply.bytes().len() as u64, "-"));
     expected
 }
 

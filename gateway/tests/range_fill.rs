@@ -106,7 +106,10 @@ async fn aria2c_style(head_first: bool) {
         "{counters:?}: every systematic row fetched once"
     );
     assert_eq!(counters.secondary_sliver_gets, 0, "{counters:?}");
-    let fetched = s.metric("gateway_upstream_bytes_total").await.unwrap();
+    let fetched = s
+        .metric("gateway_upstream_bytes_total{source=\"nodes\"}")
+        .await
+        .unwrap();
     let systematic = systematic_size(&s, LEN) as f64;
     assert!(
         fetched < 1.3 * systematic,

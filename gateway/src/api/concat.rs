@@ -217,6 +217,9 @@ fn stream(filler: Filler, ids: Vec<BlobId>, total: u64) -> Body {
 
 /// The whole of one blob, from wherever it is.
 pub(super) async fn open(filler: &Filler, id: BlobId) -> Result<Body, ReadError> {
+    // A cached blob past its end epoch, or a deletable one due, is checked again first, as a
+    // single blob read would be.
+    Box::pin(filler.check_lifecycle(&id)).await?;
     Ok(match filler.open(id).await? {
         Source::Cached(blob, _) => Body::cached(&blob, 0, blob.len()),
         Source::Disk(blob) => {
