@@ -318,29 +318,49 @@ pub fn spawn(disk: &Arc<DiskCache>, source: Weak<dyn MetadataSource>, rate: u64)
     let source_weak = source.clone();
     let spawned = std::thread::Builder::new()
         .name("disk-scrub".into())
-        .spawn(move || loop {
-            let (Some(cache), Some(source)) = (disk.upgrade(), source.upgrade()) else {
-                return;
-            };
-            if !cache.index_ready() {
-                drop((cache, source));
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+        .spawn(move || {
+            // The lowest CPU priority, for this thread only (Linux nice values are per thread):
+            // the scrub is background work, so on a busy core it yields to requests, and
+            // `rate` caps it when the core is idle. Measured with the gateway pinned to one
+            // core: 1 MiB disk hits lost ~28 % to a scrub at 64 MiB/s at normal priority.
+            if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                tracing::debug!(error = %e, "cannot lower the disk scrub's priority");
             }
-            // Only this thread's references left: the gateway has stopped.
-            let alive = || disk.strong_count() > 1 && source_weak.strong_count() > 1;
-            cache.scrub_pass(source.as_ref(), &runtime, rate, &alive);
-            drop((cache, source));
-            // Sleep in short steps, so a dropped tier ends the thread soon.
-            let until = Instant::now() + PASS_INTERVAL;
-            while Instant::now() < until {
-                if disk.strong_count() == 0 {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            scrub_loop(&disk, &source, &source_weak, &runtime, rate);
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the disk scrub");
+    }
+}
+
+/// The scrub thread's body: a pass, then [`PASS_INTERVAL`] of rest, until the tier is dropped.
+fn scrub_loop(
+    disk: &Weak<DiskCache>,
+    source: &Weak<dyn MetadataSource>,
+    source_weak: &Weak<dyn MetadataSource>,
+    runtime: &tokio::runtime::Handle,
+    rate: u64,
+) {
+    loop {
+        let (Some(cache), Some(source)) = (disk.upgrade(), source.upgrade()) else {
+            return;
+        };
+        if !cache.index_ready() {
+            drop((cache, source));
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        // Only this thread's references left: the gateway has stopped.
+        let alive = || disk.strong_count() > 1 && source_weak.strong_count() > 1;
+        cache.scrub_pass(source.as_ref(), runtime, rate, &alive);
+        drop((cache, source));
+        // Sleep in short steps, so a dropped tier ends the thread soon.
+        let until = Instant::now() + PASS_INTERVAL;
+        while Instant::now() < until {
+            if disk.strong_count() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
