@@ -59,9 +59,10 @@ start() { # extra serve args...
 stop() { stop_pid "$GW_PID"; }
 url() { echo "http://127.0.0.1:$PORT/v1/blobs/$1"; }
 x_cache() { "$CURL" -s -o /dev/null -D - "$(url "$1")" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}'; }
-scrubbed() { # bytes scrubbed so far, from /admin/cache
-    "$CURL" -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/admin/cache" |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["disk"]["scrub"]["bytes_scrubbed"])'
+scrubbed() { # bytes scrubbed so far, from /admin/cache (0 if the gateway did not answer)
+    "$CURL" -s --max-time 10 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/admin/cache" |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["disk"]["scrub"]["bytes_scrubbed"])' 2>/dev/null ||
+        echo 0
 }
 
 log "filling both blobs into the disk tier ($SHARDS shards)"
