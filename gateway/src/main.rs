@@ -63,6 +63,8 @@ enum Command {
         /// Committee size the Blob ID is for; default: what the gateway reports on /status.
         #[arg(long)]
         n_shards: Option<u16>,
+        /// The Blob ID (base64url: it may start with `-`, which is not taken for an option).
+        #[arg(allow_hyphen_values = true)]
         blob_id: String,
         /// Output file (renamed into place once verified); default: standard output.
         #[arg(short, long)]
@@ -80,6 +82,9 @@ enum Command {
         /// Also require the proof to be signed by this ed25519 public key (hex).
         #[arg(long)]
         signer: Option<String>,
+        /// The proof's Blob ID (base64url: it may start with `-`, which is not taken for an
+        /// option).
+        #[arg(allow_hyphen_values = true)]
         proof_blob_id: String,
         /// The JSON request body that was sent: `{"inputs": {...}}`.
         #[arg(long)]

@@ -73,6 +73,39 @@ fn errors_are_one_line_reasons() {
     );
 }
 
+/// Blob IDs are base64url, so one in 64 starts with `-`: `get` and `verify-proof` take it as the
+/// ID, not as an unknown option (a stored proof's ID once did exactly that).
+#[test]
+fn blob_ids_starting_with_a_dash_are_ids() {
+    let id = "-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for args in [
+        vec![
+            "get",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--n-shards",
+            "10",
+            id,
+        ],
+        vec![
+            "verify-proof",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--n-shards",
+            "10",
+            "--inputs",
+            "/no/such/inputs.json",
+            id,
+        ],
+    ] {
+        let out = run(&args, b"");
+        assert!(!out.status.success(), "{args:?}: nothing listens on port 9");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!stderr.contains("unexpected argument"), "{stderr}");
+        assert!(!stderr.contains("Usage:"), "{stderr}");
+    }
+}
+
 /// `walrus-gateway committee`: the chain's committee as `serve` reads it, and a committee file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committee_prints_what_the_chain_says() {
