@@ -15,7 +15,7 @@ use bytes::Bytes;
 /// BCS's own cap on sequence lengths.
 const MAX_SEQUENCE_LENGTH: u64 = (1 << 31) - 1;
 
-fn put_uleb128(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_uleb128(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;
@@ -63,21 +63,32 @@ pub fn encode_sliver(sliver: &Sliver) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
+/// A bounded, canonical BCS reader over untrusted bytes (also the quilt index's).
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
-    fn remaining(&self) -> usize {
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes read since `start` (a former [`Reader::position`]).
+    pub(crate) fn read_since(&self, start: usize) -> &'a [u8] {
+        &self.buf[start..self.pos]
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BcsError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], BcsError> {
         if n > self.remaining() {
             return Err(BcsError::UnexpectedEnd {
                 offset: self.pos,
@@ -89,13 +100,13 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], BcsError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], BcsError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn uleb128(&mut self) -> Result<u64, BcsError> {
+    pub(crate) fn uleb128(&mut self) -> Result<u64, BcsError> {
         let start = self.pos;
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
@@ -117,7 +128,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length prefix for `element_size`-byte elements, bounded by what is left and `limit`.
-    fn length(&mut self, element_size: usize, limit: u64) -> Result<usize, BcsError> {
+    pub(crate) fn length(&mut self, element_size: usize, limit: u64) -> Result<usize, BcsError> {
         let offset = self.pos;
         let len = self.uleb128()?;
         let limit = limit
@@ -148,7 +159,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn finish(self) -> Result<(), BcsError> {
+    pub(crate) fn finish(self) -> Result<(), BcsError> {
         match self.remaining() {
             0 => Ok(()),
             n => Err(BcsError::TrailingBytes(n)),

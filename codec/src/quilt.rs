@@ -149,7 +149,7 @@ impl QuiltIndex {
     /// BCS `QuiltIndexV1` (start indices are not on the wire).
     pub fn to_bcs(&self) -> Result<Vec<u8>, QuiltError> {
         let mut out = Vec::new();
-        put_uleb128(&mut out, self.patches.len() as u64);
+        crate::bcs::put_uleb128(&mut out, self.patches.len() as u64);
         for p in &self.patches {
             out.extend_from_slice(&p.end_index.to_le_bytes());
             put_string(&mut out, &p.identifier);
@@ -852,20 +852,8 @@ fn read_u16<S: ColumnSource + ?Sized>(
     Ok(usize::from(u16::from_le_bytes([b[0], b[1]])))
 }
 
-fn put_uleb128(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 fn put_string(out: &mut Vec<u8>, s: &str) {
-    put_uleb128(out, s.len() as u64);
+    crate::bcs::put_uleb128(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
@@ -884,7 +872,7 @@ fn put_tags(out: &mut Vec<u8>, tags: &BTreeMap<String, String>) -> Result<(), ()
         })
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    put_uleb128(out, entries.len() as u64);
+    crate::bcs::put_uleb128(out, entries.len() as u64);
     for (key, value) in entries {
         out.extend_from_slice(&key);
         put_string(out, value);
@@ -892,15 +880,13 @@ fn put_tags(out: &mut Vec<u8>, tags: &BTreeMap<String, String>) -> Result<(), ()
     Ok(())
 }
 
-/// A bounded, canonical BCS reader over untrusted bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
+/// The quilt index's reader: [`crate::bcs::Reader`], with the string and map forms the index
+/// uses and errors in the quilt's words.
+struct Reader<'a>(crate::bcs::Reader<'a>);
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
+        Self(crate::bcs::Reader::new(buf))
     }
 
     /// Decode all of `buf` with `f`; trailing bytes are an error.
@@ -914,52 +900,23 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    fn malformed(&self, what: &str) -> QuiltError {
-        QuiltError::Malformed(format!("BCS: {what} at offset {}", self.pos))
+    fn malformed(&self, what: impl fmt::Display) -> QuiltError {
+        QuiltError::Malformed(format!("BCS: {what} at offset {}", self.0.position()))
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], QuiltError> {
-        if n > self.buf.len() - self.pos {
-            return Err(self.malformed("unexpected end"));
-        }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
+        self.0.take(n).map_err(|e| self.malformed(e))
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], QuiltError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn uleb128(&mut self) -> Result<u64, QuiltError> {
-        let start = self.pos;
-        let mut value = 0u64;
-        for shift in (0..35).step_by(7) {
-            let byte = self.take(1)?[0];
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                if byte == 0 && self.pos - start > 1 {
-                    return Err(self.malformed("non-canonical ULEB128"));
-                }
-                if value > u64::from(u32::MAX) {
-                    return Err(self.malformed("ULEB128 above u32"));
-                }
-                return Ok(value);
-            }
-        }
-        Err(self.malformed("ULEB128 too long"))
+        self.0.array().map_err(|e| self.malformed(e))
     }
 
     /// A sequence length for elements of at least `min_element` bytes, bounded by what is left.
     fn length(&mut self, min_element: usize) -> Result<usize, QuiltError> {
-        let len = self.uleb128()?;
-        let left = ((self.buf.len() - self.pos) / min_element.max(1)) as u64;
-        if len > MAX_SEQUENCE_LENGTH || len > left {
-            return Err(self.malformed("length larger than the input"));
-        }
-        Ok(len as usize)
+        self.0
+            .length(min_element, u64::from(u32::MAX))
+            .map_err(|e| self.malformed(e))
     }
 
     fn string(&mut self) -> Result<String, QuiltError> {
@@ -974,9 +931,9 @@ impl<'a> Reader<'a> {
         let mut tags = BTreeMap::new();
         let mut previous: Option<&'a [u8]> = None;
         for _ in 0..count {
-            let key_start = self.pos;
+            let key_start = self.0.position();
             let key = self.string()?;
-            let key_bytes = &self.buf[key_start..self.pos];
+            let key_bytes = self.0.read_since(key_start);
             if previous.is_some_and(|p| p >= key_bytes) {
                 return Err(self.malformed("map keys not in canonical order"));
             }
@@ -987,11 +944,11 @@ impl<'a> Reader<'a> {
         Ok(tags)
     }
 
-    fn finish(&self) -> Result<(), QuiltError> {
-        if self.pos != self.buf.len() {
-            return Err(self.malformed("trailing bytes"));
-        }
-        Ok(())
+    fn finish(self) -> Result<(), QuiltError> {
+        let at = self.0.position();
+        self.0
+            .finish()
+            .map_err(|e| QuiltError::Malformed(format!("BCS: {e} at offset {at}")))
     }
 }
 
