@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod h3_client;
+
 use bytes::Bytes;
 use codec::BlobId;
 use gateway::{Gateway, GatewayConfig, RunningGateway};
