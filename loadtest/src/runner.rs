@@ -287,10 +287,20 @@ pub async fn run(mut config: RunConfig) -> Result<Report, RunError> {
         notes,
     };
     let mut report = shared.recorder().report(context, elapsed);
-    report.server_metrics = match (before, after) {
-        (Some(before), Some(after)) => Some(scrape::delta(&before, &after)),
+    report.server_metrics = match (&before, &after) {
+        (Some(before), Some(after)) => Some(scrape::delta(before, after)),
         _ => None,
     };
+    if report.server_metrics.is_none() {
+        let when = match (before.is_some(), after.is_some()) {
+            (false, false) => "before and after the run",
+            (false, true) => "before the run",
+            _ => "after the run",
+        };
+        report.context.notes.push(format!(
+            "GET /metrics did not answer 200 in {SCRAPE_ATTEMPTS} attempts {when}; server figures are left out"
+        ));
+    }
     Ok(report)
 }
 
@@ -1070,14 +1080,25 @@ pub fn n_shards_from_status(text: &str) -> Option<u16> {
     .filter(|&n| n > 0)
 }
 
+/// Attempts at reading `/metrics` before the server figures are left out of the report: one
+/// request can fail for reasons that say nothing about the run (an HTTP/3 connection the server
+/// just closed, a busy machine), and a missing scrape loses every server figure.
+const SCRAPE_ATTEMPTS: u32 = 3;
+
 async fn scrape_metrics(
     transport: &Arc<dyn Transport>,
     target: &Target,
     timeout: Duration,
 ) -> Option<Scrape> {
-    get_text(transport, target, "/metrics", timeout)
-        .await
-        .map(|text| scrape::parse(&text))
+    for attempt in 1..=SCRAPE_ATTEMPTS {
+        if let Some(text) = get_text(transport, target, "/metrics", timeout).await {
+            return Some(scrape::parse(&text));
+        }
+        if attempt < SCRAPE_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

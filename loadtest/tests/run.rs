@@ -218,6 +218,15 @@ async fn publish_then_read_in_an_open_loop() {
         report.server_metrics.is_none(),
         "the origin has no /metrics"
     );
+    assert!(
+        report
+            .context
+            .notes
+            .iter()
+            .any(|n| n.contains("GET /metrics did not answer 200 in 3 attempts")),
+        "{:?}",
+        report.context.notes
+    );
     assert_eq!(report.cache.hit_ratio, None, "no x-cache headers");
 }
 
