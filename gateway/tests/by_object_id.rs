@@ -7,106 +7,27 @@
 
 mod harness;
 
-use bytes::Bytes;
 use chain::blob_object::{self, BlobObject, SharedBlob, StorageResource};
+use chain::committee::RefreshPolicy;
 use chain::move_types::MoveValue;
 use chain::ObjectId;
 use codec::BlobId;
-use gateway::chain_reader::ChainReader;
-use gateway::committee::NodeScheme;
-use gateway::server::CommitteeSource;
-use gateway::{Gateway, RunningGateway};
-use harness::{blob, config, send, Reply, Scenario};
+use harness::chain_scene::ChainScene;
+use harness::{blob, config, Scenario};
 use http::{Method, StatusCode};
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use storage_sim::sui::{SuiSim, PACKAGE_ID};
-use storage_sim::{SimConfig, SimNetwork};
+use storage_sim::sui::PACKAGE_ID;
+use storage_sim::SimConfig;
 
-struct ObjectScenario {
-    net: Arc<SimNetwork>,
-    sui: SuiSim,
-    gateway: Option<RunningGateway>,
-    addr: SocketAddr,
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl ObjectScenario {
-    async fn start(gateway_config: gateway::GatewayConfig) -> Self {
-        let sim = SimConfig {
-            n_shards: 10,
-            nodes: 4,
-            tls: true,
-            ..SimConfig::default()
-        };
-        let net = Arc::new(SimNetwork::start(sim).await.expect("sim network starts"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sui = SuiSim::start(listener, net.chain_control())
-            .await
-            .expect("the simulated full node starts");
-        let yaml = storage_sim::sui::walrus_client_config(
-            &sui.url(),
-            &sui.system_object(),
-            &sui.staking_object(),
-        );
-        let network = chain::network::parse_client_config(&yaml, None).unwrap();
-        let source = CommitteeSource::Chain {
-            reader: Box::new(ChainReader::new(network, Duration::from_secs(5))),
-            scheme: NodeScheme::Https,
-            policy: chain::committee::RefreshPolicy::default(),
-        };
-        let gateway = Gateway::bind_source(gateway_config, source)
-            .await
-            .expect("gateway binds")
-            .spawn();
-        let addr = gateway.addr();
-        Self {
-            net,
-            sui,
-            gateway: Some(gateway),
-            addr,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    async fn store(&self, data: &[u8]) -> BlobId {
-        let net = self.net.clone();
-        let data = data.to_vec();
-        tokio::task::spawn_blocking(move || net.store(&data))
-            .await
-            .unwrap()
-            .expect("sim stores the blob")
-    }
-
-    async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-        send(&self.client, self.addr, method, path, headers).await
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.request(Method::GET, path, &[]).await
-    }
-
-    async fn metric(&self, series: &str) -> f64 {
-        let text = String::from_utf8(self.get("/metrics").await.bytes().to_vec()).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    async fn stop(mut self) {
-        if let Some(gateway) = self.gateway.take() {
-            gateway.shutdown().await.expect("gateway stops");
-        }
-        self.sui.shutdown().await;
-        if let Ok(net) = Arc::try_unwrap(self.net) {
-            net.shutdown().await;
-        }
-    }
+/// walrus-sim's TLS nodes and Sui full node, and a gateway reading the chain.
+async fn start(gateway_config: gateway::GatewayConfig) -> ChainScene {
+    let sim = SimConfig {
+        n_shards: 10,
+        nodes: 4,
+        tls: true,
+        ..SimConfig::default()
+    };
+    ChainScene::start(sim, gateway_config, RefreshPolicy::default()).await
 }
 
 fn blob_object(object: u8, id: BlobId, len: usize) -> BlobObject {
@@ -142,7 +63,7 @@ fn path(object: &ObjectId) -> String {
 
 #[tokio::test]
 async fn a_blob_object_is_served_with_its_allowed_attributes_only() {
-    let s = ObjectScenario::start(config()).await;
+    let s = start(config()).await;
     let data = blob(5_000, 17);
     let id = s.store(&data).await;
     let object = blob_object(0x11, id, data.len());
@@ -252,7 +173,7 @@ async fn a_blob_object_is_served_with_its_allowed_attributes_only() {
 
 #[tokio::test]
 async fn a_shared_blob_is_served_with_the_wrapped_blobs_attributes() {
-    let s = ObjectScenario::start(config()).await;
+    let s = start(config()).await;
     let data = blob(3_000, 5);
     let id = s.store(&data).await;
     let inner = blob_object(0x21, id, data.len());
@@ -282,7 +203,7 @@ async fn bad_ids_missing_objects_and_lying_chain_answers_are_refused() {
     let mut gateway_config = config();
     // Only `x-custom` is allowed here: the defaults no longer apply.
     gateway_config.allowed_headers = vec![http::HeaderName::from_static("x-custom")];
-    let s = ObjectScenario::start(gateway_config).await;
+    let s = start(gateway_config).await;
     let data = blob(2_000, 9);
     let id = s.store(&data).await;
 
@@ -384,7 +305,7 @@ async fn a_blocked_blob_is_refused_by_object_id_too() {
     std::fs::write(&list, "[]\n").unwrap();
     let mut gateway_config = config();
     gateway_config.blocklist = Some(list.clone());
-    let s = ObjectScenario::start(gateway_config).await;
+    let s = start(gateway_config).await;
     let data = blob(1_000, 3);
     let id = s.store(&data).await;
     let object = blob_object(0x51, id, data.len());
@@ -424,7 +345,7 @@ async fn without_a_chain_the_route_says_so() {
 /// the test under `WALRUS_REQUIRE_PEERS=1`, as in `aggregator_parity`).
 #[tokio::test]
 async fn aggregator_clients_read_by_object_id_unchanged() {
-    let s = ObjectScenario::start(config()).await;
+    let s = start(config()).await;
     let data = blob(4_000, 23);
     let id = s.store(&data).await;
     let object = blob_object(0x71, id, data.len());

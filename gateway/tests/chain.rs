@@ -6,126 +6,30 @@
 mod harness;
 
 use bytes::Bytes;
-use chain::committee::RefreshPolicy;
 use codec::BlobId;
 use gateway::chain_reader::ChainReader;
-use gateway::committee::NodeScheme;
-use gateway::server::CommitteeSource;
-use gateway::{Gateway, RunningGateway};
-use harness::{blob, config, send, Reply};
+use harness::chain_scene::{fast_policy, ChainScene};
+use harness::{blob, config};
 use http::Method;
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use storage_sim::sui::SuiSim;
 use storage_sim::{ChainView, NodeFaults, SimConfig, SimNetwork};
 
-/// Refresh fast, so epoch changes and moves are seen within a test's patience.
-fn fast_policy() -> RefreshPolicy {
-    RefreshPolicy {
-        normal: Duration::from_millis(200),
-        near: Duration::from_millis(200),
-        near_window: Duration::ZERO,
-        sync: Duration::from_millis(100),
-    }
+/// The scene every test here starts: the chain-backed sim and a gateway reading it.
+async fn start(sim: SimConfig) -> ChainScene {
+    start_with(sim, config()).await
 }
 
-struct ChainScenario {
-    net: Arc<SimNetwork>,
-    sui: SuiSim,
-    gateway: Option<RunningGateway>,
-    addr: SocketAddr,
-    client: Client<HttpConnector, Empty<Bytes>>,
+async fn start_with(sim: SimConfig, gateway_config: gateway::GatewayConfig) -> ChainScene {
+    ChainScene::start(sim, gateway_config, fast_policy()).await
 }
 
-impl ChainScenario {
-    async fn start(sim: SimConfig) -> Self {
-        Self::start_with(sim, config()).await
-    }
-
-    async fn start_with(sim: SimConfig, gateway_config: gateway::GatewayConfig) -> Self {
-        let net = Arc::new(SimNetwork::start(sim).await.expect("sim network starts"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sui = SuiSim::start(listener, net.chain_control())
-            .await
-            .expect("the simulated full node starts");
-        // The same file `walrus-sim --walrus-config-out` writes, parsed as `serve` parses it.
-        let yaml = storage_sim::sui::walrus_client_config(
-            &sui.url(),
-            &sui.system_object(),
-            &sui.staking_object(),
-        );
-        let network = chain::network::parse_client_config(&yaml, None).unwrap();
-        let source = CommitteeSource::Chain {
-            reader: Box::new(ChainReader::new(network, Duration::from_secs(5))),
-            scheme: NodeScheme::Https,
-            policy: fast_policy(),
-        };
-        let gateway = Gateway::bind_source(gateway_config, source)
-            .await
-            .expect("gateway binds")
-            .spawn();
-        let addr = gateway.addr();
-        Self {
-            net,
-            sui,
-            gateway: Some(gateway),
-            addr,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    async fn store(&self, data: &[u8]) -> BlobId {
-        let net = self.net.clone();
-        let data = data.to_vec();
-        tokio::task::spawn_blocking(move || net.store(&data))
-            .await
-            .unwrap()
-            .expect("sim stores the blob")
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        send(&self.client, self.addr, Method::GET, path, &[]).await
-    }
-
-    async fn metrics(&self) -> String {
-        String::from_utf8(self.get("/metrics").await.bytes().to_vec()).unwrap()
-    }
-
-    /// Wait (boundedly) until the gateway's /status reports `epoch` in `state`.
-    async fn wait_for_epoch(&self, epoch: u32, state: &str) {
-        for _ in 0..300 {
-            let status = self.get("/status").await;
-            if status.header("x-walrus-epoch") == Some(&epoch.to_string())
-                && status.header("x-walrus-epoch-state") == Some(state)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the gateway never saw epoch {epoch} in {state}");
-    }
-
-    /// Per node, the primary sliver requests it has served so far.
-    fn primary_gets(&self) -> Vec<u64> {
-        (0..self.net.chain_view().nodes.len())
-            .map(|i| self.net.counters(i).primary_sliver_gets)
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        if let Some(gateway) = self.gateway.take() {
-            gateway.shutdown().await.expect("gateway stops");
-        }
-        self.sui.shutdown().await;
-        if let Ok(net) = Arc::try_unwrap(self.net) {
-            net.shutdown().await;
-        }
-    }
+/// Per node, the primary sliver requests it has served so far.
+fn primary_gets(s: &ChainScene) -> Vec<u64> {
+    (0..s.net.chain_view().nodes.len())
+        .map(|i| s.net.counters(i).primary_sliver_gets)
+        .collect()
 }
 
 fn sim(n_shards: u16, nodes: usize) -> SimConfig {
@@ -163,7 +67,7 @@ fn diff(after: &[u64], before: &[u64]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_follow_the_chain_through_an_epoch_change() {
-    let s = ChainScenario::start(sim(10, 4)).await;
+    let s = start(sim(10, 4)).await;
     s.wait_for_epoch(1, "EpochChangeDone").await;
     let before_data = blob(50_000, 1);
     let before = s.store(&before_data).await;
@@ -194,12 +98,12 @@ async fn reads_follow_the_chain_through_an_epoch_change() {
         })
         .expect("some blob reads differently from the two committees")
         .clone();
-    let gets = s.primary_gets();
+    let gets = primary_gets(&s);
     let r = s.get(&format!("/v1/blobs/{id}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes(), &data[..]);
     assert_eq!(
-        diff(&s.primary_gets(), &gets),
+        diff(&primary_gets(&s), &gets),
         expected_gets(&view, &view.previous, &id),
         "during EpochChangeSync the blob certified in epoch 1 is read from the previous committee"
     );
@@ -216,12 +120,12 @@ async fn reads_follow_the_chain_through_an_epoch_change() {
         })
         .unwrap()
         .clone();
-    let gets = s.primary_gets();
+    let gets = primary_gets(&s);
     let r = s.get(&format!("/v1/blobs/{id}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes(), &data[..]);
     assert_eq!(
-        diff(&s.primary_gets(), &gets),
+        diff(&primary_gets(&s), &gets),
         expected_gets(&view, &view.current, &id)
     );
     // And a blob stored after the change.
@@ -246,7 +150,7 @@ async fn reads_follow_the_chain_through_an_epoch_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_node_is_found_again_after_a_refresh() {
-    let s = ChainScenario::start(sim(10, 4)).await;
+    let s = start(sim(10, 4)).await;
     let name = s.net.chain_view().nodes[1].name.clone();
     let old = s.net.chain_view().nodes[1].address.clone();
     let new = s.net.move_node(&name).await.expect("the node moves");
@@ -280,7 +184,7 @@ async fn a_moved_node_is_found_again_after_a_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_key_is_never_read_from() {
-    let s = ChainScenario::start(sim(10, 4)).await;
+    let s = start(sim(10, 4)).await;
     s.net
         .apply_faults(
             2,
@@ -388,7 +292,7 @@ impl FakePublisher {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_go_through_the_publisher_and_are_cached_only_under_the_id_they_encode_to() {
     // Without --publisher: 403 naming the flag.
-    let s = ChainScenario::start(sim(10, 4)).await;
+    let s = start(sim(10, 4)).await;
     let r = harness::send_body(s.addr, Method::PUT, "/v1/blobs", &[], blob(1000, 1)).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.reason(), "PUBLISHING_DISABLED");
@@ -400,7 +304,7 @@ async fn uploads_go_through_the_publisher_and_are_cached_only_under_the_id_they_
 
     for kind in [Publisher::Honest, Publisher::Liar, Publisher::Refuses] {
         let publisher = FakePublisher::start(kind).await;
-        let s = ChainScenario::start_with(
+        let s = start_with(
             sim(10, 4),
             gateway::GatewayConfig {
                 publisher: Some(publisher.url.parse().unwrap()),

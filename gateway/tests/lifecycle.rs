@@ -5,133 +5,34 @@
 
 mod harness;
 
-use bytes::Bytes;
-use chain::committee::RefreshPolicy;
-use codec::BlobId;
-use gateway::chain_reader::ChainReader;
-use gateway::committee::NodeScheme;
-use gateway::server::CommitteeSource;
-use gateway::{Gateway, RunningGateway};
-use harness::{blob, config, send, Reply, Scenario};
-use http::Method;
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use harness::chain_scene::{fast_policy, ChainScene};
+use harness::{blob, config, Scenario};
 use std::time::Duration;
-use storage_sim::sui::SuiSim;
-use storage_sim::{BlobLife, SimConfig, SimNetwork};
+use storage_sim::{BlobLife, SimConfig};
 
 /// walrus-sim with its simulated Sui full node, and a gateway reading the committee (and so
 /// the epoch) from that chain.
-struct ChainScenario {
-    net: Arc<SimNetwork>,
-    sui: SuiSim,
-    gateway: Option<RunningGateway>,
-    addr: SocketAddr,
-    client: Client<HttpConnector, Empty<Bytes>>,
+async fn start() -> ChainScene {
+    let sim = SimConfig {
+        n_shards: 10,
+        nodes: 4,
+        tls: true,
+        epoch_sync_ms: 100,
+        ..SimConfig::default()
+    };
+    ChainScene::start(sim, config(), fast_policy()).await
 }
 
-impl ChainScenario {
-    async fn start() -> Self {
-        let net = Arc::new(
-            SimNetwork::start(SimConfig {
-                n_shards: 10,
-                nodes: 4,
-                tls: true,
-                epoch_sync_ms: 100,
-                ..SimConfig::default()
-            })
-            .await
-            .expect("sim network starts"),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sui = SuiSim::start(listener, net.chain_control())
-            .await
-            .expect("the simulated full node starts");
-        let yaml = storage_sim::sui::walrus_client_config(
-            &sui.url(),
-            &sui.system_object(),
-            &sui.staking_object(),
-        );
-        let network = chain::network::parse_client_config(&yaml, None).unwrap();
-        let source = CommitteeSource::Chain {
-            reader: Box::new(ChainReader::new(network, Duration::from_secs(5))),
-            scheme: NodeScheme::Https,
-            policy: RefreshPolicy {
-                normal: Duration::from_millis(100),
-                near: Duration::from_millis(100),
-                near_window: Duration::ZERO,
-                sync: Duration::from_millis(100),
-            },
-        };
-        let gateway = Gateway::bind_source(config(), source)
-            .await
-            .expect("gateway binds")
-            .spawn();
-        let addr = gateway.addr();
-        Self {
-            net,
-            sui,
-            gateway: Some(gateway),
-            addr,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    async fn store(&self, data: &[u8]) -> BlobId {
-        let net = self.net.clone();
-        let data = data.to_vec();
-        tokio::task::spawn_blocking(move || net.store(&data))
-            .await
-            .unwrap()
-            .expect("sim stores the blob")
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        send(&self.client, self.addr, Method::GET, path, &[]).await
-    }
-
-    async fn metrics(&self) -> String {
-        String::from_utf8(self.get("/metrics").await.bytes().to_vec()).unwrap()
-    }
-
-    /// Advance the simulated epoch and wait (boundedly) until the gateway's chain view has it.
-    async fn advance_epoch(&self) -> u32 {
-        let epoch = self
-            .net
-            .advance_epoch()
-            .await
-            .expect("epoch advances")
-            .epoch;
-        for _ in 0..500 {
-            let status = self.get("/status").await;
-            if status.header("x-walrus-epoch") == Some(&epoch.to_string())
-                && status.header("x-walrus-epoch-state") == Some("EpochChangeDone")
-            {
-                return epoch;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the gateway never saw epoch {epoch} done");
-    }
-
-    async fn stop(mut self) {
-        if let Some(gateway) = self.gateway.take() {
-            gateway.shutdown().await.expect("gateway stops");
-        }
-        self.sui.shutdown().await;
-        if let Ok(net) = Arc::try_unwrap(self.net) {
-            net.shutdown().await;
-        }
-    }
+/// Advance the simulated epoch and wait (boundedly) until the gateway's chain view has it.
+async fn advance_epoch(s: &ChainScene) -> u32 {
+    let epoch = s.net.advance_epoch().await.expect("epoch advances").epoch;
+    s.wait_for_epoch(epoch, "EpochChangeDone").await;
+    epoch
 }
 
 #[tokio::test]
 async fn a_blob_is_not_served_from_the_cache_past_its_end_epoch_unless_extended() {
-    let s = ChainScenario::start().await;
+    let s = start().await;
     let epoch = s.net.chain_view().epoch;
     let day = s.net.chain_view().epoch_duration_ms / 1000;
     let expiring = blob(4_000, 1);
@@ -164,7 +65,7 @@ async fn a_blob_is_not_served_from_the_cache_past_its_end_epoch_unless_extended(
     }
 
     // The last epoch of its life: still served from the cache, but not to be kept downstream.
-    assert_eq!(s.advance_epoch().await, epoch + 1);
+    assert_eq!(advance_epoch(&s).await, epoch + 1);
     let last = s.get(&format!("/v1/blobs/{expiring_id}")).await;
     assert_eq!(last.status, 200);
     assert_eq!(last.header("x-cache"), Some("hit-memory"));
@@ -178,7 +79,7 @@ async fn a_blob_is_not_served_from_the_cache_past_its_end_epoch_unless_extended(
             ..BlobLife::default()
         },
     );
-    assert_eq!(s.advance_epoch().await, epoch + 2);
+    assert_eq!(advance_epoch(&s).await, epoch + 2);
     let gone = s.get(&format!("/v1/blobs/{expiring_id}")).await;
     assert_eq!(gone.status, 404, "{:?}", gone.body);
     assert_eq!(gone.reason(), "BLOB_NOT_FOUND");

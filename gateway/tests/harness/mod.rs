@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod chain_scene;
 pub mod h3_client;
 
 use bytes::Bytes;
