@@ -140,6 +140,9 @@ pub struct GatewayConfig {
     /// How often a cached deletable blob's status is checked again with the nodes; one found
     /// deleted is dropped (`--revalidate-deletable`).
     pub revalidate_deletable: Duration,
+    /// How long a by-object-id lookup (the Sui object's Blob ID and attributes) is reused
+    /// without asking the full node again; zero: every request asks (`--object-cache-ttl`).
+    pub object_cache_ttl: Duration,
     /// Blob requests one connection may hold slots for at once (HTTP/2 and HTTP/3 multiplex
     /// many); one more answers 429 without touching the global pool. 0: only the global bound.
     pub max_requests_per_connection: usize,
@@ -240,6 +243,7 @@ impl Default for GatewayConfig {
             write_stall_timeout: crate::stall::WRITE_STALL_TIMEOUT,
             negative_cache_ttl: Duration::from_secs(30),
             revalidate_deletable: Duration::from_secs(3600),
+            object_cache_ttl: Duration::from_secs(10),
             max_requests_per_connection: 64,
             max_requests_per_client: 0,
             client_share_loopback: false,

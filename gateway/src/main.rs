@@ -441,6 +441,11 @@ struct ServeArgs {
     /// owner deleted is then dropped from memory and disk (e.g. `1h`, `10m`, `30s`).
     #[arg(long, default_value = "1h", value_parser = gateway::config::parse_duration)]
     revalidate_deletable: Duration,
+    /// How long a by-object-id lookup (the Sui object's Blob ID and attributes) is reused
+    /// before the full node is asked again (e.g. `10s`, `1m`); `0s`: ask on every request.
+    /// Concurrent lookups of one object make one request either way.
+    #[arg(long, default_value = "10s", value_parser = gateway::config::parse_duration)]
+    object_cache_ttl: Duration,
     /// ed25519 key signing inference proofs, created if absent; default:
     /// `<cache-dir>/gateway-identity.key`; with neither, a key that lasts as long as the process.
     #[arg(long)]
@@ -917,6 +922,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             .negative_cache_ttl_ms
             .map_or(args.negative_ttl, Duration::from_millis),
         revalidate_deletable: args.revalidate_deletable,
+        object_cache_ttl: args.object_cache_ttl,
         max_requests_per_connection: args.max_requests_per_connection,
         max_requests_per_client: args.max_requests_per_client,
         client_share_loopback: args.client_share_loopback,

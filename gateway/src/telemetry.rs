@@ -806,7 +806,8 @@ impl Telemetry {
 /// `GET /v1/blobs/by-object-id/{id}` (issue 17): Sui object lookups by result.
 impl Telemetry {
     /// One `Blob` object lookup (`gateway_object_lookups_total{result}`, result a fixed word:
-    /// `found`, `invalid_id`, `not_found`, `not_a_blob`, `malformed`, `chain_error`, `no_chain`)
+    /// `found`, `cached` (reused within `--object-cache-ttl`, no gRPC call), `invalid_id`,
+    /// `not_found`, `not_a_blob`, `malformed`, `chain_error`, `no_chain`)
     /// and the gRPC calls it made (`gateway_object_lookup_rpcs_total`).
     pub fn object_lookup(&self, result: &'static str, rpcs: u32) {
         metrics::with_local_recorder(&self.recorder, || {

@@ -163,10 +163,100 @@ async fn a_blob_object_is_served_with_its_allowed_attributes_only() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("content-type"), None);
 
+    // Six lookups of two objects: each object was read from the chain once; the other four
+    // requests reused the lookup (`--object-cache-ttl`, 10 s by default).
     assert_eq!(
         s.metric("gateway_object_lookups_total{result=\"found\"}")
             .await,
-        6.0
+        2.0
+    );
+    assert_eq!(
+        s.metric("gateway_object_lookups_total{result=\"cached\"}")
+            .await,
+        4.0
+    );
+    s.stop().await;
+}
+
+/// Concurrent lookups of one object make one full-node read; an attribute edit and a deletion
+/// are seen once the lookup's TTL has run out, and with a zero TTL every request reads the chain.
+#[tokio::test]
+async fn object_lookups_are_reused_for_their_ttl_and_shared_in_flight() {
+    let mut gateway_config = config();
+    gateway_config.object_cache_ttl = Duration::from_millis(300);
+    let s = start(gateway_config).await;
+    let data = blob(2_000, 31);
+    let id = s.store(&data).await;
+    let object = blob_object(0x81, id, data.len());
+    s.sui.put_blob(
+        &object,
+        ObjectId([0xee; 32]),
+        attributes(&[("content-type", "text/plain")]),
+    );
+    let rpcs = s.metric("gateway_object_lookup_rpcs_total").await;
+    let route = path(&object.id);
+    let replies = harness::join_all((0..16).map(|_| s.get(&route)).collect()).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("content-type"), Some("text/plain"));
+    }
+    assert_eq!(
+        s.metric("gateway_object_lookups_total{result=\"found\"}")
+            .await,
+        1.0,
+        "16 concurrent requests, one chain lookup"
+    );
+    let per_lookup = s.metric("gateway_object_lookup_rpcs_total").await - rpcs;
+    assert!(per_lookup >= 1.0);
+
+    // The owner edits the attributes: seen within the TTL (bounded wait, no timing asserted).
+    s.sui.put_blob(
+        &object,
+        ObjectId([0xee; 32]),
+        attributes(&[("content-type", "image/png")]),
+    );
+    let mut seen = None;
+    for _ in 0..100 {
+        let reply = s.get(&path(&object.id)).await;
+        seen = reply.header("content-type").map(str::to_owned);
+        if seen.as_deref() == Some("image/png") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("image/png"));
+    // Deleted from the chain: 404 once the lookup has expired.
+    assert!(s.sui.remove_object(&object.id));
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = s.get(&path(&object.id)).await.status;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+
+    // TTL zero: every request reads the chain.
+    let mut gateway_config = config();
+    gateway_config.object_cache_ttl = Duration::ZERO;
+    let s = start(gateway_config).await;
+    let id = s.store(&data).await;
+    let object = blob_object(0x82, id, data.len());
+    s.sui.put_blob(&object, ObjectId([0xee; 32]), None);
+    for _ in 0..3 {
+        assert_eq!(s.get(&path(&object.id)).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        s.metric("gateway_object_lookups_total{result=\"found\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        s.metric("gateway_object_lookups_total{result=\"cached\"}")
+            .await,
+        0.0
     );
     s.stop().await;
 }
@@ -203,6 +293,8 @@ async fn bad_ids_missing_objects_and_lying_chain_answers_are_refused() {
     let mut gateway_config = config();
     // Only `x-custom` is allowed here: the defaults no longer apply.
     gateway_config.allowed_headers = vec![http::HeaderName::from_static("x-custom")];
+    // Every request reads the chain, so a deletion is seen at once.
+    gateway_config.object_cache_ttl = Duration::ZERO;
     let s = start(gateway_config).await;
     let data = blob(2_000, 9);
     let id = s.store(&data).await;

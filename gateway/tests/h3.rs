@@ -156,7 +156,7 @@ async fn http3_reads_are_identical_to_http1() {
             }
         })
         .collect();
-    let replies = futures_join_all(paths.iter().map(|p| client.get(p)).collect::<Vec<_>>()).await;
+    let replies = harness::join_all(paths.iter().map(|p| client.get(p)).collect::<Vec<_>>()).await;
     for (i, reply) in replies.iter().enumerate() {
         let want = if i % 2 == 0 { &big } else { &small };
         assert_eq!(reply.bytes().as_ref(), want.as_slice());
@@ -218,34 +218,6 @@ async fn http3_requests_get_access_log_lines() {
     }
     client.close().await;
     s.stop().await;
-}
-
-/// Run `futures` concurrently on this task and collect their outputs in order.
-async fn futures_join_all<F>(futures: Vec<F>) -> Vec<F::Output>
-where
-    F: std::future::Future,
-{
-    // The futures borrow the client, so they cannot be spawned; poll them together instead.
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(Option::unwrap).collect()
 }
 
 #[tokio::test]
@@ -393,7 +365,7 @@ async fn shutdown_drains_http3_and_refuses_new_connections() {
     );
     // More requests than the stream limit still complete: the client queues for stream credit.
     let paths: Vec<String> = (0..10).map(|_| format!("/v1/blobs/{id}")).collect();
-    let replies = futures_join_all(paths.iter().map(|p| client.get(p)).collect::<Vec<_>>()).await;
+    let replies = harness::join_all(paths.iter().map(|p| client.get(p)).collect::<Vec<_>>()).await;
     assert!(replies
         .iter()
         .all(|r| r.bytes().as_ref() == data.as_slice()));

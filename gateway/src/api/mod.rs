@@ -72,6 +72,8 @@ pub struct Api {
     quilts: crate::quilt::QuiltCaches,
     /// Blob attributes that by-object-id answers carry as headers (`--allowed-headers`).
     allowed_headers: Vec<http::HeaderName>,
+    /// Recent by-object-id lookups ([`object`], `--object-cache-ttl`).
+    objects: object::ObjectLookups,
 }
 
 /// What part of a blob a request wants.
@@ -166,6 +168,7 @@ impl Api {
             inference: inference::Inference::new(&filler, config),
             parity: parity::Parity::new(&filler, config),
             allowed_headers: config.allowed_headers.clone(),
+            objects: object::ObjectLookups::new(config.object_cache_ttl),
             filler,
             telemetry,
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),

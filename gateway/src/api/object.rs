@@ -12,6 +12,11 @@
 //! served: the full node's answer cannot be used); a full node that cannot be reached is 503;
 //! a gateway without a chain (static committee, the embedded network, upstreams) is 501.
 //!
+//! Lookups are reused for `--object-cache-ttl` (10 s by default, [`ObjectLookups`]) and
+//! concurrent lookups of one object make one full-node request, so a popular object costs the
+//! full node one read per TTL however many clients ask; failures are not kept. An attribute
+//! edit or a deletion is seen at most that long after it lands.
+//!
 //! The answer's `Cache-Control` is short ([`OBJECT_CACHE_CONTROL`]) whatever the blob's: the
 //! bytes behind a Blob ID never change, but an object's attributes can be edited and the object
 //! deleted, so a downstream cache must not keep them for a year.
@@ -26,9 +31,33 @@ use chain::ObjectId;
 use codec::BlobId;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `Cache-Control` of every by-object-id answer that serves a blob.
 pub const OBJECT_CACHE_CONTROL: &str = "public, max-age=60";
+
+/// Objects kept at most this many at once by [`ObjectLookups`] (each a Blob ID and a few
+/// attributes).
+const OBJECT_CACHE_ENTRIES: u64 = 10_000;
+
+/// What a lookup found: the object's Blob ID and its attributes.
+type Resolved = Arc<(BlobId, Option<Vec<(String, String)>>)>;
+
+/// Recent successful lookups, by object, each for the TTL; `None` when the TTL is zero.
+pub(super) struct ObjectLookups(Option<moka::future::Cache<ObjectId, Resolved>>);
+
+impl ObjectLookups {
+    pub(super) fn new(ttl: Duration) -> Self {
+        Self((!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(OBJECT_CACHE_ENTRIES)
+                .time_to_live(ttl)
+                .build()
+        }))
+    }
+}
 
 /// Why a by-object-id request failed before the blob read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,12 +170,35 @@ impl Api {
         Ok(response)
     }
 
-    /// The object's Blob ID and attributes, counted.
+    /// The object's Blob ID and attributes: reused from [`ObjectLookups`] (counted as
+    /// `cached`) or read from the chain (counted by result).
     async fn resolve_object(
         &self,
         text: &str,
     ) -> Result<(BlobId, Option<Vec<(String, String)>>), ObjectError> {
         let object = parse_object_id(text)?;
+        let Some(cache) = &self.objects.0 else {
+            let found = self.lookup_object(object).await?;
+            return Ok((found.0, found.1.clone()));
+        };
+        // Only the request whose lookup ran counts it; the others found it cached (or joined
+        // it in flight).
+        let ran = AtomicBool::new(false);
+        let found = cache
+            .try_get_with(object, async {
+                ran.store(true, Ordering::Relaxed);
+                self.lookup_object(object).await
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        if !ran.load(Ordering::Relaxed) {
+            self.telemetry.object_lookup("cached", 0);
+        }
+        Ok((found.0, found.1.clone()))
+    }
+
+    /// Read the object from the chain, counted.
+    async fn lookup_object(&self, object: ObjectId) -> Result<Resolved, ObjectError> {
         let reader = self
             .filler
             .committees()
@@ -164,7 +216,7 @@ impl Api {
             e
         })?;
         self.telemetry.object_lookup("found", read.rpcs);
-        Ok((BlobId(read.blob.blob_id), read.attributes))
+        Ok(Arc::new((BlobId(read.blob.blob_id), read.attributes)))
     }
 }
 
