@@ -7,6 +7,7 @@ mod harness;
 
 use harness::chain_scene::{fast_policy, ChainScene};
 use harness::{blob, config, Scenario};
+use http::Method;
 use std::time::Duration;
 use storage_sim::{BlobLife, SimConfig};
 
@@ -62,6 +63,26 @@ async fn a_blob_is_not_served_from_the_cache_past_its_end_epoch_unless_extended(
         let hit = s.get(&format!("/v1/blobs/{id}")).await;
         assert_eq!(hit.header("x-cache"), Some("hit-memory"));
         assert_eq!(hit.header("cache-control"), Some(cache_control.as_str()));
+        // A revalidation (304) promises no more than the 200 did.
+        let etag = format!("\"{id}\"");
+        for none_match in [etag.as_str(), "*"] {
+            let not_modified = s
+                .request(
+                    Method::GET,
+                    &format!("/v1/blobs/{id}"),
+                    &[("if-none-match", none_match)],
+                )
+                .await;
+            assert_eq!(not_modified.status, 304);
+            assert_eq!(
+                not_modified.header("cache-control"),
+                Some(cache_control.as_str())
+            );
+            assert_eq!(
+                not_modified.header("x-walrus-end-epoch"),
+                Some((epoch + 2).to_string().as_str())
+            );
+        }
     }
 
     // The last epoch of its life: still served from the cache, but not to be kept downstream.

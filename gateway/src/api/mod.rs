@@ -343,7 +343,7 @@ impl Api {
         };
         let none_matched = none_match(request.headers(), &etag, &id);
         if none_matched == Some(NoneMatch::Tag) {
-            return Ok(not_modified(&etag));
+            return Ok(blob_not_modified(&etag, self.blob_life(&id)));
         }
         // A range for another representation than ours (RFC 9110 §13.1.5): send it all.
         let want = match want {
@@ -396,7 +396,7 @@ impl Api {
             }
         };
         if existence_only {
-            return Ok(not_modified(&etag));
+            return Ok(blob_not_modified(&etag, self.blob_life(&id)));
         }
         let x_cache = match &plan {
             Plan::Cached(_, tier) => {
@@ -589,6 +589,11 @@ pub fn whole_blob_id(path: &str) -> Option<BlobId> {
 }
 
 impl Api {
+    /// The blob's lifetime on Walrus, if this gateway knows it (in memory, no lookup).
+    fn blob_life(&self, id: &BlobId) -> Option<Arc<crate::status::Entry>> {
+        self.filler.lifecycle_entry(id, self.filler.clock())
+    }
+
     /// The whole blob: cached, or a fill (started if needed) once it may answer.
     async fn whole(&self, id: BlobId) -> Result<Plan, ReadError> {
         Ok(match Box::pin(self.filler.open(id)).await? {
@@ -760,6 +765,17 @@ fn not_modified(etag: &str) -> Response<Body> {
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     set_blob_headers(response.headers_mut(), etag);
     set_content_type(response.headers_mut(), None);
+    response
+}
+
+/// [`not_modified`] for a blob whose lifetime on Walrus may be known: `life` bounds
+/// `Cache-Control` and gives `X-Walrus-End-Epoch` exactly as on the 200, since a 304 refreshes
+/// a downstream cache's copy and must not promise more than the 200 would.
+fn blob_not_modified(etag: &str, life: Option<Arc<crate::status::Entry>>) -> Response<Body> {
+    let mut response = not_modified(etag);
+    if let Some(life) = life {
+        life.apply(response.headers_mut());
+    }
     response
 }
 
