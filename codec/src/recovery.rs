@@ -96,7 +96,11 @@ pub enum RecoveryError {
         got: u16,
     },
     #[error("proof has {got} levels, a tree of {n_shards} leaves has at most {max}")]
-    ProofTooLong { got: usize, max: usize, n_shards: u16 },
+    ProofTooLong {
+        got: usize,
+        max: usize,
+        n_shards: u16,
+    },
     #[error("proof of symbol {primary}-{secondary} does not match the metadata")]
     ProofMismatch { primary: u16, secondary: u16 },
     #[error("symbol is for blob {got}, not {expected}")]
@@ -480,8 +484,8 @@ mod tests {
                     verify_symbol(&encoded.metadata, s, SliverKind::Primary, row).unwrap()
                 })
                 .collect();
-            let rebuilt = rebuild_sliver(&encoded.metadata, SliverKind::Primary, row, &symbols)
-                .unwrap();
+            let rebuilt =
+                rebuild_sliver(&encoded.metadata, SliverKind::Primary, row, &symbols).unwrap();
             assert_eq!(rebuilt.data, encoded.pair(row).unwrap().0.data);
         }
     }
@@ -501,7 +505,10 @@ mod tests {
         let padded = symbols_from(&config, &encoded.primary[0], &[8]).unwrap();
         assert!(padded[0].proof.path.contains(&EMPTY_NODE));
         let wire = encode_symbols(&padded);
-        assert_eq!(decode_symbols(&Bytes::from(wire.clone()), 1).unwrap(), padded);
+        assert_eq!(
+            decode_symbols(&Bytes::from(wire.clone()), 1).unwrap(),
+            padded
+        );
         assert!(wire.len() < 1 + 6 + 36 + 1 + 4 * 33);
 
         assert!(matches!(
