@@ -9,10 +9,15 @@
 #   patch-small  GET /v1/blobs/by-quilt-patch-id/<id of the small patch>  (cold path: index
 #                and patch columns as secondary slivers)
 #   patch-large  the same for a $PATCH_SIZE patch
+#   patch-recovered  the small patch again with the node holding its column offline (set
+#                through walrus-sim's /sim/faults): that column is rebuilt from the other
+#                nodes' recovery symbols
 #   whole-blob   GET /v1/blobs/<quilt id>  (the whole quilt: a normal primary-sliver fill)
+#   node-symbols one `GET …/recoverySymbols?targetSliver=<that column>&targetType=secondary`
+#                sent straight to one node: what a rebuild waits for on the node side
 # Every answer is compared with its source bytes, and each patch read is checked to be a cold
-# read (gateway_quilt_patch_reads_total{source="cold"} = 1), with the slivers it fetched
-# recorded. The summary gives every round and the medians.
+# read (gateway_quilt_patch_reads_total{source="cold"} = 1), with the slivers and
+# recovery-symbol requests it sent recorded. The summary gives every round and the medians.
 #
 #   loadtest/quilt-bench.sh
 #   ROUNDS=3 loadtest/quilt-bench.sh
@@ -97,6 +102,25 @@ EOF
 "$CURL" -sS --fail "$BASE/v1/blobs/$QUILT_ID" -o "$OUT/quilt.bin"
 QUILT_BYTES="$(stat -c %s "$OUT/quilt.bin")"
 log "quilt $QUILT_ID: $QUILT_BYTES bytes, $PATCHES patches"
+# The node holding the small patch's first column (secondary sliver start -> pair n-1-start ->
+# shard by the Blob ID's rotation, SPEC §7), and the URL of another node to send faults to.
+read -r OWNER ADMIN_URL START < <(python3 - "$OUT/committee.json" "$QUILT_ID" "$SMALL_ID" <<'EOF2'
+import base64, json, sys
+c = json.load(open(sys.argv[1]))
+b64 = lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
+quilt, patch = b64(sys.argv[2]), b64(sys.argv[3])
+n = c["n_shards"]
+start = int.from_bytes(patch[33:35], "little")
+shard = ((n - 1 - start) + int.from_bytes(quilt, "big") % n) % n
+owner = next(i for i, node in enumerate(c["nodes"]) if shard in node["shards"])
+other = c["nodes"][(owner + 1) % len(c["nodes"])]["url"].rstrip("/")
+print(owner, other, start)
+EOF2
+)
+set_offline() { # true|false
+    "$CURL" -sS --fail -X POST "$ADMIN_URL/sim/faults?node=$OWNER" \
+        -H 'content-type: application/json' -d "{\"offline\": $1}" -o /dev/null
+}
 
 metric() { # series -> value or 0
     "$CURL" -sS "$BASE/metrics" | python3 -c '
@@ -119,6 +143,7 @@ cold_read() { # kind path expected-file
     cmp -s "$OUT/got/$kind" "$want" || die "$kind: the answer differs from the source bytes"
     xc="$(grep -i '^x-cache:' "$OUT/got/$kind.headers" | tr -d '\r' | awk '{print $2}')"
     slivers=$(( $(metric 'gateway_sliver_requests_total{kind="primary"}') + $(metric 'gateway_sliver_requests_total{kind="secondary"}') ))
+    slivers="$slivers+$(metric gateway_recovery_symbol_requests_total)rs"
     if [ "$kind" != whole-blob ]; then
         [ "$(metric 'gateway_quilt_patch_reads_total{source="cold"}')" = 1 ] \
             || die "$kind was not read on the cold path"
@@ -130,23 +155,31 @@ cold_read() { # kind path expected-file
 echo "uptime at start: $(uptime)" | tee "$OUT/summary.txt"
 declare -A TIMES
 for r in $(seq "$ROUNDS"); do
-    for kind in patch-small patch-large whole-blob; do
+    for kind in patch-small patch-large patch-recovered whole-blob node-symbols; do
         case "$kind" in
+            node-symbols)
+                T="$("$CURL" -sS --fail -o "$OUT/got/symbols" -w '%{time_total}' \
+                    "$ADMIN_URL/v1/blobs/$QUILT_ID/recoverySymbols?targetSliver=$START&targetType=secondary")"
+                XC=- SLIVERS="$(stat -c %s "$OUT/got/symbols")B" ;;
             patch-small) cold_read "$kind" "/v1/blobs/by-quilt-patch-id/$SMALL_ID" "$OUT/patches/small" ;;
+            patch-recovered)
+                set_offline true
+                cold_read "$kind" "/v1/blobs/by-quilt-patch-id/$SMALL_ID" "$OUT/patches/small"
+                set_offline false ;;
             patch-large) cold_read "$kind" "/v1/blobs/by-quilt-patch-id/$LARGE_ID" "$OUT/patches/p00" ;;
             whole-blob) cold_read "$kind" "/v1/blobs/$QUILT_ID" "$OUT/quilt.bin" ;;
         esac
         TIMES[$kind]="${TIMES[$kind]:-} $T"
-        printf 'round %d %-12s %8.1f ms  x-cache %-5s slivers %s\n' "$r" "$kind" \
+        printf 'round %d %-15s %8.1f ms  x-cache %-5s requests %s\n' "$r" "$kind" \
             "$(python3 -c "print($T * 1000)")" "$XC" "$SLIVERS" | tee -a "$OUT/summary.txt"
     done
 done
 echo "uptime at end: $(uptime)" | tee -a "$OUT/summary.txt"
 {
     echo "quilt: $QUILT_BYTES bytes, $PATCHES patches ($((PATCHES - 1)) x $PATCH_SIZE B + $SMALL_SIZE B), $SHARDS shards, 4 nodes; $ROUNDS rounds"
-    for kind in patch-small patch-large whole-blob; do
+    for kind in patch-small patch-large patch-recovered whole-blob node-symbols; do
         # shellcheck disable=SC2086
-        printf 'median %-12s %8.1f ms\n' "$kind" "$(python3 -c "print($(median ${TIMES[$kind]}) * 1000)")"
+        printf 'median %-15s %8.1f ms\n' "$kind" "$(python3 -c "print($(median ${TIMES[$kind]}) * 1000)")"
     done
 } | tee -a "$OUT/summary.txt"
 log "results in $OUT"
