@@ -19,6 +19,7 @@ mod error;
 pub mod merkle;
 mod metadata;
 pub mod quilt;
+pub mod recovery;
 mod rs;
 mod sliver;
 

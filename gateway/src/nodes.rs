@@ -449,6 +449,29 @@ impl NodeClient {
         .await
     }
 
+    /// `GET /v1/blobs/{id}/recoverySymbols?targetSliver={target}&targetType={kind}` on `node`
+    /// (SPEC §10): the BCS `Vec<GeneralRecoverySymbol>`, one symbol per shard the node owns,
+    /// each rebuilding sliver `target` of `kind`; unverified (`codec::recovery`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recovery_symbols(
+        &self,
+        topology: &Topology,
+        node: usize,
+        blob_id: &BlobId,
+        target: u16,
+        kind: SliverKind,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, NodeError> {
+        let url = format!(
+            "{}/v1/blobs/{blob_id}/recoverySymbols?targetSliver={target}&targetType={}",
+            topology.endpoints[node].base,
+            kind.as_str()
+        );
+        self.get(&url, topology.network_key(node), limit, timeout)
+            .await
+    }
+
     /// GET `url` and return a 200 body of at most `limit` bytes, all within `timeout`. An
     /// `https://` URL needs `pin`, the node's network key (see [`Topology::network_key`]).
     pub async fn get(

@@ -745,6 +745,46 @@ impl Telemetry {
     }
 }
 
+/// Column recovery (issue 16): a quilt column whose secondary sliver cannot be had is rebuilt
+/// from recovery symbols of other nodes. Registered on use, each with its help text.
+impl Telemetry {
+    /// Count one `GET …/recoverySymbols` sent to a node
+    /// (`gateway_recovery_symbol_requests_total`).
+    pub fn recovery_symbol_request(&self) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_recovery_symbol_requests_total",
+                "Recovery-symbol requests sent to storage nodes to rebuild a sliver whose owner failed."
+            );
+            metrics::counter!("gateway_recovery_symbol_requests_total").increment(1)
+        });
+    }
+
+    /// Count recovery symbols received that failed verification and were dropped
+    /// (`gateway_recovery_symbols_rejected_total`).
+    pub fn recovery_symbols_rejected(&self, count: usize) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_recovery_symbols_rejected_total",
+                "Recovery symbols dropped because their Merkle proof, size or target did not check out."
+            );
+            metrics::counter!("gateway_recovery_symbols_rejected_total").increment(count as u64)
+        });
+    }
+
+    /// Count a sliver rebuild from recovery symbols (`gateway_sliver_recoveries_total{outcome}`:
+    /// `recovered` or `failed`).
+    pub fn sliver_recovery(&self, outcome: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_sliver_recoveries_total",
+                "Slivers rebuilt from recovery symbols after their owner failed, by outcome (recovered, failed)."
+            );
+            metrics::counter!("gateway_sliver_recoveries_total", "outcome" => outcome).increment(1)
+        });
+    }
+}
+
 /// Aggregator parity (issue 17): the denylist. Registered on use, each with its help text.
 impl Telemetry {
     /// A request refused because its blob is blocked (`gateway_blocked_total{route}`, route a

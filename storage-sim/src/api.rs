@@ -10,7 +10,9 @@
 //!   metadata; never stored otherwise);
 //! * `GET /v1/blobs/{blob_id}/slivers/{pair}/{type}/status`;
 //! * `GET /v1/blobs/{blob_id}/status` (`BlobStatus`);
-//! * `GET /v1/health[?detailed=true]` (`ServiceHealthInfo`).
+//! * `GET /v1/health[?detailed=true]` (`ServiceHealthInfo`);
+//! * `GET /v1/blobs/{blob_id}/recoverySymbols` (BCS `Vec<GeneralRecoverySymbol>` with real
+//!   proofs, from the slivers the node holds: [`crate::recovery`]).
 //!
 //! What is simulated rather than real: there is no chain, so any blob whose metadata a node
 //! holds counts as registered and certified: its status is `permanent`, certified in the epoch
@@ -21,7 +23,8 @@
 //! not yet certified, an earlier `endEpoch`, deleted); an expired or deleted blob is
 //! `nonexistent` and its metadata and slivers answer 404, as on real nodes. The `?pending=`
 //! flag is accepted and ignored (nothing is ever `buffered`). There is no deny list, but the
-//! `forbidden` fault answers 451 `FORBIDDEN_BLOB` for metadata and slivers; and no recovery, decoding-symbol, inconsistency-proof,
+//! `forbidden` fault answers 451 `FORBIDDEN_BLOB` for metadata, slivers and recovery symbols;
+//! and no decoding-symbol, inconsistency-proof,
 //! confirmation or shard-sync endpoint: those answer `404 UNKNOWN_ENDPOINT`. The health public
 //! key is a fixed fake per node.
 //!
@@ -67,6 +70,7 @@ enum Route<'a> {
     Sliver(&'a str, &'a str, &'a str),
     SliverStatus(&'a str, &'a str, &'a str),
     BlobStatus(&'a str),
+    RecoverySymbols(&'a str),
     AdminFaults,
     AdminAdvanceEpoch,
     AdminMoveNode,
@@ -85,6 +89,7 @@ impl<'a> Route<'a> {
                 Route::SliverStatus(id, pair, kind)
             }
             ["v1", "blobs", id, "status"] => Route::BlobStatus(id),
+            ["v1", "blobs", id, "recoverySymbols"] => Route::RecoverySymbols(id),
             ["sim", "faults"] => Route::AdminFaults,
             ["sim", "advance-epoch"] => Route::AdminAdvanceEpoch,
             ["sim", "move-node"] => Route::AdminMoveNode,
@@ -120,6 +125,7 @@ impl<'a> Route<'a> {
             (Route::MetadataStatus(_) | Route::SliverStatus(..) | Route::BlobStatus(_), true) => {
                 &c.status_gets
             }
+            (Route::RecoverySymbols(_), true) => &c.recovery_symbol_gets,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +237,27 @@ async fn dispatch(
                 StatusCode::OK,
                 blob_status(shared, node, known.then_some(&id)),
             ))
+        }
+        Route::RecoverySymbols(id) => {
+            let id = parse_blob_id(id)?;
+            // The real node's limiter: refused at once when every permit is taken.
+            let _permit = node
+                .recovery_permits
+                .try_acquire()
+                .map_err(|_| ApiError::Unavailable)?;
+            let query = crate::recovery::parse_query(
+                request.uri().query(),
+                usize::from(shared.config.n_shards()),
+            )?;
+            let shared = shared.clone();
+            let faults = faults.clone();
+            // Expanding slivers and hashing their trees is CPU work: off the reactor.
+            let body = tokio::task::spawn_blocking(move || {
+                crate::recovery::answer(&shared, index, &faults, id, &query)
+            })
+            .await
+            .map_err(|_| ApiError::Internal)??;
+            Ok(response::octet_stream(body))
         }
         Route::AdminFaults | Route::AdminAdvanceEpoch | Route::AdminMoveNode | Route::Unknown => {
             Err(ApiError::UnknownEndpoint {
@@ -688,7 +715,11 @@ mod tests {
             Route::parse(&format!("/v1/blobs/{id}/slivers/3/primary/status")),
             Route::SliverStatus(id, "3", "primary")
         );
-        assert_eq!(Route::parse("/v1/blobs/x/recoverySymbols"), Route::Unknown);
+        assert_eq!(
+            Route::parse("/v1/blobs/x/recoverySymbols"),
+            Route::RecoverySymbols("x")
+        );
+        assert_eq!(Route::parse("/v1/blobs/x/decodingSymbols"), Route::Unknown);
         assert_eq!(Route::parse("/sim/faults"), Route::AdminFaults);
         assert_eq!(Route::parse("/sim/advance-epoch"), Route::AdminAdvanceEpoch);
         assert_eq!(Route::parse("/sim/move-node"), Route::AdminMoveNode);

@@ -19,7 +19,10 @@
 //! * `wrong_metadata`: the served `BlobMetadataWithId` carries the requested Blob ID followed by
 //!   the metadata of another blob, so only a client that checks the hashes notices.
 //! * `lie_not_found`: 404 for metadata and slivers the node has, and `nonexistent` statuses.
-//! * `forbidden`: 451 `FORBIDDEN_BLOB` for metadata and slivers (the node's deny list).
+//! * `forbidden`: 451 `FORBIDDEN_BLOB` for metadata, slivers and recovery symbols (the node's
+//!   deny list).
+//! * `corrupt_recovery_symbols`: served recovery symbols stay valid BCS with their real proofs,
+//!   but carry a flipped data byte, so none verifies.
 //! * `wrong_tls_key` (TLS only): connections accepted while it is set get a certificate of
 //!   another key; setting or clearing it closes open connections (gracefully) so clients
 //!   reconnect and see the change.
@@ -66,6 +69,8 @@ pub struct NodeFaults {
     /// 451 `FORBIDDEN_BLOB` for every blob's metadata and slivers, as a node whose deny list
     /// names the blob (NETWORK.md §7.2). Blob statuses are answered as usual.
     pub forbidden: bool,
+    /// Flip a byte of every recovery symbol's data (proofs unchanged).
+    pub corrupt_recovery_symbols: bool,
 }
 
 /// Why a fault description is unusable.

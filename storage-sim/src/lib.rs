@@ -41,6 +41,7 @@ pub mod lifecycle;
 mod network;
 mod node;
 pub mod persist;
+mod recovery;
 mod response;
 mod store;
 pub mod sui;
@@ -110,6 +111,8 @@ pub struct NodeCounters {
     pub puts: u64,
     /// Metadata, sliver and blob status `GET`s.
     pub status_gets: u64,
+    /// `GET /v1/blobs/{id}/recoverySymbols`.
+    pub recovery_symbol_gets: u64,
 }
 
 impl std::ops::Add for NodeCounters {
@@ -122,6 +125,7 @@ impl std::ops::Add for NodeCounters {
             secondary_sliver_gets: self.secondary_sliver_gets + o.secondary_sliver_gets,
             puts: self.puts + o.puts,
             status_gets: self.status_gets + o.status_gets,
+            recovery_symbol_gets: self.recovery_symbol_gets + o.recovery_symbol_gets,
         }
     }
 }

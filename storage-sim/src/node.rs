@@ -50,6 +50,7 @@ pub(crate) struct Counters {
     pub secondary_sliver_gets: AtomicU64,
     pub puts: AtomicU64,
     pub status_gets: AtomicU64,
+    pub recovery_symbol_gets: AtomicU64,
 }
 
 impl Counters {
@@ -60,6 +61,7 @@ impl Counters {
             secondary_sliver_gets: self.secondary_sliver_gets.load(Ordering::Relaxed),
             puts: self.puts.load(Ordering::Relaxed),
             status_gets: self.status_gets.load(Ordering::Relaxed),
+            recovery_symbol_gets: self.recovery_symbol_gets.load(Ordering::Relaxed),
         }
     }
 
@@ -70,6 +72,7 @@ impl Counters {
             &self.secondary_sliver_gets,
             &self.puts,
             &self.status_gets,
+            &self.recovery_symbol_gets,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -99,6 +102,8 @@ pub(crate) struct NodeState {
     pub kick: watch::Sender<u64>,
     pub counters: Counters,
     pub rng: FaultRng,
+    /// Recovery-symbol requests served at once ([`crate::recovery::MAX_ACTIVE_REQUESTS`]).
+    pub recovery_permits: tokio::sync::Semaphore,
     relocate: mpsc::UnboundedSender<Relocation>,
     relocations: Mutex<Option<mpsc::UnboundedReceiver<Relocation>>>,
 }
@@ -122,6 +127,7 @@ impl NodeState {
             listener: watch::Sender::new(ListenerState::Starting),
             kick: watch::Sender::new(0),
             counters: Counters::default(),
+            recovery_permits: tokio::sync::Semaphore::new(crate::recovery::MAX_ACTIVE_REQUESTS),
             relocate,
             relocations: Mutex::new(Some(relocations)),
         }

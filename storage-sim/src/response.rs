@@ -64,6 +64,14 @@ pub(crate) enum ApiError {
     Unavailable,
     #[error("an internal error has occurred, please report it")]
     Internal,
+    #[error("failed to deserialize query string: {0}")]
+    InvalidQuery(String),
+    #[error("the filter is invalid: {0}")]
+    InvalidFilter(String),
+    #[error("at least one symbol ID must be specified")]
+    NoSymbolsSpecified,
+    #[error("the requested recovery symbol is not the responsibility of this node's shards")]
+    SymbolNotPresentAtShards,
 }
 
 impl ApiError {
@@ -80,10 +88,13 @@ impl ApiError {
             | InvalidMetadata(_)
             | InvalidSliver(_)
             | BodyRead(_)
-            | InvalidFaults(_) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
-            ShardNotAssigned { .. } | MissingMetadata => {
-                (StatusCode::BAD_REQUEST, "FAILED_PRECONDITION")
-            }
+            | InvalidFaults(_)
+            | InvalidQuery(_)
+            | InvalidFilter(_) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+            ShardNotAssigned { .. }
+            | MissingMetadata
+            | NoSymbolsSpecified
+            | SymbolNotPresentAtShards => (StatusCode::BAD_REQUEST, "FAILED_PRECONDITION"),
             MetadataNotFound | SliverNotFound | UnknownEndpoint { .. } | NoSuchNode(_) => {
                 (StatusCode::NOT_FOUND, "NOT_FOUND")
             }
@@ -121,6 +132,10 @@ impl ApiError {
             ForbiddenBlob => "FORBIDDEN_BLOB",
             Unavailable => "UNAVAILABLE",
             Internal => "INTERNAL_ERROR",
+            InvalidQuery(_) => "INVALID_QUERY",
+            InvalidFilter(_) => "INVALID_FILTER",
+            NoSymbolsSpecified => "NO_SYMBOLS_SPECIFIED",
+            SymbolNotPresentAtShards => "SYMBOL_NOT_PRESENT_AT_SHARDS",
         }
     }
 

@@ -39,7 +39,8 @@ async fn served_bytes_are_exactly_the_vectors_bcs() {
             primary_sliver_gets: 10,
             secondary_sliver_gets: 10,
             puts: 0,
-            status_gets: 0
+            status_gets: 0,
+            recovery_symbol_gets: 0,
         }
     );
     net.reset_counters();
@@ -249,7 +250,7 @@ async fn error_paths_answer_with_the_walrus_envelope() {
     .await
     .assert_error(413, "SIZE_EXCEEDED", "BODY_TOO_LARGE");
     // Unknown endpoints and methods.
-    get(&owner, &format!("/v1/blobs/{id}/recoverySymbols"))
+    get(&owner, &format!("/v1/blobs/{id}/decodingSymbols"))
         .await
         .assert_error(404, "NOT_FOUND", "UNKNOWN_ENDPOINT");
     let not_allowed = call(Method::DELETE, &owner, &metadata_path(&id), None)
