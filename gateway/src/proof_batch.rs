@@ -234,10 +234,18 @@ impl<E: Clone> Batcher<E> {
                 }
             };
             if let Some(batch) = led {
-                // Only a request that has never led can lead: after leading, its own answer
-                // is in its channel.
-                if let Some(publish) = publish.take() {
-                    self.lead(batch, publish).await;
+                match publish.take() {
+                    Some(publish) => self.lead(batch, publish).await,
+                    // A leader whose publish answered its own proof with nothing (it answers
+                    // every proof, so this is a bug): drop the new batch at once, so its
+                    // waiters submit again rather than wait for a leader that cannot publish.
+                    None => {
+                        drop(Leading {
+                            batcher: self,
+                            batch,
+                        });
+                        return Err(BatchError::Abandoned);
+                    }
                 }
             }
             match rx.await {
