@@ -37,6 +37,14 @@ const PUT_PIECE: usize = 256 << 10;
 pub enum ClientError {
     #[error("bad gateway URL {0:?} (expected http://host[:port])")]
     BadUrl(String),
+    #[error(
+        "{0:?} is neither a Blob ID (43 base64url characters) nor a quilt patch ID (50 base64url characters)"
+    )]
+    BadId(String),
+    #[error(
+        "the quilt patch is longer than the {max} bytes its columns can hold; nothing written"
+    )]
+    PatchTooLong { max: u64 },
     #[error("cannot reach the gateway: {0}")]
     Transport(String),
     #[error("the gateway answered {status}: {message}")]
@@ -720,6 +728,174 @@ pub async fn fetch_verified(base: &str, id: BlobId, n_shards: u16) -> Result<Byt
         });
     }
     Ok(bytes)
+}
+
+/// What `get` and `verify-proof` take: a Blob ID, or a quilt patch ID (issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentId {
+    Blob(BlobId),
+    Patch(codec::quilt::QuiltPatchId),
+}
+
+impl std::str::FromStr for ContentId {
+    type Err = ClientError;
+
+    fn from_str(text: &str) -> Result<Self, ClientError> {
+        if let Ok(id) = text.parse::<BlobId>() {
+            return Ok(ContentId::Blob(id));
+        }
+        if let Ok(id) = text.parse::<codec::quilt::QuiltPatchId>() {
+            return Ok(ContentId::Patch(id));
+        }
+        Err(ClientError::BadId(text.chars().take(80).collect()))
+    }
+}
+
+/// The most bytes patch `id` can have in a quilt described by `meta`: its columns, whole.
+/// `None` when the patch's columns are not columns of that quilt.
+pub fn patch_capacity(meta: &VerifiedMetadata, id: &codec::quilt::QuiltPatchId) -> Option<u64> {
+    let config = meta.config();
+    let columns = u64::from(config.n_secondary_source_symbols());
+    if id.start_index >= id.end_index || u64::from(id.end_index) > columns {
+        return None;
+    }
+    let column = u64::from(meta.symbol_size()) * u64::from(config.n_primary_source_symbols());
+    Some(u64::from(id.end_index - id.start_index) * column)
+}
+
+/// The answer to `GET /v1/blobs/by-quilt-patch-id/{id}`, once its status is 200.
+async fn patch_response(
+    base: &str,
+    id: &codec::quilt::QuiltPatchId,
+) -> Result<hyper::Response<Incoming>, ClientError> {
+    let response = get_client()
+        .get(url(base, &format!("/v1/blobs/by-quilt-patch-id/{id}"))?)
+        .await
+        .map_err(|e| transport(&e))?;
+    let status = response.status();
+    if status != StatusCode::OK {
+        return Err(status_error(status, response.into_body()).await);
+    }
+    Ok(response)
+}
+
+/// Download quilt patch `id` into memory, at most `max` bytes. Its bytes are NOT checked
+/// against the quilt's Blob ID (that needs the quilt's columns): use it for content that
+/// authenticates itself, such as a signed proof.
+pub async fn fetch_patch(
+    base: &str,
+    id: &codec::quilt::QuiltPatchId,
+    max: u64,
+) -> Result<Bytes, ClientError> {
+    let response = patch_response(base, id).await?;
+    let bytes = http_body_util::Limited::new(response.into_body(), max as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ClientError::PatchTooLong { max }
+            } else {
+                ClientError::Transport(format!("download interrupted: {}", chain(&*e)))
+            }
+        })?
+        .to_bytes();
+    Ok(bytes)
+}
+
+/// Download quilt patch `id` and write it to `out`, streaming (a few chunks in memory). What is
+/// checked: the quilt's metadata against its Blob ID (the quilt exists and is what the ID
+/// names), that the patch's columns are columns of it, that the body is no longer than those
+/// columns and as long as the gateway declared. NOT checked: the patch's bytes against the
+/// quilt's Blob ID, which needs the patch's column slivers (`get QUILT_ID` verifies the whole
+/// quilt). Returns the patch's length.
+pub async fn get_patch(
+    base: &str,
+    id: codec::quilt::QuiltPatchId,
+    n_shards: u16,
+    out: Output<'_>,
+) -> Result<u64, ClientError> {
+    let meta = metadata(base, id.quilt_id, n_shards).await?;
+    let max = patch_capacity(&meta, &id).ok_or_else(|| {
+        ClientError::Protocol(format!(
+            "patch {id} names columns {}..{} that quilt {} does not have",
+            id.start_index, id.end_index, id.quilt_id
+        ))
+    })?;
+    let response = patch_response(base, &id).await?;
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(ClientError::PatchTooLong { max });
+    }
+    let mut body = response.into_body();
+    match out {
+        Output::Stdout => {
+            let mut stdout = tokio::io::stdout();
+            let len = copy_patch(&mut body, &mut stdout, "standard output", max, declared).await?;
+            stdout
+                .flush()
+                .await
+                .map_err(|e| write_error("standard output", e))?;
+            Ok(len)
+        }
+        Output::File(path) => {
+            let shown = path.display().to_string();
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let temp = tempfile::Builder::new()
+                .prefix(".walrus-get-")
+                .tempfile_in(dir)
+                .map_err(|e| write_error(&dir.display().to_string(), e))?;
+            // Dropping `temp_path` on any failure below deletes the file.
+            let (file, temp_path) = temp.into_parts();
+            let mut file = tokio::fs::File::from_std(file);
+            let len = copy_patch(&mut body, &mut file, &shown, max, declared).await?;
+            file.sync_all().await.map_err(|e| write_error(&shown, e))?;
+            drop(file);
+            temp_path
+                .persist(path)
+                .map_err(|e| write_error(&shown, e.error))?;
+            Ok(len)
+        }
+    }
+}
+
+/// Copy a patch body to `out`, refusing more than `max` bytes, and a body that ends before its
+/// declared length.
+async fn copy_patch<W: tokio::io::AsyncWrite + Unpin>(
+    body: &mut Incoming,
+    out: &mut W,
+    out_name: &str,
+    max: u64,
+    declared: Option<u64>,
+) -> Result<u64, ClientError> {
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ClientError::Transport(format!("download interrupted: {}", chain(&e))))?;
+        if let Ok(chunk) = frame.into_data() {
+            len += chunk.len() as u64;
+            if len > max {
+                return Err(ClientError::PatchTooLong { max });
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| write_error(out_name, e))?;
+        }
+    }
+    if let Some(declared) = declared {
+        if declared != len {
+            return Err(ClientError::Transport(format!(
+                "download interrupted after {len} of {declared} bytes"
+            )));
+        }
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

@@ -106,6 +106,17 @@ pub struct GatewayConfig {
     pub identity_key: Option<std::path::PathBuf>,
     /// Publish every inference proof as a blob (as if each request asked `"proof": "store"`).
     pub store_proofs: bool,
+    /// Stored proofs (issue 16): a batch of them closes this long after its first proof
+    /// (`--proof-batch-ms`) ...
+    pub proof_batch: Duration,
+    /// ... or once it holds this many (`--proof-batch-max`, capped by what one quilt of the
+    /// committee holds), and is stored as one quilt, each proof a patch. 0: each proof is
+    /// stored as a blob of its own (`proof.blob_id`), the behaviour before quilts.
+    pub proof_batch_max: usize,
+    /// Proofs waiting for their batch's publish at once (`--proof-queue`); one more is 503.
+    pub proof_queue: usize,
+    /// Bytes of those proofs at once (`--proof-queue-bytes`); one more is 503.
+    pub proof_queue_bytes: u64,
     /// Inference runs at once, off the reactor; the rest queue with a deadline. `None`: cores.
     pub inference_concurrency: Option<usize>,
     /// Inference requests that may wait for a run slot (429 beyond). `None`: 64 per slot.
@@ -226,6 +237,10 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_secs(10),
             identity_key: None,
             store_proofs: false,
+            proof_batch: Duration::from_millis(250),
+            proof_batch_max: 256,
+            proof_queue: 4096,
+            proof_queue_bytes: 256 << 20,
             inference_concurrency: None,
             inference_queue: None,
             inference_timeout: Duration::from_secs(30),

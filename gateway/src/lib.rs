@@ -32,6 +32,7 @@ pub mod memfile;
 pub mod models;
 pub mod node_tls;
 pub mod nodes;
+pub mod proof_batch;
 pub mod publish;
 pub mod publisher;
 pub mod quilt;

@@ -47,7 +47,7 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Download a blob, verify it against its Blob ID as it arrives, and write it (never
-    /// unverified bytes).
+    /// unverified bytes); or download a quilt patch by its quilt patch ID.
     ///
     /// The gateway's `/v1/blobs/{id}/metadata` is checked against the Blob ID, then every row
     /// of the blob against it as the row arrives; memory stays at a few rows (a row is 1/kp of
@@ -57,13 +57,20 @@ enum Command {
     /// written as soon as it verified: every byte written is verified, but a failure midway
     /// leaves a verified prefix there (and a non-zero exit). A closed standard output
     /// (`get … | head`) ends the command quietly with exit code 141.
+    ///
+    /// A quilt patch ID (50 characters) streams `/v1/blobs/by-quilt-patch-id/{id}`. Checked:
+    /// the quilt's metadata against the quilt's Blob ID, that the patch's columns are the
+    /// quilt's, and that the body is no longer than those columns and as long as declared. NOT
+    /// checked: the patch's bytes against the quilt's Blob ID (that needs the quilt's column
+    /// slivers); to verify them, `get` the quilt's Blob ID (the whole quilt) instead.
     Get {
         #[arg(long, default_value = "http://127.0.0.1:31415")]
         gateway: String,
         /// Committee size the Blob ID is for; default: what the gateway reports on /status.
         #[arg(long)]
         n_shards: Option<u16>,
-        /// The Blob ID (base64url: it may start with `-`, which is not taken for an option).
+        /// The Blob ID, or a quilt patch ID (base64url: it may start with `-`, which is not
+        /// taken for an option).
         #[arg(allow_hyphen_values = true)]
         blob_id: String,
         /// Output file (renamed into place once verified); default: standard output.
@@ -73,6 +80,10 @@ enum Command {
     /// Check an inference proof stored as a blob: download it and the model (each verified
     /// against its Blob ID), check the signature, re-run the model locally on the inputs and
     /// compare outputs. Exits non-zero naming the first failed check.
+    ///
+    /// A proof stored as a quilt patch (`proof.quilt_patch_id`) is read by its patch ID; its
+    /// bytes are not checked against the quilt's Blob ID, and need not be: the signature covers
+    /// the record, which commits to the outputs.
     VerifyProof {
         #[arg(long, default_value = "http://127.0.0.1:31415")]
         gateway: String,
@@ -82,8 +93,8 @@ enum Command {
         /// Also require the proof to be signed by this ed25519 public key (hex).
         #[arg(long)]
         signer: Option<String>,
-        /// The proof's Blob ID (base64url: it may start with `-`, which is not taken for an
-        /// option).
+        /// The proof's Blob ID (`proof.blob_id`) or quilt patch ID (`proof.quilt_patch_id`)
+        /// (base64url: it may start with `-`, which is not taken for an option).
         #[arg(allow_hyphen_values = true)]
         proof_blob_id: String,
         /// The JSON request body that was sent: `{"inputs": {...}}`.
@@ -450,9 +461,26 @@ struct ServeArgs {
     /// `<cache-dir>/gateway-identity.key`; with neither, a key that lasts as long as the process.
     #[arg(long)]
     identity_key: Option<PathBuf>,
-    /// Publish every inference proof as a blob, as if each request asked `"proof": "store"`.
+    /// Store every inference proof, as if each request asked `"proof": "store"`.
     #[arg(long)]
     store_proofs: bool,
+    /// Stored proofs are batched: a batch closes this many milliseconds after its first proof
+    /// (or at --proof-batch-max) and is stored as one quilt, each proof a patch; the answer
+    /// names `proof.quilt_id` and `proof.quilt_patch_id`.
+    #[arg(long, default_value_t = 250)]
+    proof_batch_ms: u64,
+    /// Most proofs in one batch (also capped by what a quilt of the committee holds: one fewer
+    /// than its secondary symbols). 0: no batching, each proof stored as a blob of its own
+    /// (`proof.blob_id`).
+    #[arg(long, default_value_t = 256)]
+    proof_batch_max: usize,
+    /// Proofs waiting for (or in) their batch's publish at once; one more is refused with 503
+    /// before the model runs.
+    #[arg(long, default_value_t = 4096)]
+    proof_queue: usize,
+    /// Bytes of those proofs at once; one more that does not fit is refused with 503.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    proof_queue_bytes: u64,
     /// Inference runs at once (off the reactor); default: the number of cores.
     #[arg(long)]
     inference_concurrency: Option<usize>,
@@ -736,9 +764,7 @@ fn get(
     id: &str,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let id: codec::BlobId = id
-        .parse()
-        .with_context(|| format!("{id:?} is not a Blob ID"))?;
+    let id: gateway::client::ContentId = id.parse()?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let n = match n_shards {
@@ -749,7 +775,14 @@ fn get(
             Some(path) => gateway::client::Output::File(path),
             None => gateway::client::Output::Stdout,
         };
-        gateway::client::get(gateway, id, n, out).await?;
+        match id {
+            gateway::client::ContentId::Blob(id) => {
+                gateway::client::get(gateway, id, n, out).await?
+            }
+            gateway::client::ContentId::Patch(id) => {
+                gateway::client::get_patch(gateway, id, n, out).await?
+            }
+        };
         Ok(())
     })
 }
@@ -761,9 +794,7 @@ fn verify_proof(
     id: &str,
     inputs: &Path,
 ) -> anyhow::Result<()> {
-    let id: codec::BlobId = id
-        .parse()
-        .with_context(|| format!("{id:?} is not a Blob ID"))?;
+    let proof: gateway::client::ContentId = id.parse()?;
     let body = read_limited(inputs, gateway::api::inference::MAX_BODY as u64)?;
     let runtime = runtime()?;
     let verified = runtime.block_on(async {
@@ -771,7 +802,7 @@ fn verify_proof(
             Some(n) => n,
             None => gateway::client::n_shards(gateway).await?,
         };
-        anyhow::Ok(gateway::verify::verify_proof(gateway, n, id, &body, signer).await?)
+        anyhow::Ok(gateway::verify::verify_stored_proof(gateway, n, proof, &body, signer).await?)
     })?;
     let comparison = match verified.comparison {
         inference::Comparison::Bitwise => "bitwise".to_owned(),
@@ -907,6 +938,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         identity_key: args.identity_key.clone(),
         store_proofs: args.store_proofs,
+        proof_batch: Duration::from_millis(args.proof_batch_ms),
+        proof_batch_max: args.proof_batch_max,
+        proof_queue: args.proof_queue,
+        proof_queue_bytes: args.proof_queue_bytes,
         inference_concurrency: args.inference_concurrency,
         inference_queue: args.inference_queue,
         inference_timeout: Duration::from_millis(args.inference_timeout_ms),

@@ -103,6 +103,10 @@ pub const REQUEST_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Buckets of proofs per stored-proof batch (`--proof-batch-max` is 256 by default).
+pub const PROOF_BATCH_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// Label values of failure families registered at 0 from the start.
 const FILL_FAILURES: &[&str] = &[
     "not_found",
@@ -298,6 +302,12 @@ impl Telemetry {
                 b.set_buckets_for_metric(
                     Matcher::Full("gateway_request_duration_seconds".into()),
                     REQUEST_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("gateway_proof_batch_proofs".into()),
+                    PROOF_BATCH_BUCKETS,
                 )
             })
             .expect("the bucket lists are not empty")
@@ -781,6 +791,50 @@ impl Telemetry {
                 "Slivers rebuilt from recovery symbols after their owner failed, by outcome (recovered, failed)."
             );
             metrics::counter!("gateway_sliver_recoveries_total", "outcome" => outcome).increment(1)
+        });
+    }
+}
+
+/// Stored proofs batched into quilts (issue 16). Registered on use, each with its help text.
+impl Telemetry {
+    /// A batch of stored proofs handed to its publish (`gateway_proof_batch_proofs`: its
+    /// distinct proofs).
+    pub fn proof_batch(&self, proofs: usize) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_histogram!(
+                "gateway_proof_batch_proofs",
+                "Distinct inference proofs per batch stored as quilts (--proof-batch-ms, --proof-batch-max)."
+            );
+            metrics::histogram!("gateway_proof_batch_proofs").record(proofs as f64);
+        });
+    }
+
+    /// A quilt of stored proofs published (`gateway_proof_quilts_published_total`, and its
+    /// proofs in `gateway_proof_quilt_patches_total`).
+    pub fn proof_quilt_published(&self, proofs: usize) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_proof_quilts_published_total",
+                "Quilts of inference proofs stored (one per batch, more when a batch was split to fit)."
+            );
+            metrics::describe_counter!(
+                "gateway_proof_quilt_patches_total",
+                "Inference proofs stored as patches of those quilts."
+            );
+            metrics::counter!("gateway_proof_quilts_published_total").increment(1);
+            metrics::counter!("gateway_proof_quilt_patches_total").increment(proofs as u64);
+        });
+    }
+
+    /// A quilt of proofs not stored, each of its requests failed
+    /// (`gateway_proof_batch_failures_total`).
+    pub fn proof_batch_failed(&self) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::describe_counter!(
+                "gateway_proof_batch_failures_total",
+                "Quilts of inference proofs whose publish failed; every request in one was answered with the error."
+            );
+            metrics::counter!("gateway_proof_batch_failures_total").increment(1);
         });
     }
 }

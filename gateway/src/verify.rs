@@ -6,10 +6,16 @@
 //! signer), the model and inputs the record names, and finally the outputs of a local re-run
 //! with [`inference::StaticModels`]: bitwise when the engine and CPU tag match the record's,
 //! else within [`Tolerance::default`]. The first check that fails is the error, named.
+//!
+//! A proof stored as a quilt patch (issue 16, `proof.quilt_patch_id`) is read with
+//! `GET /v1/blobs/by-quilt-patch-id/{id}` ([`crate::client::fetch_patch`]). Its bytes are not
+//! checked against the quilt's Blob ID (that needs the quilt's columns), and need not be: the
+//! signature covers the record, which commits to the outputs' BLAKE3, and every later check is
+//! the same as for a proof blob.
 //! A passing proof shows that this key signed these outputs for this model and these inputs, and
 //! that they are what the model computes here; it proves nothing about the gateway's own run.
 
-use crate::client::{self, ClientError};
+use crate::client::{self, ClientError, ContentId};
 use bytes::Bytes;
 use codec::BlobId;
 use inference::{
@@ -25,6 +31,11 @@ pub enum VerifyProofError {
     Download {
         what: &'static str,
         id: BlobId,
+        source: ClientError,
+    },
+    #[error("cannot download the proof patch {id}: {source}")]
+    DownloadPatch {
+        id: codec::quilt::QuiltPatchId,
         source: ClientError,
     },
     #[error("the inputs file is not a valid request: {0}")]
@@ -50,7 +61,35 @@ pub async fn verify_proof(
     inputs: &[u8],
     expected_signer: Option<&str>,
 ) -> Result<Verified, VerifyProofError> {
-    let proof_bytes = download(base, n_shards, proof_id, "proof blob").await?;
+    verify_stored_proof(
+        base,
+        n_shards,
+        ContentId::Blob(proof_id),
+        inputs,
+        expected_signer,
+    )
+    .await
+}
+
+/// Verify the proof stored at `proof` (a blob, or a quilt patch) against `inputs`.
+pub async fn verify_stored_proof(
+    base: &str,
+    n_shards: u16,
+    proof: ContentId,
+    inputs: &[u8],
+    expected_signer: Option<&str>,
+) -> Result<Verified, VerifyProofError> {
+    let proof_bytes = match proof {
+        ContentId::Blob(id) => download(base, n_shards, id, "proof blob").await?,
+        ContentId::Patch(id) => {
+            let max = codec::EncodingConfig::new(n_shards)
+                .map(|c| c.max_blob_size())
+                .unwrap_or(u64::MAX);
+            client::fetch_patch(base, &id, max)
+                .await
+                .map_err(|source| VerifyProofError::DownloadPatch { id, source })?
+        }
+    };
     let blob = ProofBlob::from_bytes(&proof_bytes)?;
     blob.proof.verify_signature()?;
     if let Some(key) = expected_signer {

@@ -659,3 +659,77 @@ async fn put_reports_a_refusal_that_came_with_a_reset() {
         "one request with Expect: 100-continue"
     );
 }
+
+/// `get` by quilt patch ID (issue 16): the patch's bytes to a file or stdout, after the quilt's
+/// metadata checked against its Blob ID; a patch ID whose columns the quilt lacks, and an ID
+/// that is neither kind, are one-line errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_takes_a_quilt_patch_id() {
+    let s = harness::Scenario::start(10, 4).await;
+    let base = format!("http://{}", s.addr);
+    let files = vec![
+        ("a.txt".to_owned(), bytes::Bytes::from_static(b"alpha")),
+        ("b.bin".to_owned(), pattern(20_000)),
+    ];
+    let patches = gateway::quilt::put_quilt(&base, None, &files)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (identifier, id) in &patches {
+        let want = &files.iter().find(|f| &f.0 == identifier).unwrap().1;
+        let out = dir.path().join(identifier);
+        let args: Vec<String> = vec![
+            "get".into(),
+            "--gateway".into(),
+            base.clone(),
+            id.to_string(),
+            "-o".into(),
+            out.display().to_string(),
+        ];
+        let to_file = tokio::task::spawn_blocking(move || {
+            run(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"")
+        })
+        .await
+        .unwrap();
+        assert!(
+            to_file.status.success(),
+            "{}",
+            String::from_utf8_lossy(&to_file.stderr)
+        );
+        assert_eq!(&std::fs::read(&out).unwrap()[..], &want[..]);
+        let args: Vec<String> = vec![
+            "get".into(),
+            "--gateway".into(),
+            base.clone(),
+            id.to_string(),
+        ];
+        let to_stdout = tokio::task::spawn_blocking(move || {
+            run(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"")
+        })
+        .await
+        .unwrap();
+        assert!(to_stdout.status.success());
+        assert_eq!(&to_stdout.stdout[..], &want[..]);
+    }
+    // A quilt of n = 10 has 7 columns (0..7): 9..10 are not columns of it.
+    let outside = codec::quilt::QuiltPatchId {
+        end_index: 10,
+        start_index: 9,
+        ..patches[0].1
+    };
+    let (base2, outside) = (base.clone(), outside.to_string());
+    let out =
+        tokio::task::spawn_blocking(move || run(&["get", "--gateway", &base2, &outside], b""))
+            .await
+            .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not have"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    fails_with_one_line(
+        &["get", "--gateway", &base, "--n-shards", "10", "not-an-id"],
+        b"",
+        "is neither a Blob ID",
+    );
+    s.stop().await;
+}

@@ -464,7 +464,8 @@ async fn a_stored_proof_inference_without_the_publish_token_is_refused_and_store
         )
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    assert!(reply.json()["proof"]["blob_id"].is_string());
+    // Batched into a quilt by default (issue 16): the proof's patch and the quilt's Blob ID.
+    assert!(reply.json()["proof"]["quilt_patch_id"].is_string());
     assert!(blobs_on_nodes(&s) > before);
     s.stop().await;
 }

@@ -48,15 +48,27 @@ fn inference_config(dir: &std::path::Path) -> gateway::GatewayConfig {
 }
 
 async fn start(dir: &std::path::Path) -> Scenario {
+    start_with(inference_config(dir)).await
+}
+
+async fn start_with(config: gateway::GatewayConfig) -> Scenario {
     Scenario::with(
         SimConfig {
             n_shards: 10,
             nodes: 4,
             ..SimConfig::default()
         },
-        inference_config(dir),
+        config,
     )
     .await
+}
+
+/// Proofs stored one blob each (`--proof-batch-max 0`), as before quilts.
+fn blob_proofs_config(dir: &std::path::Path) -> gateway::GatewayConfig {
+    gateway::GatewayConfig {
+        proof_batch_max: 0,
+        ..inference_config(dir)
+    }
 }
 
 async fn infer(s: &Scenario, model: &BlobId, body: &Value) -> harness::Reply {
@@ -111,7 +123,7 @@ fn verify_proof(addr: std::net::SocketAddr, proof: &str, inputs: &Value) -> Outp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_model_infer_on_cold_gateway_store_and_verify_proof() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = start(dir.path()).await;
+    let mut s = start_with(blob_proofs_config(dir.path())).await;
     let put = s
         .send_body(Method::PUT, "/v1/blobs", &[], model("mlp"))
         .await;
@@ -122,7 +134,7 @@ async fn put_model_infer_on_cold_gateway_store_and_verify_proof() {
         .parse()
         .unwrap();
     // A fresh gateway: the model is in no cache and must be filled from the nodes.
-    s.restart_gateway(inference_config(dir.path())).await;
+    s.restart_gateway(blob_proofs_config(dir.path())).await;
     for (i, (inputs, outputs)) in cases("mlp").into_iter().enumerate() {
         let body = json!({"inputs": inputs, "proof": "store"});
         let reply = infer(&s, &model_id, &body).await;
@@ -414,8 +426,11 @@ async fn base64_in_and_out_match_onnxruntime_and_prove_the_same() {
                 );
             }
 
-            // verify-proof takes the inputs file in either form.
-            let proof_id = b64["proof"]["blob_id"].as_str().unwrap().to_owned();
+            // verify-proof takes the inputs file in either form. Proofs are batched into
+            // quilts by default: the proof is a patch, read by its quilt patch ID.
+            assert!(b64["proof"]["blob_id"].is_null(), "{b64}");
+            assert!(b64["proof"]["quilt_id"].is_string(), "{b64}");
+            let proof_id = b64["proof"]["quilt_patch_id"].as_str().unwrap().to_owned();
             let addr = s.addr;
             for file in [body.clone(), json!({ "inputs": inputs })] {
                 let proof_id = proof_id.clone();

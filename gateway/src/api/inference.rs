@@ -17,11 +17,19 @@
 //!   run).
 //! * Each answer carries a proof record signed with the gateway's key (`--identity-key`, loaded
 //!   or created on the first inference). With `"proof": "store"` (or `--store-proofs`) the
-//!   [`ProofBlob`] is published through [`crate::publish`] and its Blob ID returned as
-//!   `proof.blob_id`, next to the record: that is a publish, so it needs what `PUT /v1/blobs`
-//!   needs (publishing on, the publish token, a publish admission), checked before the model
-//!   runs; refused, nothing is run or stored. A proof is a signed commitment by this gateway,
-//!   not a proof that the computation was correct.
+//!   [`ProofBlob`] is stored: batched with the proofs of other requests
+//!   ([`crate::proof_batch`]: those arriving within `--proof-batch-ms`, at most
+//!   `--proof-batch-max`) into one quilt, each proof a patch named by its record's BLAKE3
+//!   (hex), published exactly as `PUT /v1/quilts` publishes (same limits and admission,
+//!   written through to the cache); the answer names the quilt's Blob ID (`proof.quilt_id`) and
+//!   the proof's patch (`proof.quilt_patch_id`). With `--proof-batch-max 0` each proof is a blob
+//!   of its own (`proof.blob_id`). A batch too large for one quilt is split in halves until
+//!   each part fits; a single proof that fits no quilt is 413. A failed publish fails every
+//!   request of its batch with the publish's error; nothing is reported stored that was not.
+//!   Storing is a publish, so it needs what `PUT /v1/blobs` needs (publishing on, the publish
+//!   token), checked before the model runs, as is a full proof queue (503); refused, nothing is
+//!   run or stored. A proof is a signed commitment by this gateway, not a proof that the
+//!   computation was correct.
 //! * Tensors travel as JSON numbers (`data`) or base64 of their little-endian bytes
 //!   (`data_b64`, per input); `"output_encoding": "base64"` writes every output as `data_b64`.
 //!   The proof hashes the tensors, not their text, so it is the same whichever form was used.
@@ -34,6 +42,7 @@ use crate::budget::{Budget, Cover, Reservation};
 use crate::config::GatewayConfig;
 use crate::fill::{Filler, ReadError};
 use crate::models::CacheLoader;
+use crate::proof_batch::{BatchConfig, BatchError, Batcher, Item, Placed};
 
 use ::inference::{
     Encoded, Engine, EngineConfig, EngineStats, Identity, InferenceRequest, ProofBlob, ProofMode,
@@ -74,6 +83,9 @@ pub(super) struct Inference {
     identity: OnceCell<Result<Arc<Identity>, String>>,
     /// Publish every proof (`--store-proofs`), not only those a request asks to store.
     store_proofs: bool,
+    /// Stored proofs wait here to be published together as one quilt; `None`
+    /// (`--proof-batch-max 0`): each proof is published as a blob of its own.
+    proofs: Option<Batcher<ApiError>>,
     /// `--inference-memory`: what request bodies and their parsed inputs may hold at once.
     memory: std::sync::Arc<Budget>,
 }
@@ -105,6 +117,25 @@ impl Inference {
             identity_path: config.identity_key_path(),
             identity: OnceCell::new(),
             store_proofs: config.store_proofs,
+            proofs: (config.proof_batch_max > 0).then(|| {
+                // A quilt holds one patch fewer than the committee has secondary symbols (the
+                // index takes a column); larger batches would only be split.
+                let fits = usize::from(
+                    filler
+                        .topology()
+                        .config()
+                        .n_secondary_source_symbols()
+                        .saturating_sub(1),
+                );
+                Batcher::new(BatchConfig {
+                    window: config.proof_batch,
+                    max: config.proof_batch_max.min(fits).max(1),
+                    queue: config.proof_queue,
+                    queue_bytes: config.proof_queue_bytes,
+                    // Half the publish slots at most: uploads keep the rest.
+                    publishes: (config.max_concurrent_publishes / 2).max(1),
+                })
+            }),
             memory: Budget::new(config.inference_memory),
         }
     }
@@ -232,9 +263,15 @@ where
         Some(mode) => mode == ProofMode::Store,
         None => inference.store_proofs,
     };
-    // Storing the proof publishes a blob: refused before the model runs, so nothing is stored.
+    // Storing the proof publishes: refused before the model runs, so nothing is stored.
     if store {
         may_publish?;
+        if let Some(batcher) = &inference.proofs {
+            if batcher.queued() >= batcher.config().queue {
+                api.telemetry.admission_refused("proof_queue");
+                return Err(ApiError::AtCapacity("proofs waiting to be stored"));
+            }
+        }
     }
     let identity = inference.identity().await?;
     let response = inference.engine.infer(model, parsed, &identity).await?;
@@ -244,8 +281,8 @@ where
         outputs: response.outputs,
         proof: response.proof,
     };
-    let blob_id = if store {
-        Some(store_proof(api, Bytes::from(blob.to_bytes())).await?)
+    let stored = if store {
+        Some(store_proof(api, &blob).await?)
     } else {
         None
     };
@@ -263,23 +300,40 @@ where
         }
     };
     let answer = if inline {
-        encode_answer(model, &blob, blob_id, encoding)?
+        encode_answer(model, &blob, stored, encoding)?
     } else {
-        tokio::task::spawn_blocking(move || encode_answer(model, &blob, blob_id, encoding))
+        tokio::task::spawn_blocking(move || encode_answer(model, &blob, stored, encoding))
             .await
             .map_err(|e| ReadError::Internal(format!("answer encode task failed: {e}")))??
     };
     Ok(super::text(answer, "application/json"))
 }
 
-/// The proof part of an answer: `{"record", "signature"[, "blob_id"]}`.
+/// Where a stored proof is.
+#[derive(Debug, Clone, Copy)]
+enum StoredAt {
+    /// A blob of its own (`--proof-batch-max 0`).
+    Blob(BlobId),
+    /// A patch of a quilt shared with the proofs of its batch.
+    Patch(Placed),
+}
+
+/// The proof part of an answer: `{"record", "signature"[, "blob_id" | "quilt_id",
+/// "quilt_patch_id"]}`.
 #[derive(serde::Serialize)]
 struct AnswerProof<'a> {
     #[serde(flatten)]
     proof: &'a ::inference::Proof,
-    /// The stored proof blob, when the request (or `--store-proofs`) asked to store it.
+    /// The stored proof blob, when the request (or `--store-proofs`) asked to store it and
+    /// proofs are stored one blob each (`--proof-batch-max 0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     blob_id: Option<BlobId>,
+    /// The quilt holding the stored proof (its Blob ID), when proofs are batched into quilts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quilt_id: Option<BlobId>,
+    /// The stored proof's patch in that quilt: `GET /v1/blobs/by-quilt-patch-id/{it}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quilt_patch_id: Option<String>,
 }
 
 /// The answer to `POST /v1/inference/{model}`, `{"model", "outputs", "proof"}`, written in one
@@ -289,7 +343,7 @@ struct AnswerProof<'a> {
 fn encode_answer(
     model: BlobId,
     blob: &ProofBlob,
-    blob_id: Option<BlobId>,
+    stored: Option<StoredAt>,
     encoding: TensorEncoding,
 ) -> Result<Bytes, ApiError> {
     let failed = |e: serde_json::Error| -> ApiError {
@@ -311,19 +365,229 @@ fn encode_answer(
         .write_json(&mut out)
         .map_err(failed)?;
     out.extend_from_slice(b",\"proof\":");
+    let (blob_id, placed) = match stored {
+        Some(StoredAt::Blob(id)) => (Some(id), None),
+        Some(StoredAt::Patch(placed)) => (None, Some(placed)),
+        None => (None, None),
+    };
     let proof = AnswerProof {
         proof: &blob.proof,
         blob_id,
+        quilt_id: placed.map(|p| p.quilt_id),
+        quilt_patch_id: placed.map(|p| p.patch_id.to_string()),
     };
     serde_json::to_writer(&mut out, &proof).map_err(failed)?;
     out.push(b'}');
     Ok(Bytes::from(out))
 }
 
+/// The patch identifier of a stored proof: the hex BLAKE3 of its record's canonical JSON.
+/// Two proofs with one identifier have one record, which commits to the outputs: the same
+/// bytes.
+pub fn proof_identifier(proof: &::inference::Proof) -> String {
+    blake3::hash(&proof.record.canonical_json())
+        .to_hex()
+        .to_string()
+}
+
+/// Store a proof: in the next batch's quilt, or as a blob of its own (`--proof-batch-max 0`).
+/// The caller has checked the publish token.
+async fn store_proof(api: &Api, blob: &ProofBlob) -> Result<StoredAt, ApiError> {
+    let bytes = Bytes::from(blob.to_bytes());
+    let Some(batcher) = &api.inference.proofs else {
+        return store_proof_blob(api, bytes).await.map(StoredAt::Blob);
+    };
+    let item = Item {
+        identifier: proof_identifier(&blob.proof),
+        data: bytes,
+    };
+    match batcher
+        .submit(item, |items| publish_batch(api, items))
+        .await
+    {
+        Ok(placed) => Ok(StoredAt::Patch(placed)),
+        Err(BatchError::Failed(e)) => Err(e),
+        Err(BatchError::QueueFull(what)) => {
+            api.telemetry.admission_refused("proof_queue");
+            Err(ApiError::AtCapacity(if what == "bytes" {
+                "bytes of proofs waiting to be stored"
+            } else {
+                "proofs waiting to be stored"
+            }))
+        }
+        Err(abandoned @ BatchError::Abandoned) => Err(ApiError::Publish(
+            format!("cannot store the proof: {abandoned}; nothing was stored"),
+            false,
+        )),
+    }
+}
+
+/// Why one quilt of proofs was not stored.
+enum QuiltFailure {
+    /// The proofs do not fit one quilt (of this committee, under the upload limit): split them.
+    TooLarge(String),
+    /// The publish failed: every proof in the quilt fails with this.
+    Failed(ApiError),
+}
+
+/// Store a batch of proofs (distinct identifiers) as one quilt, or, when it does not fit one,
+/// as the quilts of its halves, and so on; the place (or the error) of each, in order.
+async fn publish_batch(api: &Api, items: Vec<Item>) -> Vec<Result<Placed, ApiError>> {
+    api.telemetry.proof_batch(items.len());
+    let mut answers: Vec<Option<Result<Placed, ApiError>>> = vec![None; items.len()];
+    let mut parts: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
+    while let Some(part) = parts.pop() {
+        match publish_quilt(api, &items, &part).await {
+            Ok(placed) => {
+                api.telemetry.proof_quilt_published(part.len());
+                for (&i, p) in part.iter().zip(placed) {
+                    answers[i] = Some(Ok(p));
+                }
+            }
+            Err(QuiltFailure::TooLarge(_)) if part.len() > 1 => {
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.push(second.to_vec());
+                parts.push(first.to_vec());
+            }
+            Err(QuiltFailure::TooLarge(reason)) => {
+                api.telemetry.proof_batch_failed();
+                let i = part[0];
+                answers[i] = Some(Err(ApiError::Inference {
+                    status: 413,
+                    reason: "PROOF_TOO_LARGE",
+                    message: format!(
+                        "cannot store the proof ({} bytes): it fits no quilt of this \
+                         committee ({reason}); nothing was stored",
+                        items[i].data.len()
+                    ),
+                }));
+            }
+            Err(QuiltFailure::Failed(e)) => {
+                api.telemetry.proof_batch_failed();
+                tracing::info!(proofs = part.len(), error = %e, "a quilt of proofs was not stored");
+                for &i in &part {
+                    answers[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(ReadError::Internal("a proof of the batch got no answer".into()).into())
+            })
+        })
+        .collect()
+}
+
+/// Encode `part` of `items` as one quilt and publish it as `PUT /v1/quilts` does (same limit,
+/// admission and store, written through to the cache, so `verify-proof` against this gateway
+/// reads it without a fill); each proof's place, in `part`'s order.
+async fn publish_quilt(
+    api: &Api,
+    items: &[Item],
+    part: &[usize],
+) -> Result<Vec<Placed>, QuiltFailure> {
+    use codec::quilt::{self, QuiltError};
+    let failed = |e: ApiError| QuiltFailure::Failed(store_error(e, part.len()));
+    let settings = api
+        .publish
+        .as_ref()
+        .ok_or(ApiError::PublishingDisabled(api.publish_off))
+        .map_err(failed)?;
+    let config = *api.filler.topology().config();
+    let limit = settings.max_upload.min(config.max_blob_size());
+    let files: Vec<(String, Bytes)> = part
+        .iter()
+        .map(|&i| (items[i].identifier.clone(), items[i].data.clone()))
+        .collect();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let inputs: Vec<quilt::PatchInput<'_>> = files
+            .iter()
+            .map(|(identifier, data)| quilt::PatchInput {
+                identifier: identifier.clone(),
+                tags: Default::default(),
+                data,
+            })
+            .collect();
+        quilt::encode_quilt_bounded(&config, &inputs, limit)
+    })
+    .await
+    .map_err(|e| failed(ReadError::Internal(format!("quilt encode task failed: {e}")).into()))?;
+    let encoded = match encoded {
+        Ok(encoded) => encoded,
+        Err(
+            e @ (QuiltError::ExceedsLimit { .. }
+            | QuiltError::QuiltTooLarge { .. }
+            | QuiltError::TooManyPatches { .. }
+            | QuiltError::IndexTooLarge(_)
+            | QuiltError::PatchTooLarge { .. }),
+        ) => return Err(QuiltFailure::TooLarge(e.to_string())),
+        Err(e) => {
+            return Err(failed(ApiError::Publish(
+                format!("cannot build their quilt: {e}"),
+                false,
+            )))
+        }
+    };
+    let mut admission =
+        super::upload::admit(api, settings, encoded.data.len() as u64).map_err(failed)?;
+    let index = encoded.index;
+    let stored = super::upload::store(
+        api,
+        settings,
+        Bytes::from(encoded.data),
+        None,
+        &mut admission.memory,
+    )
+    .await
+    .map_err(failed)?;
+    let quilt_id = stored.blob_id.ok_or_else(|| {
+        failed(ApiError::Publisher(format!(
+            "the publisher answered HTTP {}: {}",
+            stored.status, stored.answer
+        )))
+    })?;
+    part.iter()
+        .map(|&i| {
+            index
+                .by_identifier(&items[i].identifier)
+                .map(|p| Placed {
+                    quilt_id,
+                    patch_id: p.patch_id(quilt_id),
+                })
+                .ok_or_else(|| {
+                    failed(
+                        ReadError::Internal(format!(
+                            "quilt {quilt_id} has no patch {}",
+                            items[i].identifier
+                        ))
+                        .into(),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A publish error as the answer of a request whose proof it did not store.
+fn store_error(e: ApiError, proofs: usize) -> ApiError {
+    let what = if proofs == 1 {
+        "cannot store the proof".to_owned()
+    } else {
+        format!("cannot store the proof (in a quilt of {proofs} proofs)")
+    };
+    match e {
+        ApiError::Publish(m, quorum) => ApiError::Publish(format!("{what}: {m}"), quorum),
+        ApiError::Publisher(m) => ApiError::Publisher(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
 /// Publish a proof blob as `PUT /v1/blobs` would, under the same admission (and cache it, so
 /// `verify-proof` against this gateway reads it without a fill). The caller has checked the
 /// publish token.
-async fn store_proof(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
+async fn store_proof_blob(api: &Api, bytes: Bytes) -> Result<BlobId, ApiError> {
     let settings = api
         .publish
         .as_ref()
