@@ -343,9 +343,12 @@ impl DiskCache {
         let started = Instant::now();
         let mut read = 0u64;
         let mut row = 0u16;
+        // One row buffer for the whole file: a fresh multi-MiB buffer per row would be mapped,
+        // faulted in and unmapped each time, taking the process's memory-map lock that the
+        // request threads need too (and this thread runs at idle priority).
+        let mut buf = vec![0u8; row_len as usize];
         while read < len {
             let take = row_len.min(len - read);
-            let mut buf = vec![0u8; row_len as usize];
             if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(
                 &header.file,
                 &mut buf[..take as usize],
@@ -354,11 +357,12 @@ impl DiskCache {
                 return Ok(self.scrub_failed(id, format!("row {row} unreadable: {e}")));
             }
             // The last row is padded with zeros, as the encoder pads it.
+            buf[take as usize..].fill(0);
             let sliver = Sliver {
                 kind: SliverKind::Primary,
                 index: row,
                 symbol_size,
-                data: Bytes::from(buf),
+                data: Bytes::from(std::mem::take(&mut buf)),
             };
             let checked = match &covers {
                 Some(covers) => {
@@ -386,6 +390,8 @@ impl DiskCache {
                     format!("row {row} does not match the Blob ID{how}: {e}"),
                 ));
             }
+            // The buffer back (no copy: the `Bytes` is its only holder).
+            buf = Vec::from(sliver.data);
             read += take;
             row += 1;
             self.scrub_progress(take, started);
