@@ -159,6 +159,182 @@ impl MerkleProof {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Checking a sliver without expanding it again (issue 18: the disk scrub).
+//
+// A sliver's hash in the metadata is the root over its full expansion: its own `k` symbols
+// (leaves `[0, k)`, the code is systematic) followed by the recovery symbols (leaves `[k, n)`).
+// The recovery leaves are a contiguous suffix, so the tree above them is summed up by at most
+// one node per level, the *suffix cover*: the sibling, where there is one, of the rightmost node
+// that still has a leaf of the prefix below it. Given the `k` source leaves and the cover, the
+// root is recomputed exactly as `root_from_leaf_hashes` computes it (same pairing, same
+// empty-node padding of odd levels).
+//
+// The cover is taken from an expansion whose root matched the metadata, and kept; a later check
+// hashes only the sliver's own bytes. Against changed bytes this is as strong as the full check:
+// the root commits to every source leaf, so changed bytes, or a forged cover node, give another
+// root unless BLAKE2b-256 collides. A forged cover can only make an intact sliver fail, never a
+// changed one pass.
+
+/// The suffix cover of leaves `[start, leaves.len())`, bottom up (see above): what
+/// [`root_from_prefix_and_cover`] needs besides the first `start` leaves. With `start == 0` it
+/// is the root alone; with `start == leaves.len()` it is empty. `None` if `start` is past the
+/// end.
+pub fn suffix_cover(leaves: &[Node], start: usize) -> Option<Vec<Node>> {
+    if start > leaves.len() {
+        return None;
+    }
+    if start == 0 {
+        return Some(vec![root_from_leaf_hashes(leaves)]);
+    }
+    let mut cover = Vec::new();
+    let mut level = leaves.to_vec();
+    // Nodes `[0, known)` of this level have a prefix leaf below them; the others do not.
+    let mut known = start;
+    while level.len() > 1 {
+        if known % 2 == 1 && known < level.len() {
+            cover.push(level[known]);
+        }
+        level = parent_level(&level);
+        known = known.div_ceil(2);
+    }
+    Some(cover)
+}
+
+/// How many nodes [`suffix_cover`] returns for a tree of `count` leaves and a prefix of `start`
+/// (the shape alone decides it; `None` if `start > count`).
+pub fn suffix_cover_len(count: usize, start: usize) -> Option<usize> {
+    if start > count {
+        return None;
+    }
+    if start == 0 {
+        return Some(1);
+    }
+    let (mut len, mut known, mut nodes) = (count, start, 0);
+    while len > 1 {
+        if known % 2 == 1 && known < len {
+            nodes += 1;
+        }
+        len = len.div_ceil(2);
+        known = known.div_ceil(2);
+    }
+    Some(nodes)
+}
+
+/// The root of a tree over `count` leaves whose first `prefix.len()` leaves are `prefix` and
+/// whose other leaves `cover` sums up (from [`suffix_cover`]). `None` if `prefix` is longer than
+/// `count` or `cover` does not have the number of nodes this shape needs.
+pub fn root_from_prefix_and_cover(prefix: &[Node], count: usize, cover: &[Node]) -> Option<Node> {
+    if prefix.len() > count {
+        return None;
+    }
+    if prefix.is_empty() {
+        return (cover.len() == 1).then(|| cover[0]);
+    }
+    let mut covers = cover.iter();
+    let mut level = prefix.to_vec();
+    let mut len = count;
+    while len > 1 {
+        if level.len() % 2 == 1 {
+            // The last known node's sibling: a suffix node, or the padding of an odd level.
+            let sibling = if level.len() < len {
+                *covers.next()?
+            } else {
+                EMPTY_NODE
+            };
+            level.push(sibling);
+        }
+        level = parent_level(&level);
+        len = len.div_ceil(2);
+    }
+    if covers.next().is_some() {
+        return None;
+    }
+    Some(level[0])
+}
+
+/// Check `sliver` in full against `meta` (expansion and root, as
+/// [`VerifiedMetadata::verify_sliver`] does) and return the suffix cover of its recovery
+/// symbols' leaves, for [`verify_sliver_with_cover`] to check the same sliver later without
+/// expanding it.
+pub fn verify_sliver_and_cover(
+    meta: &crate::VerifiedMetadata,
+    sliver: &crate::Sliver,
+) -> Result<Vec<Node>, crate::CodecError> {
+    let (pair, expected, k, ss) = cover_check_shape(meta, sliver)?;
+    let n = usize::from(meta.config().n_shards());
+    let mut full = Vec::with_capacity(n * ss);
+    full.extend_from_slice(&sliver.data);
+    crate::rs::expand_into(
+        meta.config(),
+        sliver.kind.expanding_axis(),
+        &sliver.data,
+        ss,
+        &mut full,
+    )?;
+    let mut leaves = vec![EMPTY_NODE; n];
+    leaf_hashes(&full, ss, &mut leaves);
+    if root_from_leaf_hashes(&leaves) != expected {
+        return Err(crate::SliverError::MerkleMismatch { pair }.into());
+    }
+    Ok(suffix_cover(&leaves, k).expect("k <= n for every committee"))
+}
+
+/// Check `sliver` against `meta` with the suffix cover kept from an earlier full check
+/// ([`verify_sliver_and_cover`]): only the sliver's own symbols are hashed. A cover that is not
+/// the one of this sliver's expansion (wrong length, forged node) fails the check, like changed
+/// bytes do.
+pub fn verify_sliver_with_cover(
+    meta: &crate::VerifiedMetadata,
+    sliver: &crate::Sliver,
+    cover: &[Node],
+) -> Result<(), crate::CodecError> {
+    let (pair, expected, k, ss) = cover_check_shape(meta, sliver)?;
+    let n = usize::from(meta.config().n_shards());
+    let mut leaves = vec![EMPTY_NODE; k];
+    leaf_hashes(&sliver.data, ss, &mut leaves);
+    match root_from_prefix_and_cover(&leaves, n, cover) {
+        Some(root) if root == expected => Ok(()),
+        _ => Err(crate::SliverError::MerkleMismatch { pair }.into()),
+    }
+}
+
+/// The checks `verify_sliver` makes before hashing (index, symbol size, length); on success the
+/// pair, the expected root, the sliver's symbol count and the symbol size.
+fn cover_check_shape(
+    meta: &crate::VerifiedMetadata,
+    sliver: &crate::Sliver,
+) -> Result<(u16, Node, usize, usize), crate::CodecError> {
+    use crate::SliverError;
+    let config = meta.config();
+    let n = config.n_shards();
+    if sliver.index >= n {
+        return Err(SliverError::IndexOutOfRange {
+            index: sliver.index,
+            n_shards: n,
+        }
+        .into());
+    }
+    let ss = meta.symbol_size();
+    if sliver.symbol_size != ss {
+        return Err(SliverError::WrongSymbolSize {
+            expected: ss,
+            got: sliver.symbol_size,
+        }
+        .into());
+    }
+    let k = usize::from(sliver.kind.symbol_count(config));
+    if sliver.data.len() != k * usize::from(ss) {
+        return Err(SliverError::WrongLength {
+            expected: k * usize::from(ss),
+            got: sliver.data.len(),
+        }
+        .into());
+    }
+    let (pair, expected) = meta.expected_hash(sliver.kind, sliver.index);
+    Ok((pair, expected, k, usize::from(ss)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,6 +368,8 @@ struct ServeArgs {
     disk_cache: u64,
     /// Bytes per second the background scrub re-reads cached files to check them against their
     /// Blob IDs (a failing file is quarantined and refilled), e.g. `64MiB`; `0` turns it off.
+    /// An upper bound: the scrub runs at idle CPU priority and slows while requests keep the
+    /// cores busy (achieved rate in `GET /admin/cache`).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     scrub_rate: u64,
     /// Bearer token for the admin API (/admin/...); without it there is no admin API.

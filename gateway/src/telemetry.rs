@@ -391,6 +391,13 @@ impl Telemetry {
                             "gateway_disk_scrub_unscrubbable_total"
                         ),
                         scrub_oldest_age: metrics::gauge!("gateway_disk_scrub_oldest_age_seconds"),
+                        scrub_achieved_rate: {
+                            metrics::describe_gauge!(
+                                "gateway_disk_scrub_achieved_bytes_per_second",
+                                "Bytes per second the disk scrub checked in its current or last pass (at most --scrub-rate; less while requests keep its core busy)"
+                            );
+                            metrics::gauge!("gateway_disk_scrub_achieved_bytes_per_second")
+                        },
                     },
                 )
             });

@@ -288,3 +288,201 @@ async fn a_cache_written_before_format_2_is_served_after_the_upgrade() {
     assert_eq!(failures.unwrap_or(0.0), 0.0);
     s.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The scrub's kept suffix covers (issue 18): the first full check of a file keeps each row's
+// cover in its meta file; later passes check with it; a forged node quarantines the file (never
+// a silent pass) and is dropped; a damaged meta file is fetched again, not blamed on the blob.
+
+/// Byte offset of the first cover node in a meta file with covers, and its row count and nodes
+/// per row (layout in `gateway::disk::scrub`).
+fn meta_covers(meta_file: &[u8]) -> Option<(usize, u32, u16)> {
+    if meta_file.get(..8)? != b"WGMETA\0\x02" {
+        return None;
+    }
+    let body = u32::from_le_bytes(meta_file[8..12].try_into().unwrap()) as usize;
+    let at = 12 + body;
+    let rows = u32::from_le_bytes(meta_file[at..at + 4].try_into().unwrap());
+    let per_row = u16::from_le_bytes(meta_file[at + 4..at + 6].try_into().unwrap());
+    Some((at + 8, rows, per_row))
+}
+
+/// Flip one bit of cover node `node`; with `fix_sum`, recompute the file's CRC32C as someone who
+/// can write the cache directory would.
+fn forge_cover(path: &Path, node: usize, fix_sum: bool) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let (first, ..) = meta_covers(&bytes).expect("covers kept");
+    bytes[first + 32 * node + 5] ^= 0x04;
+    if fix_sum {
+        let end = bytes.len() - 4;
+        let sum = crc32c(&bytes[..end]);
+        bytes[end..].copy_from_slice(&sum);
+    }
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// Change one content byte at `at` and make every per-read check agree (the chunk's CRC32C and
+/// the header's BLAKE3 over the header and table).
+fn rewrite_with_checksums(path: &Path, len: usize, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[HEADER + at] ^= 0x10;
+    let chunk = at / CHUNK;
+    let table = HEADER + len;
+    let end = (HEADER + (chunk + 1) * CHUNK).min(HEADER + len);
+    let sum = crc32c(&bytes[HEADER + chunk * CHUNK..end]);
+    bytes[table + 4 * chunk..table + 4 * chunk + 4].copy_from_slice(&sum);
+    let mut check = blake3::Hasher::new();
+    check.update(&bytes[..88]);
+    check.update(&bytes[table..]);
+    bytes[88..120].copy_from_slice(check.finalize().as_bytes());
+    std::fs::write(path, &bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_covers_are_added_by_a_full_check_and_a_forged_one_quarantines() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing in memory: every read after the fill is the disk tier's or a refill.
+    let disk_only = GatewayConfig {
+        memory_max_object: 0,
+        ..tiered(dir.path())
+    };
+    let s = Scenario::with(ten_shards(), disk_only).await;
+    let len = CHUNK + 300_000;
+    let data = blob(len, 14);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.bytes().as_ref(),
+        &data[..]
+    );
+    let path = blob_file(dir.path(), &id);
+    wait_for_file(&path, len).await;
+    let meta_path = dir.path().join("meta").join(id.to_string());
+    let config = codec::EncodingConfig::new(10).unwrap();
+    let meta = codec::compute_metadata(&config, &data).unwrap();
+    let rows = len.div_ceil(config.row_len(meta.symbol_size()) as usize) as u32;
+    let disk = s.api().filler().cache().disk().unwrap().clone();
+    let scrub = |meta: codec::VerifiedMetadata| {
+        let disk = disk.clone();
+        tokio::task::spawn_blocking(move || disk.scrub_file(&id, &meta, 0).unwrap())
+    };
+    let verified = gateway::disk::ScrubOutcome::Verified { bytes: len as u64 };
+
+    // A meta file as written before covers existed: bare BCS. The first pass checks in full
+    // and keeps the covers.
+    disk.store_metadata(&meta).unwrap();
+    assert_eq!(meta_covers(&std::fs::read(&meta_path).unwrap()), None);
+    assert_eq!(scrub(meta.clone()).await.unwrap(), verified);
+    let (_, kept_rows, per_row) = meta_covers(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!(kept_rows, rows);
+    assert!(per_row >= 1);
+    assert_eq!(disk.stored_cover_rows(&id, config), Some(rows as usize));
+    // The next pass checks with them.
+    assert_eq!(scrub(meta.clone()).await.unwrap(), verified);
+    let stats = disk.scrub_stats();
+    assert_eq!(
+        (stats.files_checked_in_full, stats.files_checked_with_cover),
+        (1, 1)
+    );
+
+    // Rot in the meta file (its CRC32C fails) is not blamed on the blob's file: the meta file
+    // is dropped, the metadata fetched again, and the file checked in full.
+    forge_cover(&meta_path, 0, false);
+    assert_eq!(disk.stored_metadata(&id, config), None);
+    assert!(!meta_path.exists());
+    disk.store_metadata(&meta).unwrap();
+    assert_eq!(scrub(meta.clone()).await.unwrap(), verified);
+    assert_eq!(disk.scrub_stats().files_checked_in_full, 2);
+    assert_eq!(disk.stored_cover_rows(&id, config), Some(rows as usize));
+
+    // A forged node with a matching CRC32C: the intact file fails, is quarantined, and the
+    // covers are dropped. Never a pass.
+    forge_cover(&meta_path, (rows as usize - 1) * per_row as usize, true);
+    assert!(matches!(
+        scrub(meta.clone()).await.unwrap(),
+        gateway::disk::ScrubOutcome::Failed { .. }
+    ));
+    assert!(!path.exists(), "file still in place after a forged cover");
+    assert_eq!(stats_entries(&s).await, 0);
+    assert_eq!(disk.stored_cover_rows(&id, config), None);
+    assert_eq!(disk.stored_metadata(&id, config), Some(meta.clone()));
+    // Refilled on the next read, and the next pass checks the new file in full again.
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    wait_for_file(&path, len).await;
+    assert_eq!(scrub(meta.clone()).await.unwrap(), verified);
+    assert_eq!(disk.scrub_stats().files_checked_in_full, 3);
+    assert_eq!(disk.stored_cover_rows(&id, config), Some(rows as usize));
+    s.stop().await;
+}
+
+async fn stats_entries(s: &Scenario) -> u64 {
+    admin_cache(s).await["disk"]["entries"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_row_is_found_by_the_scrub_with_kept_covers_and_never_served_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Scenario::with(ten_shards(), tiered(dir.path())).await;
+    let len = CHUNK + 300_000;
+    let data = blob(len, 15);
+    let id = s.store(&data).await;
+    assert_eq!(
+        s.get(&format!("/v1/blobs/{id}")).await.bytes().as_ref(),
+        &data[..]
+    );
+    let path = blob_file(dir.path(), &id);
+    wait_for_file(&path, len).await;
+    // One full check keeps the covers.
+    let config = codec::EncodingConfig::new(10).unwrap();
+    let meta = codec::compute_metadata(&config, &data).unwrap();
+    let disk = s.api().filler().cache().disk().unwrap().clone();
+    let kept = tokio::task::spawn_blocking(move || {
+        disk.store_metadata(&meta).unwrap();
+        disk.scrub_file(&id, &meta, 0).unwrap();
+        disk.stored_cover_rows(&id, config)
+    })
+    .await
+    .unwrap();
+    assert!(kept.is_some());
+    s.stop_gateway().await;
+
+    // A byte of the last row changes, and the per-read checks are made to agree.
+    rewrite_with_checksums(&path, len, len - 1000);
+    let scrubbing = GatewayConfig {
+        scrub_rate: 1 << 30,
+        ..tiered(dir.path())
+    };
+    s.restart_gateway(scrubbing).await;
+    assert!(
+        s.wait_for_metric("gateway_disk_scrub_failures_total", 1.0)
+            .await,
+        "the scrub never failed the file"
+    );
+    assert!(!path.exists(), "tampered file still in place");
+    let stats = admin_cache(&s).await;
+    let scrub = &stats["disk"]["scrub"];
+    assert_eq!(scrub["failures"], 1, "{stats}");
+    // It was the covers' check that failed it (the covers are dropped only then), on the
+    // scrub's own thread, at the lowest priority it could get, and it reports what it did.
+    let meta_file = std::fs::read(dir.path().join("meta").join(id.to_string())).unwrap();
+    assert_eq!(meta_covers(&meta_file), None);
+    assert!(
+        scrub["priority"] == "idle" || scrub["priority"] == "nice-19",
+        "{stats}"
+    );
+    assert!(scrub["pass_bytes_done"].as_u64().unwrap() > 0, "{stats}");
+    assert!(scrub["achieved_rate"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        s.metric("gateway_disk_scrub_achieved_bytes_per_second")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
+
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    wait_for_file(&path, len).await;
+    s.stop().await;
+}

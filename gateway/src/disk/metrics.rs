@@ -28,6 +28,8 @@ pub struct DiskMetrics {
     pub scrub_unscrubbable: metrics::Counter,
     /// Seconds since the least recently scrubbed file was scrubbed.
     pub scrub_oldest_age: metrics::Gauge,
+    /// Bytes per second the scrub checked in its current (or last) pass.
+    pub scrub_achieved_rate: metrics::Gauge,
 }
 
 impl Default for DiskMetrics {
@@ -48,6 +50,7 @@ impl Default for DiskMetrics {
             scrub_failures: metrics::Counter::noop(),
             scrub_unscrubbable: metrics::Counter::noop(),
             scrub_oldest_age: metrics::Gauge::noop(),
+            scrub_achieved_rate: metrics::Gauge::noop(),
         }
     }
 }
