@@ -289,6 +289,14 @@ async fn a_cache_written_before_format_2_is_served_after_the_upgrade() {
     s.stop().await;
 }
 
+/// Enough shards for blobs of a few MiB.
+fn twenty_shards() -> SimConfig {
+    SimConfig {
+        n_shards: 20,
+        ..SimConfig::default()
+    }
+}
+
 /// A gateway whose memory tier takes no blob of these tests and whose scrub is off: every hit
 /// streams from the disk tier, and only a read finds what the test breaks.
 fn disk_only(dir: &Path) -> GatewayConfig {
@@ -386,7 +394,7 @@ fn flip(path: &Path, offset: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http1_a_corrupt_chunk_mid_body_ends_the_connection_before_its_first_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::with(ten_shards(), disk_only(dir.path())).await;
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
     let len = 3 * CHUNK + CHUNK / 2;
     let (id, data, path) = on_disk(&s, dir.path(), len, 21).await;
 
@@ -434,7 +442,7 @@ async fn over_http1_a_corrupt_chunk_mid_body_ends_the_connection_before_its_firs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_torn_and_truncated_files_are_never_served_over_http1_or_http2() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::with(ten_shards(), disk_only(dir.path())).await;
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
     let len = 2 * CHUNK + 5000;
     let mut failures = 0.0;
     let mut seed = 30;

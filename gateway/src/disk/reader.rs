@@ -301,10 +301,7 @@ impl DiskReader {
         if self.cold {
             self.read_ahead();
         }
-        if self.buf.as_ref().is_some_and(|buf| buf.0.len() < chunk_len) {
-            self.buf = None;
-        }
-        let buf = self.buf.get_or_insert_with(|| ChunkBuf::take(chunk_len));
+        let buf = self.buf.get_or_insert_with(ChunkBuf::take);
         let at = HEADER_LEN + chunk_start;
         let flags = match wait {
             true => rustix::io::ReadWriteFlags::empty(),
@@ -488,7 +485,8 @@ impl DiskReader {
 }
 
 /// A 1 MiB chunk buffer, zeroed once and reused: at most [`POOL_KEEP`] idle ones are kept
-/// (64 MiB); one in use per disk stream (two for a stream handing chunks to hyper).
+/// (64 MiB); one is in use per disk response being written (two for a stream handing chunks
+/// to hyper).
 struct ChunkBuf(Box<[u8]>);
 
 /// Idle chunk buffers kept for reuse.
@@ -496,15 +494,11 @@ const POOL_KEEP: usize = 64;
 static POOL: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 
 impl ChunkBuf {
-    /// A buffer for a chunk of `len` bytes: a pooled full-size one, or for a short final chunk
-    /// (a small blob's only one), one of its own length.
-    fn take(len: usize) -> Self {
-        let full = CHUNK_SIZE as usize;
-        if len < full {
-            return Self(vec![0; len].into_boxed_slice());
-        }
+    /// A full-size buffer: a pooled one, else a new one (a short final chunk uses a full one
+    /// too; the buffer is lent only while a response sends it).
+    fn take() -> Self {
         let pooled = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        Self(pooled.unwrap_or_else(|| vec![0; full].into_boxed_slice()))
+        Self(pooled.unwrap_or_else(|| vec![0; CHUNK_SIZE as usize].into_boxed_slice()))
     }
 
     fn bytes(&self) -> &[u8] {
@@ -524,9 +518,6 @@ impl AsRef<[u8]> for ChunkBuf {
 
 impl Drop for ChunkBuf {
     fn drop(&mut self) {
-        if self.0.len() != CHUNK_SIZE as usize {
-            return;
-        }
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOL_KEEP {
             pool.push(std::mem::take(&mut self.0));
