@@ -3,8 +3,10 @@
 //!
 //! Why it exists: a cached blob over plain TCP can go from a sealed memory file to the socket
 //! with `sendfile` ([`crate::memfile`]), so the serving CPU never copies its bytes (up to
-//! [`SENDFILE_MAX`]), and small hits go out as one `writev` of head and body. hyper owns its
-//! socket and cannot do either.
+//! [`SENDFILE_MAX`]), and small hits go out as one `writev` of head and body. A disk-tier hit
+//! is read chunk by chunk into its reader's reused buffer, checked there, and written from it
+//! (`Connection::send_disk`), with no task, channel or allocation between file and socket.
+//! hyper owns its socket and cannot do any of these.
 //!
 //! What it does: parse a request head (`httparse`), answer it with the same [`Api`] every
 //! other listener uses (so routes, headers, ranges, limits and metrics are defined once), and
