@@ -251,6 +251,18 @@ impl BlobCache {
                 None => {}
             }
         }
+        // A blob memory will not take whose file is open already is handed out at once: the
+        // response reads and checks each chunk as it sends it (`disk::DiskReader::fill`).
+        if !promote && len > crate::disk::SMALL_READ {
+            match disk.reader_now(id, 0..len) {
+                Some(Ok(reader)) => return Some(Hit::Disk(DiskBlob { reader, len })),
+                Some(Err(e)) => {
+                    tracing::warn!(blob_id = %id, error = %e, "disk copy unusable; refilling");
+                    return None;
+                }
+                None => {}
+            }
+        }
         // Small blobs are read (and checked) whole in the same blocking call that opens them,
         // instead of a second hop to the blocking pool and a channel to stream them.
         let whole = promote || len <= DISK_READ_WHOLE;
@@ -280,6 +292,30 @@ impl BlobCache {
                 None
             }
         }
+    }
+
+    /// A disk-tier hit on a blob memory will not take, when it needs no wait (memory is not
+    /// looked at: the caller has): a small blob read and checked now from the page cache
+    /// ([`DiskCache::read_small_now`]), a larger one as a reader of its open file
+    /// ([`DiskCache::reader_now`]). `None`: ask [`BlobCache::get`] (a copy found bad is
+    /// quarantined by then, so that is a miss).
+    pub fn disk_hit_now(&self, id: &BlobId) -> Option<Hit> {
+        let disk = self.disk.as_ref()?;
+        let len = disk.len_of(id)?;
+        if len <= self.max_object {
+            return None;
+        }
+        let hit = if len <= crate::disk::SMALL_READ {
+            disk.read_small_now(id)?
+                .map(|bytes| Hit::Memory(CachedBlob::from_verified_rows(vec![bytes]), Tier::Disk))
+        } else {
+            disk.reader_now(id, 0..len)?
+                .map(|reader| Hit::Disk(DiskBlob { reader, len }))
+        };
+        hit.inspect_err(|e| {
+            tracing::warn!(blob_id = %id, error = %e, "disk copy unusable; refilling");
+        })
+        .ok()
     }
 
     /// Keep a verified blob: in memory if it fits the per-object limit (moka's admission policy

@@ -3,8 +3,10 @@
 //!
 //! Why it exists: a cached blob over plain TCP can go from a sealed memory file to the socket
 //! with `sendfile` ([`crate::memfile`]), so the serving CPU never copies its bytes (up to
-//! [`SENDFILE_MAX`]), and small hits go out as one `writev` of head and body. hyper owns its
-//! socket and cannot do either.
+//! [`SENDFILE_MAX`]), and small hits go out as one `writev` of head and body. A disk-tier hit
+//! is read chunk by chunk into its reader's reused buffer, checked there, and written from it
+//! (`Connection::send_disk`), with no task, channel or allocation between file and socket.
+//! hyper owns its socket and cannot do any of these.
 //!
 //! What it does: parse a request head (`httparse`), answer it with the same [`Api`] every
 //! other listener uses (so routes, headers, ranges, limits and metrics are defined once), and
@@ -136,9 +138,37 @@ pub async fn serve(
                     }
                     continue;
                 }
-                None => match conn.take_request(len) {
-                    Some(request) => (request, close),
-                    None => return Outcome::HandOff(conn.into_rewind()),
+                None => match api.disk_hit(&id, Some(share)) {
+                    Some((headers, mut body)) => {
+                        let mut exchange = Exchange::blob_get(
+                            &settings.telemetry,
+                            started,
+                            Some(settings.peer.ip()),
+                            id,
+                            || referer_and_agent(&conn.buf[..len]),
+                        );
+                        exchange.respond(200, &headers);
+                        conn.buf.advance(len);
+                        conn.served = true;
+                        let keep_alive = !close && !*stop.borrow();
+                        let mut sent = 0;
+                        let written = conn
+                            .write_lane_hit(&headers, &mut body, settings, keep_alive, &mut sent)
+                            .await;
+                        exchange.sent(sent);
+                        if written.is_ok() {
+                            exchange.completed();
+                        }
+                        drop(exchange);
+                        if !conn.carry_on(written, keep_alive).await {
+                            return Outcome::Closed;
+                        }
+                        continue;
+                    }
+                    None => match conn.take_request(len) {
+                        Some(request) => (request, close),
+                        None => return Outcome::HandOff(conn.into_rewind()),
+                    },
                 },
             },
             Next::Closed => return Outcome::Closed,
@@ -289,24 +319,38 @@ impl Connection {
     /// Status line, the hit's cached headers, per-connection headers, then the blob.
     async fn write_memory_hit(
         &mut self,
-        hit: MemoryHit,
+        mut hit: MemoryHit,
+        settings: &Settings,
+        keep_alive: bool,
+        sent: &mut u64,
+    ) -> io::Result<()> {
+        let mut body = std::mem::replace(&mut hit.body, Body::empty());
+        self.write_lane_hit(hit.headers(), &mut body, settings, keep_alive, sent)
+            .await
+    }
+
+    /// A `200` from one of the whole-blob lanes (memory or disk): status line, `headers`,
+    /// per-connection headers, then `body`.
+    async fn write_lane_hit(
+        &mut self,
+        headers: &http::HeaderMap,
+        body: &mut Body,
         settings: &Settings,
         keep_alive: bool,
         sent: &mut u64,
     ) -> io::Result<()> {
         let mut head = BytesMut::with_capacity(512);
         head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        for (name, value) in hit.headers() {
+        for (name, value) in headers {
             put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
-        let mut body = hit.body;
         if let Some(alt_svc) = &settings.alt_svc {
             put_header(&mut head, b"alt-svc", alt_svc.as_bytes());
         }
         end_head(&mut head, true, keep_alive);
         self.write_body(
             head.freeze(),
-            &mut body,
+            body,
             false,
             settings.write_stall_timeout,
             sent,
@@ -401,6 +445,11 @@ impl Connection {
             *sent += n;
             return Ok(());
         }
+        if !chunked {
+            if let Some(reader) = body.take_disk() {
+                return self.send_disk(head, reader, body, stall, sent).await;
+            }
+        }
         let mut out = vec![head];
         let mut gathered = 0usize;
         loop {
@@ -449,6 +498,92 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Write `head`, then the range `reader` reads from the disk tier: each chunk is read into the
+    /// reader's buffer (on this worker when it is in the page cache, `RWF_NOWAIT`; on the
+    /// blocking pool when not), checked against its checksum, and written from that buffer, then
+    /// the next. No channel, no task, no allocation per chunk. A chunk that fails its check is
+    /// never written: the connection ends short of the declared length (the file is already
+    /// quarantined, so the next request refills the blob).
+    async fn send_disk(
+        &mut self,
+        head: Bytes,
+        mut reader: crate::disk::DiskReader,
+        body: &mut Body,
+        stall: Duration,
+        sent: &mut u64,
+    ) -> io::Result<()> {
+        use crate::disk::Fill;
+        let mut head = Some(head);
+        loop {
+            let mut fill = reader.fill(false);
+            if matches!(fill, Ok(Fill::WouldBlock)) {
+                // Let the head go while the device works (the client learns the length).
+                if let Some(head) = head.take() {
+                    self.write_pair(&head, &[], stall).await?;
+                }
+                match reader.fill_blocking().await {
+                    Ok((back, result)) => {
+                        reader = back;
+                        fill = result;
+                    }
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
+            match fill {
+                Ok(Fill::Ready) => {
+                    let data = reader.ready();
+                    let n = data.len() as u64;
+                    match head.take() {
+                        Some(head) => self.write_pair(&head, data, stall).await?,
+                        None => self.write_pair(&[], data, stall).await?,
+                    }
+                    reader.consume();
+                    body.count_sent(n);
+                    *sent += n;
+                }
+                Ok(Fill::End) => {
+                    if let Some(head) = head.take() {
+                        self.write_pair(&head, &[], stall).await?;
+                    }
+                    return Ok(());
+                }
+                Ok(Fill::WouldBlock) => {
+                    return Err(io::Error::other("a waiting disk read did not complete"))
+                }
+                Err(e) => {
+                    // As for any body that fails: the head goes, the body stays short.
+                    if let Some(head) = head.take() {
+                        self.write_pair(&head, &[], stall).await?;
+                    }
+                    return Err(io::Error::other(e));
+                }
+            }
+        }
+    }
+
+    /// Write `first` then `second` (either may be empty), with `writev` while both remain.
+    async fn write_pair(&mut self, first: &[u8], second: &[u8], stall: Duration) -> io::Result<()> {
+        let (mut a, mut b) = (0, 0);
+        let stream = &self.stream;
+        while a < first.len() || b < second.len() {
+            let n = writing(stream, stall, || {
+                if a < first.len() {
+                    stream.try_write_vectored(&[
+                        IoSlice::new(&first[a..]),
+                        IoSlice::new(&second[b..]),
+                    ])
+                } else {
+                    stream.try_write(&second[b..])
+                }
+            })
+            .await?;
+            let to_first = n.min(first.len() - a);
+            a += to_first;
+            b += n - to_first;
+        }
+        Ok(())
     }
 
     /// Write every buffer, in order.

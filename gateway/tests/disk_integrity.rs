@@ -484,5 +484,233 @@ async fn a_rewritten_row_is_found_by_the_scrub_with_kept_covers_and_never_served
     assert_eq!(reply.header("x-cache"), Some("miss"));
     assert_eq!(reply.bytes().as_ref(), &data[..]);
     wait_for_file(&path, len).await;
+/// Enough shards for blobs of a few MiB.
+fn twenty_shards() -> SimConfig {
+    SimConfig {
+        n_shards: 20,
+        ..SimConfig::default()
+    }
+}
+
+/// A gateway whose memory tier takes no blob of these tests and whose scrub is off: every hit
+/// streams from the disk tier, and only a read finds what the test breaks.
+fn disk_only(dir: &Path) -> GatewayConfig {
+    GatewayConfig {
+        memory_max_object: 1,
+        scrub_rate: 0,
+        ..tiered(dir)
+    }
+}
+
+/// A blob, read once (a fill, which writes it to disk) and once more (a disk hit, which keeps
+/// its file open for the hits after it); returns its ID, bytes and file.
+async fn on_disk(s: &Scenario, dir: &Path, len: usize, seed: u64) -> (BlobId, Vec<u8>, PathBuf) {
+    let data = blob(len, seed);
+    let id = s.store(&data).await;
+    let path = blob_file(dir, &id);
+    let fill = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(fill.bytes().as_ref(), &data[..]);
+    wait_for_file(&path, len).await;
+    let hit = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(hit.header("x-cache"), Some("hit-disk"));
+    assert_eq!(hit.bytes().as_ref(), &data[..]);
+    (id, data, path)
+}
+
+/// `GET path` over a fresh plain connection (the lean HTTP/1.1 server), read to EOF: the head
+/// and the body bytes that arrived.
+async fn raw_h1_get(s: &Scenario, path: &str, extra: &str) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut all))
+        .await
+        .expect("the gateway ends the connection")
+        .expect("read");
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8(all[..at].to_vec()).unwrap();
+    (head, all[at + 4..].to_vec())
+}
+
+/// `GET path` over HTTP/2 (h2c): the status and the body bytes that arrived before the stream
+/// ended, and whether it ended cleanly.
+async fn h2_get(s: &Scenario, path: &str) -> (StatusCode, Vec<u8>, bool) {
+    use http_body_util::BodyExt;
+    let client = s.h2_client();
+    let uri: http::Uri = format!("http://{}{path}", s.addr).parse().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(60), client.get(uri))
+        .await
+        .expect("answer in time")
+        .expect("gateway answers");
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("frames in time")
+        {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return (status, got, false),
+            None => return (status, got, true),
+        }
+    }
+}
+
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Flip one byte of the file at `offset`, in place (the open handle sees it).
+fn flip(path: &Path, offset: usize) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset as u64).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x08], offset as u64).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http1_a_corrupt_chunk_mid_body_ends_the_connection_before_its_first_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
+    let len = 3 * CHUNK + CHUNK / 2;
+    let (id, data, path) = on_disk(&s, dir.path(), len, 21).await;
+
+    // Ranges through the same open file are exact, whatever chunk they start and end in.
+    for (start, end) in [(CHUNK - 7, 2 * CHUNK + 9), (5, 6), (3 * CHUNK + 1, len - 1)] {
+        let (head, body) = raw_h1_get(
+            &s,
+            &format!("/v1/blobs/{id}"),
+            &format!("Range: bytes={start}-{end}\r\n"),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+        assert_eq!(header_of(&head, "x-cache"), Some("hit-disk"));
+        assert_eq!(body, &data[start..=end]);
+    }
+
+    // A byte of chunk 2 goes bad under the open file: chunks 0 and 1 are sent, then the
+    // connection ends; not one byte of chunk 2 leaves.
+    flip(&path, HEADER + 2 * CHUNK + 4321);
+    let (head, body) = raw_h1_get(&s, &format!("/v1/blobs/{id}"), "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header_of(&head, "content-length"), Some(&*len.to_string()));
+    assert_eq!(
+        body.len(),
+        2 * CHUNK,
+        "sent up to the bad chunk, and no further"
+    );
+    assert_eq!(body, &data[..2 * CHUNK]);
+    assert!(!path.exists(), "corrupt file still in place");
+    assert_eq!(
+        s.metric("gateway_disk_cache_integrity_failures_total")
+            .await,
+        Some(1.0)
+    );
+    // Refilled from the nodes, whole and right.
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    s.stop().await;
+}
+
+/// A flipped byte mid-body, a torn final chunk and a file cut short, each under an open file,
+/// over HTTP/1.1 (the lean server's direct path) and HTTP/2 (a stream fed by a task): no byte
+/// of a bad chunk is served, the file is quarantined, and the next read refills the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_torn_and_truncated_files_are_never_served_over_http1_or_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
+    let len = 2 * CHUNK + 5000;
+    let mut failures = 0.0;
+    let mut seed = 30;
+    for http2 in [false, true] {
+        for case in ["flipped", "torn", "truncated"] {
+            seed += 1;
+            let (id, data, path) = on_disk(&s, dir.path(), len, seed).await;
+            // Where the first bad byte is: the chunk before it is the last one served.
+            let good = match case {
+                "flipped" => {
+                    flip(&path, HEADER + CHUNK + 10);
+                    CHUNK
+                }
+                "torn" => {
+                    use std::os::unix::fs::FileExt;
+                    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    file.write_all_at(&[0u8; 4096], (HEADER + len - 4096) as u64)
+                        .unwrap();
+                    2 * CHUNK
+                }
+                _ => {
+                    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    file.set_len((HEADER + CHUNK + 100) as u64).unwrap();
+                    // Caught by the size check before the response starts: a refill.
+                    0
+                }
+            };
+            let url = format!("/v1/blobs/{id}");
+            if case == "truncated" {
+                let (status, body, clean) = if http2 {
+                    h2_get(&s, &url).await
+                } else {
+                    let (head, body) = raw_h1_get(&s, &url, "").await;
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    assert_eq!(header_of(&head, "x-cache"), Some("miss"), "{head}");
+                    (StatusCode::OK, body, true)
+                };
+                assert_eq!(status, StatusCode::OK);
+                assert!(clean, "{case}, http2 {http2}: refill aborted");
+                assert_eq!(body, data, "{case}, http2 {http2}");
+            } else if http2 {
+                let (status, body, clean) = h2_get(&s, &url).await;
+                assert_eq!(status, StatusCode::OK);
+                assert!(!clean, "{case}: a bad body ended cleanly over HTTP/2");
+                assert!(
+                    body.len() <= good,
+                    "{case}: {} bytes sent over HTTP/2",
+                    body.len()
+                );
+                assert_eq!(body, &data[..body.len()]);
+            } else {
+                let (head, body) = raw_h1_get(&s, &url, "").await;
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                assert_eq!(body.len(), good, "{case}: sent up to the bad chunk only");
+                assert_eq!(body, &data[..good]);
+            }
+            failures += 1.0;
+            assert_eq!(
+                s.metric("gateway_disk_cache_integrity_failures_total")
+                    .await,
+                Some(failures),
+                "{case}, http2 {http2}"
+            );
+            assert!(
+                !path.exists() || case == "truncated",
+                "{case}: still in place"
+            );
+            if case != "truncated" {
+                let reply = s.get(&url).await;
+                assert_eq!(reply.header("x-cache"), Some("miss"), "{case}");
+                assert_eq!(reply.bytes().as_ref(), &data[..]);
+            }
+        }
+    }
     s.stop().await;
 }

@@ -1,12 +1,14 @@
 //! Response bodies: whole buffers (errors, metrics), cached blob slices, ranges of a sealed
 //! memory file, and streams fed by a fill. Blob bytes travel as the [`Bytes`] the fill verified,
 //! never copied; the plain HTTP/1.1 writer ([`crate::h1`]) takes a memory file's range out of
-//! the body ([`Body::take_file`]) and `sendfile`s it. A stream whose fill
+//! the body ([`Body::take_file`]) and `sendfile`s it, and a disk-tier range's reader out of it
+//! ([`Body::take_disk`]) to write each checked chunk from the reader's buffer. A stream whose fill
 //! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
 //! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
 
 use super::error::ApiError;
 use crate::cache::CachedBlob;
+use crate::disk::DiskReader;
 use crate::fairness::{Share, SharePermits};
 use crate::fill::ReadError;
 use crate::memfile::MemFile;
@@ -104,6 +106,10 @@ enum Kind {
         end: u64,
     },
     Stream(mpsc::Receiver<Result<Bytes, ReadError>>),
+    /// A range of a disk-tier file, not read yet: the plain HTTP/1.1 writer takes the reader
+    /// ([`Body::take_disk`]) and writes each checked chunk from its buffer; anyone else polling
+    /// the body turns it into a stream fed by a task ([`super::stream::feed`]).
+    Disk(Box<DiskReader>),
 }
 
 /// Frames cut from a memory file for hyper (HTTP/2 and HTTP/3 split them further).
@@ -173,6 +179,29 @@ impl Body {
         }
     }
 
+    /// The range `reader` reads from the disk tier, each chunk checked before it is sent.
+    pub fn disk(reader: DiskReader) -> Self {
+        Self {
+            remaining: Some(reader.remaining()),
+            kind: Kind::Disk(Box::new(reader)),
+            served: None,
+            _slot: None,
+        }
+    }
+
+    /// The disk reader of a disk-tier body that has not started, taken out of it (the body then
+    /// sends nothing more; the taker sends the bytes and reports them with
+    /// [`Body::count_sent`]); `None` (body untouched) for any other body.
+    pub fn take_disk(&mut self) -> Option<DiskReader> {
+        if !matches!(self.kind, Kind::Disk(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.kind, Kind::Chunks(VecDeque::new())) {
+            Kind::Disk(reader) => Some(*reader),
+            _ => None,
+        }
+    }
+
     /// Count the bytes this body sends as blob bytes served, and hold `slot` until it is done.
     pub fn for_blob(mut self, served: metrics::Counter, slot: RequestSlot) -> Self {
         self.served = Some(served);
@@ -223,8 +252,14 @@ impl hyper::body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Kind::Disk(_) = this.kind {
+            if let Some(reader) = this.take_disk() {
+                this.kind = Kind::Stream(super::stream::feed(reader));
+            }
+        }
         let next = match &mut this.kind {
             Kind::Chunks(chunks) => chunks.pop_front().map(Ok),
+            Kind::Disk(_) => None,
             Kind::File { file, start, end } => (*start < *end).then(|| {
                 let to = (*start + FILE_FRAME).min(*end);
                 let bytes = file.bytes().slice(*start as usize..to as usize);
@@ -259,6 +294,7 @@ impl hyper::body::Body for Body {
             Kind::Chunks(chunks) => chunks.is_empty(),
             Kind::File { start, end, .. } => start >= end,
             Kind::Stream(_) => false,
+            Kind::Disk(reader) => reader.remaining() == 0,
         }
     }
 

@@ -198,6 +198,11 @@ impl Api {
             if let Some(hit) = self.memory_hit(&id, request.extensions().get()).await {
                 return Ok(hit.into_response());
             }
+            if let Some((headers, body)) = self.disk_hit(&id, request.extensions().get()) {
+                let mut response = Response::new(body);
+                *response.headers_mut() = headers;
+                return Ok(response);
+            }
         }
         self.dispatch(request).await
     }
@@ -561,6 +566,53 @@ impl Api {
         let served = self.telemetry.served_from(Some(Tier::Memory));
         let body = Body::cached(&blob, 0, blob.len()).for_blob(served, slot);
         Some(MemoryHit { blob, life, body })
+    }
+}
+
+impl Api {
+    /// The answer to a plain `GET /v1/blobs/{id}` (as for [`Api::memory_hit`]) from the disk
+    /// tier, for a blob memory will not take, when it needs no wait
+    /// ([`crate::cache::BlobCache::disk_hit_now`]): the headers the general path sends, and the
+    /// body (a small blob read and checked; a larger one's reader, whose chunks are read and
+    /// checked as they are sent). `None` sends the request down the general path.
+    pub fn disk_hit(
+        &self,
+        id: &BlobId,
+        share: Option<&crate::fairness::Share>,
+    ) -> Option<(HeaderMap, Body)> {
+        if self.filler.blocklist().is_blocked(id) {
+            return None;
+        }
+        let clock = self.filler.clock();
+        let life = self.filler.lifecycle_entry(id, clock);
+        if life.as_ref().is_some_and(|life| {
+            life.freshness(clock.epoch, self.filler.revalidate_deletable())
+                != crate::status::Freshness::Fresh
+        }) {
+            return None;
+        }
+        let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
+        let (body, len, streamed) = match self.filler.cache().disk_hit_now(id)? {
+            Hit::Memory(blob, _) => (Body::cached(&blob, 0, blob.len()), blob.len(), false),
+            Hit::Disk(blob) => {
+                let len = blob.len();
+                (stream::from_disk(blob, 0, len).ok()?, len, true)
+            }
+        };
+        self.telemetry.hit(Tier::Disk);
+        self.telemetry.response(200);
+        let mut headers = HeaderMap::new();
+        set_blob_headers(&mut headers, &format!("\"{id}\""));
+        match &life {
+            Some(life) => life.apply(&mut headers),
+            // Cached before a restart (or its entry was dropped): learn its status now.
+            None if streamed => self.filler.check_in_background(*id),
+            None => {}
+        }
+        set_length_and_source(&mut headers, len, Tier::Disk.header_value());
+        set_content_type(&mut headers, None);
+        let served = self.telemetry.served_from(Some(Tier::Disk));
+        Some((headers, body.for_blob(served, slot)))
     }
 }
 

@@ -4,12 +4,14 @@
 //! of each row inside the requested range `[start, end)`, as zero-copy slices, through a small
 //! bounded channel to the response [`Body`]. A client that goes away closes the channel and
 //! ends its task; the fill it read from runs on for the others. A disk hit streams the same way
-//! from its file, one checked chunk per short call to the blocking pool ([`from_disk`]), so a
-//! client that stops reading holds a parked task and at most two chunks, never a thread.
+//! from its file, one checked chunk at a time, read on the task when it is in the page cache and
+//! on the blocking pool when it is not ([`feed`]), so a client that stops reading holds a parked
+//! task and at most two chunks, never a thread (the plain HTTP/1.1 server writes disk hits
+//! itself, from the reader's buffer: [`crate::h1`]).
 
 use super::body::Body;
 use crate::cache::DiskBlob;
-use crate::disk::DiskReader;
+use crate::disk::{DiskReader, Fill};
 use crate::fill::{FillReader, ReadError};
 use bytes::Bytes;
 use codec::VerifiedMetadata;
@@ -112,25 +114,30 @@ pub async fn from_fill(
 /// fails its checksum is never sent: the body ends with an error there (the file is already
 /// quarantined, so the next request refills the blob).
 ///
-/// The feeding task is async and asks the blocking pool for one chunk at a time, and only once
-/// the channel has room for it ([`DISK_FRAMES`]): a client that stops reading parks a task (no
-/// thread), holding the chunk its connection is writing and at most one more.
+/// Nothing is read yet: the plain HTTP/1.1 writer takes the reader out of the body and writes
+/// each checked chunk from the reader's buffer ([`crate::h1`]); for every other transport the
+/// body starts a feeding task when first polled ([`feed`]).
 pub fn from_disk(blob: DiskBlob, start: u64, end: u64) -> Result<Body, ReadError> {
     let reader = blob
         .into_reader(start, end)
         .map_err(|e| ReadError::Internal(format!("disk cache: {e}")))?;
+    Ok(Body::disk(reader))
+}
+
+/// A channel fed with `reader`'s checked chunks by a task.
+///
+/// The task reads a chunk only once the channel has room for it ([`DISK_FRAMES`]): a client
+/// that stops reading parks a task (no thread), holding the chunk its connection is writing and
+/// at most one more. A chunk in the page cache is read on the task itself (`RWF_NOWAIT`); only
+/// one that is not goes to the blocking pool ([`DiskReader::fill_blocking`]).
+pub(super) fn feed(reader: DiskReader) -> mpsc::Receiver<Result<Bytes, ReadError>> {
     let (tx, rx) = mpsc::channel(DISK_FRAMES);
     tokio::spawn(feed_from_disk(reader, tx));
-    Ok(Body::stream(rx, end - start))
+    rx
 }
 
 /// Chunks read from disk and not yet taken by the response body, per stream.
 const DISK_FRAMES: usize = 1;
-
-/// Chunk reads on the blocking pool at once, across all disk streams: each is short (one
-/// `pread` of a chunk and its BLAKE3), and bounding them keeps the pool free for fills and
-/// writes however many disk streams run.
-static DISK_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 async fn feed_from_disk(mut reader: DiskReader, tx: mpsc::Sender<Result<Bytes, ReadError>>) {
     loop {
@@ -139,32 +146,29 @@ async fn feed_from_disk(mut reader: DiskReader, tx: mpsc::Sender<Result<Bytes, R
         let Ok(room) = tx.reserve().await else {
             return;
         };
-        let read = {
-            let Ok(_permit) = DISK_READS.acquire().await else {
-                return;
-            };
-            tokio::task::spawn_blocking(move || {
-                let chunk = reader.next_chunk();
-                (reader, chunk)
-            })
-            .await
-        };
-        let chunk = match read {
-            Ok((back, chunk)) => {
-                reader = back;
-                chunk
+        let mut fill = reader.fill(false);
+        if matches!(fill, Ok(Fill::WouldBlock)) {
+            match reader.fill_blocking().await {
+                Ok((back, result)) => {
+                    reader = back;
+                    fill = result;
+                }
+                Err(e) => {
+                    room.send(Err(ReadError::Internal(e)));
+                    return;
+                }
             }
-            Err(e) => {
-                room.send(Err(ReadError::Internal(format!(
-                    "disk read task failed: {e}"
-                ))));
+        }
+        match fill {
+            // Sent as read: `fill` checked the chunk against its checksum.
+            Ok(Fill::Ready) => room.send(Ok(reader.take_ready())),
+            Ok(Fill::End) => return,
+            Ok(Fill::WouldBlock) => {
+                room.send(Err(ReadError::Internal(
+                    "a waiting disk read did not complete".into(),
+                )));
                 return;
             }
-        };
-        match chunk {
-            // Sent as read: every chunk was checked against its BLAKE3 by `next_chunk`.
-            Ok(Some(chunk)) => room.send(Ok(chunk)),
-            Ok(None) => return,
             Err(e) => {
                 room.send(Err(ReadError::Internal(format!("disk cache: {e}"))));
                 return;

@@ -58,7 +58,7 @@ mod writer;
 
 pub use format::CHUNK_SIZE;
 pub use metrics::{DiskMetrics, DiskStats};
-pub use reader::DiskReader;
+pub use reader::{DiskReader, Fill};
 pub use scrub::{MetadataSource, ScrubOutcome, ScrubStats};
 pub use writer::DiskWriter;
 

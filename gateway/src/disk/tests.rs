@@ -728,3 +728,135 @@ fn format_1_files_are_read_alongside_format_2_and_checked_per_chunk() {
     ));
     assert!(cache.reader(&old, 0..len).unwrap().is_none());
 }
+
+/// Read `reader` to its end through `fill` (page cache first, waiting only when it must),
+/// collecting what `ready` lends; also the address each chunk's bytes were lent from.
+fn drain_filling(reader: &mut DiskReader) -> Result<(Vec<u8>, Vec<usize>), DiskError> {
+    let (mut out, mut at) = (Vec::new(), Vec::new());
+    loop {
+        let mut fill = reader.fill(false)?;
+        if fill == Fill::WouldBlock {
+            assert!(
+                reader.ready().is_empty(),
+                "bytes lent before their chunk was read"
+            );
+            fill = reader.fill(true)?;
+        }
+        match fill {
+            Fill::Ready => {
+                let ready = reader.ready();
+                assert!(!ready.is_empty());
+                at.push(ready.as_ptr() as usize);
+                out.extend_from_slice(ready);
+                reader.consume();
+            }
+            Fill::End => return Ok((out, at)),
+            Fill::WouldBlock => panic!("a waiting read would block"),
+        }
+    }
+}
+
+#[test]
+fn fill_lends_exact_ranges_from_one_reused_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30);
+    let chunk = CHUNK_SIZE as usize;
+    let len = 2 * chunk + chunk / 2;
+    let data = content(len, 9);
+    cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+    // Not open yet: only the blocking open can answer.
+    assert!(cache.reader_now(&id(1), 0..10).is_none());
+    for (start, end) in [
+        (0, len),
+        (chunk - 5, 2 * chunk + 7),
+        (3, 4),
+        (2 * chunk, len),
+    ] {
+        let mut reader = match cache.reader_now(&id(1), start as u64..end as u64) {
+            Some(reader) => reader.unwrap(),
+            None => cache
+                .reader(&id(1), start as u64..end as u64)
+                .unwrap()
+                .unwrap(),
+        };
+        let (got, at) = drain_filling(&mut reader).unwrap();
+        assert_eq!(got, &data[start..end], "range {start}..{end}");
+        // Every chunk after the first is lent from the start of the same buffer: no
+        // allocation per chunk.
+        if at.len() > 1 {
+            let base = at[0] - start % chunk;
+            assert!(at[1..].iter().all(|&a| a == base), "range {start}..{end}");
+        }
+        assert_eq!(reader.fill(false).unwrap(), Fill::End);
+    }
+    // The same range handed out as `Bytes` (the stream path) and whole (`read_all`).
+    let reader = cache
+        .reader_now(&id(1), 7..len as u64 - 3)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&reader.read_all().unwrap()[..], &data[7..len - 3]);
+    let mut reader = cache
+        .reader_now(&id(1), chunk as u64 - 1..len as u64)
+        .unwrap()
+        .unwrap();
+    let mut streamed = Vec::new();
+    while let Some(bytes) = reader.next_chunk().unwrap() {
+        streamed.extend_from_slice(&bytes);
+    }
+    assert_eq!(streamed, &data[chunk - 1..]);
+}
+
+#[test]
+fn fill_never_lends_a_byte_of_a_bad_chunk() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30);
+    let chunk = CHUNK_SIZE as usize;
+    let len = 3 * chunk;
+    let data = content(len, 4);
+    cache.insert(id(1), &[Bytes::from(data.clone())]).unwrap();
+    let mut reader = cache.reader(&id(1), 0..len as u64).unwrap().unwrap();
+    // Chunk 1 goes bad through the page cache, under the open file.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(file_of(dir.path(), &id(1)))
+        .unwrap();
+    file.write_all_at(&[data[chunk + 99] ^ 0x80], HEADER_LEN + chunk as u64 + 99)
+        .unwrap();
+    assert_eq!(reader.fill(true).unwrap(), Fill::Ready);
+    assert_eq!(reader.ready(), &data[..chunk]);
+    reader.consume();
+    for wait in [false, true] {
+        match reader.fill(wait) {
+            Err(DiskError::Corrupt { .. }) => break,
+            Ok(Fill::WouldBlock) if !wait => {}
+            other => panic!("chunk 1 was not refused: {other:?}"),
+        }
+    }
+    assert!(reader.ready().is_empty(), "a bad chunk's bytes were lent");
+    assert!(reader.take_ready().is_empty());
+    assert!(!cache.contains(&id(1)));
+    assert!(cache.reader_now(&id(1), 0..1).is_none());
+}
+
+#[test]
+fn an_open_file_cut_short_is_caught_before_a_reader_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30);
+    let len = CHUNK_SIZE as usize + 10;
+    cache
+        .insert(id(1), &[Bytes::from(content(len, 5))])
+        .unwrap();
+    assert!(cache.reader(&id(1), 0..1).unwrap().is_some());
+    assert!(matches!(cache.reader_now(&id(1), 0..1), Some(Ok(_))));
+    let file = OpenOptions::new()
+        .write(true)
+        .open(file_of(dir.path(), &id(1)))
+        .unwrap();
+    file.set_len(HEADER_LEN + 100).unwrap();
+    assert!(matches!(
+        cache.reader_now(&id(1), 0..1),
+        Some(Err(DiskError::Corrupt { .. }))
+    ));
+    assert!(!cache.contains(&id(1)));
+}
