@@ -484,6 +484,9 @@ async fn a_rewritten_row_is_found_by_the_scrub_with_kept_covers_and_never_served
     assert_eq!(reply.header("x-cache"), Some("miss"));
     assert_eq!(reply.bytes().as_ref(), &data[..]);
     wait_for_file(&path, len).await;
+    s.stop().await;
+}
+
 /// Enough shards for blobs of a few MiB.
 fn twenty_shards() -> SimConfig {
     SimConfig {
