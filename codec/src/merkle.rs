@@ -261,7 +261,7 @@ pub fn verify_sliver_and_cover(
     meta: &crate::VerifiedMetadata,
     sliver: &crate::Sliver,
 ) -> Result<Vec<Node>, crate::CodecError> {
-    let (pair, expected, k, ss) = cover_check_shape(meta, sliver)?;
+    let (pair, expected, k, ss) = crate::sliver::check_shape(meta, sliver)?;
     let n = usize::from(meta.config().n_shards());
     let mut full = Vec::with_capacity(n * ss);
     full.extend_from_slice(&sliver.data);
@@ -289,7 +289,7 @@ pub fn verify_sliver_with_cover(
     sliver: &crate::Sliver,
     cover: &[Node],
 ) -> Result<(), crate::CodecError> {
-    let (pair, expected, k, ss) = cover_check_shape(meta, sliver)?;
+    let (pair, expected, k, ss) = crate::sliver::check_shape(meta, sliver)?;
     let n = usize::from(meta.config().n_shards());
     let mut leaves = vec![EMPTY_NODE; k];
     leaf_hashes(&sliver.data, ss, &mut leaves);
@@ -297,42 +297,6 @@ pub fn verify_sliver_with_cover(
         Some(root) if root == expected => Ok(()),
         _ => Err(crate::SliverError::MerkleMismatch { pair }.into()),
     }
-}
-
-/// The checks `verify_sliver` makes before hashing (index, symbol size, length); on success the
-/// pair, the expected root, the sliver's symbol count and the symbol size.
-fn cover_check_shape(
-    meta: &crate::VerifiedMetadata,
-    sliver: &crate::Sliver,
-) -> Result<(u16, Node, usize, usize), crate::CodecError> {
-    use crate::SliverError;
-    let config = meta.config();
-    let n = config.n_shards();
-    if sliver.index >= n {
-        return Err(SliverError::IndexOutOfRange {
-            index: sliver.index,
-            n_shards: n,
-        }
-        .into());
-    }
-    let ss = meta.symbol_size();
-    if sliver.symbol_size != ss {
-        return Err(SliverError::WrongSymbolSize {
-            expected: ss,
-            got: sliver.symbol_size,
-        }
-        .into());
-    }
-    let k = usize::from(sliver.kind.symbol_count(config));
-    if sliver.data.len() != k * usize::from(ss) {
-        return Err(SliverError::WrongLength {
-            expected: k * usize::from(ss),
-            got: sliver.data.len(),
-        }
-        .into());
-    }
-    let (pair, expected) = meta.expected_hash(sliver.kind, sliver.index);
-    Ok((pair, expected, k, usize::from(ss)))
 }
 
 #[cfg(test)]

@@ -127,10 +127,12 @@ pub(crate) fn expanded_root(
     Ok(merkle::root_of_symbols(&full, ss))
 }
 
-pub(crate) fn verify(
+/// The checks every sliver verification makes before hashing (index, symbol size, length); on
+/// success the pair, the expected root, the sliver's symbol count and the symbol size.
+pub(crate) fn check_shape(
     meta: &VerifiedMetadata,
-    sliver: Sliver,
-) -> Result<VerifiedSliver, CodecError> {
+    sliver: &Sliver,
+) -> Result<(u16, merkle::Node, usize, usize), CodecError> {
     let config = meta.config();
     let n = config.n_shards();
     if sliver.index >= n {
@@ -148,7 +150,8 @@ pub(crate) fn verify(
         }
         .into());
     }
-    let expected_len = usize::from(sliver.kind.symbol_count(config)) * usize::from(ss);
+    let k = usize::from(sliver.kind.symbol_count(config));
+    let expected_len = k * usize::from(ss);
     if sliver.data.len() != expected_len {
         return Err(SliverError::WrongLength {
             expected: expected_len,
@@ -157,7 +160,15 @@ pub(crate) fn verify(
         .into());
     }
     let (pair, expected) = meta.expected_hash(sliver.kind, sliver.index);
-    if expanded_root(config, sliver.kind, &sliver.data, usize::from(ss))? != expected {
+    Ok((pair, expected, k, usize::from(ss)))
+}
+
+pub(crate) fn verify(
+    meta: &VerifiedMetadata,
+    sliver: Sliver,
+) -> Result<VerifiedSliver, CodecError> {
+    let (pair, expected, _, ss) = check_shape(meta, &sliver)?;
+    if expanded_root(meta.config(), sliver.kind, &sliver.data, ss)? != expected {
         return Err(SliverError::MerkleMismatch { pair }.into());
     }
     Ok(VerifiedSliver::new_unchecked(meta.blob_id(), sliver))
