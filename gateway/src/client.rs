@@ -493,17 +493,9 @@ pub async fn get(
         }
         Output::File(path) => {
             let shown = path.display().to_string();
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let temp = tempfile::Builder::new()
-                .prefix(".walrus-get-")
-                .tempfile_in(dir)
-                .map_err(|e| write_error(&dir.display().to_string(), e))?;
             // Dropping `temp_path` on any failure below deletes the file: nothing is left at
             // the target.
-            let (file, temp_path) = temp.into_parts();
+            let (file, temp_path) = temp_beside(path)?;
             let (len, file) = stream_verified(base, &meta, file, &shown).await?;
             let file = tokio::task::spawn_blocking(move || file.sync_all())
                 .await
@@ -515,6 +507,20 @@ pub async fn get(
             Ok(len)
         }
     }
+}
+
+/// A temporary file in `path`'s directory, renamed onto `path` once every byte is written and
+/// checked (so a failed `get` never leaves a partial file at the target).
+fn temp_beside(path: &Path) -> Result<(std::fs::File, tempfile::TempPath), ClientError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".walrus-get-")
+        .tempfile_in(dir)
+        .map_err(|e| write_error(&dir.display().to_string(), e))?;
+    Ok(temp.into_parts())
 }
 
 fn write_error(path: &str, e: std::io::Error) -> ClientError {
@@ -843,16 +849,8 @@ pub async fn get_patch(
         }
         Output::File(path) => {
             let shown = path.display().to_string();
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let temp = tempfile::Builder::new()
-                .prefix(".walrus-get-")
-                .tempfile_in(dir)
-                .map_err(|e| write_error(&dir.display().to_string(), e))?;
             // Dropping `temp_path` on any failure below deletes the file.
-            let (file, temp_path) = temp.into_parts();
+            let (file, temp_path) = temp_beside(path)?;
             let mut file = tokio::fs::File::from_std(file);
             let len = copy_patch(&mut body, &mut file, &shown, max, declared).await?;
             file.sync_all().await.map_err(|e| write_error(&shown, e))?;

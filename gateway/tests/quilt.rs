@@ -476,7 +476,7 @@ async fn a_cold_patch_read_fetches_only_its_columns() {
     let (data, id) = &patches[12];
     let path = format!("/v1/blobs/by-quilt-patch-id/{id}");
     let reads: Vec<_> = (0..8).map(|_| s.get(&path)).collect();
-    for r in futures_join(reads).await {
+    for r in harness::join_all(reads).await {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.bytes().as_ref(), &data[..]);
     }
@@ -501,32 +501,6 @@ async fn a_cold_patch_read_fetches_only_its_columns() {
 
     // A patch column whose owner is offline or lies: `quilt_recovery.rs`.
     s.stop().await;
-}
-
-/// Await all of `futures`, concurrently, in order.
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
