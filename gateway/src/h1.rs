@@ -60,6 +60,27 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// longer in cache, and copying here splits that memory traffic across two cores.
 const SENDFILE_MAX: u64 = 1 << 20;
 
+/// The head of a lane's `200`: status line, `headers`, per-connection headers.
+fn lane_head(headers: &http::HeaderMap, settings: &Settings, keep_alive: bool) -> Bytes {
+    let mut head = BytesMut::with_capacity(512);
+    head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in headers {
+        put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(alt_svc) = &settings.alt_svc {
+        put_header(&mut head, b"alt-svc", alt_svc.as_bytes());
+    }
+    end_head(&mut head, true, keep_alive);
+    head.freeze()
+}
+
+/// A whole-blob `GET` answered by one of the lanes, without building a request: a memory hit,
+/// or a disk hit (its headers and its checked-chunk body).
+enum LaneHit {
+    Memory(MemoryHit),
+    Disk(http::HeaderMap, Body),
+}
+
 /// Connection-wide settings.
 pub struct Settings {
     /// The client, for the access log.
@@ -111,35 +132,19 @@ pub async fn serve(
         let started = Instant::now();
         let (request, close) = match head {
             Next::Request(request, close) => (request, close),
-            Next::WholeGet(id, close, len) => match api.memory_hit(&id, Some(share)).await {
-                Some(hit) => {
-                    let mut exchange = Exchange::blob_get(
-                        &settings.telemetry,
-                        started,
-                        Some(settings.peer.ip()),
-                        id,
-                        || referer_and_agent(&conn.buf[..len]),
-                    );
-                    exchange.memory_hit();
-                    conn.buf.advance(len);
-                    conn.served = true;
-                    let keep_alive = !close && !*stop.borrow();
-                    let mut sent = 0;
-                    let written = conn
-                        .write_memory_hit(hit, settings, keep_alive, &mut sent)
-                        .await;
-                    exchange.sent(sent);
-                    if written.is_ok() {
-                        exchange.completed();
-                    }
-                    drop(exchange);
-                    if !conn.carry_on(written, keep_alive).await {
-                        return Outcome::Closed;
-                    }
-                    continue;
-                }
-                None => match api.disk_hit(&id, Some(share)) {
-                    Some((headers, mut body)) => {
+            Next::WholeGet(id, close, len) => {
+                let lane = match api.memory_hit(&id, Some(share)).await {
+                    Some(hit) => Some(LaneHit::Memory(hit)),
+                    None => api
+                        .disk_hit(&id, Some(share))
+                        .map(|(headers, body)| LaneHit::Disk(headers, body)),
+                };
+                match lane {
+                    None => match conn.take_request(len) {
+                        Some(request) => (request, close),
+                        None => return Outcome::HandOff(conn.into_rewind()),
+                    },
+                    Some(hit) => {
                         let mut exchange = Exchange::blob_get(
                             &settings.telemetry,
                             started,
@@ -147,13 +152,16 @@ pub async fn serve(
                             id,
                             || referer_and_agent(&conn.buf[..len]),
                         );
-                        exchange.respond(200, &headers);
+                        match &hit {
+                            LaneHit::Memory(_) => exchange.memory_hit(),
+                            LaneHit::Disk(headers, _) => exchange.respond(200, headers),
+                        }
                         conn.buf.advance(len);
                         conn.served = true;
                         let keep_alive = !close && !*stop.borrow();
                         let mut sent = 0;
                         let written = conn
-                            .write_lane_hit(&headers, &mut body, settings, keep_alive, &mut sent)
+                            .write_lane_hit(hit, settings, keep_alive, &mut sent)
                             .await;
                         exchange.sent(sent);
                         if written.is_ok() {
@@ -165,12 +173,8 @@ pub async fn serve(
                         }
                         continue;
                     }
-                    None => match conn.take_request(len) {
-                        Some(request) => (request, close),
-                        None => return Outcome::HandOff(conn.into_rewind()),
-                    },
-                },
-            },
+                }
+            }
             Next::Closed => return Outcome::Closed,
             Next::HandOff => return Outcome::HandOff(conn.into_rewind()),
         };
@@ -316,46 +320,24 @@ impl Connection {
         Some(request)
     }
 
-    /// Status line, the hit's cached headers, per-connection headers, then the blob.
-    async fn write_memory_hit(
-        &mut self,
-        mut hit: MemoryHit,
-        settings: &Settings,
-        keep_alive: bool,
-        sent: &mut u64,
-    ) -> io::Result<()> {
-        let mut body = std::mem::replace(&mut hit.body, Body::empty());
-        self.write_lane_hit(hit.headers(), &mut body, settings, keep_alive, sent)
-            .await
-    }
-
-    /// A `200` from one of the whole-blob lanes (memory or disk): status line, `headers`,
-    /// per-connection headers, then `body`.
+    /// A `200` from one of the whole-blob lanes (memory or disk): status line, the hit's
+    /// headers, per-connection headers, then its body.
     async fn write_lane_hit(
         &mut self,
-        headers: &http::HeaderMap,
-        body: &mut Body,
+        hit: LaneHit,
         settings: &Settings,
         keep_alive: bool,
         sent: &mut u64,
     ) -> io::Result<()> {
-        let mut head = BytesMut::with_capacity(512);
-        head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        for (name, value) in headers {
-            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
-        }
-        if let Some(alt_svc) = &settings.alt_svc {
-            put_header(&mut head, b"alt-svc", alt_svc.as_bytes());
-        }
-        end_head(&mut head, true, keep_alive);
-        self.write_body(
-            head.freeze(),
-            body,
-            false,
-            settings.write_stall_timeout,
-            sent,
-        )
-        .await
+        let (head, mut body) = match hit {
+            LaneHit::Memory(mut hit) => {
+                let body = std::mem::replace(&mut hit.body, Body::empty());
+                (lane_head(hit.headers(), settings, keep_alive), body)
+            }
+            LaneHit::Disk(headers, body) => (lane_head(&headers, settings, keep_alive), body),
+        };
+        self.write_body(head, &mut body, false, settings.write_stall_timeout, sent)
+            .await
     }
 
     fn into_rewind(self) -> Rewind {
