@@ -141,6 +141,20 @@ start_gateway() { # port, out file, log file, serve args...
     wait_port "$port" "walrus-gateway"
 }
 
+start_sim() { # shards, committee file, log dir: walrus-sim with 4 nodes, pinned like the client; sets SIM_PID
+    log "starting walrus-sim ($1 shards, 4 nodes)"
+    "${PIN_CLIENT[@]}" "$SIM_BIN" --n-shards "$1" --nodes 4 --committee-out "$2" \
+        > "$3/sim.out" 2> "$3/sim.log" &
+    SIM_PID=$!
+    track "$SIM_PID"
+    for _ in $(seq 600); do
+        [ -s "$2" ] && break
+        kill -0 "$SIM_PID" 2>/dev/null || die "walrus-sim exited: $(tail -3 "$3/sim.log")"
+        sleep 0.1
+    done
+    [ -s "$2" ] || die "walrus-sim wrote no committee file"
+}
+
 median() { # numbers... -> median (mean of the middle two for an even count)
     python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v) if v else 0)' "$@"
 }

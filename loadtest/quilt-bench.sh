@@ -53,17 +53,7 @@ CURL="$(need curl curl)"
 mkdir -p "$OUT/logs" "$OUT/patches" "$OUT/got"
 
 # --- storage nodes -----------------------------------------------------------------------------
-log "starting walrus-sim ($SHARDS shards, 4 nodes)"
-"${PIN_CLIENT[@]}" "$SIM_BIN" --n-shards "$SHARDS" --nodes 4 --committee-out "$OUT/committee.json" \
-    > "$OUT/logs/sim.out" 2> "$OUT/logs/sim.log" &
-SIM_PID=$!
-track "$SIM_PID"
-for _ in $(seq 600); do
-    [ -s "$OUT/committee.json" ] && break
-    kill -0 "$SIM_PID" 2>/dev/null || die "walrus-sim exited: $(tail -3 "$OUT/logs/sim.log")"
-    sleep 0.1
-done
-[ -s "$OUT/committee.json" ] || die "walrus-sim wrote no committee file"
+start_sim "$SHARDS" "$OUT/committee.json" "$OUT/logs"
 
 PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
