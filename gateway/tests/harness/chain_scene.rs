@@ -77,12 +77,7 @@ impl ChainScene {
 
     /// Store `data` on the simulated network (registered and certified on its chain).
     pub async fn store(&self, data: &[u8]) -> BlobId {
-        let net = self.net.clone();
-        let data = data.to_vec();
-        tokio::task::spawn_blocking(move || net.store(&data))
-            .await
-            .unwrap()
-            .expect("sim stores the blob")
+        super::store_on(&self.net, data).await
     }
 
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {

@@ -110,12 +110,7 @@ impl Scenario {
 
     /// Store a blob in every node directly; returns its Blob ID.
     pub async fn store(&self, blob: &[u8]) -> BlobId {
-        let net = self.net.clone();
-        let blob = blob.to_vec();
-        tokio::task::spawn_blocking(move || net.store(&blob))
-            .await
-            .unwrap()
-            .expect("sim stores the blob")
+        store_on(&self.net, blob).await
     }
 
     pub async fn faults(&self, node: usize, faults: NodeFaults) {
@@ -427,4 +422,15 @@ where
     })
     .await;
     outputs.into_iter().map(Option::unwrap).collect()
+}
+
+/// Store `blob` on the simulated network `net` (off the async threads: encoding is CPU work);
+/// returns its Blob ID.
+pub async fn store_on(net: &Arc<SimNetwork>, blob: &[u8]) -> BlobId {
+    let net = net.clone();
+    let blob = blob.to_vec();
+    tokio::task::spawn_blocking(move || net.store(&blob))
+        .await
+        .unwrap()
+        .expect("sim stores the blob")
 }
