@@ -525,21 +525,8 @@ impl Api {
         id: &BlobId,
         share: Option<&crate::fairness::Share>,
     ) -> Option<MemoryHit> {
-        // A blocked blob takes the general path, which answers 451.
-        if self.filler.blocklist().is_blocked(id) {
-            return None;
-        }
+        let life = self.lane_may_serve(id)?;
         let blob = self.filler.cache().memory_get(id).await?;
-        // One lookup: a blob past its end epoch, or a deletable one due for a re-check, takes
-        // the general path, which checks it with the nodes.
-        let clock = self.filler.clock();
-        let life = self.filler.lifecycle_entry(id, clock);
-        if life.as_ref().is_some_and(|life| {
-            life.freshness(clock.epoch, self.filler.revalidate_deletable())
-                != crate::status::Freshness::Fresh
-        }) {
-            return None;
-        }
         let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         self.telemetry.hit(Tier::Memory);
         self.telemetry.response(200);
@@ -570,6 +557,22 @@ impl Api {
 }
 
 impl Api {
+    /// Whether a whole-blob lane may answer for `id`, and with which known lifetime. `None`: it
+    /// takes the general path: a blocked blob (which answers 451 there), and one past its end
+    /// epoch or a deletable one due for a re-check (checked with the nodes there).
+    fn lane_may_serve(&self, id: &BlobId) -> Option<Option<Arc<crate::status::Entry>>> {
+        if self.filler.blocklist().is_blocked(id) {
+            return None;
+        }
+        let clock = self.filler.clock();
+        let life = self.filler.lifecycle_entry(id, clock);
+        let fresh = life.as_ref().is_none_or(|life| {
+            life.freshness(clock.epoch, self.filler.revalidate_deletable())
+                == crate::status::Freshness::Fresh
+        });
+        fresh.then_some(life)
+    }
+
     /// The answer to a plain `GET /v1/blobs/{id}` (as for [`Api::memory_hit`]) from the disk
     /// tier, for a blob memory will not take, when it needs no wait
     /// ([`crate::cache::BlobCache::disk_hit_now`]): the headers the general path sends, and the
@@ -580,17 +583,7 @@ impl Api {
         id: &BlobId,
         share: Option<&crate::fairness::Share>,
     ) -> Option<(HeaderMap, Body)> {
-        if self.filler.blocklist().is_blocked(id) {
-            return None;
-        }
-        let clock = self.filler.clock();
-        let life = self.filler.lifecycle_entry(id, clock);
-        if life.as_ref().is_some_and(|life| {
-            life.freshness(clock.epoch, self.filler.revalidate_deletable())
-                != crate::status::Freshness::Fresh
-        }) {
-            return None;
-        }
+        let life = self.lane_may_serve(id)?;
         let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         let (body, len, streamed) = match self.filler.cache().disk_hit_now(id)? {
             Hit::Memory(blob, _) => (Body::cached(&blob, 0, blob.len()), blob.len(), false),
