@@ -163,12 +163,7 @@ pub async fn serve(
                         let written = conn
                             .write_lane_hit(hit, settings, keep_alive, &mut sent)
                             .await;
-                        exchange.sent(sent);
-                        if written.is_ok() {
-                            exchange.completed();
-                        }
-                        drop(exchange);
-                        if !conn.carry_on(written, keep_alive).await {
+                        if !conn.finish(exchange, sent, written, keep_alive).await {
                             return Outcome::Closed;
                         }
                         continue;
@@ -210,12 +205,7 @@ pub async fn serve(
                 &mut sent,
             )
             .await;
-        exchange.sent(sent);
-        if written.is_ok() {
-            exchange.completed();
-        }
-        drop(exchange);
-        if !conn.carry_on(written, keep_alive).await {
+        if !conn.finish(exchange, sent, written, keep_alive).await {
             return Outcome::Closed;
         }
     }
@@ -294,6 +284,24 @@ impl Connection {
                 () = self.stop.as_mut(), if idle => return Next::Closed,
             }
         }
+    }
+
+    /// After a response: log it (`sent` body bytes; completed if the write succeeded), then
+    /// [`Self::carry_on`].
+    async fn finish(
+        &mut self,
+        mut exchange: Exchange,
+        sent: u64,
+        written: io::Result<()>,
+        keep_alive: bool,
+    ) -> bool {
+        exchange.sent(sent);
+        if written.is_ok() {
+            exchange.completed();
+        }
+        // The log line is written before the connection shuts down or reads on.
+        drop(exchange);
+        self.carry_on(written, keep_alive).await
     }
 
     /// After a response: whether to read the next request. A failed write, or a connection
