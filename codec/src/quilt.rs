@@ -511,6 +511,24 @@ impl ColumnWriter {
     }
 }
 
+/// Check `data` as column `column` of the quilt `meta` describes: the column's `kp` symbols are
+/// secondary sliver `column`'s systematic part, so expanded and hashed they must give the
+/// metadata's `secondary_hash` for that sliver. A cold patch read checks each column it fetches
+/// with this, and the gateway's disk scrub each column it rebuilds from a cached patch file.
+/// CPU-heavy (a Reed–Solomon expansion).
+pub fn verify_column(
+    meta: &crate::VerifiedMetadata,
+    column: u16,
+    data: Bytes,
+) -> Result<crate::VerifiedSliver, crate::CodecError> {
+    meta.verify_sliver(crate::Sliver {
+        kind: crate::SliverKind::Secondary,
+        index: column,
+        symbol_size: meta.symbol_size(),
+        data,
+    })
+}
+
 /// Columns of a quilt (the systematic part of its secondary slivers), whole or in part.
 pub trait ColumnSource {
     /// Bytes per column: `kp` symbols.
@@ -679,6 +697,11 @@ impl ColumnSet {
 
     pub fn contains(&self, index: u16) -> bool {
         self.columns.contains_key(&index)
+    }
+
+    /// Column `index`, if present.
+    pub fn column(&self, index: u16) -> Option<&Bytes> {
+        self.columns.get(&index)
     }
 
     pub fn len(&self) -> usize {

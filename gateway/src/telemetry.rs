@@ -398,6 +398,7 @@ impl Telemetry {
                             );
                             metrics::gauge!("gateway_disk_scrub_achieved_bytes_per_second")
                         },
+                        kinds: crate::disk::KindMetrics::register(),
                     },
                 )
             });

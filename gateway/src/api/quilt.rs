@@ -13,8 +13,11 @@
 //!   "quiltPatchId"}]}`. The quilt is published exactly as `PUT /v1/blobs` publishes a blob
 //!   (same limits, admission, nodes or publisher, write-through to the cache).
 //!
-//! Patches are read by slicing the verified quilt ([`crate::quilt::load`]): from the cache if it
-//! is there, else after a whole-quilt fill, which then caches it for the patches that follow.
+//! Patches are read by slicing the verified quilt ([`crate::quilt::load`]) when it is cached or
+//! being filled. Otherwise a patch comes from the patch caches, by patch ID: memory, then the
+//! disk tier (a patch file, every chunk checked; [`crate::disk`]), else from the index columns
+//! and its own (secondary slivers), after which it is kept in both tiers; if a column cannot be
+//! had, a whole-quilt fill, which then caches the quilt for the patches that follow.
 
 use super::body::{Body, RequestSlot};
 use super::error::ApiError;
@@ -28,7 +31,7 @@ use codec::VerifiedMetadata;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body as HttpBody;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const BY_PATCH_ID: &str = "/v1/blobs/by-quilt-patch-id/";
@@ -303,8 +306,28 @@ async fn cold_patch(
         if let Some(hit) = api.quilts.patches.get(id).await {
             return Ok(Some((hit, "hit-memory")));
         }
+        // Before the index: a patch on disk needs no node, after a restart too. One read per
+        // patch however many requests want it; it is promoted to memory.
+        let read = AtomicBool::new(false);
+        let found = api
+            .quilts
+            .patches
+            .try_get_with(*id, async {
+                read.store(true, Ordering::Relaxed);
+                disk_patch(api, *id).await.ok_or(NotOnDisk)
+            })
+            .await;
+        if let Ok(hit) = found {
+            let tier = if read.into_inner() {
+                "hit-disk"
+            } else {
+                "hit-memory"
+            };
+            return Ok(Some((hit, tier)));
+        }
     }
     let fetched = AtomicUsize::new(0);
+    let from_disk = AtomicBool::new(false);
     let index = api
         .quilts
         .indexes
@@ -335,6 +358,10 @@ async fn cold_patch(
         .quilts
         .patches
         .try_get_with(patch_id, async {
+            if let Some(found) = disk_patch(api, patch_id).await {
+                from_disk.store(true, Ordering::Relaxed);
+                return Ok(found);
+            }
             let meta = quilt_metadata(api, quilt_id).await?;
             let mut set = quilt::ColumnSet::new(meta.config());
             fetch_columns(api, &meta, &mut set, patch.columns().collect(), &fetched).await?;
@@ -346,6 +373,7 @@ async fn cold_patch(
                     decoded.identifier, patch.identifier
                 ))));
             }
+            keep_on_disk(api, patch_id, &meta, &set);
             Ok(Arc::new(CachedPatch {
                 patch: patch.clone(),
                 data: Bytes::from(decoded.data),
@@ -357,11 +385,65 @@ async fn cold_patch(
         Err(e) => return cold_failure(quilt_id, &e),
     };
     let fetched = fetched.into_inner();
+    if from_disk.into_inner() {
+        return Ok(Some((cached, "hit-disk")));
+    }
     if fetched == 0 {
         return Ok(Some((cached, "hit-memory")));
     }
     api.telemetry.quilt_cold_patch_read(fetched);
     Ok(Some((cached, "miss")))
+}
+
+/// A patch is not on the disk tier (or its copy was unusable): read it from its columns.
+#[derive(Debug)]
+struct NotOnDisk;
+
+/// Patch `id` from the disk tier, every chunk checked; `None` if it is not there, or if its
+/// file failed a check (then it was quarantined: the caller fetches the patch's columns).
+async fn disk_patch(api: &Api, id: QuiltPatchId) -> Option<Arc<CachedPatch>> {
+    let disk = api.filler.cache().disk()?.clone();
+    match tokio::task::spawn_blocking(move || disk.read_patch(&id)).await {
+        Ok(Ok(found)) => found.map(|p| {
+            Arc::new(CachedPatch {
+                patch: p.patch,
+                data: p.data,
+            })
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(patch_id = %id, error = %e, "disk copy of a patch unusable; fetching its columns");
+            None
+        }
+        Err(e) => {
+            tracing::error!(patch_id = %id, error = %e, "disk read task failed");
+            None
+        }
+    }
+}
+
+/// Write the patch `patch_id`, whose verified columns `set` holds, to the disk tier, off the
+/// reactor and without holding up the response (failures are logged and counted).
+fn keep_on_disk(
+    api: &Api,
+    patch_id: QuiltPatchId,
+    meta: &Arc<VerifiedMetadata>,
+    set: &quilt::ColumnSet,
+) {
+    let Some(disk) = api.filler.cache().disk().cloned() else {
+        return;
+    };
+    let columns: Option<Vec<Bytes>> = (patch_id.start_index..patch_id.end_index)
+        .map(|c| set.column(c).cloned())
+        .collect();
+    let Some(columns) = columns else {
+        return;
+    };
+    let meta = meta.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = disk.insert_patch(patch_id, &meta, &columns) {
+            tracing::warn!(%patch_id, error = %e, "could not write a patch to the disk cache; serving it from memory and its columns");
+        }
+    });
 }
 
 fn cold_failure(

@@ -1,8 +1,10 @@
 //! The in-memory index of cached files (sizes, LRU order, pins, open handles) and its rebuild
-//! from the directory at start.
+//! from the directory at start. Blobs and quilt patches ([`DiskKey`]) share one LRU order and
+//! one byte bound.
 
-use super::format::{read_header, Format};
+use super::format::{read_header, read_header_of, DiskKey, Format};
 use super::{DiskCache, DiskError, OPEN_HANDLES};
+use codec::quilt::QuiltPatchId;
 use codec::BlobId;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
@@ -12,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// One indexed blob.
+/// One indexed blob or patch.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Entry {
     /// Blob length (content bytes).
@@ -26,12 +28,18 @@ pub(super) struct Entry {
 
 #[derive(Default)]
 pub(super) struct Index {
+    /// Cached blobs.
     pub(super) entries: HashMap<BlobId, Entry>,
-    pub(super) by_age: BTreeSet<(u64, BlobId)>,
+    /// Cached quilt patches (issue 16): a map of their own, so the blob read path looks blobs
+    /// up by Blob ID as before.
+    pub(super) patches: HashMap<QuiltPatchId, Entry>,
+    /// Both kinds, least recently used first: eviction takes from the front.
+    pub(super) by_age: BTreeSet<(u64, DiskKey)>,
+    /// Pinned blobs (patches are not pinned).
     pub(super) pins: HashSet<BlobId>,
-    /// Writers in progress, by blob: a purge removes the entry, and a writer whose ticket is
+    /// Writers in progress, by key: a purge removes the entry, and a writer whose ticket is
     /// gone discards its file at commit instead of bringing the blob back.
-    pub(super) writing: HashMap<BlobId, u64>,
+    pub(super) writing: HashMap<DiskKey, u64>,
     /// Open, checked files of recently read blobs (at most [`OPEN_HANDLES`]), so a hit skips
     /// the open and the header and table checks. Dropped with the entry: an evicted, purged or
     /// quarantined blob is never read through a stale handle.
@@ -61,29 +69,56 @@ impl Index {
         self.clock
     }
 
-    pub(super) fn insert(&mut self, id: BlobId, len: u64, file_size: u64, tick: u64) {
-        self.remove(&id);
-        self.entries.insert(
-            id,
-            Entry {
-                len,
-                file_size,
-                tick,
-                hits: 0,
-            },
-        );
-        self.by_age.insert((tick, id));
+    pub(super) fn insert(&mut self, key: impl Into<DiskKey>, len: u64, file_size: u64, tick: u64) {
+        let key = key.into();
+        self.remove(key);
+        let entry = Entry {
+            len,
+            file_size,
+            tick,
+            hits: 0,
+        };
+        match key {
+            DiskKey::Blob(id) => self.entries.insert(id, entry),
+            DiskKey::Patch(id) => self.patches.insert(id, entry),
+        };
+        self.by_age.insert((tick, key));
         self.total += file_size;
     }
 
-    pub(super) fn remove(&mut self, id: &BlobId) -> Option<Entry> {
-        if self.handles.remove(id).is_some() {
-            self.handle_order.retain(|open| open != id);
-        }
-        let entry = self.entries.remove(id)?;
-        self.by_age.remove(&(entry.tick, *id));
+    pub(super) fn remove(&mut self, key: impl Into<DiskKey>) -> Option<Entry> {
+        let key = key.into();
+        let entry = match &key {
+            DiskKey::Blob(id) => {
+                if self.handles.remove(id).is_some() {
+                    self.handle_order.retain(|open| open != id);
+                }
+                self.entries.remove(id)?
+            }
+            DiskKey::Patch(id) => self.patches.remove(id)?,
+        };
+        self.by_age.remove(&(entry.tick, key));
         self.total -= entry.file_size;
         Some(entry)
+    }
+
+    /// The entry of `key`, if indexed.
+    pub(super) fn get(&self, key: &DiskKey) -> Option<&Entry> {
+        match key {
+            DiskKey::Blob(id) => self.entries.get(id),
+            DiskKey::Patch(id) => self.patches.get(id),
+        }
+    }
+
+    /// Count a use of patch `id` (the LRU order and its hits), as [`Index::touch`] for blobs.
+    pub(super) fn touch_patch(&mut self, id: &QuiltPatchId) {
+        let tick = self.next_tick();
+        if let Some(entry) = self.patches.get_mut(id) {
+            self.by_age.remove(&(entry.tick, DiskKey::Patch(*id)));
+            entry.tick = tick;
+            entry.hits += 1;
+            self.by_age.insert((tick, DiskKey::Patch(*id)));
+        }
     }
 
     /// Keep `handle` for `id` (still indexed), closing the oldest handle beyond the bound.
@@ -123,19 +158,22 @@ impl Index {
     pub(super) fn touch(&mut self, id: &BlobId) {
         let tick = self.next_tick();
         if let Some(entry) = self.entries.get_mut(id) {
-            self.by_age.remove(&(entry.tick, *id));
+            self.by_age.remove(&(entry.tick, DiskKey::Blob(*id)));
             entry.tick = tick;
             entry.hits += 1;
-            self.by_age.insert((tick, *id));
+            self.by_age.insert((tick, DiskKey::Blob(*id)));
         }
     }
 
-    /// The least recently used blob that is not pinned and not `keep`.
-    pub(super) fn victim(&self, keep: &BlobId) -> Option<BlobId> {
-        self.by_age
-            .iter()
-            .map(|(_, id)| *id)
-            .find(|id| id != keep && !self.pins.contains(id))
+    /// The least recently used entry that is not a pinned blob and not `keep`.
+    pub(super) fn victim(&self, keep: Option<&DiskKey>) -> Option<DiskKey> {
+        self.by_age.iter().map(|(_, key)| *key).find(|key| {
+            Some(key) != keep
+                && match key {
+                    DiskKey::Blob(id) => !self.pins.contains(id),
+                    DiskKey::Patch(_) => true,
+                }
+        })
     }
 }
 impl DiskCache {
@@ -153,7 +191,7 @@ impl DiskCache {
                 if let Some(entry) = index.entries.get(id) {
                     return Some(entry.len);
                 }
-                if index.writing.contains_key(id) {
+                if index.writing.contains_key(&DiskKey::Blob(*id)) {
                     return None; // Being rewritten (a refill): not ours to index.
                 }
                 let tick = index.next_tick();
@@ -171,48 +209,49 @@ impl DiskCache {
     }
 
     pub(super) fn rebuild_index(&self) {
-        let mut found: Vec<(SystemTime, BlobId, u64, u64)> = Vec::new();
-        let shards = match fs::read_dir(self.root.join("blobs")) {
-            Ok(shards) => shards,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list the disk cache; it starts empty");
-                self.index_ready.store(true, Ordering::Release);
-                return;
-            }
-        };
-        for shard in shards.flatten() {
-            let Ok(files) = fs::read_dir(shard.path()) else {
-                continue;
+        let mut found: Vec<(SystemTime, DiskKey, u64, u64)> = Vec::new();
+        for dir in ["blobs", "patches"] {
+            let shards = match fs::read_dir(self.root.join(dir)) {
+                Ok(shards) => shards,
+                Err(e) => {
+                    tracing::error!(dir, error = %e, "cannot list the disk cache; it starts without these files");
+                    continue;
+                }
             };
-            for file in files.flatten() {
-                let path = file.path();
-                let Some(id) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<BlobId>().ok())
-                else {
-                    tracing::warn!(path = %path.display(), "ignoring a file that is not named by a Blob ID");
+            for shard in shards.flatten() {
+                let Ok(files) = fs::read_dir(shard.path()) else {
                     continue;
                 };
-                match read_header(&path, &id) {
-                    Ok((header, file_size)) => {
-                        let mtime = file
-                            .metadata()
-                            .and_then(|m| m.modified())
-                            .unwrap_or(SystemTime::UNIX_EPOCH);
-                        found.push((mtime, id, header.len, file_size));
+                for file in files.flatten() {
+                    let path = file.path();
+                    let Some(key) = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| DiskKey::parse(dir, n))
+                    else {
+                        tracing::warn!(path = %path.display(), "ignoring a file that is not named by a Blob ID or a patch ID");
+                        continue;
+                    };
+                    match read_header_of(&path, &key) {
+                        Ok((header, file_size)) => {
+                            let mtime = file
+                                .metadata()
+                                .and_then(|m| m.modified())
+                                .unwrap_or(SystemTime::UNIX_EPOCH);
+                            found.push((mtime, key, header.len, file_size));
+                        }
+                        Err(e) => self.quarantine_key(&key, &e.to_string()),
                     }
-                    Err(e) => self.quarantine(&id, &e.to_string()),
                 }
             }
         }
         // Oldest first, so the oldest get the smallest ticks and are evicted first.
         found.sort();
-        for (_, id, len, file_size) in found {
+        for (_, key, len, file_size) in found {
             let mut index = self.lock();
-            if !index.entries.contains_key(&id) {
+            if index.get(&key).is_none() {
                 let tick = index.next_tick();
-                index.insert(id, len, file_size, tick);
+                index.insert(key, len, file_size, tick);
             }
             drop(index);
             let indexed = self.indexed_at_start.fetch_add(1, Ordering::Relaxed) + 1;

@@ -1,5 +1,6 @@
 //! What the disk tier reports: metric handles and the `/admin/cache` snapshot.
 
+use super::DiskKey;
 use codec::BlobId;
 
 /// Counters and gauges the disk tier reports to (noop handles by default).
@@ -30,6 +31,105 @@ pub struct DiskMetrics {
     pub scrub_oldest_age: metrics::Gauge,
     /// Bytes per second the scrub checked in its current (or last) pass.
     pub scrub_achieved_rate: metrics::Gauge,
+    /// The same by kind of file (blob or quilt patch).
+    pub kinds: KindMetrics,
+}
+
+/// Disk-tier metrics by kind of file (`kind` = `blob` or `patch`, issue 16); index 0 is
+/// blobs, 1 patches. Registered with their help texts by [`KindMetrics::register`].
+#[derive(Clone)]
+pub struct KindMetrics {
+    /// Files indexed and their bytes on the device.
+    pub entries: [metrics::Gauge; 2],
+    pub bytes: [metrics::Gauge; 2],
+    /// Files written (committed).
+    pub writes: [metrics::Counter; 2],
+    /// Files evicted to stay under the bound.
+    pub evictions: [metrics::Counter; 2],
+    /// Files the scrub verified, and found not matching (each quarantined).
+    pub scrub_files: [metrics::Counter; 2],
+    pub scrub_failures: [metrics::Counter; 2],
+}
+
+const KINDS: [&str; 2] = ["blob", "patch"];
+
+fn slot(key: &DiskKey) -> usize {
+    match key {
+        DiskKey::Blob(_) => 0,
+        DiskKey::Patch(_) => 1,
+    }
+}
+
+impl KindMetrics {
+    /// Handles in the current recorder (call inside the gateway's `with_local_recorder`).
+    pub fn register() -> Self {
+        metrics::describe_gauge!(
+            "gateway_disk_cache_kind_entries",
+            "Files in the disk tier, by kind: blob (a whole blob) or patch (a quilt patch read from its columns)."
+        );
+        metrics::describe_gauge!(
+            "gateway_disk_cache_kind_bytes",
+            metrics::Unit::Bytes,
+            "Bytes of files in the disk tier (headers and checksums included), by kind: blob or patch."
+        );
+        metrics::describe_counter!(
+            "gateway_disk_cache_writes_total",
+            "Files written to the disk tier, by kind: blob or patch."
+        );
+        metrics::describe_counter!(
+            "gateway_disk_cache_kind_evictions_total",
+            "Files evicted from the disk tier to stay under its bound, by kind: blob or patch."
+        );
+        metrics::describe_counter!(
+            "gateway_disk_scrub_kind_files_total",
+            "Cached files the scrub verified (a blob against its Blob ID, a patch against its quilt's), by kind."
+        );
+        metrics::describe_counter!(
+            "gateway_disk_scrub_kind_failures_total",
+            "Cached files the scrub found not matching (each quarantined), by kind: blob or patch."
+        );
+        Self {
+            entries: KINDS.map(|k| metrics::gauge!("gateway_disk_cache_kind_entries", "kind" => k)),
+            bytes: KINDS.map(|k| metrics::gauge!("gateway_disk_cache_kind_bytes", "kind" => k)),
+            writes: KINDS
+                .map(|k| metrics::counter!("gateway_disk_cache_writes_total", "kind" => k)),
+            evictions: KINDS
+                .map(|k| metrics::counter!("gateway_disk_cache_kind_evictions_total", "kind" => k)),
+            scrub_files: KINDS
+                .map(|k| metrics::counter!("gateway_disk_scrub_kind_files_total", "kind" => k)),
+            scrub_failures: KINDS
+                .map(|k| metrics::counter!("gateway_disk_scrub_kind_failures_total", "kind" => k)),
+        }
+    }
+
+    pub(super) fn written(&self, key: &DiskKey) {
+        self.writes[slot(key)].increment(1);
+    }
+
+    pub(super) fn evicted(&self, key: &DiskKey) {
+        self.evictions[slot(key)].increment(1);
+    }
+
+    pub(super) fn scrubbed(&self, key: &DiskKey) {
+        self.scrub_files[slot(key)].increment(1);
+    }
+
+    pub(super) fn scrub_failed(&self, key: &DiskKey) {
+        self.scrub_failures[slot(key)].increment(1);
+    }
+}
+
+impl Default for KindMetrics {
+    fn default() -> Self {
+        Self {
+            entries: [metrics::Gauge::noop(), metrics::Gauge::noop()],
+            bytes: [metrics::Gauge::noop(), metrics::Gauge::noop()],
+            writes: [metrics::Counter::noop(), metrics::Counter::noop()],
+            evictions: [metrics::Counter::noop(), metrics::Counter::noop()],
+            scrub_files: [metrics::Counter::noop(), metrics::Counter::noop()],
+            scrub_failures: [metrics::Counter::noop(), metrics::Counter::noop()],
+        }
+    }
 }
 
 impl Default for DiskMetrics {
@@ -51,6 +151,7 @@ impl Default for DiskMetrics {
             scrub_unscrubbable: metrics::Counter::noop(),
             scrub_oldest_age: metrics::Gauge::noop(),
             scrub_achieved_rate: metrics::Gauge::noop(),
+            kinds: KindMetrics::default(),
         }
     }
 }
@@ -58,7 +159,14 @@ impl Default for DiskMetrics {
 /// A snapshot of the disk tier for `/admin/cache` and `/status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DiskStats {
+    /// Files of both kinds: `blob_entries` + `patch_entries`.
     pub entries: usize,
+    pub blob_entries: usize,
+    /// Quilt patches cached by patch ID (issue 16), and the bytes their files take.
+    pub patch_entries: usize,
+    pub patch_bytes: u64,
+    /// Most used patch entries.
+    pub top_patches: Vec<PatchStat>,
     pub bytes: u64,
     pub capacity: u64,
     /// The bound in force (below `capacity` after the device filled first).
@@ -68,8 +176,19 @@ pub struct DiskStats {
     pub pinned: usize,
     pub index_ready: bool,
     pub indexed_at_start: u64,
-    /// Most used entries: (Blob ID, length, hits).
+    /// Most used blob entries: (Blob ID, length, hits).
     pub top: Vec<(BlobId, u64, u64)>,
     /// Scrub progress (see [`super::scrub`]).
     pub scrub: super::ScrubStats,
+}
+
+/// A patch entry of the disk tier, as `/admin/cache` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PatchStat {
+    pub patch_id: String,
+    pub quilt_id: BlobId,
+    /// Bytes of the file's content: the patch as its columns hold it (header, identifier,
+    /// tags, data).
+    pub len: u64,
+    pub hits: u64,
 }

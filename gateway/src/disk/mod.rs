@@ -49,6 +49,7 @@ mod format;
 mod index;
 mod lock;
 mod metrics;
+mod patch;
 mod pins;
 mod reader;
 pub mod scrub;
@@ -56,8 +57,9 @@ pub mod scrub;
 mod tests;
 mod writer;
 
-pub use format::CHUNK_SIZE;
-pub use metrics::{DiskMetrics, DiskStats};
+pub use format::{DiskKey, CHUNK_SIZE};
+pub use metrics::{DiskMetrics, DiskStats, KindMetrics, PatchStat};
+pub use patch::{DiskPatch, PatchFrame};
 pub use reader::{DiskReader, Fill};
 pub use scrub::{MetadataSource, ScrubOutcome, ScrubStats};
 pub use writer::DiskWriter;
@@ -77,7 +79,7 @@ use std::time::SystemTime;
 /// the byte bound).
 const QUARANTINE_KEEP: usize = 32;
 /// The directories under the cache root.
-const DIRS: [&str; 4] = ["blobs", "tmp", "quarantine", "meta"];
+const DIRS: [&str; 5] = ["blobs", "tmp", "quarantine", "meta", "patches"];
 /// Files kept open between reads (each holds a descriptor).
 const OPEN_HANDLES: usize = 1024;
 /// Blobs up to this long may be read on the caller's thread when their bytes are in the page
@@ -95,11 +97,21 @@ pub enum DiskError {
     ReadOnly,
     #[error("cached file for {blob_id} is corrupt: {reason}")]
     Corrupt { blob_id: BlobId, reason: String },
-    #[error("blob {blob_id}: wrote {written} bytes, expected {expected}")]
+    #[error("cached file for quilt patch {patch_id} is corrupt: {reason}")]
+    CorruptPatch {
+        patch_id: codec::quilt::QuiltPatchId,
+        reason: String,
+    },
+    #[error("{key}: wrote {written} bytes, expected {expected}")]
     WrongLength {
-        blob_id: BlobId,
+        key: DiskKey,
         written: u64,
         expected: u64,
+    },
+    #[error("quilt patch {patch_id}: {reason}")]
+    BadPatch {
+        patch_id: codec::quilt::QuiltPatchId,
+        reason: String,
     },
     #[error("the cache directory {} is in use by another gateway{}; give each gateway its own --cache-dir", dir.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
     Locked {
@@ -237,6 +249,13 @@ impl DiskCache {
                             index.remove(&id);
                         }
                     }
+                    "patches" => {
+                        let ids: Vec<DiskKey> =
+                            index.patches.keys().map(|&id| DiskKey::Patch(id)).collect();
+                        for key in ids {
+                            index.remove(key);
+                        }
+                    }
                     "quarantine" => {
                         index.quarantined.clear();
                         index.quarantine_total = 0;
@@ -321,8 +340,13 @@ impl DiskCache {
     }
 
     fn path_of(&self, id: &BlobId) -> PathBuf {
-        let name = id.to_string();
-        self.root.join("blobs").join(&name[..2]).join(name)
+        self.path_of_key(&DiskKey::Blob(*id))
+    }
+
+    /// `<root>/<blobs|patches>/<first two characters>/<key>`.
+    fn path_of_key(&self, key: &DiskKey) -> PathBuf {
+        let name = key.to_string();
+        self.root.join(key.dir()).join(&name[..2]).join(name)
     }
 
     /// The cache directory.
@@ -347,7 +371,15 @@ impl DiskCache {
     fn publish_gauges(&self) {
         let index = self.lock();
         self.metrics.bytes.set(index.total as f64);
-        self.metrics.entries.set(index.entries.len() as f64);
+        self.metrics
+            .entries
+            .set((index.entries.len() + index.patches.len()) as f64);
+        let patch_bytes: u64 = index.patches.values().map(|e| e.file_size).sum();
+        let kinds = &self.metrics.kinds;
+        kinds.entries[0].set(index.entries.len() as f64);
+        kinds.entries[1].set(index.patches.len() as f64);
+        kinds.bytes[0].set(index.total.saturating_sub(patch_bytes) as f64);
+        kinds.bytes[1].set(patch_bytes as f64);
         self.metrics
             .quarantine_bytes
             .set(index.quarantine_total as f64);
@@ -366,15 +398,24 @@ impl DiskCache {
     }
     /// Move a bad file aside and forget it; counted as an integrity failure.
     pub fn quarantine(&self, id: &BlobId, reason: &str) {
-        tracing::error!(blob_id = %id, reason, "disk cache file failed its integrity check; quarantined");
+        self.quarantine_key(&DiskKey::Blob(*id), reason);
+    }
+
+    /// [`DiskCache::quarantine`] for a file of any kind.
+    pub fn quarantine_key(&self, key: &DiskKey, reason: &str) {
+        tracing::error!(%key, kind = key.kind(), reason, "disk cache file failed its integrity check; quarantined");
         self.metrics.integrity_failures.increment(1);
-        self.lock().remove(id);
-        let source = self.path_of(id);
+        self.lock().remove(*key);
+        if let DiskKey::Patch(id) = key {
+            // What is kept beside a patch file belongs to it alone; a refill writes it again.
+            self.remove_patch_frame(id);
+        }
+        let source = self.path_of_key(key);
         let size = fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
         let target = self
             .root
             .join("quarantine")
-            .join(format!("{id}.{}", unique_stamp()));
+            .join(format!("{key}.{}", unique_stamp()));
         let mut moved = fs::rename(&source, &target);
         if matches!(&moved, Err(e) if e.kind() == io::ErrorKind::NotFound)
             && source.exists()
@@ -411,7 +452,7 @@ impl DiskCache {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
-            let writing = index.writing.remove(id).is_some();
+            let writing = index.writing.remove(&DiskKey::Blob(*id)).is_some();
             index.remove(id).is_some() || writing
         };
         self.remove_metadata(id);
@@ -427,8 +468,25 @@ impl DiskCache {
             .collect();
         entries.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
         entries.truncate(top);
+        let mut patches: Vec<PatchStat> = index
+            .patches
+            .iter()
+            .map(|(id, e)| PatchStat {
+                patch_id: id.to_string(),
+                quilt_id: id.quilt_id,
+                len: e.len,
+                hits: e.hits,
+            })
+            .collect();
+        patches.sort_by(|a, b| b.hits.cmp(&a.hits).then(b.len.cmp(&a.len)));
+        patches.truncate(top);
+        let patch_bytes: u64 = index.patches.values().map(|e| e.file_size).sum();
         DiskStats {
-            entries: index.entries.len(),
+            entries: index.entries.len() + index.patches.len(),
+            blob_entries: index.entries.len(),
+            patch_entries: index.patches.len(),
+            patch_bytes,
+            top_patches: patches,
             bytes: index.total,
             capacity: self.capacity,
             effective_capacity: self.effective_capacity(),
@@ -449,17 +507,16 @@ impl DiskCache {
         self.publish_gauges();
     }
 
-    /// Evict least-recently-used unpinned blobs (never `keep`) until `needed` more bytes fit the
-    /// bound. Runs under the index lock, so no one sees the tier over its bound.
-    fn make_room(&self, index: &mut Index, needed: u64, keep: Option<&BlobId>) {
-        let keep = keep.copied().unwrap_or(BlobId([0; 32]));
+    /// Evict least-recently-used unpinned blobs and patches (never `keep`) until `needed` more
+    /// bytes fit the bound. Runs under the index lock, so no one sees the tier over its bound.
+    fn make_room(&self, index: &mut Index, needed: u64, keep: Option<&DiskKey>) {
         let capacity = self.effective_capacity();
         while index.held() + needed > capacity {
             // Quarantined files are kept only for inspection: they go before any cached blob.
             if index.drop_oldest_quarantined() {
                 continue;
             }
-            let Some(victim) = index.victim(&keep) else {
+            let Some(victim) = index.victim(keep) else {
                 tracing::warn!(
                     total = index.total,
                     capacity,
@@ -467,12 +524,13 @@ impl DiskCache {
                 );
                 return;
             };
-            index.remove(&victim);
+            index.remove(victim);
             self.metrics.evictions.increment(1);
-            self.remove_metadata(&victim);
-            if let Err(e) = fs::remove_file(self.path_of(&victim)) {
+            self.metrics.kinds.evicted(&victim);
+            self.remove_metadata_of(&victim);
+            if let Err(e) = fs::remove_file(self.path_of_key(&victim)) {
                 if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(blob_id = %victim, error = %e, "could not delete an evicted blob");
+                    tracing::warn!(key = %victim, error = %e, "could not delete an evicted file");
                 }
             }
         }

@@ -52,7 +52,7 @@
 //! its expansion at a time, as a fill verifying one sliver, and the covers of the file being
 //! checked (`32·C` bytes a row).
 
-use super::format::{read_header, HEADER_LEN};
+use super::format::{read_header, DiskKey, HEADER_LEN};
 use super::{write_atomically, DiskCache, DiskError};
 use bytes::Bytes;
 use codec::merkle::{self, Node};
@@ -118,7 +118,7 @@ pub struct ScrubStats {
 pub(super) struct ScrubState {
     pub(super) stats: ScrubStats,
     /// When each file was last scrubbed (or first seen, if never).
-    pub(super) verified_at: HashMap<BlobId, Instant>,
+    pub(super) verified_at: HashMap<DiskKey, Instant>,
     /// When the current (or last) pass started.
     pass_started: Option<Instant>,
 }
@@ -133,6 +133,9 @@ pub enum ScrubOutcome {
     Failed { reason: String },
     /// Not indexed any more (evicted, purged) or gone from the directory.
     Gone,
+    /// A quilt patch's file that cannot be checked (what is kept beside it is missing or
+    /// damaged): dropped from the tier, so its next read fetches its columns again.
+    Dropped { reason: String },
 }
 
 /// A meta file's contents: the verified metadata and, once a pass has checked the file in
@@ -293,6 +296,14 @@ impl DiskCache {
         let _ = std::fs::remove_file(self.meta_path(id));
     }
 
+    /// What is kept beside a file of either kind.
+    pub(super) fn remove_metadata_of(&self, key: &DiskKey) {
+        match key {
+            DiskKey::Blob(id) => self.remove_metadata(id),
+            DiskKey::Patch(id) => self.remove_patch_frame(id),
+        }
+    }
+
     /// Check `id`'s file against `meta`, reading at most `rate` bytes per second (0: no pause):
     /// with the covers kept beside it if there are (and they belong to `meta`), else in full,
     /// keeping the covers for the next time. A file that fails is quarantined before this
@@ -417,11 +428,12 @@ impl DiskCache {
         }
         self.metrics.scrub_files.increment(1);
         self.metrics.scrub_bytes.increment(len);
+        self.metrics.kinds.scrubbed(&DiskKey::Blob(*id));
         Ok(ScrubOutcome::Verified { bytes: len })
     }
 
     /// Count `bytes` more checked in this pass and publish the rate achieved so far.
-    fn scrub_progress(&self, bytes: u64, file_started: Instant) {
+    pub(super) fn scrub_progress(&self, bytes: u64, file_started: Instant) {
         let mut state = self.scrub_state();
         state.stats.pass_bytes_done += bytes;
         let since = *state.pass_started.get_or_insert(file_started);
@@ -435,9 +447,16 @@ impl DiskCache {
     }
 
     fn scrub_failed(&self, id: &BlobId, reason: String) -> ScrubOutcome {
-        tracing::error!(blob_id = %id, %reason, "the scrub found a cached file that does not match its Blob ID");
+        self.scrub_failed_key(&DiskKey::Blob(*id), reason)
+    }
+
+    /// A file that does not match the ID it is checked against (a patch's: its quilt's):
+    /// quarantined and counted.
+    pub(super) fn scrub_failed_key(&self, key: &DiskKey, reason: String) -> ScrubOutcome {
+        tracing::error!(%key, kind = key.kind(), %reason, "the scrub found a cached file that does not match its Blob ID");
         self.metrics.scrub_failures.increment(1);
-        self.quarantine(id, &format!("scrub: {reason}"));
+        self.metrics.kinds.scrub_failed(key);
+        self.quarantine_key(key, &format!("scrub: {reason}"));
         ScrubOutcome::Failed { reason }
     }
 
@@ -474,7 +493,13 @@ impl DiskCache {
         let Some(encoding) = source.encoding() else {
             return 0;
         };
-        let mut ids: Vec<BlobId> = self.lock().entries.keys().copied().collect();
+        let mut ids: Vec<DiskKey> = {
+            let index = self.lock();
+            let blobs = index.entries.keys().map(|&id| DiskKey::Blob(id));
+            blobs
+                .chain(index.patches.keys().map(|&id| DiskKey::Patch(id)))
+                .collect()
+        };
         {
             let mut state = self.scrub_state();
             let now = Instant::now();
@@ -492,10 +517,19 @@ impl DiskCache {
             state.stats.unscrubbable = 0;
         }
         let mut checked = 0;
-        for id in ids {
+        for key in ids {
             if !keep_going() {
                 return checked;
             }
+            let id = match key {
+                DiskKey::Blob(id) => id,
+                DiskKey::Patch(patch_id) => {
+                    // Everything a patch's check needs is kept beside its file.
+                    let outcome = self.scrub_patch(&patch_id, encoding);
+                    self.scrub_counted(key, outcome);
+                    continue;
+                }
+            };
             let stored = match self.load_meta_file(&id, encoding) {
                 Some(stored) => Some(stored),
                 None => match runtime.block_on(source.metadata(id)) {
@@ -524,31 +558,45 @@ impl DiskCache {
                     continue;
                 }
             };
-            let mut state = self.scrub_state();
-            state.stats.pass_files_done += 1;
-            match outcome {
-                Ok(ScrubOutcome::Verified { bytes }) => {
-                    checked += 1;
-                    state.stats.files_scrubbed += 1;
-                    state.stats.bytes_scrubbed += bytes;
-                    state.verified_at.insert(id, Instant::now());
-                }
-                Ok(ScrubOutcome::Failed { .. }) => {
-                    checked += 1;
-                    state.stats.failures += 1;
-                    state.verified_at.remove(&id);
-                }
-                Ok(ScrubOutcome::Gone) => {
-                    state.verified_at.remove(&id);
-                }
-                Err(e) => {
-                    tracing::warn!(blob_id = %id, error = %e, "the scrub could not read a cached file");
-                }
-            }
-            let age = self.oldest_unscrubbed(&state);
-            self.metrics.scrub_oldest_age.set(age.as_secs_f64());
+            checked += u64::from(self.scrub_counted(key, outcome));
         }
         self.scrub_state().stats.passes += 1;
+        checked
+    }
+
+    /// Record how `key`'s check ended in the pass's stats; true if the file was checked.
+    fn scrub_counted(&self, key: DiskKey, outcome: Result<ScrubOutcome, DiskError>) -> bool {
+        let mut state = self.scrub_state();
+        state.stats.pass_files_done += 1;
+        let checked = match outcome {
+            Ok(ScrubOutcome::Verified { bytes }) => {
+                state.stats.files_scrubbed += 1;
+                state.stats.bytes_scrubbed += bytes;
+                state.verified_at.insert(key, Instant::now());
+                true
+            }
+            Ok(ScrubOutcome::Failed { .. }) => {
+                state.stats.failures += 1;
+                state.verified_at.remove(&key);
+                true
+            }
+            Ok(ScrubOutcome::Dropped { .. }) => {
+                self.metrics.scrub_unscrubbable.increment(1);
+                state.stats.unscrubbable += 1;
+                state.verified_at.remove(&key);
+                false
+            }
+            Ok(ScrubOutcome::Gone) => {
+                state.verified_at.remove(&key);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "the scrub could not read a cached file");
+                false
+            }
+        };
+        let age = self.oldest_unscrubbed(&state);
+        self.metrics.scrub_oldest_age.set(age.as_secs_f64());
         checked
     }
 }

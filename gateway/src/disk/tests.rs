@@ -860,3 +860,238 @@ fn an_open_file_cut_short_is_caught_before_a_reader_starts() {
     ));
     assert!(!cache.contains(&id(1)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Quilt patches on the disk tier (issue 16).
+
+/// A quilt of 10 shards with three patches; the metadata, and for patch `which`: its ID, its
+/// verified columns and its data.
+fn quilt_patch(
+    which: usize,
+) -> (
+    codec::VerifiedMetadata,
+    codec::quilt::QuiltPatchId,
+    Vec<Bytes>,
+    Vec<u8>,
+) {
+    use codec::quilt::{self, ColumnSource};
+    let config = codec::EncodingConfig::new(10).unwrap();
+    let files: Vec<(String, Vec<u8>)> = [1500, 9000, 40]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (format!("p{i}"), content(len, 40 + i as u8)))
+        .collect();
+    let inputs: Vec<quilt::PatchInput<'_>> = files
+        .iter()
+        .map(|(name, data)| quilt::PatchInput {
+            identifier: name.clone(),
+            tags: [("k".to_string(), name.clone())].into(),
+            data,
+        })
+        .collect();
+    let encoded = quilt::encode_quilt(&config, &inputs).unwrap();
+    let meta = codec::compute_metadata(&config, &encoded.data).unwrap();
+    let ids = encoded.patch_ids(meta.blob_id());
+    let (name, data) = &files[which];
+    let id = ids.iter().find(|(n, _)| n == name).unwrap().1;
+    let view = quilt::QuiltView::new(&config, &encoded.data).unwrap();
+    let columns = (id.start_index..id.end_index)
+        .map(|c| {
+            let column = quilt::read_columns(&view, usize::from(c), 0, view.column_size());
+            Bytes::from(column.unwrap())
+        })
+        .collect();
+    (meta, id, columns, data.clone())
+}
+
+fn patch_file(dir: &std::path::Path, id: &codec::quilt::QuiltPatchId) -> std::path::PathBuf {
+    let name = id.to_string();
+    dir.join("patches").join(&name[..2]).join(name)
+}
+
+#[test]
+fn a_patch_is_kept_under_its_id_and_read_back_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, id, columns, data) = quilt_patch(1);
+    {
+        let cache = open(dir.path(), 1 << 20);
+        assert!(cache.read_patch(&id).unwrap().is_none());
+        cache.insert_patch(id, &meta, &columns).unwrap();
+        let got = cache.read_patch(&id).unwrap().unwrap();
+        assert_eq!(got.data, data);
+        assert_eq!(got.patch.identifier, "p1");
+        assert_eq!(got.patch.tags["k"], "p1");
+        assert_eq!(
+            (got.patch.start_index, got.patch.end_index),
+            (id.start_index, id.end_index)
+        );
+        // A patch is no blob: the blob side does not see it, and its file is where its kind
+        // says.
+        assert!(!cache.contains(&id.quilt_id));
+        assert!(patch_file(dir.path(), &id).exists());
+        assert!(dir.path().join("meta").join(id.to_string()).exists());
+        let stats = cache.stats(10);
+        assert_eq!(
+            (stats.entries, stats.patch_entries, stats.blob_entries),
+            (1, 1, 0)
+        );
+        assert_eq!(stats.top_patches[0].patch_id, id.to_string());
+        assert_eq!(stats.top_patches[0].hits, 1);
+    }
+    let cache = open(dir.path(), 1 << 20);
+    assert_eq!(cache.indexed_at_start(), 1);
+    assert!(cache.contains_patch(&id));
+    assert_eq!(cache.read_patch(&id).unwrap().unwrap().data, data);
+    // Checked against its quilt's columns.
+    let config = codec::EncodingConfig::new(10).unwrap();
+    // The file's content: patch header, identifier, tags and data.
+    let content = cache.stats(1).top_patches[0].len;
+    assert!(content > data.len() as u64);
+    assert_eq!(
+        cache.scrub_patch(&id, config).unwrap(),
+        ScrubOutcome::Verified { bytes: content }
+    );
+}
+
+#[test]
+fn columns_that_are_not_the_patch_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 20);
+    let (meta, id, columns, _) = quilt_patch(1);
+    let (other_meta, ..) = {
+        let (m, i, c, d) = quilt_patch(0);
+        let config = codec::EncodingConfig::new(10).unwrap();
+        (codec::compute_metadata(&config, &d).unwrap(), m, i, c)
+    };
+    assert!(cache.insert_patch(id, &other_meta, &columns).is_err());
+    assert!(cache
+        .insert_patch(id, &meta, &columns[..columns.len() - 1])
+        .is_err());
+    let wider = codec::quilt::QuiltPatchId {
+        end_index: id.end_index + 1,
+        ..id
+    };
+    let mut more = columns.clone();
+    more.push(columns[0].clone());
+    assert!(cache.insert_patch(wider, &meta, &more).is_err());
+    assert_eq!(cache.stats(1).patch_entries, 0);
+    assert!(!patch_file(dir.path(), &id).exists());
+}
+
+#[test]
+fn flipped_and_truncated_patch_files_are_quarantined_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, id, columns, _) = quilt_patch(1);
+    for damage in ["flip", "truncate", "other-columns"] {
+        let cache = open(dir.path(), 1 << 20);
+        cache.insert_patch(id, &meta, &columns).unwrap();
+        let path = patch_file(dir.path(), &id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        match damage {
+            "flip" => bytes[HEADER_LEN as usize + 700] ^= 1,
+            "truncate" => bytes.truncate(bytes.len() - 3),
+            _ => bytes[52] ^= 1,
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let read = cache.read_patch(&id);
+        assert!(
+            matches!(read, Err(DiskError::CorruptPatch { .. })),
+            "{damage}: {read:?}"
+        );
+        assert!(!path.exists(), "{damage}");
+        assert!(!cache.contains_patch(&id), "{damage}");
+        assert!(cache.read_patch(&id).unwrap().is_none(), "{damage}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn the_scrub_finds_a_patch_rewritten_with_its_checksums_and_drops_one_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = codec::EncodingConfig::new(10).unwrap();
+    let cache = open(dir.path(), 1 << 20);
+    let (meta, id, columns, data) = quilt_patch(1);
+    cache.insert_patch(id, &meta, &columns).unwrap();
+    let path = patch_file(dir.path(), &id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len() - HEADER_LEN as usize - 4;
+    // A data byte changed, its chunk's CRC32C and the header's checksum rewritten to match.
+    let at = bytes.len() - 4 - 10;
+    bytes[at] ^= 0x40;
+    let table = HEADER_LEN as usize + len;
+    let sum = super::format::crc32c(&bytes[HEADER_LEN as usize..table]);
+    bytes[table..table + 4].copy_from_slice(&sum.to_le_bytes());
+    let mut check = blake3::Hasher::new();
+    check.update(&bytes[..88]);
+    check.update(&bytes[table..]);
+    bytes[88..120].copy_from_slice(check.finalize().as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    // Every per-read check passes: the read alone would serve it.
+    let tampered = cache.read_patch(&id).unwrap().unwrap();
+    assert_ne!(tampered.data, data);
+    match cache.scrub_patch(&id, config).unwrap() {
+        ScrubOutcome::Failed { reason } => assert!(reason.contains("quilt ID"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!path.exists());
+    assert!(cache.read_patch(&id).unwrap().is_none());
+
+    // Without its frame, a patch cannot be checked: dropped, not served unchecked forever.
+    cache.insert_patch(id, &meta, &columns).unwrap();
+    std::fs::remove_file(dir.path().join("meta").join(id.to_string())).unwrap();
+    assert!(matches!(
+        cache.scrub_patch(&id, config).unwrap(),
+        ScrubOutcome::Dropped { .. }
+    ));
+    assert!(!cache.contains_patch(&id) && !path.exists());
+}
+
+#[test]
+fn patches_and_blobs_share_one_bound_and_one_lru_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, pid, columns, data) = quilt_patch(1);
+    let patch_size = {
+        let probe = tempfile::tempdir().unwrap();
+        let cache = open(probe.path(), 1 << 20);
+        cache.insert_patch(pid, &meta, &columns).unwrap();
+        cache.stats(1).patch_bytes
+    };
+    let blob = file_size_for(4000);
+    // Room for the patch and one blob, not two.
+    let cache = open(dir.path(), patch_size + 2 * blob - 1);
+    cache.insert_patch(pid, &meta, &columns).unwrap();
+    cache
+        .insert(id(1), &[Bytes::from(content(4000, 1))])
+        .unwrap();
+    // The patch is used: blob 1 is now the least recently used.
+    assert_eq!(cache.read_patch(&pid).unwrap().unwrap().data, data);
+    cache
+        .insert(id(2), &[Bytes::from(content(4000, 2))])
+        .unwrap();
+    assert!(
+        !cache.contains(&id(1)),
+        "the least recently used goes first"
+    );
+    assert!(cache.contains_patch(&pid) && cache.contains(&id(2)));
+    // Used again: blob 2 is the oldest now.
+    assert!(cache.read_patch(&pid).unwrap().is_some());
+    cache
+        .insert(id(3), &[Bytes::from(content(4000, 3))])
+        .unwrap();
+    assert!(cache.contains_patch(&pid) && cache.contains(&id(3)));
+    assert!(!cache.contains(&id(2)));
+    // Another blob: now the patch is the oldest; its file and frame go.
+    cache
+        .insert(id(4), &[Bytes::from(content(4000, 4))])
+        .unwrap();
+    assert!(!cache.contains_patch(&pid));
+    assert!(!patch_file(dir.path(), &pid).exists());
+    assert!(!dir.path().join("meta").join(pid.to_string()).exists());
+    let stats = cache.stats(10);
+    assert!(stats.bytes <= stats.capacity);
+}

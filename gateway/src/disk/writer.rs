@@ -1,7 +1,8 @@
-//! Writing a verified blob: a temporary file, its chunk table and header, fsync and rename.
+//! Writing a verified blob (or quilt patch): a temporary file, its chunk table and header, fsync
+//! and rename.
 
 use super::format::{
-    chunk_count, encode_header, file_size_for, Crc32c, Format, CHUNK_SIZE, HEADER_LEN,
+    chunk_count, encode_header, file_size_for, Crc32c, DiskKey, Format, CHUNK_SIZE, HEADER_LEN,
 };
 use super::{unique_stamp, DiskCache, DiskError};
 use bytes::Bytes;
@@ -14,6 +15,15 @@ use std::sync::Arc;
 impl DiskCache {
     /// Start writing `id` (of `len` bytes) to a temporary file.
     pub fn writer(self: &Arc<Self>, id: BlobId, len: u64) -> Result<DiskWriter, DiskError> {
+        self.writer_for(DiskKey::Blob(id), len)
+    }
+
+    /// [`DiskCache::writer`] for a file of any kind.
+    pub(super) fn writer_for(
+        self: &Arc<Self>,
+        id: DiskKey,
+        len: u64,
+    ) -> Result<DiskWriter, DiskError> {
         let needed = file_size_for(len);
         self.refresh_effective();
         let capacity = self.effective_capacity();
@@ -61,9 +71,18 @@ impl DiskCache {
     /// A full device lowers the bound in force, evicts and retries once; so does a directory
     /// deleted mid-write (after recreating it).
     pub fn insert(self: &Arc<Self>, id: BlobId, chunks: &[Bytes]) -> Result<(), DiskError> {
+        self.insert_key(DiskKey::Blob(id), chunks)
+    }
+
+    /// [`DiskCache::insert`] for a file of any kind.
+    pub(super) fn insert_key(
+        self: &Arc<Self>,
+        id: DiskKey,
+        chunks: &[Bytes],
+    ) -> Result<(), DiskError> {
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let write = || {
-            let mut writer = self.writer(id, len)?;
+            let mut writer = self.writer_for(id, len)?;
             for chunk in chunks {
                 writer.write(chunk)?;
             }
@@ -94,7 +113,7 @@ pub struct DiskWriter {
     cache: Arc<DiskCache>,
     /// This writer's registration in `Index::writing`.
     ticket: u64,
-    id: BlobId,
+    id: DiskKey,
     len: u64,
     temp_path: PathBuf,
     file: Option<File>,
@@ -111,7 +130,7 @@ impl DiskWriter {
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), DiskError> {
         if self.written + data.len() as u64 > self.len {
             return Err(DiskError::WrongLength {
-                blob_id: self.id,
+                key: self.id,
                 written: self.written + data.len() as u64,
                 expected: self.len,
             });
@@ -146,7 +165,7 @@ impl DiskWriter {
     pub fn commit(mut self) -> Result<(), DiskError> {
         if self.written != self.len {
             return Err(DiskError::WrongLength {
-                blob_id: self.id,
+                key: self.id,
                 written: self.written,
                 expected: self.len,
             });
@@ -166,7 +185,7 @@ impl DiskWriter {
         file.write_all(&header)?;
         file.sync_all()?;
         drop(file);
-        let target = self.cache.path_of(&self.id);
+        let target = self.cache.path_of_key(&self.id);
         let dir = target.parent().expect("blob paths have a parent");
         // `blobs/` deleted under us: recreate it through `recreate_dirs`, which also forgets
         // the blobs that went with it.
@@ -177,18 +196,19 @@ impl DiskWriter {
             // writer) or after (and deletes the file).
             let mut index = self.cache.lock();
             if index.writing.get(&self.id) != Some(&self.ticket) {
-                tracing::debug!(blob_id = %self.id, "blob purged while being written; discarding");
+                tracing::debug!(key = %self.id, "purged while being written; discarding");
                 return Ok(());
             }
             index.writing.remove(&self.id);
             // Make room first, so neither the index nor the directory goes over the bound.
             let needed = file_size_for(self.len);
-            index.remove(&self.id);
+            index.remove(self.id);
             self.cache.make_room(&mut index, needed, Some(&self.id));
             fs::rename(&self.temp_path, &target)?;
             let tick = index.next_tick();
             index.insert(self.id, self.len, needed, tick);
         }
+        self.cache.metrics.kinds.written(&self.id);
         File::open(dir)?.sync_all()?;
         self.cache.publish_gauges();
         Ok(())

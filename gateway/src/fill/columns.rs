@@ -15,6 +15,7 @@
 use super::{Filler, ReadError};
 use crate::nodes::Topology;
 use bytes::Bytes;
+use codec::quilt;
 use codec::recovery::{self, VerifiedRecoverySymbol};
 use codec::{SliverKind, VerifiedMetadata};
 use std::collections::HashSet;
@@ -115,10 +116,12 @@ impl Filler {
             return Err(format!("asked for column {column}, got {}", sliver.index));
         }
         let meta = meta.clone();
-        let verified = tokio::task::spawn_blocking(move || meta.verify_sliver(sliver))
-            .await
-            .map_err(|e| format!("verification task failed: {e}"))?
-            .map_err(|e| format!("column {column}: {e}"))?;
+        // The check the disk tier's scrub makes on a cached patch's columns too.
+        let verified =
+            tokio::task::spawn_blocking(move || quilt::verify_column(&meta, column, sliver.data))
+                .await
+                .map_err(|e| format!("verification task failed: {e}"))?
+                .map_err(|e| format!("column {column}: {e}"))?;
         Ok(verified.into_inner().data)
     }
 
