@@ -246,7 +246,7 @@ impl DiskCache {
                     "blobs" => {
                         let ids: Vec<BlobId> = index.entries.keys().copied().collect();
                         for id in ids {
-                            index.remove(&id);
+                            index.remove(id);
                         }
                     }
                     "patches" => {
