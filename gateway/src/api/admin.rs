@@ -10,7 +10,7 @@
 //! | `PUT /admin/pins/{id}` | pin on the disk tier (never evicted; kept across restarts) and fetch it if it is not cached |
 //! | `DELETE /admin/pins/{id}` | unpin |
 //! | `DELETE /admin/cache/{id}` | purge from memory and disk |
-//! | `GET /admin/cache` | sizes, counts, the most used disk entries and the disk scrub's progress |
+//! | `GET /admin/cache` | sizes, counts (disk: blobs and quilt patches apart), the most used disk entries of each kind and the disk scrub's progress |
 //! | `GET /admin/blocklist` | the blocked Blob IDs and the file they are kept in |
 //! | `PUT`/`DELETE /admin/blocklist/{id}` | block (purged at once) or unblock, written to `--blocklist` first (409 without one) |
 //!

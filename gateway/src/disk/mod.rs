@@ -1,4 +1,6 @@
-//! The disk tier: one self-checking file per blob under `<cache-dir>/blobs/`, bounded in bytes.
+//! The disk tier: one self-checking file per blob under `<cache-dir>/blobs/`, and one per quilt
+//! patch read from its columns under `<cache-dir>/patches/` ([`DiskKey`], [`DiskPatch`]), bounded in
+//! bytes together. Everything below holds for both kinds.
 //!
 //! Guarantees:
 //! * **No partial blob looks complete.** A blob is written to `<cache-dir>/tmp/`, fsynced, and

@@ -1,5 +1,6 @@
 //! The scrub: re-verify every cached file against its Blob ID, in the background, at a bounded
-//! rate.
+//! rate. A quilt patch's file is checked against its quilt's ID, its columns rebuilt from the
+//! file and what is kept beside it (`disk/patch.rs`); the rest of this page is about blobs.
 //!
 //! The per-chunk CRC32C catches rot, torn writes and truncation, but not someone (or a bug)
 //! that rewrote content *and* its checksums. The scrub closes that gap: it reads each file and
