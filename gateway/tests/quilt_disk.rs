@@ -108,6 +108,16 @@ async fn wait_patches(s: &Scenario, patches: u64) -> serde_json::Value {
     panic!("the disk tier never held {patches} patches");
 }
 
+async fn wait_ready(s: &Scenario) {
+    for _ in 0..1000 {
+        if admin_cache(s).await["disk"]["index_ready"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("disk index never became ready");
+}
+
 async fn all_nodes(s: &Scenario, offline: bool) {
     for node in 0..s.net.committee().nodes.len() {
         let faults = NodeFaults {
@@ -156,13 +166,18 @@ async fn a_cold_patch_is_kept_on_disk_and_read_after_a_restart_without_a_node_re
         stats["disk"]["blob_entries"], 0,
         "the quilt is not cached whole"
     );
-    assert_eq!(
-        count(&s, "gateway_disk_cache_kind_entries{kind=\"patch\"}").await,
-        2
+    // Published once each write has been made durable (after it was indexed).
+    assert!(
+        s.wait_for_metric("gateway_disk_cache_kind_entries{kind=\"patch\"}", 2.0)
+            .await
     );
     assert_eq!(
         count(&s, "gateway_disk_cache_writes_total{kind=\"patch\"}").await,
         2
+    );
+    assert_eq!(
+        count(&s, "gateway_disk_cache_kind_entries{kind=\"blob\"}").await,
+        0
     );
     assert!(patch_file(dir.path(), a_id).exists());
     assert!(!blob_file(dir.path(), &quilt_id).exists());
@@ -223,6 +238,8 @@ async fn flipped_torn_and_truncated_patch_files_are_never_served() {
         let nodes_down = round == 0;
         all_nodes(&s, nodes_down).await;
         s.restart_gateway(tiered(dir.path())).await;
+        // Once the rebuild has looked at the file (a truncated one it quarantines itself).
+        wait_ready(&s).await;
         let reply = s.get(&by_id(b_id)).await;
         if nodes_down {
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{damage}");
@@ -371,5 +388,53 @@ async fn a_cache_written_before_patches_is_served_unchanged_beside_patch_files()
             std::fs::read(blob_file(&fixture, &id)).unwrap()
         );
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_quilt_takes_its_patches_off_the_disk_and_they_answer_451() {
+    let dir = tempfile::tempdir().unwrap();
+    let list_dir = tempfile::tempdir().unwrap();
+    let list = list_dir.path().join("blocklist.yaml");
+    std::fs::write(&list, "[]\n").unwrap();
+    let listed = GatewayConfig {
+        blocklist: Some(list.clone()),
+        ..tiered(dir.path())
+    };
+    let mut s = Scenario::with(ten_shards(), listed.clone()).await;
+    let (quilt_id, patches) = stored_quilt(&s).await;
+    for (_, bytes, id) in &patches[..2] {
+        assert_eq!(s.get(&by_id(id)).await.bytes().as_ref(), &bytes[..]);
+    }
+    wait_patches(&s, 2).await;
+    let auth = format!("Bearer {TOKEN}");
+    let reply = s
+        .request(
+            Method::PUT,
+            &format!("/admin/blocklist/{quilt_id}"),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Purged from the disk tier at once: files and what was kept beside them.
+    let stats = admin_cache(&s).await;
+    assert_eq!(stats["disk"]["patch_entries"], 0, "{stats}");
+    for (_, _, id) in &patches[..2] {
+        assert!(!patch_file(dir.path(), id).exists());
+        assert!(!dir.path().join("meta").join(id.to_string()).exists());
+    }
+    // Refused from every tier, by either route, after a restart too.
+    for restart in [false, true] {
+        if restart {
+            s.restart_gateway(listed.clone()).await;
+        }
+        for (_, _, id) in &patches {
+            let reply = s.get(&by_id(id)).await;
+            assert_eq!(reply.status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+        }
+        let reply = s.get(&format!("/v1/blobs/by-quilt-id/{quilt_id}/a")).await;
+        assert_eq!(reply.status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    }
+    assert_eq!(wait_patches(&s, 0).await["disk"]["entries"], 0);
     s.stop().await;
 }

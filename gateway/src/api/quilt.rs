@@ -120,6 +120,10 @@ async fn patch<B>(
     quilt_id: BlobId,
     lookup: Lookup,
 ) -> Result<Response<Body>, ApiError> {
+    // A blocked quilt's patches are refused like the quilt, from every tier (451).
+    if api.filler.blocklist().is_blocked(&quilt_id) {
+        return Err(ApiError::Read(crate::fill::ReadError::Blocked));
+    }
     // A patch ID names its bytes: a client holding the ETag holds them.
     if let Lookup::Id(id) = &lookup {
         let etag = format!("\"{id}\"");

@@ -441,7 +441,8 @@ impl DiskCache {
         self.publish_gauges();
     }
 
-    /// Remove a blob from the disk tier (admin purge). Returns whether it was cached.
+    /// Remove a blob from the disk tier (admin purge), and the patches kept of it if it is a
+    /// quilt. Returns whether anything was cached.
     /// The file goes first: a device that refuses (read-only) leaves the blob indexed and any
     /// write in progress untouched, so an error means nothing changed.
     pub fn purge(&self, id: &BlobId) -> Result<bool, DiskError> {
@@ -455,7 +456,42 @@ impl DiskCache {
                 Err(e) => return Err(e.into()),
             }
             let writing = index.writing.remove(&DiskKey::Blob(*id)).is_some();
-            index.remove(id).is_some() || writing
+            let mut was = index.remove(id).is_some() || writing;
+            // A purged quilt takes its patches with it (a blocked quilt's patches are its bytes):
+            // those indexed or being written, and those on disk the index rebuild has not
+            // reached yet (a patch ID starts with its quilt ID: they share the shard directory).
+            let mut patches: std::collections::BTreeSet<DiskKey> = index
+                .patches
+                .keys()
+                .filter(|p| p.quilt_id == *id)
+                .map(|&p| DiskKey::Patch(p))
+                .chain(
+                    index
+                        .writing
+                        .keys()
+                        .copied()
+                        .filter(|k| matches!(k, DiskKey::Patch(p) if p.quilt_id == *id)),
+                )
+                .collect();
+            let name = id.to_string();
+            if let Ok(files) = fs::read_dir(self.root.join("patches").join(&name[..2])) {
+                patches.extend(files.flatten().filter_map(|file| {
+                    let key = DiskKey::parse("patches", file.file_name().to_str()?)?;
+                    matches!(key, DiskKey::Patch(p) if p.quilt_id == *id).then_some(key)
+                }));
+            }
+            for key in patches {
+                match fs::remove_file(self.path_of_key(&key)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                index.writing.remove(&key);
+                index.remove(key);
+                self.remove_metadata_of(&key);
+                was = true;
+            }
+            was
         };
         self.remove_metadata(id);
         self.publish_gauges();

@@ -455,9 +455,10 @@ impl DiskCache {
     /// quarantined and counted.
     pub(super) fn scrub_failed_key(&self, key: &DiskKey, reason: String) -> ScrubOutcome {
         tracing::error!(%key, kind = key.kind(), %reason, "the scrub found a cached file that does not match its Blob ID");
+        // Quarantined before it is counted: whoever sees the count finds the file gone.
+        self.quarantine_key(key, &format!("scrub: {reason}"));
         self.metrics.scrub_failures.increment(1);
         self.metrics.kinds.scrub_failed(key);
-        self.quarantine_key(key, &format!("scrub: {reason}"));
         ScrubOutcome::Failed { reason }
     }
 
