@@ -234,6 +234,7 @@ impl DiskCache {
                     };
                     match read_header_of(&path, &key) {
                         Ok((header, file_size)) => {
+                            let file_size = file_size + self.beside_bytes(&key);
                             let mtime = file
                                 .metadata()
                                 .and_then(|m| m.modified())

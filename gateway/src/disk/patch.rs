@@ -15,7 +15,8 @@
 //! the file's content and that padding and checks it with [`codec::quilt::verify_column`], the
 //! check a cold read makes on a column from a node. A patch file whose frame is missing or
 //! damaged cannot be checked: the scrub drops the entry (the next read fetches its columns
-//! again) rather than serve what it cannot vouch for beyond its CRCs.
+//! again) rather than serve what it cannot vouch for beyond its CRCs. The frame's bytes count
+//! against the tier's bound with the patch file's, and go with it.
 //!
 //! Frame file (`meta/<patch ID>`, integers little endian):
 //!
@@ -187,6 +188,16 @@ impl DiskCache {
         self.root.join("meta").join(id.to_string())
     }
 
+    /// Bytes kept beside the file of `key` that its entry counts against the bound: a patch's
+    /// frame (the quilt's metadata is most of it, about 66 bytes a shard). A blob's metadata
+    /// file is not counted (as before patches).
+    pub(super) fn beside_bytes(&self, key: &DiskKey) -> u64 {
+        match key {
+            DiskKey::Blob(_) => 0,
+            DiskKey::Patch(id) => std::fs::metadata(self.frame_path(id)).map_or(0, |m| m.len()),
+        }
+    }
+
     pub(super) fn remove_patch_frame(&self, id: &QuiltPatchId) {
         let _ = std::fs::remove_file(self.frame_path(id));
     }
@@ -323,7 +334,7 @@ impl DiskCache {
                 let mut index = self.lock();
                 if index.get(&key).is_none() && !index.writing.contains_key(&key) {
                     let tick = index.next_tick();
-                    index.insert(key, header.len, file_size, tick);
+                    index.insert(key, header.len, file_size + self.beside_bytes(&key), tick);
                 }
             }
             Ok(DiskPatch {

@@ -913,6 +913,7 @@ fn patch_file(dir: &std::path::Path, id: &codec::quilt::QuiltPatchId) -> std::pa
 fn a_patch_is_kept_under_its_id_and_read_back_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (meta, id, columns, data) = quilt_patch(1);
+    let on_disk;
     {
         let cache = open(dir.path(), 1 << 20);
         assert!(cache.read_patch(&id).unwrap().is_none());
@@ -937,10 +938,19 @@ fn a_patch_is_kept_under_its_id_and_read_back_after_a_reopen() {
         );
         assert_eq!(stats.top_patches[0].patch_id, id.to_string());
         assert_eq!(stats.top_patches[0].hits, 1);
+        // The bound counts the patch file and its frame.
+        on_disk = std::fs::metadata(patch_file(dir.path(), &id))
+            .unwrap()
+            .len()
+            + std::fs::metadata(dir.path().join("meta").join(id.to_string()))
+                .unwrap()
+                .len();
+        assert_eq!((stats.patch_bytes, stats.bytes), (on_disk, on_disk));
     }
     let cache = open(dir.path(), 1 << 20);
     assert_eq!(cache.indexed_at_start(), 1);
     assert!(cache.contains_patch(&id));
+    assert_eq!(cache.stats(1).patch_bytes, on_disk);
     assert_eq!(cache.read_patch(&id).unwrap().unwrap().data, data);
     // Checked against its quilt's columns.
     let config = codec::EncodingConfig::new(10).unwrap();

@@ -197,11 +197,15 @@ impl DiskWriter {
             let mut index = self.cache.lock();
             if index.writing.get(&self.id) != Some(&self.ticket) {
                 tracing::debug!(key = %self.id, "purged while being written; discarding");
+                if matches!(self.id, DiskKey::Patch(_)) {
+                    // Written just before this file; it belongs to it alone.
+                    self.cache.remove_metadata_of(&self.id);
+                }
                 return Ok(());
             }
             index.writing.remove(&self.id);
             // Make room first, so neither the index nor the directory goes over the bound.
-            let needed = file_size_for(self.len);
+            let needed = file_size_for(self.len) + self.cache.beside_bytes(&self.id);
             index.remove(self.id);
             self.cache.make_room(&mut index, needed, Some(&self.id));
             fs::rename(&self.temp_path, &target)?;
