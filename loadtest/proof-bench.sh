@@ -25,7 +25,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-MODES="${MODES:-blob batch250 batch50}"
+MODES="${MODES-blob batch250 batch50}"
 CONCURRENCIES="${CONCURRENCIES:-64 256}"
 ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-10s}"
