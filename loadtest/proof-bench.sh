@@ -13,17 +13,26 @@
 # and the encoding config: n*(64n+32) + n*(kp+ks)*symbol_size per stored blob (SPEC §8), over
 # the proofs it holds.
 #
+# A full queue (BURST > 0): BURST stored-proof requests whose inputs differ (so every proof is
+# distinct, unlike the loadtest's one input), BURST_CONC at a time, against the default
+# batching, so batches fill to what a quilt holds and are cut by encoded cost. Its encoded
+# bytes per proof are exact: quilts·n(64n+32) + n(kp+ks)·(quilt bytes / (kp·ks)), over the
+# proofs stored. MODES="" runs only the burst.
+#
 # Knobs (environment): MODES ("blob batch250 batch50"), CONCURRENCIES ("64 256"), ROUNDS (2),
-# DURATION (10s), WARMUP (2s), SHARDS (100), OUT (a temp dir), SERVER_CPU / CLIENT_CPU (0 / 1).
+# DURATION (10s), WARMUP (2s), SHARDS (100), BURST (0), BURST_CONC (100), OUT (a temp dir),
+# SERVER_CPU / CLIENT_CPU (0 / 1).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-MODES="${MODES:-blob batch250 batch50}"
+MODES="${MODES-blob batch250 batch50}"
 CONCURRENCIES="${CONCURRENCIES:-64 256}"
 ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 SHARDS="${SHARDS:-100}"
+BURST="${BURST:-0}"
+BURST_CONC="${BURST_CONC:-100}"
 OUT="${OUT:-$(mktemp -d /tmp/walrus-proofs.XXXXXX)}"
 
 LOG_TAG=proof-bench
@@ -97,11 +106,54 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
+
+# The full-queue burst: one fresh gateway per round, default batching.
+BURSTS="$OUT/bursts.tsv"
+: > "$BURSTS"
+if [ "$BURST" -gt 0 ]; then
+    for round in $(seq "$ROUNDS"); do
+        tag="burst-r$round"
+        port="$(free_port)"
+        start_gateway "$port" "$OUT/$tag.out" "$OUT/$tag.log" --sim-shards "$SHARDS" \
+            --max-concurrent-publishes 64
+        model_id="$("$GATEWAY_BIN" put --gateway "http://127.0.0.1:$port" "$MODEL" | cut -d' ' -f1)"
+        "${PIN_CLIENT[@]}" python3 - "http://127.0.0.1:$port/v1/inference/$model_id" \
+            "$ROOT/inference/tests/models/mlp.json" "$BURST" "$BURST_CONC" > "$OUT/$tag.txt" <<'EOF'
+import collections, concurrent.futures, json, sys, urllib.error, urllib.request
+url, reference, count, conc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+inputs = json.load(open(reference))["cases"][0]["inputs"]
+
+def one(i):
+    body = json.loads(json.dumps(inputs))
+    body["x"]["data"][0] += i / 8  # every request its own proof
+    req = urllib.request.Request(url, json.dumps({"inputs": body, "proof": "store"}).encode(),
+                                 {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+with concurrent.futures.ThreadPoolExecutor(conc) as pool:
+    statuses = collections.Counter(pool.map(one, range(count)))
+print(json.dumps(statuses))
+EOF
+        curl -s "http://127.0.0.1:$port/metrics" > "$OUT/$tag.metrics"
+        stop_pid "$GW_PID"
+        m="$OUT/$tag.metrics"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$(cat "$OUT/$tag.txt")" \
+            "$(metric "$m" gateway_proof_quilts_published_total)" \
+            "$(metric "$m" gateway_proof_quilt_patches_total)" \
+            "$(metric "$m" gateway_published_bytes_total)" >> "$BURSTS"
+        log "$tag: $(tail -1 "$BURSTS")"
+    done
+fi
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$RESULTS" "$SHARDS" "$(stat -c %s "$MODEL")" "$LOAD_BEFORE" "$LOAD_AFTER" "$(nproc)" \
-    > "$OUT/summary.md" <<'EOF'
-import statistics, sys
+    "$BURSTS" "$BURST" > "$OUT/summary.md" <<'EOF'
+import json, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 n_run, model_size = int(sys.argv[2]), int(sys.argv[3])
 
@@ -164,6 +216,23 @@ if proof_size:
             k = min(k, ks - 1)
             cells.append(f"{encoded(n, quilt_len(n, k, int(proof_size))) / k:,.0f} ({k})")
         print("| %d | %s |" % (n, " | ".join(cells)))
+bursts = [l.rstrip("\n").split("\t") for l in open(sys.argv[7]) if l.strip()]
+if bursts:
+    kp, ks = shape(n_run)
+    print()
+    print("Full queue: %s stored-proof requests with distinct inputs at once, default batching, n = %d:" % (sys.argv[8], n_run))
+    print()
+    print("| round | answers | quilts | proofs stored | proofs per quilt | encoded bytes per proof |")
+    print("|---|---|---|---|---|---|")
+    for rnd, answers, quilts, patches, pbytes in bursts:
+        quilts, patches = float(quilts), float(patches)
+        # Every run also published the model once.
+        qbytes = float(pbytes) - model_size
+        enc = quilts * n_run * (64 * n_run + 32) + n_run * (kp + ks) * qbytes / (kp * ks)
+        print("| %s | %s | %.0f | %.0f | %.1f | %s |" % (
+            rnd, ", ".join("%s × %s" % kv for kv in sorted(json.loads(answers).items())),
+            quilts, patches, patches / quilts if quilts else 0,
+            f"{enc / patches:,.0f}" if patches else "-"))
 print()
 print("Load average before / after: %s / %s. %s CPUs." % (sys.argv[4], sys.argv[5], sys.argv[6]))
 EOF

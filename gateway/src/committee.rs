@@ -442,34 +442,99 @@ impl BlobStatus {
     }
 }
 
-/// The verified status: from the statuses nodes gave, with their shard weights, the latest
-/// one held by at least `validity` shards (NETWORK.md §7.1 steps 3–4).
-pub fn aggregate_status(answers: &[(BlobStatus, u16)], validity: u16) -> Option<BlobStatus> {
-    let mut groups: Vec<(BlobStatus, u32)> = Vec::new();
-    for (status, weight) in answers {
-        match groups.iter_mut().find(|(s, _)| s == status) {
-            Some((_, w)) => *w += u32::from(*weight),
-            None => groups.push((status.clone(), u32::from(*weight))),
-        }
+/// How many shards' nodes must state `status` for it to be believed: validity (`f + 1`, so at
+/// least one honest node) for a stage of the blob's life, but a quorum (`2f + 1`) for
+/// `nonexistent`. That one answers 404 `BLOB_NOT_FOUND`, and a 404 needs a quorum of shards
+/// saying "not found", as for metadata (NETWORK.md §7.2): nodes that are down, slow or unasked
+/// never count toward it, so nodes below a quorum cannot make a stored blob vanish.
+fn belief_weight(status: &BlobStatus, config: &codec::EncodingConfig) -> u32 {
+    match status {
+        BlobStatus::Nonexistent => u32::from(config.quorum()),
+        _ => u32::from(config.f()) + 1,
     }
-    groups.sort_by_key(|g| std::cmp::Reverse(g.0.rank()));
-    groups
-        .into_iter()
-        .find(|(_, w)| *w >= u32::from(validity))
-        .map(|(s, _)| s)
 }
 
-/// Ask the nodes of `topology` for `id`'s status until nodes holding a quorum of shards have
-/// answered (or all have, or `timeout` passed), and aggregate at validity weight.
+/// The nodes' status answers for one blob as they come in, with their shard weights, and the
+/// weight of the nodes still to answer.
+#[derive(Debug)]
+pub struct StatusTally {
+    config: codec::EncodingConfig,
+    /// Identical statuses together, with the shards of the nodes that stated them.
+    groups: Vec<(BlobStatus, u32)>,
+    /// Shards of the nodes asked that have neither answered nor failed.
+    pending: u32,
+}
+
+impl StatusTally {
+    /// A tally for nodes holding `asked` shards, none answered yet.
+    pub fn new(config: codec::EncodingConfig, asked: u32) -> Self {
+        Self {
+            config,
+            groups: Vec::new(),
+            pending: asked,
+        }
+    }
+
+    /// A node holding `weight` shards stated `status`.
+    pub fn answer(&mut self, status: BlobStatus, weight: u16) {
+        self.pending = self.pending.saturating_sub(u32::from(weight));
+        match self.groups.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, w)) => *w += u32::from(weight),
+            None => self.groups.push((status, u32::from(weight))),
+        }
+    }
+
+    /// A node holding `weight` shards gave no usable answer (down, error, unparsable): it
+    /// counts for nothing, and is no longer waited for.
+    pub fn fail(&mut self, weight: u16) {
+        self.pending = self.pending.saturating_sub(u32::from(weight));
+    }
+
+    /// The verified status so far: going from the latest lifecycle stage down (NETWORK.md
+    /// §7.1 step 3), the first status held by enough shards ([`belief_weight`]).
+    pub fn verdict(&self) -> Option<BlobStatus> {
+        let mut groups: Vec<&(BlobStatus, u32)> = self.groups.iter().collect();
+        groups.sort_by_key(|g| std::cmp::Reverse(g.0.rank()));
+        groups
+            .into_iter()
+            .find(|(s, w)| *w >= belief_weight(s, &self.config))
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Whether the answers so far settle the verdict: whatever the pending nodes say, it
+    /// cannot change. Waiting only for a quorum of shards to answer (as Walrus's clients do)
+    /// is not enough when nodes lie: with the honest nodes holding the blob still on their
+    /// way, "nonexistent" from the first nodes would be the verdict, and a stored blob a 404.
+    pub fn settled(&self) -> bool {
+        let now = self.verdict();
+        let now_rank = now.as_ref().map(BlobStatus::rank);
+        // A status the pending nodes alone could carry to validity, later than the verdict.
+        if self.pending > u32::from(self.config.f()) && now != Some(BlobStatus::Invalid) {
+            return false;
+        }
+        // A status already stated, later than (or as late as) the verdict, that the pending
+        // nodes could carry to its weight.
+        !self.groups.iter().any(|(s, w)| {
+            Some(s) != now.as_ref()
+                && now_rank.is_none_or(|r| s.rank() >= r)
+                && w + self.pending >= belief_weight(s, &self.config)
+        })
+    }
+}
+
+/// Ask every node of `topology` for `id`'s status until the answers settle the verdict
+/// ([`StatusTally::settled`]; at the latest when every node has answered or failed, or
+/// `timeout` passed), and aggregate them ([`StatusTally::verdict`]).
 pub async fn verified_status(
     client: &NodeClient,
     topology: &Arc<Topology>,
     id: BlobId,
     timeout: Duration,
 ) -> Option<BlobStatus> {
-    let config = *topology.config();
     let mut requests = tokio::task::JoinSet::new();
+    let mut asked = 0u32;
     for node in 0..topology.node_count() {
+        asked += u32::from(topology.weight(node));
         let (client, topology) = (client.clone(), topology.clone());
         requests.spawn(async move {
             let answer = client
@@ -478,24 +543,21 @@ pub async fn verified_status(
             (node, answer)
         });
     }
-    let mut answers = Vec::new();
-    let mut answered = 0u16;
+    let mut tally = StatusTally::new(*topology.config(), asked);
     let deadline = tokio::time::Instant::now() + timeout;
-    while answered < config.quorum() {
+    while !tally.settled() {
         let Ok(Some(joined)) = tokio::time::timeout_at(deadline, requests.join_next()).await else {
             break;
         };
+        // A panicked task names no node: its weight stays pending (waited for until the end).
         let Ok((node, answer)) = joined else { continue };
         let weight = topology.weight(node);
         match answer.ok().as_deref().and_then(BlobStatus::parse) {
-            Some(status) => {
-                answered += weight;
-                answers.push((status, weight));
-            }
-            None => continue,
+            Some(status) => tally.answer(status, weight),
+            None => tally.fail(weight),
         }
     }
-    aggregate_status(&answers, config.f() + 1)
+    tally.verdict()
 }
 
 #[cfg(test)]
@@ -533,23 +595,105 @@ mod tests {
         }
     }
 
-    #[test]
-    fn aggregation_takes_the_latest_status_with_validity_weight() {
-        let certified = |e| BlobStatus::Permanent {
+    fn certified(e: u32) -> BlobStatus {
+        BlobStatus::Permanent {
             end_epoch: 60,
             certified: true,
             initial_certified_epoch: Some(e),
-        };
-        // n = 10: validity is f + 1 = 4 shards.
-        let answers = vec![
+        }
+    }
+
+    /// n = 10: f = 3, validity 4 shards, quorum 7.
+    fn tally(answers: &[(BlobStatus, u16)]) -> StatusTally {
+        let mut tally = StatusTally::new(codec::EncodingConfig::new(10).unwrap(), 10);
+        for (status, weight) in answers {
+            tally.answer(status.clone(), *weight);
+        }
+        tally
+    }
+
+    #[test]
+    fn aggregation_takes_the_latest_status_with_validity_weight() {
+        let answers = [
             (certified(3), 3),
             (BlobStatus::Nonexistent, 5),
             (certified(3), 1),
         ];
-        assert_eq!(aggregate_status(&answers, 4), Some(certified(3)));
+        assert_eq!(tally(&answers).verdict(), Some(certified(3)));
         // A lie from nodes below validity weight is not believed.
-        let answers = vec![(BlobStatus::Invalid, 3), (certified(2), 7)];
-        assert_eq!(aggregate_status(&answers, 4), Some(certified(2)));
-        assert_eq!(aggregate_status(&[(certified(2), 3)], 4), None);
+        let answers = [(BlobStatus::Invalid, 3), (certified(2), 7)];
+        assert_eq!(tally(&answers).verdict(), Some(certified(2)));
+        assert_eq!(tally(&[(certified(2), 3)]).verdict(), None);
+    }
+
+    #[test]
+    fn nonexistent_needs_a_quorum_of_shards() {
+        // Validity weight is not enough for a 404: the nodes holding the blob may be down.
+        let mut six = tally(&[(BlobStatus::Nonexistent, 6)]);
+        assert_eq!(six.verdict(), None);
+        assert!(!six.settled(), "4 pending shards could still make it 10");
+        six.fail(4);
+        assert!(six.settled());
+        assert_eq!(six.verdict(), None);
+        assert_eq!(
+            tally(&[(BlobStatus::Nonexistent, 7)]).verdict(),
+            Some(BlobStatus::Nonexistent)
+        );
+    }
+
+    /// The flaky `not_found_needs_a_quorum_of_shards` (http_api): nodes 0 and 1 (3 shards each)
+    /// lie "nonexistent" about a stored blob; nodes 2 and 3 (2 shards each) hold it. When both
+    /// liars and node 2 answered first, 8 shards had answered, a quorum, and the status check
+    /// stopped with "nonexistent" at validity weight: a 404 for a stored blob.
+    #[test]
+    fn a_quorum_of_answers_does_not_settle_a_status_the_late_nodes_can_change() {
+        let mut t = tally(&[]);
+        assert!(!t.settled());
+        t.answer(BlobStatus::Nonexistent, 3);
+        t.answer(BlobStatus::Nonexistent, 3);
+        assert!(!t.settled());
+        t.answer(certified(1), 2);
+        assert_eq!(t.verdict(), None, "6 shards are no quorum for a 404");
+        assert!(
+            !t.settled(),
+            "node 3's 2 shards can lift the certified status to 4"
+        );
+        t.answer(certified(1), 2);
+        assert!(t.settled());
+        assert_eq!(t.verdict(), Some(certified(1)));
+
+        // The same answers with node 3 down: no status verifies (503, not 404).
+        let mut t = tally(&[
+            (BlobStatus::Nonexistent, 3),
+            (BlobStatus::Nonexistent, 3),
+            (certified(1), 2),
+        ]);
+        t.fail(2);
+        assert!(t.settled());
+        assert_eq!(t.verdict(), None);
+    }
+
+    #[test]
+    fn agreeing_nodes_settle_at_a_quorum_as_before() {
+        // Honest nodes holding 7 shards agree: the 3 pending ones cannot reach validity.
+        let mut t = tally(&[(certified(2), 4)]);
+        assert!(!t.settled());
+        t.answer(certified(2), 3);
+        assert!(t.settled());
+        assert_eq!(t.verdict(), Some(certified(2)));
+        let gone = tally(&[(BlobStatus::Nonexistent, 7)]);
+        assert!(gone.settled());
+        // A later status held by validity settles against anything earlier...
+        let mut t = tally(&[(BlobStatus::Invalid, 4)]);
+        assert!(t.settled(), "nothing is later than invalid");
+        t.answer(certified(2), 6);
+        assert_eq!(t.verdict(), Some(BlobStatus::Invalid));
+        // ...but not while a later one could still reach validity.
+        let t = tally(&[(certified(2), 4), (certified(5), 3)]);
+        assert_eq!(t.verdict(), Some(certified(2)));
+        assert!(
+            !t.settled(),
+            "end epoch 60 with certified epoch 5 may still reach 4"
+        );
     }
 }

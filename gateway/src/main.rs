@@ -466,9 +466,10 @@ struct ServeArgs {
     /// Store every inference proof, as if each request asked `"proof": "store"`.
     #[arg(long)]
     store_proofs: bool,
-    /// Stored proofs are batched: a batch closes this many milliseconds after its first proof
-    /// (or at --proof-batch-max) and is stored as one quilt, each proof a patch; the answer
-    /// names `proof.quilt_id` and `proof.quilt_patch_id`.
+    /// Stored proofs are batched: a batch closes this many milliseconds after its oldest proof
+    /// (or at --proof-batch-max) and is stored as one quilt, each proof a patch, cut where the
+    /// quilt costs the fewest encoded bytes per proof (the rest start the next batch); the
+    /// answer names `proof.quilt_id` and `proof.quilt_patch_id`.
     #[arg(long, default_value_t = 250)]
     proof_batch_ms: u64,
     /// Most proofs in one batch (also capped by what a quilt of the committee holds: one fewer

@@ -1,7 +1,8 @@
 //! A blob's status on Walrus and its lifecycle in the cache (issue 17).
 //!
 //! * **Verdict.** The nodes' verified status (NETWORK.md §7.1: the latest status held by nodes
-//!   of at least validity weight, [`crate::committee::verified_status`]) decides what a blob
+//!   of at least validity weight, `nonexistent` only by a quorum, asked until the answers
+//!   still pending cannot change it, [`crate::committee::verified_status`]) decides what a blob
 //!   request answers, as the aggregator does ([`judge`]): `nonexistent` (never registered,
 //!   expired, deleted) and `invalid` are 404 `BLOB_NOT_FOUND`; registered but not certified, or
 //!   no status that verifies, is 503 `BLOB_UNAVAILABLE`; a certified blob is served, and keeps

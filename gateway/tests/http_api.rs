@@ -371,6 +371,41 @@ async fn not_found_needs_a_quorum_of_shards() {
     s.stop().await;
 }
 
+/// The interleaving that made `not_found_needs_a_quorum_of_shards` flaky, made certain: the
+/// liars (6 of 10 shards, no quorum) answer the status check at once, one honest node late. A
+/// check that stopped once a quorum had answered saw "nonexistent" from 6 shards against
+/// "certified" from 2, and a blob the nodes hold and the gateway verified answered 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liars_answering_first_do_not_make_a_stored_blob_404() {
+    let s = Scenario::start(10, 4).await;
+    assert_eq!(s.shards_of(0).len() + s.shards_of(1).len(), 6);
+    assert_eq!(s.shards_of(3).len(), 2);
+    let data = blob(1000, 14);
+    let id = s.store(&data).await;
+    for node in 0..2 {
+        s.faults(
+            node,
+            NodeFaults {
+                lie_not_found: true,
+                ..NodeFaults::default()
+            },
+        )
+        .await;
+    }
+    s.faults(
+        3,
+        NodeFaults {
+            latency_ms: 300,
+            ..NodeFaults::default()
+        },
+    )
+    .await;
+    let reply = s.get(&format!("/v1/blobs/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.bytes().as_ref(), &data[..]);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_over_the_size_limit_are_403() {
     let mut cfg = config();

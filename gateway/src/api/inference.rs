@@ -134,6 +134,7 @@ impl Inference {
                     queue_bytes: config.proof_queue_bytes,
                     // Half the publish slots at most: uploads keep the rest.
                     publishes: (config.max_concurrent_publishes / 2).max(1),
+                    quilt: Some(*filler.topology().config()),
                 })
             }),
             memory: Budget::new(config.inference_memory),
