@@ -776,3 +776,31 @@ async fn a_corrupt_first_chunk_is_a_refill_or_503_never_a_short_200() {
     }
     s.stop().await;
 }
+
+/// The general path checks a range's first chunk the same way before it answers, when that
+/// chunk is in the page cache: a bad one is a 503 (the file quarantined), never a `206` cut
+/// short, and the next request for the range is served from the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_whose_first_chunk_is_corrupt_is_a_503_then_a_refill() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
+    let len = 2 * CHUNK + 5000;
+    let (id, data, path) = on_disk(&s, dir.path(), len, 61).await;
+    // Chunk 1 goes bad; a range starting in it is read through the general path.
+    flip(&path, HEADER + CHUNK + 99);
+    let url = format!("/v1/blobs/{id}");
+    let range = format!("Range: bytes={}-{}\r\n", CHUNK + 10, CHUNK + 20);
+    let (head, body) = raw_h1_get(&s, &url, &range).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(!body.is_empty(), "the 503 carries its error envelope");
+    assert!(!path.exists(), "corrupt file still in place");
+    assert_eq!(
+        s.metric("gateway_disk_cache_integrity_failures_total")
+            .await,
+        Some(1.0)
+    );
+    let (head, body) = raw_h1_get(&s, &url, &range).await;
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, &data[CHUNK + 10..=CHUNK + 20]);
+    s.stop().await;
+}
