@@ -11,6 +11,8 @@
 #   gw-memory     walrus-gateway, embedded storage-sim, every blob filled once: memory hits
 #   gw-disk       walrus-gateway with --cache-dir and a memory tier that cannot hold the blobs
 #                 (--memory-max-object below the smallest blob): disk hits, page cache warm
+#   gw-disk-base  the same as gw-disk with the binary $GATEWAY_BASE_BIN (a before/after
+#                 comparison of two builds in one run; not in the default SERVERS)
 # Load (pinned to CPU $CLIENT_CPU): wrk (HTTP/1.1) and h2load (HTTP/2 with prior knowledge),
 # $CONNECTIONS connections, one URL per size, $WARMUP of warm-up then $DURATION measured, for
 # $ROUNDS rounds (servers interleaved within each round); the table shows medians over rounds.
@@ -23,7 +25,8 @@
 #
 # Knobs (environment): SIZES, PROTOS ("1 2"), SERVERS, DURATION and WARMUP (seconds), ROUNDS,
 # CONNECTIONS, H2_STREAMS (streams per h2load connection, default 1), SHARDS, PROFILE,
-# GATEWAY_BIN / LOADTEST_BIN (skip the build), OUT, SERVER_CPU / CLIENT_CPU.
+# GATEWAY_BIN / LOADTEST_BIN (skip the build), GATEWAY_BASE_BIN (for gw-disk-base), OUT,
+# SERVER_CPU / CLIENT_CPU.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -74,6 +77,7 @@ done
 ADMIN_TOKEN="bench-$RANDOM$RANDOM"
 GW_MEM_PORT="$(free_port)"
 GW_DISK_PORT="$(free_port)"
+GW_BASE_PORT="$(free_port)"
 declare -A ID
 if has gw-memory || has gw-disk || has nginx-static || has nginx-proxy || has varnish; then
     log "starting the memory-hit gateway on :$GW_MEM_PORT (embedded storage-sim, $SHARDS shards)"
@@ -83,21 +87,29 @@ if has gw-memory || has gw-disk || has nginx-static || has nginx-proxy || has va
     k=0
     for size in $SIZES; do ID[$size]="${ids[$k]}"; k=$((k + 1)); done
 fi
-if has gw-disk; then
+declare -A DISK_PORT=([gw-disk]="$GW_DISK_PORT" [gw-disk-base]="$GW_BASE_PORT")
+for disk_server in gw-disk gw-disk-base; do
+    has "$disk_server" || continue
+    bin="$GATEWAY_BIN"
+    if [ "$disk_server" = gw-disk-base ]; then
+        [ -x "${GATEWAY_BASE_BIN:-}" ] || die "gw-disk-base needs GATEWAY_BASE_BIN (a walrus-gateway binary)"
+        bin="$GATEWAY_BASE_BIN"
+    fi
     # The memory tier takes no blob of these sizes, so every hit is read from the disk tier.
     small=$(( min_bytes / 2 ))
-    log "starting the disk-hit gateway on :$GW_DISK_PORT (--cache-dir, --memory-max-object $small)"
-    rm -rf "$OUT/gw-disk-cache"
-    start_gateway "$GW_DISK_PORT" "$OUT/gw-disk.out" "$OUT/logs/gw-disk.log" \
-        --sim-shards "$SHARDS" "${seeds[@]}" --cache-dir "$OUT/gw-disk-cache" \
+    port="${DISK_PORT[$disk_server]}"
+    log "starting the disk-hit gateway $disk_server on :$port (--cache-dir, --memory-max-object $small)"
+    rm -rf "$OUT/$disk_server-cache"
+    GATEWAY_BIN="$bin" start_gateway "$port" "$OUT/$disk_server.out" "$OUT/logs/$disk_server.log" \
+        --sim-shards "$SHARDS" "${seeds[@]}" --cache-dir "$OUT/$disk_server-cache" \
         --memory-cache 1MiB --memory-max-object "$small" --admin-token "$ADMIN_TOKEN"
-    mapfile -t ids < <(grep -v '^listening on' "$OUT/gw-disk.out")
+    mapfile -t ids < <(grep -v '^listening on' "$OUT/$disk_server.out")
     k=0
     for size in $SIZES; do
-        [ "${ids[$k]}" = "${ID[$size]}" ] || die "the two gateways disagree on the Blob ID of $size"
+        [ "${ids[$k]}" = "${ID[$size]}" ] || die "the gateways disagree on the Blob ID of $size"
         k=$((k + 1))
     done
-fi
+done
 for size in $SIZES; do ln -f "$OUT/data/$size.bin" "$OUT/www/v1/blobs/${ID[$size]}"; done
 chmod -R a+rX "$OUT/www" "$OUT/data"
 
@@ -203,6 +215,7 @@ url_of() { # server, proto, size
         varnish:*) port="$VARNISH_PORT" ;;
         gw-memory:*) port="$GW_MEM_PORT" ;;
         gw-disk:*) port="$GW_DISK_PORT" ;;
+        gw-disk-base:*) port="$GW_BASE_PORT" ;;
         *) die "unknown server $1" ;;
     esac
     echo "http://127.0.0.1:$port/v1/blobs/$id"
@@ -212,7 +225,7 @@ expected_cache() { # server -> the X-Cache value a measured request must carry (
     case "$1" in
         nginx-proxy|varnish) echo HIT ;;
         gw-memory) echo hit-memory ;;
-        gw-disk) echo hit-disk ;;
+        gw-disk|gw-disk-base) echo hit-disk ;;
         *) echo "" ;;
     esac
 }
@@ -235,22 +248,24 @@ fetch_check() { # server, proto, size
     echo "$cache"
 }
 
-wait_disk_entries() { # count
+wait_disk_entries() { # port, count
     for _ in $(seq 600); do
-        if "$CURL" -sf -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$GW_DISK_PORT/admin/cache" |
-            python3 -c "import json,sys; d=json.load(sys.stdin)['disk']; sys.exit(0 if d['entries'] >= $1 else 1)"; then
+        if "$CURL" -sf -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$1/admin/cache" |
+            python3 -c "import json,sys; d=json.load(sys.stdin)['disk']; sys.exit(0 if d['entries'] >= $2 else 1)"; then
             return 0
         fi
         sleep 0.1
     done
-    die "the disk tier did not reach $1 entries"
+    die "the disk tier on :$1 did not reach $2 entries"
 }
 
 for server in $SERVERS; do
     for size in $SIZES; do
         fetch_check "$server" 1 "$size" > /dev/null # fills the caches (and the page cache)
     done
-    [ "$server" = gw-disk ] && wait_disk_entries "$(echo "$SIZES" | wc -w)"
+    case "$server" in
+        gw-disk|gw-disk-base) wait_disk_entries "${DISK_PORT[$server]}" "$(echo "$SIZES" | wc -w)" ;;
+    esac
     for size in $SIZES; do
         for proto in $PROTOS; do
             want="$(expected_cache "$server")"
@@ -352,6 +367,7 @@ from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 servers = sys.argv[3].split()
 peers = [s for s in servers if not s.startswith("gw-")]
+gws = [s for s in servers if s.startswith("gw-")] or ["gw-memory", "gw-disk"]
 runs = defaultdict(list)
 for r in rows:
     rnd, size, proto, server, rps, bps, p50, p99, errs = r
@@ -363,8 +379,10 @@ def fmt_rps(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
 sizes = "$SIZES".split(); protos = "$PROTOS".split()
 out = []
-out.append("| size | HTTP | " + " | ".join(f"{s} req/s (GB/s)" for s in servers) + " | best peer | gw-memory ÷ best | gw-disk ÷ best |")
-out.append("|---" * (len(servers) + 5) + "|")
+out.append("| size | HTTP | " + " | ".join(f"{s} req/s (GB/s)" for s in servers) + " | best peer | " + " | ".join(f"{g} ÷ best" for g in gws) + " |")
+out.append("|---" * (len(servers) + 3 + len(gws)) + "|")
+rounds = sorted({r[0] for r in rows}, key=int)
+per_round = []
 lat = []
 lat.append("| size | HTTP | " + " | ".join(servers) + " |")
 lat.append("|---" * (len(servers) + 2) + "|")
@@ -381,13 +399,25 @@ for size in sizes:
         b = med((size, proto, best), basis) if best else 0
         ratio = lambda s: (f"**{med((size, proto, s), basis) / b:.2f}**" + (" (GB/s)" if basis else "") if b and s in servers else "–")
         out.append(f"| {size} | {'1.1' if proto == '1' else '2'} | " + " | ".join(cells) +
-                   f" | {best or '–'} | {ratio('gw-memory')} | {ratio('gw-disk')} |")
+                   f" | {best or '–'} | " + " | ".join(ratio(g) for g in gws) + " |")
+        # Each round against the best peer of that round.
+        def one(rnd, s):
+            v = [x for x in rows if x[0] == rnd and x[1] == size and x[2] == proto and x[3] == s]
+            return float(v[0][4 + basis]) if v else 0.0
+        for g in gws:
+            if g not in servers or not peers:
+                continue
+            parts = []
+            for rnd in rounds:
+                b_r = max(one(rnd, p) for p in peers)
+                parts.append(f"{one(rnd, g) / b_r:.2f}" if b_r else "–")
+            per_round.append(f"| {size} | {'1.1' if proto == '1' else '2'} | {g} | " + " / ".join(parts) + " |")
         if proto == "1":
             lat.append(f"| {size} | 1.1 | " + " | ".join(f"{med((size, proto, s), 2):.2f} / {med((size, proto, s), 3):.2f}" for s in servers) + " |")
         else:
             lat.append(f"| {size} | 2 | " + " | ".join(f"{med((size, proto, s), 2):.2f}" for s in servers) + " |")
 errors = sum(x[4] for v in runs.values() for x in v)
-text = "\n".join(out) + "\n\nLatency, ms (HTTP/1.1: wrk p50 / p99; HTTP/2: h2load mean):\n\n" + "\n".join(lat) + "\n"
+text = "\n".join(out) + "\n\nPer round, ÷ the best peer of that round:\n\n| size | HTTP | server | rounds |\n|---|---|---|---|\n" + "\n".join(per_round) + "\n\nLatency, ms (HTTP/1.1: wrk p50 / p99; HTTP/2: h2load mean):\n\n" + "\n".join(lat) + "\n"
 text += f"\nRatios: req/s for blobs under 16 MiB, bytes/s (marked GB/s) for larger ones. Errors (non-2xx, socket errors, failed or timed-out requests) over all runs: {errors}.\n"
 open(sys.argv[2], "w").write(text)
 print(text)

@@ -24,7 +24,7 @@
 
 use crate::access_log::Exchange;
 use crate::api::body::{Body, FileRange};
-use crate::api::{whole_blob_id, Api, MemoryHit, WHOLE_GET_VARIES};
+use crate::api::{whole_blob_id, Api, DiskHit, MemoryHit, WHOLE_GET_VARIES};
 use crate::fairness::Share;
 use crate::telemetry::Telemetry;
 use bytes::{Buf, Bytes, BytesMut};
@@ -78,7 +78,7 @@ fn lane_head(headers: &http::HeaderMap, settings: &Settings, keep_alive: bool) -
 /// or a disk hit (its headers and its checked-chunk body).
 enum LaneHit {
     Memory(MemoryHit),
-    Disk(http::HeaderMap, Body),
+    Disk(DiskHit),
 }
 
 /// Connection-wide settings.
@@ -135,9 +135,7 @@ pub async fn serve(
             Next::WholeGet(id, close, len) => {
                 let lane = match api.memory_hit(&id, Some(share)).await {
                     Some(hit) => Some(LaneHit::Memory(hit)),
-                    None => api
-                        .disk_hit(&id, Some(share))
-                        .map(|(headers, body)| LaneHit::Disk(headers, body)),
+                    None => api.disk_hit(&id, Some(share)).map(LaneHit::Disk),
                 };
                 match lane {
                     None => match conn.take_request(len) {
@@ -154,7 +152,7 @@ pub async fn serve(
                         );
                         match &hit {
                             LaneHit::Memory(_) => exchange.memory_hit(),
-                            LaneHit::Disk(headers, _) => exchange.respond(200, headers),
+                            LaneHit::Disk(hit) => exchange.respond(200, hit.headers()),
                         }
                         conn.buf.advance(len);
                         conn.served = true;
@@ -342,7 +340,10 @@ impl Connection {
                 let body = std::mem::replace(&mut hit.body, Body::empty());
                 (lane_head(hit.headers(), settings, keep_alive), body)
             }
-            LaneHit::Disk(headers, body) => (lane_head(&headers, settings, keep_alive), body),
+            LaneHit::Disk(mut hit) => {
+                let body = std::mem::replace(&mut hit.body, Body::empty());
+                (lane_head(hit.headers(), settings, keep_alive), body)
+            }
         };
         self.write_body(head, &mut body, false, settings.write_stall_timeout, sent)
             .await
@@ -493,9 +494,11 @@ impl Connection {
     /// Write `head`, then the range `reader` reads from the disk tier: each chunk is read into the
     /// reader's buffer (on this worker when it is in the page cache, `RWF_NOWAIT`; on the
     /// blocking pool when not), checked against its checksum, and written from that buffer, then
-    /// the next. No channel, no task, no allocation per chunk. A chunk that fails its check is
-    /// never written: the connection ends short of the declared length (the file is already
-    /// quarantined, so the next request refills the blob).
+    /// the next. No channel, no task, no allocation per chunk. The head leaves with the first
+    /// checked chunk, never before it: a first chunk that fails its check ends the connection
+    /// with nothing written (no `200` cut short; the lanes check it before answering at all). A
+    /// later chunk that fails is never written: the connection ends short of the declared
+    /// length (the file is already quarantined, so the next request refills the blob).
     async fn send_disk(
         &mut self,
         head: Bytes,
@@ -509,10 +512,6 @@ impl Connection {
         loop {
             let mut fill = reader.fill(false);
             if matches!(fill, Ok(Fill::WouldBlock)) {
-                // Let the head go while the device works (the client learns the length).
-                if let Some(head) = head.take() {
-                    self.write_pair(&head, &[], stall).await?;
-                }
                 match reader.fill_blocking().await {
                     Ok((back, result)) => {
                         reader = back;
@@ -542,13 +541,8 @@ impl Connection {
                 Ok(Fill::WouldBlock) => {
                     return Err(io::Error::other("a waiting disk read did not complete"))
                 }
-                Err(e) => {
-                    // As for any body that fails: the head goes, the body stays short.
-                    if let Some(head) = head.take() {
-                        self.write_pair(&head, &[], stall).await?;
-                    }
-                    return Err(io::Error::other(e));
-                }
+                // The body stays short; or, when this was the first chunk, nothing was sent.
+                Err(e) => return Err(io::Error::other(e)),
             }
         }
     }

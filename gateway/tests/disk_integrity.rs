@@ -635,7 +635,7 @@ async fn over_http1_a_corrupt_chunk_mid_body_ends_the_connection_before_its_firs
 }
 
 /// A flipped byte mid-body, a torn final chunk and a file cut short, each under an open file,
-/// over HTTP/1.1 (the lean server's direct path) and HTTP/2 (a stream fed by a task): no byte
+/// over HTTP/1.1 (the lean server's direct path) and HTTP/2 (a body hyper polls): no byte
 /// of a bad chunk is served, the file is quarantined, and the next read refills the blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_torn_and_truncated_files_are_never_served_over_http1_or_http2() {
@@ -715,5 +715,92 @@ async fn flipped_torn_and_truncated_files_are_never_served_over_http1_or_http2()
             }
         }
     }
+    s.stop().await;
+}
+
+/// A bad first chunk under an open file, of a streamed blob and of a small one: the lanes read
+/// and check the first chunk before they answer, so neither HTTP/1.1 nor HTTP/2 ever gets a
+/// `200` head with a short body. The file is quarantined and the general path answers: the blob
+/// refilled and served whole, or 503 while the nodes are down (then a refill once they are back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_first_chunk_is_a_refill_or_503_never_a_short_200() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
+    let mut failures = 0.0;
+    let mut seed = 40;
+    for len in [2 * CHUNK + 5000, 4096] {
+        for http2 in [false, true] {
+            for nodes_up in [true, false] {
+                seed += 1;
+                let (id, data, path) = on_disk(&s, dir.path(), len, seed).await;
+                flip(&path, HEADER + 77);
+                if !nodes_up {
+                    all_nodes(&s, true).await;
+                }
+                let case = format!("{len} bytes, http2 {http2}, nodes up {nodes_up}");
+                let url = format!("/v1/blobs/{id}");
+                let (status, body, clean) = if http2 {
+                    h2_get(&s, &url).await
+                } else {
+                    let (head, body) = raw_h1_get(&s, &url, "").await;
+                    let status: u16 = head[9..12].parse().unwrap();
+                    if status == 200 {
+                        assert_eq!(header_of(&head, "x-cache"), Some("miss"), "{case}: {head}");
+                    }
+                    (StatusCode::from_u16(status).unwrap(), body, true)
+                };
+                if nodes_up {
+                    assert_eq!(status, StatusCode::OK, "{case}");
+                    assert!(clean, "{case}: the refill aborted");
+                    assert_eq!(body.len(), len, "{case}");
+                    assert_eq!(body, data, "{case}");
+                } else {
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{case}");
+                }
+                failures += 1.0;
+                assert_eq!(
+                    s.metric("gateway_disk_cache_integrity_failures_total")
+                        .await,
+                    Some(failures),
+                    "{case}"
+                );
+                if !nodes_up {
+                    assert!(!path.exists(), "{case}: still in place");
+                    all_nodes(&s, false).await;
+                    let reply = s.get(&url).await;
+                    assert_eq!(reply.header("x-cache"), Some("miss"), "{case}");
+                    assert_eq!(reply.bytes().as_ref(), &data[..], "{case}");
+                }
+            }
+        }
+    }
+    s.stop().await;
+}
+
+/// The general path checks a range's first chunk the same way before it answers, when that
+/// chunk is in the page cache: a bad one is a 503 (the file quarantined), never a `206` cut
+/// short, and the next request for the range is served from the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_whose_first_chunk_is_corrupt_is_a_503_then_a_refill() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::with(twenty_shards(), disk_only(dir.path())).await;
+    let len = 2 * CHUNK + 5000;
+    let (id, data, path) = on_disk(&s, dir.path(), len, 61).await;
+    // Chunk 1 goes bad; a range starting in it is read through the general path.
+    flip(&path, HEADER + CHUNK + 99);
+    let url = format!("/v1/blobs/{id}");
+    let range = format!("Range: bytes={}-{}\r\n", CHUNK + 10, CHUNK + 20);
+    let (head, body) = raw_h1_get(&s, &url, &range).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(!body.is_empty(), "the 503 carries its error envelope");
+    assert!(!path.exists(), "corrupt file still in place");
+    assert_eq!(
+        s.metric("gateway_disk_cache_integrity_failures_total")
+            .await,
+        Some(1.0)
+    );
+    let (head, body) = raw_h1_get(&s, &url, &range).await;
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, &data[CHUNK + 10..=CHUNK + 20]);
     s.stop().await;
 }

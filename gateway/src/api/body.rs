@@ -2,13 +2,15 @@
 //! memory file, and streams fed by a fill. Blob bytes travel as the [`Bytes`] the fill verified,
 //! never copied; the plain HTTP/1.1 writer ([`crate::h1`]) takes a memory file's range out of
 //! the body ([`Body::take_file`]) and `sendfile`s it, and a disk-tier range's reader out of it
-//! ([`Body::take_disk`]) to write each checked chunk from the reader's buffer. A stream whose fill
+//! ([`Body::take_disk`]) to write each checked chunk from the reader's buffer; hyper polls a
+//! disk-tier body directly (each chunk read and checked in the poll, see [`Kind::Disk`]). A stream
+//! whose fill
 //! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
 //! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
 
 use super::error::ApiError;
 use crate::cache::CachedBlob;
-use crate::disk::DiskReader;
+use crate::disk::{DiskError, DiskReader, Fill};
 use crate::fairness::{Share, SharePermits};
 use crate::fill::ReadError;
 use crate::memfile::MemFile;
@@ -16,6 +18,7 @@ use crate::telemetry::Telemetry;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -106,11 +109,20 @@ enum Kind {
         end: u64,
     },
     Stream(mpsc::Receiver<Result<Bytes, ReadError>>),
-    /// A range of a disk-tier file, not read yet: the plain HTTP/1.1 writer takes the reader
-    /// ([`Body::take_disk`]) and writes each checked chunk from its buffer; anyone else polling
-    /// the body turns it into a stream fed by a task ([`super::stream::feed`]).
+    /// A range of a disk-tier file: the plain HTTP/1.1 writer takes the reader
+    /// ([`Body::take_disk`]) and writes each checked chunk from its buffer; hyper polls it, and
+    /// each poll reads the next chunk into a pooled buffer on the polling task when it is in the
+    /// page cache (`RWF_NOWAIT`), checks it, and yields it as [`Bytes`] owning that buffer. No
+    /// feeding task, no channel: a client that stops reading leaves the body unpolled, holding
+    /// the chunk its connection is writing and nothing more.
     Disk(Box<DiskReader>),
+    /// The reader waiting for the device on the blocking pool ([`DiskReader::fill_blocking`]):
+    /// only a chunk that is not in the page cache goes there.
+    DiskWait(tokio::task::JoinHandle<DiskFill>),
 }
+
+/// A disk reader back from the blocking pool, with its fill's outcome.
+type DiskFill = Result<(DiskReader, Result<Fill, DiskError>), String>;
 
 /// Frames cut from a memory file for hyper (HTTP/2 and HTTP/3 split them further).
 const FILE_FRAME: u64 = 1 << 20;
@@ -243,6 +255,72 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The next checked chunk of a disk-tier body: read now if the page cache has it, else on
+    /// the blocking pool (the body is polled again when that read is done). A chunk is handed
+    /// out only after [`DiskReader::fill`] checked it; a failed check ends the body with an
+    /// error (the file is quarantined), never with bytes that were not checked.
+    fn poll_disk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ReadError>>> {
+        loop {
+            match &mut self.kind {
+                Kind::Disk(reader) => {
+                    let fill = reader.fill(false);
+                    if let Ok(Fill::WouldBlock) = fill {
+                        let Kind::Disk(reader) =
+                            std::mem::replace(&mut self.kind, Kind::Chunks(VecDeque::new()))
+                        else {
+                            unreachable!("matched above");
+                        };
+                        self.kind = Kind::DiskWait(tokio::spawn(reader.fill_blocking()));
+                        continue;
+                    }
+                    return Poll::Ready(disk_frame(reader, fill));
+                }
+                Kind::DiskWait(task) => {
+                    let done = match Pin::new(task).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(done) => done,
+                    };
+                    let (mut reader, fill) = match done {
+                        Ok(Ok(back)) => back,
+                        Ok(Err(e)) => return Poll::Ready(Some(Err(ReadError::Internal(e)))),
+                        Err(e) => {
+                            return Poll::Ready(Some(Err(ReadError::Internal(format!(
+                                "disk read task failed: {e}"
+                            )))))
+                        }
+                    };
+                    let frame = match fill {
+                        Ok(Fill::WouldBlock) => Some(Err(ReadError::Internal(
+                            "a waiting disk read did not complete".into(),
+                        ))),
+                        fill => disk_frame(&mut reader, fill),
+                    };
+                    self.kind = Kind::Disk(Box::new(reader));
+                    return Poll::Ready(frame);
+                }
+                _ => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// What a disk body yields after `fill`: the checked chunk (as [`Bytes`] owning its buffer),
+/// the end, or the error.
+fn disk_frame(
+    reader: &mut DiskReader,
+    fill: Result<Fill, DiskError>,
+) -> Option<Result<Bytes, ReadError>> {
+    match fill {
+        Ok(Fill::Ready) => Some(Ok(reader.take_ready())),
+        Ok(Fill::End) => None,
+        Ok(Fill::WouldBlock) => Some(Err(ReadError::Internal(
+            "a waiting disk read did not complete".into(),
+        ))),
+        Err(e) => Some(Err(ReadError::Internal(format!("disk cache: {e}")))),
+    }
+}
+
 impl hyper::body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;
@@ -252,14 +330,12 @@ impl hyper::body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if let Kind::Disk(_) = this.kind {
-            if let Some(reader) = this.take_disk() {
-                this.kind = Kind::Stream(super::stream::feed(reader));
-            }
-        }
         let next = match &mut this.kind {
             Kind::Chunks(chunks) => chunks.pop_front().map(Ok),
-            Kind::Disk(_) => None,
+            Kind::Disk(_) | Kind::DiskWait(_) => match this.poll_disk(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(item) => item,
+            },
             Kind::File { file, start, end } => (*start < *end).then(|| {
                 let to = (*start + FILE_FRAME).min(*end);
                 let bytes = file.bytes().slice(*start as usize..to as usize);
@@ -293,7 +369,7 @@ impl hyper::body::Body for Body {
         match &self.kind {
             Kind::Chunks(chunks) => chunks.is_empty(),
             Kind::File { start, end, .. } => start >= end,
-            Kind::Stream(_) => false,
+            Kind::Stream(_) | Kind::DiskWait(_) => false,
             Kind::Disk(reader) => reader.remaining() == 0,
         }
     }

@@ -198,10 +198,8 @@ impl Api {
             if let Some(hit) = self.memory_hit(&id, request.extensions().get()).await {
                 return Ok(hit.into_response());
             }
-            if let Some((headers, body)) = self.disk_hit(&id, request.extensions().get()) {
-                let mut response = Response::new(body);
-                *response.headers_mut() = headers;
-                return Ok(response);
+            if let Some(hit) = self.disk_hit(&id, request.extensions().get()) {
+                return Ok(hit.into_response());
             }
         }
         self.dispatch(request).await
@@ -576,36 +574,92 @@ impl Api {
     /// The answer to a plain `GET /v1/blobs/{id}` (as for [`Api::memory_hit`]) from the disk
     /// tier, for a blob memory will not take, when it needs no wait
     /// ([`crate::cache::BlobCache::disk_hit_now`]): the headers the general path sends, and the
-    /// body (a small blob read and checked; a larger one's reader, whose chunks are read and
-    /// checked as they are sent). `None` sends the request down the general path.
-    pub fn disk_hit(
-        &self,
-        id: &BlobId,
-        share: Option<&crate::fairness::Share>,
-    ) -> Option<(HeaderMap, Body)> {
+    /// body (a small blob read and checked; a larger one's reader, whose first chunk is already
+    /// read and checked and whose other chunks are read and checked as they are sent). `None`
+    /// sends the request down the general path: so does a first chunk that is not in the page
+    /// cache or fails its check (then quarantined: the general path refills the blob), so a
+    /// `200` from this lane never starts with a chunk that was not checked.
+    pub fn disk_hit(&self, id: &BlobId, share: Option<&crate::fairness::Share>) -> Option<DiskHit> {
         let life = self.lane_may_serve(id)?;
         let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         let (body, len, streamed) = match self.filler.cache().disk_hit_now(id)? {
             Hit::Memory(blob, _) => (Body::cached(&blob, 0, blob.len()), blob.len(), false),
             Hit::Disk(blob) => {
                 let len = blob.len();
-                (stream::from_disk(blob, 0, len).ok()?, len, true)
+                (stream::from_disk_now(blob, 0, len)?, len, true)
             }
         };
         self.telemetry.hit(Tier::Disk);
         self.telemetry.response(200);
-        let mut headers = HeaderMap::new();
-        set_blob_headers(&mut headers, &format!("\"{id}\""));
-        match &life {
-            Some(life) => life.apply(&mut headers),
-            // Cached before a restart (or its entry was dropped): learn its status now.
-            None if streamed => self.filler.check_in_background(*id),
-            None => {}
-        }
-        set_length_and_source(&mut headers, len, Tier::Disk.header_value());
-        set_content_type(&mut headers, None);
+        let build = || {
+            let mut headers = HeaderMap::new();
+            set_blob_headers(&mut headers, &format!("\"{id}\""));
+            if let Some(life) = &life {
+                life.apply(&mut headers);
+            }
+            set_length_and_source(&mut headers, len, Tier::Disk.header_value());
+            set_content_type(&mut headers, None);
+            headers
+        };
+        // Built once per blob and epoch, as for a memory hit: a blob this lane serves is one
+        // memory will not take, so the memory lane never builds that entry's head.
+        let head = match life {
+            Some(entry)
+                if entry.head(build).get("x-cache").map(|v| v.as_bytes())
+                    == Some(Tier::Disk.header_value().as_bytes()) =>
+            {
+                DiskHead::Known(entry)
+            }
+            Some(_) => DiskHead::Own(build()),
+            None => {
+                // Cached before a restart (or its entry was dropped): learn its status now.
+                if streamed {
+                    self.filler.check_in_background(*id);
+                }
+                DiskHead::Own(build())
+            }
+        };
         let served = self.telemetry.served_from(Some(Tier::Disk));
-        Some((headers, body.for_blob(served, slot)))
+        Some(DiskHit {
+            head,
+            body: body.for_blob(served, slot),
+        })
+    }
+}
+
+/// A whole-blob `GET` answered from the disk tier without the general request path
+/// ([`Api::disk_hit`]).
+pub struct DiskHit {
+    head: DiskHead,
+    /// The whole blob, its first chunk checked (its length is in the headers).
+    pub body: Body,
+}
+
+/// Where a disk hit's headers are: built once in the blob's lifetime entry, or for this hit.
+enum DiskHead {
+    Known(Arc<crate::status::Entry>),
+    Own(HeaderMap),
+}
+
+impl DiskHit {
+    /// The response headers, exactly those the general path sends for the same request.
+    pub fn headers(&self) -> &HeaderMap {
+        match &self.head {
+            DiskHead::Known(entry) => entry
+                .built_head()
+                .expect("built before the hit is handed out"),
+            DiskHead::Own(headers) => headers,
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let headers = match self.head {
+            DiskHead::Own(headers) => headers,
+            DiskHead::Known(entry) => entry.built_head().cloned().unwrap_or_default(),
+        };
+        let mut response = Response::new(self.body);
+        *response.headers_mut() = headers;
+        response
     }
 }
 

@@ -3,15 +3,12 @@
 //! Rows arrive in blob order (row `r` starts at byte `r * row_len`); each task forwards the part
 //! of each row inside the requested range `[start, end)`, as zero-copy slices, through a small
 //! bounded channel to the response [`Body`]. A client that goes away closes the channel and
-//! ends its task; the fill it read from runs on for the others. A disk hit streams the same way
-//! from its file, one checked chunk at a time, read on the task when it is in the page cache and
-//! on the blocking pool when it is not ([`feed`]), so a client that stops reading holds a parked
-//! task and at most two chunks, never a thread (the plain HTTP/1.1 server writes disk hits
-//! itself, from the reader's buffer: [`crate::h1`]).
+//! ends its task; the fill it read from runs on for the others. A disk hit needs no task: its
+//! body reads one checked chunk at a time as it is polled ([`from_disk`]).
 
 use super::body::Body;
 use crate::cache::DiskBlob;
-use crate::disk::{DiskReader, Fill};
+use crate::disk::Fill;
 use crate::fill::{FillReader, ReadError};
 use bytes::Bytes;
 use codec::VerifiedMetadata;
@@ -114,65 +111,33 @@ pub async fn from_fill(
 /// fails its checksum is never sent: the body ends with an error there (the file is already
 /// quarantined, so the next request refills the blob).
 ///
-/// Nothing is read yet: the plain HTTP/1.1 writer takes the reader out of the body and writes
-/// each checked chunk from the reader's buffer ([`crate::h1`]); for every other transport the
-/// body starts a feeding task when first polled ([`feed`]).
+/// The range's first chunk is read and checked now when the page cache holds it, so a copy
+/// that fails there is an error status (503; the next request refills it), never a `200` cut
+/// short; a first chunk that is not resident is read when the body is first sent. The plain
+/// HTTP/1.1 writer takes the reader out of the body and writes each checked chunk from the
+/// reader's buffer ([`crate::h1`]); hyper polls the body, which reads each chunk as it is
+/// asked for ([`Body`]).
 pub fn from_disk(blob: DiskBlob, start: u64, end: u64) -> Result<Body, ReadError> {
-    let reader = blob
+    let mut reader = blob
         .into_reader(start, end)
         .map_err(|e| ReadError::Internal(format!("disk cache: {e}")))?;
+    if let Err(e) = reader.fill(false) {
+        return Err(ReadError::Unavailable(format!(
+            "the disk copy failed its check ({e}); it is refilled on the next request"
+        )));
+    }
     Ok(Body::disk(reader))
 }
 
-/// A channel fed with `reader`'s checked chunks by a task.
-///
-/// The task reads a chunk only once the channel has room for it ([`DISK_FRAMES`]): a client
-/// that stops reading parks a task (no thread), holding the chunk its connection is writing and
-/// at most one more. A chunk in the page cache is read on the task itself (`RWF_NOWAIT`); only
-/// one that is not goes to the blocking pool ([`DiskReader::fill_blocking`]).
-pub(super) fn feed(reader: DiskReader) -> mpsc::Receiver<Result<Bytes, ReadError>> {
-    let (tx, rx) = mpsc::channel(DISK_FRAMES);
-    tokio::spawn(feed_from_disk(reader, tx));
-    rx
-}
-
-/// Chunks read from disk and not yet taken by the response body, per stream.
-const DISK_FRAMES: usize = 1;
-
-async fn feed_from_disk(mut reader: DiskReader, tx: mpsc::Sender<Result<Bytes, ReadError>>) {
-    loop {
-        // Room first, read second: a stalled client leaves this task waiting here, with no
-        // read in flight. A client that goes away closes the channel and ends the task.
-        let Ok(room) = tx.reserve().await else {
-            return;
-        };
-        let mut fill = reader.fill(false);
-        if matches!(fill, Ok(Fill::WouldBlock)) {
-            match reader.fill_blocking().await {
-                Ok((back, result)) => {
-                    reader = back;
-                    fill = result;
-                }
-                Err(e) => {
-                    room.send(Err(ReadError::Internal(e)));
-                    return;
-                }
-            }
-        }
-        match fill {
-            // Sent as read: `fill` checked the chunk against its checksum.
-            Ok(Fill::Ready) => room.send(Ok(reader.take_ready())),
-            Ok(Fill::End) => return,
-            Ok(Fill::WouldBlock) => {
-                room.send(Err(ReadError::Internal(
-                    "a waiting disk read did not complete".into(),
-                )));
-                return;
-            }
-            Err(e) => {
-                room.send(Err(ReadError::Internal(format!("disk cache: {e}"))));
-                return;
-            }
-        }
+/// [`from_disk`] for the disk lane, which must not wait and must not start a response it may
+/// not finish: `Some` only once the range's first chunk was read from the page cache and
+/// matched its checksum (it waits in the body's reader). `None` when that chunk is not
+/// resident (the general path reads it) or failed its check (the file is quarantined, so the
+/// general path refills the blob, or answers 503 when it cannot).
+pub fn from_disk_now(blob: DiskBlob, start: u64, end: u64) -> Option<Body> {
+    let mut reader = blob.into_reader(start, end).ok()?;
+    match reader.fill(false) {
+        Ok(Fill::Ready | Fill::End) => Some(Body::disk(reader)),
+        Ok(Fill::WouldBlock) | Err(_) => None,
     }
 }
