@@ -3,10 +3,10 @@
 //! never copied; the plain HTTP/1.1 writer ([`crate::h1`]) takes a memory file's range out of
 //! the body ([`Body::take_file`]) and `sendfile`s it, and a disk-tier range's reader out of it
 //! ([`Body::take_disk`]) to write each checked chunk from the reader's buffer; hyper polls a
-//! disk-tier body directly (each chunk read and checked in the poll, see [`Kind::Disk`]). A stream
-//! whose fill
-//! fails yields an error, which makes hyper abort the response (a truncated HTTP/1.1 body or an
-//! HTTP/2 reset) instead of ending it cleanly: a client can always tell a partial blob.
+//! disk-tier body directly (each chunk read and checked in the poll, see [`Kind::Disk`]). A
+//! stream whose fill fails yields an error, which makes hyper abort the response (a truncated
+//! HTTP/1.1 body or an HTTP/2 reset) instead of ending it cleanly: a client can always tell a
+//! partial blob.
 
 use super::error::ApiError;
 use crate::cache::CachedBlob;
