@@ -19,10 +19,7 @@ use std::time::{Duration, Instant};
 use storage_sim::SimConfig;
 
 const TOKEN: &str = "blocklist-admin";
-fn blob_file(dir: &Path, id: &BlobId) -> PathBuf {
-    let name = id.to_string();
-    dir.join("blobs").join(&name[..2]).join(name)
-}
+use harness::blob_file;
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..500 {

@@ -42,10 +42,7 @@ async fn all_nodes(s: &Scenario, offline: bool) {
     }
 }
 
-fn blob_file(dir: &Path, id: &BlobId) -> PathBuf {
-    let name = id.to_string();
-    dir.join("blobs").join(&name[..2]).join(name)
-}
+use harness::blob_file;
 
 /// Wait (boundedly) until the file of a blob of `len` bytes (format 2) is in place.
 async fn wait_for_file(path: &Path, len: usize) {
@@ -237,13 +234,7 @@ const V1_BLOBS: [(&str, usize, u64, u64); 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_written_before_format_2_is_served_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/disk-v1");
-    for (text, ..) in V1_BLOBS {
-        let id: BlobId = text.parse().unwrap();
-        let to = blob_file(dir.path(), &id);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(blob_file(&fixture, &id), &to).unwrap();
-    }
+    let fixture = harness::copy_fixture_blobs("disk-v1", V1_BLOBS.map(|b| b.0), dir.path());
     // The nodes never held these blobs. The scrub is on: with no metadata to be had for them
     // (the nodes say they do not exist), it counts both files unscrubbable and leaves them
     // served.

@@ -45,10 +45,7 @@ fn auth() -> String {
     format!("Bearer {TOKEN}")
 }
 
-fn blob_file(dir: &Path, id: &codec::BlobId) -> PathBuf {
-    let name = id.to_string();
-    dir.join("blobs").join(&name[..2]).join(name)
-}
+use harness::blob_file;
 
 /// Wait (boundedly) until the write-through of a blob of `len` bytes has landed.
 async fn wait_for_file(path: &Path, len: u64) {

@@ -80,10 +80,7 @@ fn patch_file(dir: &Path, id: &QuiltPatchId) -> PathBuf {
     dir.join("patches").join(&name[..2]).join(name)
 }
 
-fn blob_file(dir: &Path, id: &BlobId) -> PathBuf {
-    let name = id.to_string();
-    dir.join("blobs").join(&name[..2]).join(name)
-}
+use harness::blob_file;
 
 fn by_id(id: &QuiltPatchId) -> String {
     format!("/v1/blobs/by-quilt-patch-id/{id}")
@@ -344,13 +341,7 @@ const V2_BLOBS: [(&str, usize, u64, u64); 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_written_before_patches_is_served_unchanged_beside_patch_files() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/disk-v2");
-    for (text, ..) in V2_BLOBS {
-        let id: BlobId = text.parse().unwrap();
-        let to = blob_file(dir.path(), &id);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(blob_file(&fixture, &id), &to).unwrap();
-    }
+    let fixture = harness::copy_fixture_blobs("disk-v2", V2_BLOBS.map(|b| b.0), dir.path());
     let mut s = Scenario::with(ten_shards(), tiered(dir.path())).await;
     let (_, patches) = stored_quilt(&s).await;
     let (_, c, c_id) = &patches[2];

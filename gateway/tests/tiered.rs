@@ -32,10 +32,7 @@ async fn all_nodes(s: &Scenario, offline: bool) {
     }
 }
 
-fn blob_file(dir: &Path, id: &codec::BlobId) -> PathBuf {
-    let name = id.to_string();
-    dir.join("blobs").join(&name[..2]).join(name)
-}
+use harness::blob_file;
 
 /// Wait (boundedly) until the write-through to disk has landed.
 async fn wait_for_file(path: &Path) {

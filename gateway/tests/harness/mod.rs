@@ -434,3 +434,28 @@ pub async fn store_on(net: &Arc<SimNetwork>, blob: &[u8]) -> BlobId {
         .unwrap()
         .expect("sim stores the blob")
 }
+
+/// Where the disk tier keeps blob `id`'s file under cache directory `dir`.
+pub fn blob_file(dir: &std::path::Path, id: &BlobId) -> std::path::PathBuf {
+    let name = id.to_string();
+    dir.join("blobs").join(&name[..2]).join(name)
+}
+
+/// Copy the blob files of `ids` from the cache directory `tests/fixtures/{fixture}` (written
+/// by an earlier release) into the cache directory `dir`; returns the fixture's directory.
+pub fn copy_fixture_blobs<'a>(
+    fixture: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    for text in ids {
+        let id: BlobId = text.parse().unwrap();
+        let to = blob_file(dir, &id);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(blob_file(&from, &id), &to).unwrap();
+    }
+    from
+}
