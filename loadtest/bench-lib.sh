@@ -117,6 +117,21 @@ build_binaries() { # root, profile
     [ -x "$LOADTEST_BIN" ] || die "no loadtest binary at $LOADTEST_BIN"
 }
 
+# Build (or take from GATEWAY_BIN / SIM_BIN) the gateway and walrus-sim, for benchmarks that
+# drive the gateway with curl and need no load generator. Sets GATEWAY_BIN and SIM_BIN.
+build_gateway_and_sim() { # root, profile
+    local root="$1" profile="$2" dir
+    if [ -z "${GATEWAY_BIN:-}" ] || [ -z "${SIM_BIN:-}" ]; then
+        log "building walrus-gateway and walrus-sim ($profile)"
+        (cd "$root" && nice cargo build --profile "$profile" -p walrus-gateway -p walrus-storage-sim --bins)
+        dir="${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+        GATEWAY_BIN="${GATEWAY_BIN:-$dir/walrus-gateway}"
+        SIM_BIN="${SIM_BIN:-$dir/walrus-sim}"
+    fi
+    [ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
+    [ -x "$SIM_BIN" ] || die "no walrus-sim binary at $SIM_BIN"
+}
+
 # Start `walrus-gateway serve` on CPU $SERVER_CPU; extra arguments follow `serve`. Waits until
 # it prints "listening on" into $out and its port accepts. Sets GW_PID.
 start_gateway() { # port, out file, log file, serve args...

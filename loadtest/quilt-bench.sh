@@ -39,15 +39,7 @@ LOG_TAG=quilt-bench
 # shellcheck source=bench-lib.sh
 . "$ROOT/loadtest/bench-lib.sh"
 
-if [ -z "${GATEWAY_BIN:-}" ] || [ -z "${SIM_BIN:-}" ]; then
-    log "building walrus-gateway and walrus-sim ($PROFILE)"
-    (cd "$ROOT" && nice cargo build --profile "$PROFILE" -p walrus-gateway -p walrus-storage-sim --bins)
-    dir="${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-    GATEWAY_BIN="${GATEWAY_BIN:-$dir/walrus-gateway}"
-    SIM_BIN="${SIM_BIN:-$dir/walrus-sim}"
-fi
-[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
-[ -x "$SIM_BIN" ] || die "no walrus-sim binary at $SIM_BIN"
+build_gateway_and_sim "$ROOT" "$PROFILE"
 CURL="$(need curl curl)"
 
 mkdir -p "$OUT/logs" "$OUT/patches" "$OUT/got"
