@@ -14,7 +14,7 @@ use harness::{blob, send, Reply, Scenario};
 use http::{Method, StatusCode};
 use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use storage_sim::SimConfig;
 

@@ -234,7 +234,7 @@ const V1_BLOBS: [(&str, usize, u64, u64); 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_written_before_format_2_is_served_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = harness::copy_fixture_blobs("disk-v1", V1_BLOBS.map(|b| b.0), dir.path());
+    harness::copy_fixture_blobs("disk-v1", V1_BLOBS.map(|b| b.0), dir.path());
     // The nodes never held these blobs. The scrub is on: with no metadata to be had for them
     // (the nodes say they do not exist), it counts both files unscrubbable and leaves them
     // served.

@@ -8,7 +8,7 @@ mod harness;
 use gateway::GatewayConfig;
 use harness::{blob, config, Scenario};
 use http::{Method, StatusCode};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use storage_sim::SimConfig;
 use tokio::io::AsyncWriteExt;

@@ -6,7 +6,7 @@ mod harness;
 use gateway::GatewayConfig;
 use harness::{blob, config, Scenario};
 use http::{Method, StatusCode};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use storage_sim::{NodeFaults, SimConfig};
 
 const TOKEN: &str = "test-admin-token";
