@@ -208,7 +208,23 @@ impl QuiltCaches {
                     u32::try_from(p.data.len().saturating_add(256)).unwrap_or(u32::MAX)
                 })
                 .max_capacity(patch_bytes)
+                // A purged quilt takes its patches out of memory (`forget_quilt`).
+                .support_invalidation_closures()
                 .build(),
+        }
+    }
+}
+
+impl QuiltCaches {
+    /// Forget quilt `quilt_id`'s index and every patch of it held in memory (an operator's
+    /// purge: the next read goes to the disk tier, which the purge emptied too, then the nodes).
+    pub async fn forget_quilt(&self, quilt_id: BlobId) {
+        self.indexes.invalidate(&quilt_id).await;
+        if let Err(e) = self
+            .patches
+            .invalidate_entries_if(move |id, _| id.quilt_id == quilt_id)
+        {
+            tracing::warn!(%quilt_id, error = %e, "could not drop a purged quilt's patches from memory");
         }
     }
 }

@@ -10,7 +10,7 @@ use codec::BlobId;
 use gateway::tls::TlsIdentity;
 use gateway::GatewayConfig;
 use harness::h3_client::H3Client;
-use harness::{blob, send, Reply, Scenario};
+use harness::{blob, blob_file, send, Reply, Scenario};
 use http::{Method, StatusCode};
 use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use storage_sim::SimConfig;
 
 const TOKEN: &str = "blocklist-admin";
-use harness::blob_file;
-
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..500 {
         if done() {

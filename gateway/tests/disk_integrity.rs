@@ -7,7 +7,7 @@ mod harness;
 
 use codec::BlobId;
 use gateway::GatewayConfig;
-use harness::{blob, config, Scenario};
+use harness::{blob, blob_file, config, Scenario};
 use http::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,8 +41,6 @@ async fn all_nodes(s: &Scenario, offline: bool) {
         s.faults(node, faults).await;
     }
 }
-
-use harness::blob_file;
 
 /// Wait (boundedly) until the file of a blob of `len` bytes (format 2) is in place.
 async fn wait_for_file(path: &Path, len: usize) {

@@ -6,7 +6,7 @@
 mod harness;
 
 use gateway::GatewayConfig;
-use harness::{blob, config, Scenario};
+use harness::{blob, blob_file, config, Scenario};
 use http::{Method, StatusCode};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,8 +44,6 @@ fn disk_streaming(dir: &Path) -> GatewayConfig {
 fn auth() -> String {
     format!("Bearer {TOKEN}")
 }
-
-use harness::blob_file;
 
 /// Wait (boundedly) until the write-through of a blob of `len` bytes has landed.
 async fn wait_for_file(path: &Path, len: u64) {

@@ -11,7 +11,7 @@ mod harness;
 use codec::quilt::{encode_quilt, PatchInput, QuiltPatchId};
 use codec::{BlobId, EncodingConfig};
 use gateway::GatewayConfig;
-use harness::{blob, config, Scenario};
+use harness::{blob, blob_file, config, Scenario};
 use http::{Method, StatusCode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,8 +79,6 @@ fn patch_file(dir: &Path, id: &QuiltPatchId) -> PathBuf {
     let name = id.to_string();
     dir.join("patches").join(&name[..2]).join(name)
 }
-
-use harness::blob_file;
 
 fn by_id(id: &QuiltPatchId) -> String {
     format!("/v1/blobs/by-quilt-patch-id/{id}")
@@ -427,5 +425,44 @@ async fn a_blocked_quilt_takes_its_patches_off_the_disk_and_they_answer_451() {
         assert_eq!(reply.status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     }
     assert_eq!(wait_patches(&s, 0).await["disk"]["entries"], 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_quilt_takes_its_patches_out_of_memory_and_off_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::with(ten_shards(), tiered(dir.path())).await;
+    let (quilt_id, patches) = stored_quilt(&s).await;
+    let (_, a, a_id) = &patches[0];
+    assert_eq!(s.get(&by_id(a_id)).await.header("x-cache"), Some("miss"));
+    wait_patches(&s, 1).await;
+    assert_eq!(
+        s.get(&by_id(a_id)).await.header("x-cache"),
+        Some("hit-memory")
+    );
+
+    let auth = format!("Bearer {TOKEN}");
+    let reply = s
+        .request(
+            Method::DELETE,
+            &format!("/admin/cache/{quilt_id}"),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(admin_cache(&s).await["disk"]["patch_entries"], 0);
+    assert!(!patch_file(dir.path(), a_id).exists());
+
+    // Neither tier has it now: the read goes back to the nodes for the index and the columns.
+    let before = s.counters();
+    let reply = s.get(&by_id(a_id)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(reply.bytes().as_ref(), &a[..]);
+    assert_ne!(
+        s.counters(),
+        before,
+        "a purged patch was served without the nodes"
+    );
     s.stop().await;
 }

@@ -4,7 +4,7 @@
 mod harness;
 
 use gateway::GatewayConfig;
-use harness::{blob, config, Scenario};
+use harness::{blob, blob_file, config, Scenario};
 use http::{Method, StatusCode};
 use std::path::Path;
 use storage_sim::{NodeFaults, SimConfig};
@@ -31,8 +31,6 @@ async fn all_nodes(s: &Scenario, offline: bool) {
         .await;
     }
 }
-
-use harness::blob_file;
 
 /// Wait (boundedly) until the write-through to disk has landed.
 async fn wait_for_file(path: &Path) {

@@ -106,6 +106,8 @@ where
                 .purge(&id)
                 .await
                 .map_err(|e| ApiError::DiskUnwritable(format!("cannot purge: {e}")))?;
+            // A quilt's patches go with it, from memory as from disk.
+            api.quilts.forget_quilt(id).await;
             Ok(super::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"blobId": id, "purged": purged}),
