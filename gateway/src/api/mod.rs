@@ -528,18 +528,7 @@ impl Api {
         let slot = RequestSlot::try_acquire(&self.slots, share, &self.telemetry)?;
         self.telemetry.hit(Tier::Memory);
         self.telemetry.response(200);
-        let build = || {
-            let mut headers = HeaderMap::new();
-            set_blob_headers(&mut headers, &format!("\"{id}\""));
-            if let Some(life) = &life {
-                life.apply(&mut headers);
-            }
-            set_length_and_source(&mut headers, blob.len(), Tier::Memory.header_value());
-            // No `Accept` or `Content-Type` on this lane, so no type; but one with them would
-            // get another, so shared caches must still key on them.
-            set_content_type(&mut headers, None);
-            headers
-        };
+        let build = || lane_head(id, life.as_deref(), blob.len(), Tier::Memory);
         match &life {
             Some(entry) => {
                 entry.head(build);
@@ -552,6 +541,21 @@ impl Api {
         let body = Body::cached(&blob, 0, blob.len()).for_blob(served, slot);
         Some(MemoryHit { blob, life, body })
     }
+}
+
+/// The head of a whole-blob answer from a lane: the blob's headers, its known lifetime, its
+/// length and the tier it came from.
+fn lane_head(id: &BlobId, life: Option<&crate::status::Entry>, len: u64, tier: Tier) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    set_blob_headers(&mut headers, &format!("\"{id}\""));
+    if let Some(life) = life {
+        life.apply(&mut headers);
+    }
+    set_length_and_source(&mut headers, len, tier.header_value());
+    // No `Accept` or `Content-Type` on a lane, so no type; but one with them would get another,
+    // so shared caches must still key on them.
+    set_content_type(&mut headers, None);
+    headers
 }
 
 impl Api {
@@ -591,16 +595,7 @@ impl Api {
         };
         self.telemetry.hit(Tier::Disk);
         self.telemetry.response(200);
-        let build = || {
-            let mut headers = HeaderMap::new();
-            set_blob_headers(&mut headers, &format!("\"{id}\""));
-            if let Some(life) = &life {
-                life.apply(&mut headers);
-            }
-            set_length_and_source(&mut headers, len, Tier::Disk.header_value());
-            set_content_type(&mut headers, None);
-            headers
-        };
+        let build = || lane_head(id, life.as_deref(), len, Tier::Disk);
         // Built once per blob and epoch, as for a memory hit: a blob this lane serves is one
         // memory will not take, so the memory lane never builds that entry's head.
         let head = match life {
