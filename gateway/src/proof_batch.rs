@@ -601,6 +601,24 @@ mod tests {
         }
     }
 
+    /// Where a fake publish places `count` proofs in its quilt number `quilt`: one column each.
+    fn placed_in<E>(quilt: u64, count: usize) -> Vec<Result<Placed, E>> {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&quilt.to_le_bytes());
+        (0..count)
+            .map(|i| {
+                Ok(Placed {
+                    quilt_id: BlobId(id),
+                    patch_id: QuiltPatchId {
+                        quilt_id: BlobId(id),
+                        start_index: i as u16 + 1,
+                        end_index: i as u16 + 2,
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// A publish that "stores" each batch as quilt number `calls`, patch `i` at column `i + 1`.
     fn fake(
         calls: &Arc<AtomicU64>,
@@ -612,26 +630,13 @@ mod tests {
         move |items| {
             let quilt = calls.fetch_add(1, Ordering::SeqCst);
             lock(&sizes).push(items.len());
-            let mut id = [0u8; 32];
-            id[..8].copy_from_slice(&quilt.to_le_bytes());
-            std::future::ready(
+            std::future::ready(if fail {
                 (0..items.len())
-                    .map(|i| {
-                        if fail {
-                            Err(format!("nodes refused quilt {quilt}"))
-                        } else {
-                            Ok(Placed {
-                                quilt_id: BlobId(id),
-                                patch_id: QuiltPatchId {
-                                    quilt_id: BlobId(id),
-                                    start_index: i as u16 + 1,
-                                    end_index: i as u16 + 2,
-                                },
-                            })
-                        }
-                    })
-                    .collect(),
-            )
+                    .map(|_| Err(format!("nodes refused quilt {quilt}")))
+                    .collect()
+            } else {
+                placed_in(quilt, items.len())
+            })
         }
     }
 
@@ -864,22 +869,7 @@ mod tests {
                 Instant::now(),
                 items.iter().map(|it| it.identifier.clone()).collect(),
             ));
-            let mut id = [0u8; 32];
-            id[..8].copy_from_slice(&quilt.to_le_bytes());
-            std::future::ready(
-                (0..items.len())
-                    .map(|i| {
-                        Ok(Placed {
-                            quilt_id: BlobId(id),
-                            patch_id: QuiltPatchId {
-                                quilt_id: BlobId(id),
-                                start_index: i as u16 + 1,
-                                end_index: i as u16 + 2,
-                            },
-                        })
-                    })
-                    .collect(),
-            )
+            std::future::ready(placed_in(quilt, items.len()))
         }
     }
 
