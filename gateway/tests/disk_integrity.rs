@@ -55,20 +55,7 @@ async fn wait_for_file(path: &Path, len: usize) {
 }
 
 async fn admin_cache(s: &Scenario) -> serde_json::Value {
-    let auth = format!("Bearer {TOKEN}");
-    s.request(Method::GET, "/admin/cache", &[("authorization", &auth)])
-        .await
-        .json()
-}
-
-async fn wait_indexed(s: &Scenario) {
-    for _ in 0..1000 {
-        if admin_cache(s).await["disk"]["index_ready"] == true {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("disk index never became ready");
+    harness::admin_cache(s, TOKEN).await
 }
 
 fn crc32c(bytes: &[u8]) -> [u8; 4] {
@@ -97,7 +84,7 @@ async fn a_torn_final_chunk_is_never_served_then_refilled_or_503() {
 
     all_nodes(&s, true).await;
     s.restart_gateway(tiered(dir.path())).await;
-    wait_indexed(&s).await;
+    harness::wait_disk_indexed(&s, TOKEN).await;
     let reply = s.get(&format!("/v1/blobs/{id}")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!path.exists(), "torn file still in place");

@@ -85,10 +85,7 @@ fn by_id(id: &QuiltPatchId) -> String {
 }
 
 async fn admin_cache(s: &Scenario) -> serde_json::Value {
-    let auth = format!("Bearer {TOKEN}");
-    s.request(Method::GET, "/admin/cache", &[("authorization", &auth)])
-        .await
-        .json()
+    harness::admin_cache(s, TOKEN).await
 }
 
 /// Wait (boundedly) until the disk tier indexes `patches` patch files, and the index is ready.
@@ -101,16 +98,6 @@ async fn wait_patches(s: &Scenario, patches: u64) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the disk tier never held {patches} patches");
-}
-
-async fn wait_ready(s: &Scenario) {
-    for _ in 0..1000 {
-        if admin_cache(s).await["disk"]["index_ready"] == true {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("disk index never became ready");
 }
 
 async fn all_nodes(s: &Scenario, offline: bool) {
@@ -234,7 +221,7 @@ async fn flipped_torn_and_truncated_patch_files_are_never_served() {
         all_nodes(&s, nodes_down).await;
         s.restart_gateway(tiered(dir.path())).await;
         // Once the rebuild has looked at the file (a truncated one it quarantines itself).
-        wait_ready(&s).await;
+        harness::wait_disk_indexed(&s, TOKEN).await;
         let reply = s.get(&by_id(b_id)).await;
         if nodes_down {
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{damage}");

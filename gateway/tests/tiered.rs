@@ -43,24 +43,6 @@ async fn wait_for_file(path: &Path) {
     panic!("{} never appeared", path.display());
 }
 
-/// Wait (boundedly) until a restarted gateway has indexed its disk tier.
-async fn wait_indexed(s: &Scenario) {
-    for _ in 0..500 {
-        let stats = s
-            .request(
-                Method::GET,
-                "/admin/cache",
-                &[("authorization", &format!("Bearer {TOKEN}"))],
-            )
-            .await;
-        if stats.json()["disk"]["index_ready"] == true {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("disk index never became ready");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_with_every_node_down_from_memory_then_from_disk_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,7 +76,7 @@ async fn served_with_every_node_down_from_memory_then_from_disk_after_a_restart(
         ..tiered(dir.path())
     })
     .await;
-    wait_indexed(&s).await;
+    harness::wait_disk_indexed(&s, TOKEN).await;
     for (id, data) in [(&small_id, &small), (&large_id, &large)] {
         let reply = s.get(&format!("/v1/blobs/{id}")).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -141,7 +123,7 @@ async fn a_flipped_byte_on_disk_is_never_served_then_refilled_or_503() {
     // Nodes down: the bad copy is refused and quarantined; the answer is a clean 503.
     all_nodes(&s, true).await;
     s.restart_gateway(tiered(dir.path())).await;
-    wait_indexed(&s).await;
+    harness::wait_disk_indexed(&s, TOKEN).await;
     let reply = s.get(&format!("/v1/blobs/{id}")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.reason(), "BLOB_UNAVAILABLE");

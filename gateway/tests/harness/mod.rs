@@ -459,3 +459,22 @@ pub fn copy_fixture_blobs<'a>(
     }
     from
 }
+
+/// `GET /admin/cache` with the admin `token`, as JSON.
+pub async fn admin_cache(s: &Scenario, token: &str) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    s.request(Method::GET, "/admin/cache", &[("authorization", &auth)])
+        .await
+        .json()
+}
+
+/// Wait (boundedly) until a (re)started gateway has indexed its disk tier.
+pub async fn wait_disk_indexed(s: &Scenario, token: &str) {
+    for _ in 0..1000 {
+        if admin_cache(s, token).await["disk"]["index_ready"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("disk index never became ready");
+}
