@@ -132,6 +132,18 @@ build_gateway_and_sim() { # root, profile
     [ -x "$SIM_BIN" ] || die "no walrus-sim binary at $SIM_BIN"
 }
 
+# The value of one series on the gateway at $BASE (curl at $CURL), as an integer; 0 if absent.
+gateway_metric() { # series -> value or 0
+    "$CURL" -sS "$BASE/metrics" | python3 -c '
+import sys
+want = sys.argv[1]
+for line in sys.stdin:
+    if line.startswith(want + " "):
+        print(int(float(line.split()[-1]))); break
+else:
+    print(0)' "$1"
+}
+
 # Start `walrus-gateway serve` on CPU $SERVER_CPU; extra arguments follow `serve`. Waits until
 # it prints "listening on" into $out and its port accepts. Sets GW_PID.
 start_gateway() { # port, out file, log file, serve args...

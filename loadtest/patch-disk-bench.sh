@@ -75,17 +75,6 @@ EOF
 )
 log "quilt $QUILT_ID"
 
-metric() { # series -> value or 0
-    "$CURL" -sS "$BASE/metrics" | python3 -c '
-import sys
-want = sys.argv[1]
-for line in sys.stdin:
-    if line.startswith(want + " "):
-        print(int(float(line.split()[-1]))); break
-else:
-    print(0)' "$1"
-}
-
 # One timed read; sets T (seconds), XC (X-Cache) and SLIVERS (asked by this gateway so far).
 timed_read() { # kind path expected-file
     local kind="$1" path="$2" want="$3"
@@ -93,7 +82,7 @@ timed_read() { # kind path expected-file
         -w '%{time_total}' "$BASE$path")"
     cmp -s "$OUT/got/$kind" "$want" || die "$kind: the answer differs from the source bytes"
     XC="$(grep -i '^x-cache:' "$OUT/got/$kind.headers" | tr -d '\r' | awk '{print $2}')"
-    SLIVERS=$(( $(metric 'gateway_sliver_requests_total{kind="primary"}') + $(metric 'gateway_sliver_requests_total{kind="secondary"}') ))
+    SLIVERS=$(( $(gateway_metric 'gateway_sliver_requests_total{kind="primary"}') + $(gateway_metric 'gateway_sliver_requests_total{kind="secondary"}') ))
 }
 
 echo "uptime at start: $(uptime)" | tee "$OUT/summary.txt"
@@ -112,10 +101,10 @@ for r in $(seq "$ROUNDS"); do
     timed_read cold-large "/v1/blobs/by-quilt-patch-id/$LARGE_ID" "$OUT/patches/p00"
     record "$r" cold-large miss
     for _ in $(seq 200); do
-        [ "$(metric 'gateway_disk_cache_kind_entries{kind="patch"}')" = 2 ] && break
+        [ "$(gateway_metric 'gateway_disk_cache_kind_entries{kind="patch"}')" = 2 ] && break
         sleep 0.05
     done
-    [ "$(metric 'gateway_disk_cache_kind_entries{kind="patch"}')" = 2 ] || die "the patches never reached the disk tier"
+    [ "$(gateway_metric 'gateway_disk_cache_kind_entries{kind="patch"}')" = 2 ] || die "the patches never reached the disk tier"
     gateway_on "$cache"
     timed_read disk-small "/v1/blobs/by-quilt-patch-id/$SMALL_ID" "$OUT/patches/small"
     record "$r" disk-small hit-disk

@@ -104,17 +104,6 @@ set_offline() { # true|false
         -H 'content-type: application/json' -d "{\"offline\": $1}" -o /dev/null
 }
 
-metric() { # series -> value or 0
-    "$CURL" -sS "$BASE/metrics" | python3 -c '
-import sys
-want = sys.argv[1]
-for line in sys.stdin:
-    if line.startswith(want + " "):
-        print(int(float(line.split()[-1]))); break
-else:
-    print(0)' "$1"
-}
-
 # One cold read on a fresh gateway; sets T (seconds), XC (X-Cache) and SLIVERS. Not run in a
 # subshell: the gateway it starts must stay tracked for the cleanup.
 cold_read() { # kind path expected-file
@@ -124,10 +113,10 @@ cold_read() { # kind path expected-file
         -w '%{time_total}' "$BASE$path")"
     cmp -s "$OUT/got/$kind" "$want" || die "$kind: the answer differs from the source bytes"
     xc="$(grep -i '^x-cache:' "$OUT/got/$kind.headers" | tr -d '\r' | awk '{print $2}')"
-    slivers=$(( $(metric 'gateway_sliver_requests_total{kind="primary"}') + $(metric 'gateway_sliver_requests_total{kind="secondary"}') ))
-    slivers="$slivers+$(metric gateway_recovery_symbol_requests_total)rs"
+    slivers=$(( $(gateway_metric 'gateway_sliver_requests_total{kind="primary"}') + $(gateway_metric 'gateway_sliver_requests_total{kind="secondary"}') ))
+    slivers="$slivers+$(gateway_metric gateway_recovery_symbol_requests_total)rs"
     if [ "$kind" != whole-blob ]; then
-        [ "$(metric 'gateway_quilt_patch_reads_total{source="cold"}')" = 1 ] \
+        [ "$(gateway_metric 'gateway_quilt_patch_reads_total{source="cold"}')" = 1 ] \
             || die "$kind was not read on the cold path"
     fi
     T="$t" XC="$xc" SLIVERS="$slivers"
